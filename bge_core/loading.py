@@ -1,0 +1,275 @@
+"""Finding a model (local folder or Hugging Face Hub id) and loading it once.
+
+A model is resolved to a local folder first: an existing folder is used as it is; anything else
+is treated as a hub id and fetched (or found in the cache) with ``huggingface_hub``. Weights are
+then loaded straight into the chosen dtype and device. Loaded backbones are shared: two
+``Embedder`` objects with the same folder, task, device, dtype and options use one model in
+memory and one lock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import torch
+
+from .batching import check_positive
+from .errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from .registry import ModelSpec, lookup, resolve_spec
+
+logger = logging.getLogger(__name__)
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+# What a hub snapshot needs: configs, tokenizer files, safetensors weights and the M3 heads.
+# ONNX/OpenVINO exports and other frameworks' weights are left on the hub.
+_ALLOW = ["*.json", "*.txt", "*.model", "*.tiktoken", "*.safetensors", "sparse_linear.pt", "colbert_linear.pt"]
+_IGNORE = ["onnx/*", "openvino/*", "imgs/*", "*.onnx", "*.onnx_data", "*.gguf", "*.h5", "*.msgpack", "*.ot"]
+_BIN_WEIGHTS = ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"]
+# Missing backbone keys that do not change our outputs (BERT's pooler feeds no BGE output).
+_IGNORABLE_MISSING = ("pooler.",)
+
+Task = Literal["embedding", "reranking"]
+
+
+def has_weights(folder: Path) -> bool:
+    """Whether a folder holds transformers weights in one of the usual files."""
+    return any((folder / name).is_file() for name in WEIGHT_FILES)
+
+
+def _offline_message(model: str) -> str:
+    return (
+        f"Cannot load {model!r}: it is not a local folder, and the Hugging Face Hub could not be reached "
+        f"(no network, or HF_HUB_OFFLINE=1) nor is the model in the local cache; download it once with "
+        f"network access or pass the path of a local model folder."
+    )
+
+
+def resolve_model_dir(
+    model: str | Path,
+    *,
+    cache_dir: Optional[str | Path] = None,
+    revision: Optional[str] = None,
+    token: Optional[str | bool] = None,
+    trust_remote_code: bool = False,
+) -> Path:
+    """The local folder of ``model``: the folder itself, or a hub snapshot (downloaded if needed).
+
+    Raises:
+        ModelNotFoundError: not a folder, and not obtainable from the hub or its cache.
+        ModelLoadError: the path is a file, or the folder holds no model weights.
+    """
+    if not isinstance(model, (str, Path)) or not str(model).strip():
+        raise ModelNotFoundError(f"model must be a hub id or a folder path, got {model!r}")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        folder = path
+    elif path.exists():
+        raise ModelLoadError(f"{str(model)!r} is a file; pass the folder that contains the model.")
+    else:
+        folder = _download(str(model), cache_dir=cache_dir, revision=revision, token=token,
+                           trust_remote_code=trust_remote_code)
+    if not has_weights(folder):
+        raise ModelLoadError(
+            f"{str(folder)!r} has no model weights (expected one of {', '.join(WEIGHT_FILES)})."
+        )
+    return folder
+
+
+def _download(model: str, **kwargs: Any) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    trust_remote_code = kwargs.pop("trust_remote_code")
+    allow = _ALLOW + (["*.py"] if trust_remote_code else [])
+    try:
+        folder = Path(snapshot_download(model, allow_patterns=allow, ignore_patterns=_IGNORE, **kwargs))
+        if not has_weights(folder):  # older repositories ship only PyTorch pickles
+            folder = Path(snapshot_download(model, allow_patterns=_BIN_WEIGHTS, **kwargs))
+    except GatedRepoError as exc:
+        raise ModelNotFoundError(
+            f"{model!r} is a gated repository: accept its terms on the hub and pass token=, or log in."
+        ) from exc
+    except RepositoryNotFoundError as exc:
+        raise ModelNotFoundError(
+            f"{model!r} is neither a local folder nor a model on the Hugging Face Hub; check the name or path."
+        ) from exc
+    except RevisionNotFoundError as exc:
+        raise ModelNotFoundError(f"{model!r} has no revision {kwargs.get('revision')!r} on the hub.") from exc
+    except LocalEntryNotFoundError as exc:
+        raise ModelNotFoundError(_offline_message(model)) from exc
+    except HfHubHTTPError as exc:
+        raise ModelNotFoundError(f"Cannot download {model!r} from the Hugging Face Hub: {exc}") from exc
+    except (OSError, ValueError) as exc:  # offline mode, malformed ids, connection failures
+        if "offline" in str(exc).lower() or "connect" in str(exc).lower():
+            raise ModelNotFoundError(_offline_message(model)) from exc
+        raise ModelNotFoundError(f"Cannot resolve model {model!r}: {exc}") from exc
+    return folder
+
+
+def max_positions(config: Any, tokenizer: Any) -> Optional[int]:
+    """The longest input (in tokens) that the model's position embeddings and tokenizer allow."""
+    limits = []
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and positions > 0:
+        if getattr(config, "model_type", "") in {"xlm-roberta", "roberta", "camembert"}:
+            positions -= (getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after padding_idx
+        limits.append(positions)
+    tok_limit = getattr(tokenizer, "model_max_length", None)
+    if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:
+        limits.append(tok_limit)
+    return min(limits) if limits else None
+
+
+def resolve_max_length(requested: Optional[int], default: int, limit: Optional[int], name: str) -> int:
+    """The truncation length: the caller's (checked against the model's limit) or the default."""
+    if requested is None:
+        return min(default, limit) if limit else default
+    value = check_positive("max_length", requested)
+    if value < 2:
+        raise ConfigError(f"max_length must leave room for the special tokens (at least 2), got {value}")
+    if limit is not None and value > limit:
+        raise ConfigError(f"max_length={value} exceeds what {name} accepts ({limit} tokens).")
+    return value
+
+
+def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    import transformers
+
+    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
+    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+
+
+def _load(folder: Path, task: Task, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+
+    auto = AutoModel if task == "embedding" else AutoModelForSequenceClassification
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        model, info = auto.from_pretrained(
+            str(folder), trust_remote_code=trust_remote_code, output_loading_info=True, **_dtype_kwargs(dtype)
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Cannot load the model in {str(folder)!r}: {exc}") from exc
+    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(_IGNORABLE_MISSING))
+    mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
+    if missing or mismatched:
+        what = "a sequence-classification (reranker) checkpoint" if task == "reranking" else "a complete checkpoint"
+        raise ModelLoadError(
+            f"{str(folder)!r} is not {what}: weights missing from the files would be randomly initialized "
+            f"({', '.join((missing + mismatched)[:5])}{', ...' if len(missing) + len(mismatched) > 5 else ''})."
+        )
+    return model, tokenizer
+
+
+@dataclass(eq=False)
+class Backbone:
+    """A loaded transformer with its tokenizer, device, dtype and the lock that guards both."""
+
+    folder: Path
+    task: Task
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.config.hidden_size)
+
+
+_SHARED: "weakref.WeakValueDictionary[tuple, Backbone]" = weakref.WeakValueDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def load_backbone(
+    folder: Path,
+    *,
+    task: Task,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> Backbone:
+    """Load (or reuse) the transformer in ``folder`` for ``task`` on ``device`` in ``dtype``.
+
+    A backbone stays shared while any object holds it; it is freed with its last user.
+    """
+    key = (str(folder.resolve()), task, str(device), str(dtype), bool(trust_remote_code))
+    with _SHARED_LOCK:
+        backbone = _SHARED.get(key)
+        if backbone is None:
+            model, tokenizer = _load(folder, task, dtype, trust_remote_code)
+            model.to(device)
+            model.eval()
+            model.requires_grad_(False)
+            if tokenizer.pad_token_id is None:
+                # LLM tokenizers without a pad token: padded positions are masked, any id works.
+                tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            backbone = Backbone(folder, task, model, tokenizer, device, dtype)
+            _SHARED[key] = backbone
+        return backbone
+
+
+def locate(
+    model: str | Path,
+    task: Task,
+    trust_remote_code: Optional[bool],
+    cache_dir: Optional[str | Path],
+    revision: Optional[str],
+    token: Optional[str | bool],
+) -> tuple[Path, ModelSpec, bool]:
+    """Resolve ``model`` to its folder and registry spec, checking that it fits ``task``.
+
+    Returns:
+        The local folder, the spec, and whether the model's own code may run.
+
+    Raises:
+        ConfigError: an embedding model given as a reranker or the other way round.
+        UnsupportedModelError: a registered model this version cannot run (LLM rerankers).
+    """
+    known = lookup(model)
+    trust = bool(known.trust_remote_code if known is not None and trust_remote_code is None else trust_remote_code)
+    if known is not None:
+        _check_task(known, model, task)
+    folder = resolve_model_dir(model, cache_dir=cache_dir, revision=revision, token=token, trust_remote_code=trust)
+    spec = resolve_spec(model, folder, task)
+    _check_task(spec, model, task)
+    if trust_remote_code is None:
+        trust = spec.trust_remote_code
+    return folder, spec, trust
+
+
+def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
+    if spec.task != task:
+        use = "bge_core.Reranker" if spec.task == "reranking" else "bge_core.Embedder"
+        raise ConfigError(f"{str(model)!r} is {'a reranker' if spec.task == 'reranking' else 'an embedding model'}; "
+                          f"load it with {use}.")
+    if spec.architecture == "decoder" and task == "reranking":
+        raise UnsupportedModelError(
+            f"{spec.name} is an LLM (decoder-only) reranker, which bge_core does not run yet; "
+            f"use bge-reranker-v2-m3, bge-reranker-large or bge-reranker-base."
+        )
+
+
+__all__ = ["Backbone", "locate", "resolve_max_length", "WEIGHT_FILES", "has_weights", "load_backbone", "max_positions", "resolve_model_dir"]

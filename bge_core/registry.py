@@ -1,0 +1,319 @@
+"""One table of known models: pooling, query instruction, length limit and heads.
+
+The pooling methods and instruction formats follow FlagEmbedding's ``AUTO_EMBEDDER_MAPPING``
+(``FlagEmbedding/inference/embedder/model_mapping.py``); the instruction texts follow the BGE
+model table. A model is found by the last part of its hub id or folder name, case-insensitively
+(``BAAI/bge-small-en-v1.5``, ``/models/bge-small-en-v1.5`` and a Hugging Face cache snapshot of
+it all resolve to ``bge-small-en-v1.5``). Unknown local folders are described by their
+sentence-transformers configuration when they have one (see :func:`describe_folder`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import Literal, Optional
+
+from .errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+Pooling = Literal["cls", "mean", "last_token"]
+POOLING_MODES: tuple[str, ...] = ("cls", "mean", "last_token")
+Task = Literal["embedding", "reranking"]
+Head = Literal["sparse", "colbert"]
+
+EN_INSTRUCTION = "Represent this sentence for searching relevant passages: "
+ZH_INSTRUCTION = "为这个句子生成表示以用于检索相关文章："
+WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query."
+
+#: Default number of tokens a text is truncated to, as in FlagEmbedding (``max_length=512``).
+DEFAULT_MAX_LENGTH = 512
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What bge_core knows about one model.
+
+    Attributes:
+        name: Short canonical name, e.g. ``"bge-small-en-v1.5"``.
+        family: Model family (``"bge"``, ``"bge-m3"``, ``"bge-reranker"``, ``"e5"``, ...).
+        task: ``"embedding"`` or ``"reranking"``.
+        pooling: Sentence pooling of an embedding model; ``None`` for rerankers.
+        query_instruction: Text put before each query by ``encode_queries`` (``None``: none).
+        query_instruction_format: ``str.format`` template taking (instruction, query).
+        document_instruction: Text put before each document (only E5 models use one).
+        max_length: The longest input the model accepts in tokens (``None``: read the config).
+        default_max_length: The truncation length used when the caller gives none.
+        heads: Extra output heads the model ships (``"sparse"``, ``"colbert"``).
+        architecture: ``"encoder"`` or ``"decoder"`` (LLM-based models).
+        trust_remote_code: Whether the model needs its own modelling code to load.
+        registered: ``False`` for a local folder described from its own files.
+    """
+
+    name: str
+    family: str
+    task: Task = "embedding"
+    pooling: Optional[Pooling] = "cls"
+    query_instruction: Optional[str] = None
+    query_instruction_format: str = "{}{}"
+    document_instruction: Optional[str] = None
+    max_length: Optional[int] = 512
+    default_max_length: int = DEFAULT_MAX_LENGTH
+    heads: frozenset[str] = field(default_factory=frozenset)
+    architecture: Literal["encoder", "decoder"] = "encoder"
+    trust_remote_code: bool = False
+    registered: bool = True
+
+    def format_query(self, instruction: str, text: str) -> str:
+        """Apply ``query_instruction_format`` exactly as FlagEmbedding does."""
+        fmt = self.query_instruction_format.replace("\\n", "\n")
+        return fmt.format(instruction, text)
+
+
+def _bge(name: str, instruction: Optional[str]) -> ModelSpec:
+    return ModelSpec(name, "bge", pooling="cls", query_instruction=instruction)
+
+
+def _llm(name: str, family: str, fmt: str, *, instruction: str = WEB_SEARCH_TASK, remote: bool = False) -> ModelSpec:
+    return ModelSpec(
+        name,
+        family,
+        pooling="last_token",
+        query_instruction=instruction,
+        query_instruction_format=fmt,
+        max_length=None,
+        architecture="decoder",
+        trust_remote_code=remote,
+    )
+
+
+def _e5(name: str) -> ModelSpec:
+    return ModelSpec(name, "e5", pooling="mean", query_instruction="query: ", document_instruction="passage: ")
+
+
+def _reranker(
+    name: str,
+    max_length: Optional[int],
+    architecture: Literal["encoder", "decoder"] = "encoder",
+    *,
+    family: str = "bge-reranker",
+    remote: bool = False,
+) -> ModelSpec:
+    return ModelSpec(
+        name,
+        family,
+        task="reranking",
+        pooling=None,
+        max_length=max_length,
+        architecture=architecture,
+        trust_remote_code=remote,
+    )
+
+
+_INSTRUCT_QUERY = "Instruct: {}\nQuery: {}"
+
+_SPECS: tuple[ModelSpec, ...] = (
+    # BGE v1.5 and v1 (CLS pooling, instruction for queries only)
+    *(_bge(f"bge-{size}-en-v1.5", EN_INSTRUCTION) for size in ("small", "base", "large")),
+    *(_bge(f"bge-{size}-zh-v1.5", ZH_INSTRUCTION) for size in ("small", "base", "large")),
+    *(_bge(f"bge-{size}-en", EN_INSTRUCTION) for size in ("small", "base", "large")),
+    *(_bge(f"bge-{size}-zh", ZH_INSTRUCTION) for size in ("small", "base", "large")),
+    # BGE-M3: one model, three outputs, no instruction, 8192 tokens
+    ModelSpec("bge-m3", "bge-m3", pooling="cls", max_length=8192, heads=frozenset({"sparse", "colbert"})),
+    # LLM-based BGE embedders
+    _llm("bge-en-icl", "bge-llm", "<instruct>{}\n<query>{}"),
+    _llm("bge-multilingual-gemma2", "bge-llm", "<instruct>{}\n<query>{}"),
+    _llm("bge-code-v1", "bge-llm", "<instruct>{}\n<query>{}", remote=True),
+    _llm("bge-reasoner-embed-qwen3-8b-0923", "bge-llm", _INSTRUCT_QUERY),
+    # Qwen3-Embedding
+    *(_llm(f"Qwen3-Embedding-{s}", "qwen3", "Instruct: {}\nQuery:{}") for s in ("0.6B", "4B", "8B")),
+    # E5
+    _llm("e5-mistral-7b-instruct", "e5", _INSTRUCT_QUERY),
+    ModelSpec(
+        "multilingual-e5-large-instruct",
+        "e5",
+        pooling="mean",
+        query_instruction=WEB_SEARCH_TASK,
+        query_instruction_format=_INSTRUCT_QUERY,
+    ),
+    *(_e5(f"e5-{s}-v2") for s in ("large", "base", "small")),
+    *(_e5(f"multilingual-e5-{s}") for s in ("large", "base", "small")),
+    *(_e5(f"e5-{s}") for s in ("large", "base", "small")),
+    # GTE
+    _llm("gte-Qwen2-7B-instruct", "gte", _INSTRUCT_QUERY, remote=True),
+    _llm("gte-Qwen2-1.5B-instruct", "gte", _INSTRUCT_QUERY, remote=True),
+    _llm("gte-Qwen1.5-7B-instruct", "gte", _INSTRUCT_QUERY, remote=True),
+    ModelSpec("gte-multilingual-base", "gte", pooling="cls", max_length=8192, trust_remote_code=True),
+    ModelSpec("gte-large-en-v1.5", "gte", pooling="cls", max_length=8192, trust_remote_code=True),
+    ModelSpec("gte-base-en-v1.5", "gte", pooling="cls", max_length=8192, trust_remote_code=True),
+    *(ModelSpec(f"gte-{s}", "gte", pooling="mean") for s in ("large", "base", "small")),
+    *(ModelSpec(f"gte-{s}-zh", "gte", pooling="cls") for s in ("large", "base", "small")),
+    # SFR, Linq, BCE
+    _llm("SFR-Embedding-2_R", "sfr", _INSTRUCT_QUERY),
+    _llm("SFR-Embedding-Mistral", "sfr", _INSTRUCT_QUERY),
+    _llm("Linq-Embed-Mistral", "linq", _INSTRUCT_QUERY),
+    ModelSpec("bce-embedding-base_v1", "bce", pooling="cls"),
+    # Rerankers (cross-encoders). The LLM rerankers are known so that they fail clearly.
+    _reranker("bge-reranker-base", 512),
+    _reranker("bge-reranker-large", 512),
+    _reranker("bge-reranker-v2-m3", 8192),
+    _reranker("bge-reranker-v2-gemma", 8192, "decoder"),
+    _reranker("bge-reranker-v2-minicpm-layerwise", 8192, "decoder"),
+    _reranker("bge-reranker-v2.5-gemma2-lightweight", 8192, "decoder"),
+    # Other cross-encoders FlagEmbedding maps; the Jina and GTE ones ship their own modelling code.
+    _reranker("jina-reranker-v2-base-multilingual", None, family="jina", remote=True),
+    _reranker("jina-reranker-v1-turbo-en", None, family="jina", remote=True),
+    _reranker("gte-multilingual-reranker-base", None, family="gte", remote=True),
+    _reranker("bce-reranker-base_v1", 512, family="bce"),
+)
+
+_BY_KEY: dict[str, ModelSpec] = {spec.name.lower(): spec for spec in _SPECS}
+
+
+def model_key(name_or_path: str | PurePath) -> str:
+    """The registry key of a hub id or a folder path (last part, lower case).
+
+    A Hugging Face cache snapshot (``.../models--BAAI--bge-m3/snapshots/<hash>``) gives the
+    repository's name.
+    """
+    parts = PurePath(str(name_or_path).rstrip("/\\")).parts
+    for part in reversed(parts):
+        if part.startswith("models--"):
+            return part.split("--")[-1].lower()
+    return parts[-1].lower() if parts else ""
+
+
+def lookup(name_or_path: str | PurePath) -> Optional[ModelSpec]:
+    """The registry entry of a hub id or folder, or ``None`` when the model is not known."""
+    return _BY_KEY.get(model_key(name_or_path))
+
+
+def known_models(task: Optional[Task] = None) -> list[str]:
+    """Names of the registered models, optionally only those of one task."""
+    return [spec.name for spec in _SPECS if task is None or spec.task == task]
+
+
+def check_pooling(pooling: str) -> Pooling:
+    """Validate a pooling name, listing the valid ones when it is wrong."""
+    if pooling not in POOLING_MODES:
+        raise ConfigError(f"Invalid pooling {pooling!r}. Valid pooling modes are: {', '.join(POOLING_MODES)}.")
+    return pooling  # type: ignore[return-value]
+
+
+# sentence-transformers pooling modes (old boolean keys and the newer ``pooling_mode``).
+_ST_LEGACY_KEYS = {
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+_ST_TO_OURS = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    if not path.is_file():
+        return None
+    try:
+        with path.open(encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"Cannot read {path}: {exc}") from exc
+    return data if isinstance(data, dict) else None
+
+
+def _st_pooling_config(folder: Path) -> tuple[Optional[dict], Optional[Path]]:
+    modules_path = folder / "modules.json"
+    if modules_path.is_file():
+        try:
+            modules = json.loads(modules_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"Cannot read {modules_path}: {exc}") from exc
+        for module in modules if isinstance(modules, list) else []:
+            if str(module.get("type", "")).endswith("Pooling"):
+                path = folder / module.get("path", "") / "config.json"
+                return _read_json(path), path
+    path = folder / "1_Pooling" / "config.json"
+    return _read_json(path), path
+
+
+def st_pooling(folder: Path) -> Optional[Pooling]:
+    """The pooling a sentence-transformers folder declares, or ``None`` when it has no config.
+
+    Raises:
+        ConfigError: the folder declares a pooling bge_core does not implement.
+    """
+    config, path = _st_pooling_config(folder)
+    if config is None:
+        return None
+    mode = config.get("pooling_mode")
+    if mode is None:
+        active = [m for key, m in _ST_LEGACY_KEYS.items() if config.get(key)]
+        mode = active if len(active) != 1 else active[0]
+    if isinstance(mode, list) and len(mode) == 1:
+        mode = mode[0]
+    if not isinstance(mode, str) or mode not in _ST_TO_OURS:
+        raise ConfigError(
+            f"{path} asks for pooling {mode!r}, which bge_core does not implement; "
+            f"pass pooling= one of {', '.join(POOLING_MODES)} to override it."
+        )
+    return _ST_TO_OURS[mode]  # type: ignore[return-value]
+
+
+def describe_folder(folder: Path) -> ModelSpec:
+    """A spec for a local folder not in the registry, read from its sentence-transformers files.
+
+    Pooling comes from the folder's pooling config (else CLS, BGE's pooling), the default
+    truncation length from ``sentence_bert_config.json``'s ``max_seq_length``, and the query
+    instruction from a ``"query"`` prompt in ``config_sentence_transformers.json``.
+    """
+    pooling = st_pooling(folder) or "cls"
+    st_config = _read_json(folder / "sentence_bert_config.json") or {}
+    default_max_length = st_config.get("max_seq_length")
+    prompts = (_read_json(folder / "config_sentence_transformers.json") or {}).get("prompts") or {}
+    query_prompt = prompts.get("query") if isinstance(prompts, dict) else None
+    return ModelSpec(
+        name=folder.name,
+        family="local",
+        pooling=pooling,
+        query_instruction=query_prompt or None,
+        max_length=None,
+        default_max_length=int(default_max_length) if isinstance(default_max_length, int) else DEFAULT_MAX_LENGTH,
+        registered=False,
+    )
+
+
+def resolve_spec(name_or_path: str | PurePath, folder: Optional[Path], task: Task) -> ModelSpec:
+    """The registry entry of a model, or a description of its local folder."""
+    spec = lookup(name_or_path)
+    if spec is None and folder is not None:
+        spec = lookup(folder)
+    if spec is None:
+        if task == "reranking":
+            return ModelSpec(
+                model_key(name_or_path), "local", task="reranking", pooling=None, max_length=None, registered=False
+            )
+        return describe_folder(folder) if folder is not None else ModelSpec(
+            model_key(name_or_path), "local", max_length=None, registered=False
+        )
+    return spec
+
+
+__all__ = [
+    "DEFAULT_MAX_LENGTH",
+    "EN_INSTRUCTION",
+    "ZH_INSTRUCTION",
+    "ModelSpec",
+    "POOLING_MODES",
+    "check_pooling",
+    "describe_folder",
+    "known_models",
+    "lookup",
+    "model_key",
+    "resolve_spec",
+    "st_pooling",
+]

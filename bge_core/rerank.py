@@ -1,0 +1,257 @@
+"""Cross-encoder reranking with FlagReranker's exact pair formatting.
+
+FlagReranker tokenizes the query without special tokens, capped at ``query_max_length``
+(3/4 of ``max_length`` unless given), the passage without special tokens capped at
+``max_length``, then joins the two token-id lists with the tokenizer's pair template
+(``[CLS] q [SEP] p [SEP]`` for BERT, ``<s> q </s></s> p </s>`` for XLM-R), removing tokens from
+the end of the passage only until the pair fits ``max_length``. Transformers 5 removed the
+``prepare_for_model`` call that did the joining; here it is done on token ids with the fast
+tokenizer's own post-processor, so no text is decoded and tokenized again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from . import batching
+from .devices import describe, resolve_device, resolve_precision
+from .errors import ConfigError, InputTypeError, ModelLoadError
+from .inputs import as_pairs, as_texts
+from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
+from .registry import ModelSpec
+from .types import Ranked
+
+logger = logging.getLogger(__name__)
+
+#: Pairs per batch at most by default (FlagReranker's default).
+DEFAULT_RERANK_BATCH_SIZE = 128
+
+
+def sigmoid(logit: float) -> float:
+    """The logistic function, computed as FlagReranker does."""
+    return float(1 / (1 + np.exp(-np.float64(logit))))
+
+
+class PairEncoder:
+    """Turns (query, passage) pairs into model input ids exactly as FlagReranker does.
+
+    Uses a private copy of the fast tokenizer with padding and truncation turned off, so the
+    shared Hugging Face tokenizer's settings are never touched.
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, query_max_length: int) -> None:
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None:
+            raise ModelLoadError(
+                "Reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the model folder."
+            )
+        from tokenizers import Tokenizer
+
+        self._rust = Tokenizer.from_str(backend.to_str())
+        self._rust.no_padding()
+        self._rust.no_truncation()
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.n_special = self._rust.num_special_tokens_to_add(True)
+        self.with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], Optional[list[list[int]]]]:
+        queries = self._rust.encode_batch([q for q, _ in pairs], add_special_tokens=False)
+        passages = self._rust.encode_batch([p for _, p in pairs], add_special_tokens=False)
+        ids: list[list[int]] = []
+        types: list[list[int]] = []
+        for query, passage in zip(queries, passages):
+            if len(query) > self.query_max_length:
+                query.truncate(self.query_max_length)
+            if len(passage) > self.max_length:
+                passage.truncate(self.max_length)
+            excess = len(query) + len(passage) + self.n_special - self.max_length
+            # As the old prepare_for_model(truncation="only_second"): cut the passage's end; if
+            # the passage is too short to absorb the excess, leave the pair as it is.
+            if 0 < excess < len(passage):
+                passage.truncate(len(passage) - excess)
+            pair = self._rust.post_process(query, passage, add_special_tokens=True)
+            ids.append(pair.ids)
+            types.append(pair.type_ids)
+        return ids, (types if self.with_types else None)
+
+
+class Reranker:
+    """Cross-encoder relevance scores for (query, passage) pairs, as FlagReranker computes them.
+
+    Args:
+        model: A Hugging Face Hub id (``"BAAI/bge-reranker-v2-m3"``) or a local folder of a
+            sequence-classification model with one output.
+        normalize: Apply a sigmoid to the raw logits (scores in 0..1). Default: raw logits, as
+            FlagReranker returns them.
+        max_length: Tokens per (query, passage) pair (default 512).
+        query_max_length: Tokens of the query at most (default 3/4 of ``max_length``).
+        device, precision: As for :class:`~bge_core.Embedder`.
+        batch_size: Most pairs in one forward pass.
+        max_batch_tokens: Most padded tokens in one forward pass (``None``: per-device default).
+        show_progress: Progress bar; ``None`` shows one for 2048 pairs or more.
+        trust_remote_code, cache_dir, revision, token: As for :class:`~bge_core.Embedder`.
+
+    Example:
+        >>> rr = Reranker("BAAI/bge-reranker-v2-m3")
+        >>> rr.score([("what is a panda?", "The giant panda is a bear.")])
+        [5.26...]
+        >>> best = rr.rerank("what is a panda?", docs, top_k=3)[0]
+        >>> best.index, best.score, best.text
+    """
+
+    def __init__(
+        self,
+        model: Union[str, Path],
+        *,
+        normalize: bool = False,
+        max_length: Optional[int] = None,
+        query_max_length: Optional[int] = None,
+        device: Union[str, int, torch.device, None] = None,
+        precision: str = "auto",
+        batch_size: int = DEFAULT_RERANK_BATCH_SIZE,
+        max_batch_tokens: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+        trust_remote_code: Optional[bool] = None,
+        cache_dir: Optional[Union[str, Path]] = None,
+        revision: Optional[str] = None,
+        token: Optional[Union[str, bool]] = None,
+    ) -> None:
+        self.normalize = bool(normalize)
+        self.batch_size = batching.check_positive("batch_size", batch_size)
+        self.device = resolve_device(device)
+        self.dtype = resolve_precision(precision, self.device)
+        self.max_batch_tokens = (
+            batching.default_max_batch_tokens(self.device)
+            if max_batch_tokens is None
+            else batching.check_positive("max_batch_tokens", max_batch_tokens)
+        )
+        self.show_progress = show_progress
+        self.model_name = str(model)
+        folder, spec, trust = locate(model, "reranking", trust_remote_code, cache_dir, revision, token)
+        self.spec: ModelSpec = spec
+        self._backbone: Backbone = load_backbone(
+            folder, task="reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust
+        )
+        labels = getattr(self._backbone.config, "num_labels", 1)
+        if labels != 1:
+            raise ModelLoadError(
+                f"{self.model_name!r} has {labels} output labels; a reranker must have exactly one score."
+            )
+        self.model_max_length = spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
+        self.max_length = resolve_max_length(
+            max_length, spec.default_max_length, self.model_max_length, self.model_name
+        )
+        if query_max_length is None:
+            query_max_length = self.max_length * 3 // 4
+        self.query_max_length = batching.check_positive("query_max_length", query_max_length)
+        self._pairs = PairEncoder(self._backbone.tokenizer, self.max_length, self.query_max_length)
+
+    def __repr__(self) -> str:
+        return (
+            f"Reranker(model={self.model_name!r}, device={describe(self.device, self.dtype)!r}, "
+            f"max_length={self.max_length}, normalize={self.normalize})"
+        )
+
+    @property
+    def folder(self) -> Path:
+        """The local folder the model was loaded from."""
+        return self._backbone.folder
+
+    def score(
+        self,
+        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> Union[float, list[float]]:
+        """Relevance scores of (query, passage) pairs, in input order.
+
+        Args:
+            pairs: One ``(query, passage)`` pair or a list of them.
+            normalize: Overrides the instance's ``normalize`` for this call.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
+
+        Returns:
+            A Python float for a single pair, else a list of Python floats.
+
+        Raises:
+            InputTypeError: ``pairs`` is not a pair of strings or a list of them.
+        """
+        items, single = as_pairs(pairs)
+        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        scores = self._logits(items, size, self.show_progress if show_progress is None else show_progress)
+        if self.normalize if normalize is None else normalize:
+            scores = [sigmoid(s) for s in scores]
+        return scores[0] if single else scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_k: Optional[int] = None,
+        *,
+        normalize: Optional[bool] = None,
+    ) -> list[Ranked]:
+        """Documents ordered by relevance to ``query``, best first (ties keep input order).
+
+        Args:
+            query: The query text.
+            documents: The candidate texts.
+            top_k: Keep only the best ``top_k`` (``None``: all).
+            normalize: Overrides the instance's ``normalize`` for this call.
+
+        Returns:
+            :class:`~bge_core.types.Ranked` items with the document's input index, its score
+            (a Python float) and its text.
+        """
+        if not isinstance(query, str):
+            raise InputTypeError(f"query must be a string, got {type(query).__name__ if query is not None else 'None'}")
+        docs, _ = as_texts(documents, "documents")
+        if top_k is not None:
+            top_k = batching.check_positive("top_k", top_k)
+        if not docs:
+            return []
+        scores = self.score([(query, d) for d in docs], normalize=normalize)
+        order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep input order
+        return [Ranked(index=i, score=scores[i], text=docs[i]) for i in order[:top_k]]
+
+    def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[float]:
+        if not pairs:
+            return []
+        backbone = self._backbone
+        model = backbone.model
+        scores = np.empty(len(pairs), dtype=np.float32)
+
+        def forward(batch: batching.Batch) -> np.ndarray:
+            logits = model(**batch.model_inputs(), return_dict=True).logits
+            return logits.view(-1).float().cpu().numpy()
+
+        with backbone.lock:
+            input_ids, token_type_ids = self._pairs.encode(pairs)
+            for positions, out in batching.run_batches(
+                input_ids,
+                forward,
+                pad_id=backbone.tokenizer.pad_token_id,
+                device=self.device,
+                max_batch_size=batch_size,
+                max_batch_tokens=self.max_batch_tokens,
+                token_type_ids=token_type_ids,
+                show_progress=show_progress,
+                desc="Reranking",
+            ):
+                scores[positions] = out
+        if not np.all(np.isfinite(scores)):
+            logger.warning("The reranker produced non-finite scores (%s); check precision=.", describe(self.device, self.dtype))
+        return scores.tolist()
+
+
+__all__ = ["PairEncoder", "Reranker", "sigmoid"]

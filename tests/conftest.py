@@ -1,0 +1,100 @@
+"""Shared test setup: no network, fixture models built once per run, FlagEmbedding as oracle."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub or transformers: the hub is never contacted in tests.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import socket
+import sys
+import types
+
+import pytest
+
+from bge_core.sample_data import python_docs_paragraphs
+from bge_core.testing import FixtureModels, build_fixture_models
+
+_LOCAL_HOSTS = ("127.", "::1", "localhost")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_network():
+    """Refuse every connection that leaves this machine, so no test can reach a hub."""
+    real_connect = socket.socket.connect
+
+    def guarded(self, address):  # type: ignore[no-untyped-def]
+        host = address[0] if isinstance(address, tuple) else None
+        if isinstance(host, str) and not host.startswith(_LOCAL_HOSTS):
+            raise OSError(f"network access is disabled in tests (tried {address!r})")
+        return real_connect(self, address)
+
+    socket.socket.connect = guarded  # type: ignore[method-assign]
+    yield
+    socket.socket.connect = real_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory: pytest.TempPathFactory) -> FixtureModels:
+    """Model folders built from the real MiniLM weights, once per test run."""
+    return build_fixture_models(tmp_path_factory.mktemp("models"))
+
+
+def import_flag_embedding() -> types.ModuleType:
+    """Import FlagEmbedding (the parity oracle) under transformers 5.
+
+    FlagEmbedding 1.4.2 imports ``transformers.modeling_attn_mask_utils`` for its MiniCPM
+    layer-wise LLM reranker only; transformers 5 removed that module. A stand-in module lets
+    the package import; nothing the parity tests call uses it.
+    """
+    name = "transformers.modeling_attn_mask_utils"
+    try:
+        __import__(name)
+    except ImportError:
+        stand_in = types.ModuleType(name)
+
+        def _unavailable(*_args, **_kwargs):
+            raise NotImplementedError(f"{name} is not available in this transformers version")
+
+        for attr in (
+            "AttentionMaskConverter",
+            "_prepare_4d_attention_mask",
+            "_prepare_4d_causal_attention_mask",
+            "_prepare_4d_causal_attention_mask_for_sdpa",
+        ):
+            setattr(stand_in, attr, _unavailable)
+        sys.modules[name] = stand_in
+    import FlagEmbedding
+
+    return FlagEmbedding
+
+
+@pytest.fixture(scope="session")
+def flag() -> types.ModuleType:
+    return import_flag_embedding()
+
+
+@pytest.fixture(scope="session")
+def paragraphs() -> list[str]:
+    """Real English paragraphs of mixed length (the Python language reference)."""
+    return python_docs_paragraphs()
+
+
+@pytest.fixture(scope="session")
+def mixed_texts(paragraphs: list[str]) -> list[str]:
+    """Real paragraphs plus edge cases: empty, one word, repeated words, non-ASCII, over-long."""
+    longest = max(paragraphs, key=len)
+    return [
+        *paragraphs[:40:2],
+        "",
+        "bge",
+        "the the the the the embedding embedding",
+        "Grüße aus Köln — naïve café, 北京欢迎你, emoji 🙂 and tabs\tand\nnewlines",
+        " ".join(paragraphs[100:140]),  # far longer than 512 tokens
+        longest,
+        "UPPER case and MiXeD CaSe",
+    ]

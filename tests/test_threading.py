@@ -1,0 +1,46 @@
+"""One Embedder / Reranker used from many threads gives the serial results."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from bge_core import Embedder, Reranker
+
+
+def test_eight_threads_on_one_embedder(models, paragraphs):
+    emb = Embedder(models.dense, precision="fp32", max_length=128)
+    chunks = [paragraphs[i * 12 : (i + 1) * 12] for i in range(16)]
+    serial = [emb.encode_documents(chunk) for chunk in chunks]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(emb.encode_documents, chunks))
+    for a, b in zip(serial, parallel):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_threads_on_two_embedders_sharing_one_model(models, paragraphs):
+    """Identical configurations share one loaded model and its lock."""
+    a = Embedder(models.dense, precision="fp32", pooling="cls", max_length=64)
+    b = Embedder(models.dense, precision="fp32", pooling="mean", max_length=64)
+    assert a._backbone is b._backbone
+    chunks = [paragraphs[i * 10 : (i + 1) * 10] for i in range(12)]
+    expected = [(a.encode_queries(c), b.encode_documents(c)) for c in chunks]
+
+    def work(i):
+        return a.encode_queries(chunks[i]), b.encode_documents(chunks[i])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        got = list(pool.map(work, range(len(chunks))))
+    for (ea, eb), (ga, gb) in zip(expected, got):
+        np.testing.assert_array_equal(ea, ga)
+        np.testing.assert_array_equal(eb, gb)
+
+
+def test_eight_threads_on_one_reranker(models, paragraphs):
+    rr = Reranker(models.reranker, precision="fp32", max_length=128)
+    jobs = [[(paragraphs[i], paragraphs[i + j]) for j in range(1, 6)] for i in range(16)]
+    serial = [rr.score(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parallel = list(pool.map(rr.score, jobs))
+    assert parallel == serial
