@@ -95,18 +95,26 @@ def add_m3_heads(folder: Union[str, Path], colbert_dim: int = -1, seed: int = _S
 
     ``sparse_linear`` is ``Linear(hidden, 1)``; ``colbert_linear`` is ``Linear(hidden, hidden)``
     (or ``Linear(hidden, colbert_dim)``), saved as plain state dicts like BGE-M3's files. The
-    sparse bias is positive so that most tokens get a weight, as with the real model.
+    sparse bias is calibrated on real text so that about 60% of tokens get a positive weight,
+    as with the real model (a random direction alone can leave every weight at zero).
     """
-    from transformers import AutoConfig
+    from transformers import AutoModel, AutoTokenizer
+
+    from .sample_data import python_docs_paragraphs
 
     folder = Path(folder)
-    hidden = int(AutoConfig.from_pretrained(str(folder)).hidden_size)
+    model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    hidden = int(model.config.hidden_size)
     out_dim = hidden if colbert_dim <= 0 else colbert_dim
     gen = _generator(seed + 1)
-    sparse = {
-        "weight": torch.randn(1, hidden, generator=gen) * 0.2,
-        "bias": torch.tensor([0.3]),
-    }
+    direction = torch.randn(1, hidden, generator=gen) * 0.2
+    batch = tokenizer(python_docs_paragraphs(limit=16), padding=True, truncation=True, max_length=128,
+                      return_tensors="pt")
+    with torch.inference_mode():
+        states = model(**batch).last_hidden_state[batch["attention_mask"].bool()]
+    projections = states @ direction[0]
+    sparse = {"weight": direction, "bias": -torch.quantile(projections, 0.4).reshape(1)}
     colbert = {
         "weight": torch.randn(out_dim, hidden, generator=gen) / hidden**0.5,
         "bias": torch.randn(out_dim, generator=gen) * 0.01,
@@ -114,6 +122,90 @@ def add_m3_heads(folder: Union[str, Path], colbert_dim: int = -1, seed: int = _S
     torch.save(sparse, folder / "sparse_linear.pt")
     torch.save(colbert, folder / "colbert_linear.pt")
     return folder
+
+
+_MULTILINGUAL_LINES = (
+    "北京欢迎你。我们在学习检索增强生成。",
+    "Grüße aus Köln, naïve café, façade, Ærøskøbing.",
+    "Быстрая коричневая лиса прыгает через ленивую собаку.",
+    "東京は日本の首都です。",
+)
+
+
+def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path:
+    """Train a small SentencePiece unigram tokenizer and save it as an XLM-R tokenizer.
+
+    The id layout is XLM-R's: ``<s>=0, <pad>=1, </s>=2, <unk>=3``, the pieces, ``<mask>`` last;
+    the Rust tokenizer uses SentencePiece's normalizer (precompiled charsmap), the Metaspace
+    pre-tokenizer and XLM-R's ``<s> A </s></s> B </s>`` template, as BGE-M3's does.
+    """
+    try:
+        import sentencepiece as spm
+        from sentencepiece import sentencepiece_model_pb2
+    except ImportError as exc:
+        raise MissingExtraError("Building the XLM-R fixture needs sentencepiece and protobuf: "
+                                "pip install sentencepiece protobuf  (or pip install 'bge-rag[test]')") from exc
+    import io
+
+    from transformers import XLMRobertaTokenizer
+
+    from .sample_data import python_docs_paragraphs
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter([*python_docs_paragraphs(), *_MULTILINGUAL_LINES * 20]),
+        model_writer=buffer,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        character_coverage=1.0,
+        bos_id=-1,
+        eos_id=-1,
+        unk_id=0,
+        num_threads=1,
+        minloglevel=2,
+    )
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(buffer.getvalue())
+    pieces = [(p.piece, p.score) for p in proto.pieces[1:]]  # piece 0 is SentencePiece's <unk>
+    vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces, ("<mask>", 0.0)]
+    charsmap = proto.normalizer_spec.precompiled_charsmap or None
+    tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
+    tokenizer.model_max_length = 512
+    tokenizer.save_pretrained(str(dest))
+    return dest
+
+
+def build_xlmr_model(dest: Union[str, Path], seed: int = _SEED, reranker: bool = False) -> Path:
+    """A tiny random XLM-RoBERTa (2 layers, hidden 64) with a trained SentencePiece tokenizer.
+
+    With ``reranker=True`` it is an ``XLMRobertaForSequenceClassification`` with one logit.
+    The weights are random but fixed by ``seed``; the global RNG is left untouched.
+    """
+    from transformers import AutoTokenizer, XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaModel
+
+    dest = build_xlmr_tokenizer(dest)
+    tokenizer = AutoTokenizer.from_pretrained(str(dest))
+    config = XLMRobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        layer_norm_eps=1e-5,
+        num_labels=1,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = XLMRobertaForSequenceClassification(config) if reranker else XLMRobertaModel(config)
+    model.save_pretrained(str(dest), safe_serialization=True)
+    return dest
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -129,15 +221,21 @@ class FixtureModels:
     minilm: Path
     dense: Path
     reranker: Path
+    m3: Path
+    xlmr_m3: Path
+    xlmr_reranker: Path
 
 
 def build_fixture_models(root: Union[str, Path]) -> FixtureModels:
-    """Write every fixture folder under ``root`` (about 200 MB) and return their paths."""
+    """Write every fixture folder under ``root`` (about 300 MB) and return their paths."""
     root = Path(root)
     return FixtureModels(
         minilm=minilm_folder(),
         dense=build_dense_model(root / "dense-minilm"),
         reranker=build_reranker_model(root / "reranker-minilm"),
+        m3=add_m3_heads(build_dense_model(root / "m3-minilm")),
+        xlmr_m3=add_m3_heads(build_xlmr_model(root / "m3-xlmr-tiny")),
+        xlmr_reranker=build_xlmr_model(root / "reranker-xlmr-tiny", reranker=True),
     )
 
 
@@ -147,5 +245,7 @@ __all__ = [
     "build_dense_model",
     "build_fixture_models",
     "build_reranker_model",
+    "build_xlmr_model",
+    "build_xlmr_tokenizer",
     "minilm_folder",
 ]
