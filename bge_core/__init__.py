@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from .chunking import Chunk, ChunkedEncoded
 from .embedder import Embedder
 from .errors import (
     BGEError,
@@ -27,6 +28,13 @@ from .errors import (
 )
 from .registry import ModelSpec, known_models, lookup
 from .rerank import Reranker
+from .scoring import (
+    colbert_scores,
+    dense_scores,
+    hybrid_scores,
+    lexical_scores,
+    reciprocal_rank_fusion,
+)
 from .types import Encoded, Ranked, SparseVector
 
 __version__ = "0.1.0"
@@ -34,6 +42,8 @@ __version__ = "0.1.0"
 __all__ = [
     "BGEError",
     "BGEOutOfMemoryError",
+    "Chunk",
+    "ChunkedEncoded",
     "ConfigError",
     "Embedder",
     "Encoded",
@@ -50,6 +60,11 @@ __all__ = [
     "TextTooLongError",
     "UnsupportedModelError",
     "__version__",
+    "colbert_scores",
+    "dense_scores",
+    "hybrid_scores",
     "known_models",
+    "lexical_scores",
     "lookup",
+    "reciprocal_rank_fusion",
 ]

@@ -32,8 +32,11 @@ DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
 PROGRESS_THRESHOLD = 2048
 
 
-def default_max_batch_tokens(device: torch.device) -> int:
-    return DEFAULT_MAX_BATCH_TOKENS.get(device.type, 8192)
+def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.device) -> int:
+    """The caller's token budget per batch, or the default for the device type."""
+    if max_batch_tokens is None:
+        return DEFAULT_MAX_BATCH_TOKENS.get(device.type, 8192)
+    return check_positive("max_batch_tokens", max_batch_tokens)
 
 
 def check_positive(name: str, value: Any) -> int:
@@ -190,7 +193,7 @@ __all__ = [
     "DEFAULT_BATCH_SIZE",
     "check_positive",
     "collate",
-    "default_max_batch_tokens",
+    "resolve_max_batch_tokens",
     "is_out_of_memory",
     "plan_batches",
     "run_batches",

@@ -112,7 +112,7 @@ def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Print the model registry."""
     out = out or sys.stdout
-    from .registry import lookup, known_models
+    from .registry import known_models, lookup
 
     print(f"{'model':38} {'task':10} {'pooling':10} {'max len':>7}  query instruction", file=out)
     for name in known_models(args.task):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -11,13 +12,16 @@ import torch
 import torch.nn.functional as F
 
 from . import batching
+from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
-from .errors import ConfigError, TextTooLongError
-from .inputs import as_texts
-from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
+from .errors import ConfigError, InputTypeError, TextTooLongError
+from .heads import M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
+from .inputs import as_pairs, as_texts
+from .loading import Backbone, open_model, resolve_max_length
 from .pooling import pool
 from .registry import ModelSpec, check_pooling
-from .types import Encoded
+from .scoring import check_weights, colbert_scores, hybrid_scores
+from .types import Encoded, SparseVector
 
 logger = logging.getLogger(__name__)
 
@@ -97,20 +101,15 @@ class Embedder:
             check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.max_batch_tokens = (
-            batching.default_max_batch_tokens(self.device)
-            if max_batch_tokens is None
-            else batching.check_positive("max_batch_tokens", max_batch_tokens)
-        )
-
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device)
         self.model_name = str(model)
-        folder, spec, trust = locate(model, "embedding", trust_remote_code, cache_dir, revision, token)
-        self.spec: ModelSpec = spec
-        self._backbone: Backbone = load_backbone(
-            folder, task="embedding", device=self.device, dtype=self.dtype, trust_remote_code=trust
+        self.spec: ModelSpec
+        self._backbone: Backbone
+        self.spec, self._backbone, self.model_max_length = open_model(
+            model, "embedding", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir, revision=revision, token=token,
         )
-
-        self.model_max_length = spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
+        spec = self.spec
         self.max_length = resolve_max_length(
             max_length, spec.default_max_length, self.model_max_length, self.model_name
         )
@@ -153,25 +152,33 @@ class Embedder:
         )
 
     # ------------------------------------------------------------------ public API
-    def encode_queries(self, texts: Union[str, list[str]], **options: Any) -> np.ndarray:
+    def encode_queries(
+        self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> np.ndarray:
         """Dense vectors of queries, with the query instruction applied.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        return self.encode(texts, kind="query", **options).dense  # type: ignore[return-value]
+        out = self.encode(texts, kind="query", batch_size=batch_size, show_progress=show_progress)
+        return out.dense  # type: ignore[return-value]
 
-    def encode_documents(self, texts: Union[str, list[str]], **options: Any) -> np.ndarray:
+    def encode_documents(
+        self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> np.ndarray:
         """Dense vectors of documents (no query instruction).
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        return self.encode(texts, kind="document", **options).dense  # type: ignore[return-value]
+        out = self.encode(texts, kind="document", batch_size=batch_size, show_progress=show_progress)
+        return out.dense  # type: ignore[return-value]
 
     def encode(
         self,
-        texts: Union[str, list[str]],
+        texts: Union[str, Sequence[str]],
         *,
         kind: Kind = "document",
         dense: bool = True,
@@ -185,8 +192,9 @@ class Embedder:
         Args:
             texts: A string or a list of strings.
             kind: ``"query"`` applies the query instruction; ``"document"`` the document one.
-            dense, sparse, colbert: Which outputs to compute (sparse and ColBERT need BGE-M3
-                heads).
+            dense: Dense vectors (float32, normalized unless ``normalize=False``).
+            sparse: BGE-M3 lexical weights (:class:`~bge_core.types.SparseVector`).
+            colbert: BGE-M3 ColBERT vectors (a float32 ``(tokens - 1, dim)`` matrix per text).
             batch_size: Overrides the instance's ``batch_size`` for this call.
             show_progress: Overrides the instance's ``show_progress`` for this call.
 
@@ -195,6 +203,7 @@ class Embedder:
 
         Raises:
             InputTypeError: ``texts`` is not a string or a list of strings.
+            MissingHeadError: sparse or ColBERT requested from a model without that head file.
             TextTooLongError: a text exceeds ``max_length`` while ``truncation=False``.
             ConfigError: an invalid ``kind`` or no output requested.
         """
@@ -207,26 +216,124 @@ class Embedder:
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
         if not items:
             return self._empty(dense, sparse, colbert)
-        prepared = self._with_instruction(items, kind)
-        backbone = self._backbone
-        with backbone.lock:
-            input_ids = self._tokenize(prepared)
-            dense_out = np.empty((len(items), self.dimension), dtype=np.float32) if dense else None
-            for positions, out in batching.run_batches(
-                input_ids,
-                self._forward_fn(dense, heads),
-                pad_id=backbone.tokenizer.pad_token_id,
-                device=self.device,
-                max_batch_size=size,
-                max_batch_tokens=self.max_batch_tokens,
-                show_progress=self.show_progress if show_progress is None else show_progress,
-                desc="Embedding",
-            ):
-                if dense_out is not None:
-                    dense_out[positions] = out["dense"]
+        with self._backbone.lock:
+            input_ids = self._tokenize(self._with_instruction(items, kind), self.max_length)
+            out = self._run(input_ids, dense, heads, size, show_progress)
         if single:
-            return Encoded(dense=None if dense_out is None else dense_out[0])
-        return Encoded(dense=dense_out)
+            return Encoded(
+                dense=None if out.dense is None else out.dense[0],
+                sparse=None if out.sparse is None else out.sparse[0],  # type: ignore[index]
+                colbert=None if out.colbert is None else out.colbert[0],  # type: ignore[index]
+            )
+        return out
+
+    def encode_chunked(
+        self,
+        texts: Union[str, Sequence[str]],
+        *,
+        max_tokens: Optional[int] = None,
+        overlap: int = 0,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> ChunkedEncoded:
+        """Encode long documents as overlapping token windows, keeping character offsets.
+
+        Each window holds at most ``max_tokens`` tokens (special tokens included; default
+        ``max_length``); consecutive windows of a document share ``overlap`` tokens. A
+        document that fits in one window gives exactly ``encode``'s output. Use
+        :meth:`ChunkedEncoded.aggregate` for one output per document.
+
+        Raises:
+            ConfigError: ``max_tokens`` above ``max_length`` or ``overlap`` out of range, or a
+                model with a document instruction (E5), whose prefix would not fit chunking.
+        """
+        items, _ = as_texts(texts)
+        heads = self._heads(sparse=sparse, colbert=colbert)
+        if not (dense or sparse or colbert):
+            raise ConfigError("Request at least one of dense, sparse or colbert.")
+        if self.document_instruction:
+            raise ConfigError("encode_chunked does not support models with a document instruction (E5).")
+        window = self.max_length if max_tokens is None else batching.check_positive("max_tokens", max_tokens)
+        if window > self.max_length:
+            raise ConfigError(f"max_tokens={window} exceeds max_length={self.max_length}; raise max_length first.")
+        if isinstance(overlap, bool) or not isinstance(overlap, int):
+            raise ConfigError(f"overlap must be an integer, got {overlap!r}")
+        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        if not items:
+            return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), self.normalize)
+        with self._backbone.lock:
+            input_ids, chunks = window_tokenize(self._backbone.tokenizer, items, window, overlap)
+            out = self._run(input_ids, dense, heads, size, show_progress)
+        counts = np.bincount([c.document for c in chunks], minlength=len(items))
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        return ChunkedEncoded(chunks, out, offsets, self.normalize)
+
+    def compute_score(
+        self,
+        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        *,
+        weights: Optional[Sequence[float]] = None,
+        max_query_length: Optional[int] = None,
+        max_passage_length: Optional[int] = None,
+        batch_size: Optional[int] = None,
+    ) -> dict[str, Union[float, list[float]]]:
+        """BGE-M3 scores of (query, passage) pairs, as ``BGEM3FlagModel.compute_score``.
+
+        Each distinct text is encoded once with all three outputs (queries with the query
+        instruction, which BGE-M3 does not have).
+
+        Args:
+            pairs: One ``(query, passage)`` pair or a list of them.
+            weights: ``[dense, sparse, colbert]`` weights of the hybrid scores (default 1, 1, 1).
+            max_query_length, max_passage_length: Truncation lengths (default ``max_length``).
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+
+        Returns:
+            ``{"colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense"}`` mapped to
+            Python floats (one pair) or lists of them (a list of pairs), in input order.
+        """
+        items, single = as_pairs(pairs)
+        w = check_weights(weights)
+        heads = self._heads(sparse=True, colbert=True)
+        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        q_len = resolve_max_length(max_query_length, self.max_length, self.model_max_length, self.model_name)
+        p_len = resolve_max_length(max_passage_length, self.max_length, self.model_max_length, self.model_name)
+        queries = list(dict.fromkeys(q for q, _ in items))
+        passages = list(dict.fromkeys(p for _, p in items))
+        with self._backbone.lock:
+            q_out = self._run(self._tokenize(self._with_instruction(queries, "query"), q_len), True, heads, size, None)
+            p_out = self._run(self._tokenize(passages, p_len), True, heads, size, None)
+        q_pos = {q: i for i, q in enumerate(queries)}
+        p_pos = {p: i for i, p in enumerate(passages)}
+        qi = np.array([q_pos[q] for q, _ in items], dtype=np.int64)
+        pi = np.array([p_pos[p] for _, p in items], dtype=np.int64)
+        d = np.einsum("ij,ij->i", q_out.dense[qi], p_out.dense[pi])  # type: ignore[index]
+        s = np.array([q_out.sparse[a].dot(p_out.sparse[b]) for a, b in zip(qi, pi)])  # type: ignore[index]
+        c = np.array([colbert_scores(q_out.colbert[a], p_out.colbert[b]) for a, b in zip(qi, pi)])  # type: ignore[index]
+        scores = {
+            "colbert": c,
+            "sparse": s,
+            "dense": d,
+            "sparse+dense": hybrid_scores(dense=d, sparse=s, weights=(w[0], w[1], 0.0)),
+            "colbert+sparse+dense": hybrid_scores(dense=d, sparse=s, colbert=c, weights=w),
+        }
+        as_lists = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in scores.items()}
+        return {k: v[0] for k, v in as_lists.items()} if single else as_lists  # type: ignore[misc]
+
+    def decode_sparse(self, vector: SparseVector, top_k: Optional[int] = None) -> list[tuple[str, float]]:
+        """A token-string view of a sparse vector, heaviest first, for display.
+
+        Distinct token ids can decode to the same string (e.g. a word-piece and a whole word),
+        so this returns ``(token, weight)`` pairs rather than a dict that would merge them.
+        """
+        if not isinstance(vector, SparseVector):
+            raise InputTypeError(f"vector must be a SparseVector, got {type(vector).__name__}")
+        order = np.argsort(-vector.values, kind="stable")[:top_k]
+        tokens = self._backbone.tokenizer.convert_ids_to_tokens(vector.indices[order].tolist())
+        return [(str(t), float(w)) for t, w in zip(tokens, vector.values[order].tolist())]
 
     # ------------------------------------------------------------------ steps
     def _with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
@@ -237,32 +344,50 @@ class Embedder:
             return [self.document_instruction + t for t in texts]
         return texts
 
-    def _tokenize(self, texts: list[str]) -> list[list[int]]:
+    def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         tokenizer = self._backbone.tokenizer
+        options = {"return_attention_mask": False, "return_token_type_ids": False}
         if self.truncation:
-            encoded = tokenizer(
-                texts,
-                truncation=True,
-                max_length=self.max_length,
-                return_attention_mask=False,
-                return_token_type_ids=False,
-            )
-            return encoded["input_ids"]
-        encoded = tokenizer(texts, truncation=False, return_attention_mask=False, return_token_type_ids=False)
-        ids = encoded["input_ids"]
+            return tokenizer(texts, truncation=True, max_length=max_length, **options)["input_ids"]
+        ids = tokenizer(texts, truncation=False, **options)["input_ids"]
         for i, row in enumerate(ids):
-            if len(row) > self.max_length:
+            if len(row) > max_length:
                 raise TextTooLongError(
-                    f"texts[{i}] has {len(row)} tokens, more than max_length={self.max_length}; "
-                    f"shorten or chunk it, raise max_length, or pass truncation=True."
+                    f"texts[{i}] has {len(row)} tokens, more than max_length={max_length}; "
+                    f"shorten or chunk it (encode_chunked), raise max_length, or pass truncation=True."
                 )
         return ids
 
-    def _forward_fn(self, dense: bool, heads: dict[str, Any]):
+    def _run(
+        self, input_ids: list[list[int]], dense: bool, heads: M3Heads, batch_size: int,
+        show_progress: Optional[bool],
+    ) -> Encoded:
+        """Forward token ids in token-budget batches; outputs in input order."""
+        n = len(input_ids)
+        dense_out = np.empty((n, self.dimension), dtype=np.float32) if dense else None
+        sparse_out: Optional[list[Any]] = [None] * n if heads.sparse is not None else None
+        colbert_out: Optional[list[Any]] = [None] * n if heads.colbert is not None else None
+        for positions, out in batching.run_batches(
+            input_ids,
+            self._forward_fn(dense, heads),
+            pad_id=self._backbone.tokenizer.pad_token_id,
+            device=self.device,
+            max_batch_size=batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            show_progress=self.show_progress if show_progress is None else show_progress,
+            desc="Embedding",
+        ):
+            if dense_out is not None:
+                dense_out[positions] = out["dense"]
+            for name, target in (("sparse", sparse_out), ("colbert", colbert_out)):
+                if target is not None:
+                    for pos, item in zip(positions.tolist(), out[name]):
+                        target[pos] = item
+        return Encoded(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
+
+    def _forward_fn(self, dense: bool, heads: M3Heads):
         model = self._backbone.model
-        pooling = self.pooling
-        truncate_dim = self.truncate_dim
-        normalize = self.normalize
+        pooling, truncate_dim, normalize = self.pooling, self.truncate_dim, self.normalize
 
         def forward(batch: batching.Batch) -> dict[str, Any]:
             hidden = model(**batch.model_inputs(), return_dict=True).last_hidden_state
@@ -274,14 +399,31 @@ class Embedder:
                 if normalize:
                     vectors = F.normalize(vectors, dim=-1)
                 out["dense"] = vectors.cpu().numpy()
+            if heads.sparse is not None:
+                out["sparse"] = sparse_vectors(
+                    hidden, batch.input_ids, batch.attention_mask, heads.sparse, heads.unused_ids
+                )
+            if heads.colbert is not None:
+                out["colbert"] = colbert_vectors(hidden, batch.attention_mask, heads.colbert, truncate_dim)
             return out
 
         return forward
 
-    def _heads(self, *, sparse: bool, colbert: bool) -> dict[str, Any]:
-        if sparse or colbert:
-            raise ConfigError("sparse and ColBERT outputs need BGE-M3 heads, which this version does not load.")
-        return {}
+    def _heads(self, *, sparse: bool, colbert: bool) -> M3Heads:
+        """The requested BGE-M3 heads, loaded once per model and shared."""
+        if not (sparse or colbert):
+            return M3Heads()
+        backbone = self._backbone
+        with backbone.lock:
+            loaded = backbone.extras.setdefault("heads", {})
+            for name, wanted in (("sparse", sparse), ("colbert", colbert)):
+                if wanted and name not in loaded:
+                    loaded[name] = load_head(backbone.folder, name, backbone.hidden_size, self.device, self.dtype)
+        return M3Heads(
+            sparse=loaded["sparse"] if sparse else None,
+            colbert=loaded["colbert"] if colbert else None,
+            unused_ids=unused_token_ids(backbone.tokenizer) if sparse else None,
+        )
 
     def _empty(self, dense: bool, sparse: bool, colbert: bool) -> Encoded:
         return Encoded(

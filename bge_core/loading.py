@@ -260,6 +260,27 @@ def locate(
     return folder, spec, trust
 
 
+def open_model(
+    model: str | Path,
+    task: Task,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: Optional[bool],
+    cache_dir: Optional[str | Path],
+    revision: Optional[str],
+    token: Optional[str | bool],
+) -> tuple[ModelSpec, Backbone, Optional[int]]:
+    """Locate, check and load (or reuse) a model for ``task``.
+
+    Returns:
+        The model's spec, its loaded backbone, and the longest input it accepts in tokens.
+    """
+    folder, spec, trust = locate(model, task, trust_remote_code, cache_dir, revision, token)
+    backbone = load_backbone(folder, task=task, device=device, dtype=dtype, trust_remote_code=trust)
+    return spec, backbone, spec.max_length or max_positions(backbone.config, backbone.tokenizer)
+
+
 def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
     if spec.task != task:
         use = "bge_core.Reranker" if spec.task == "reranking" else "bge_core.Embedder"
@@ -272,4 +293,14 @@ def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
         )
 
 
-__all__ = ["Backbone", "locate", "resolve_max_length", "WEIGHT_FILES", "has_weights", "load_backbone", "max_positions", "resolve_model_dir"]
+__all__ = [
+    "WEIGHT_FILES",
+    "Backbone",
+    "has_weights",
+    "load_backbone",
+    "locate",
+    "max_positions",
+    "open_model",
+    "resolve_max_length",
+    "resolve_model_dir",
+]

@@ -21,9 +21,9 @@ import torch
 
 from . import batching
 from .devices import describe, resolve_device, resolve_precision
-from .errors import ConfigError, InputTypeError, ModelLoadError
+from .errors import InputTypeError, ModelLoadError
 from .inputs import as_pairs, as_texts
-from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
+from .loading import Backbone, open_model, resolve_max_length
 from .registry import ModelSpec
 from .types import Ranked
 
@@ -127,26 +127,22 @@ class Reranker:
         self.batch_size = batching.check_positive("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.max_batch_tokens = (
-            batching.default_max_batch_tokens(self.device)
-            if max_batch_tokens is None
-            else batching.check_positive("max_batch_tokens", max_batch_tokens)
-        )
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device)
         self.show_progress = show_progress
         self.model_name = str(model)
-        folder, spec, trust = locate(model, "reranking", trust_remote_code, cache_dir, revision, token)
-        self.spec: ModelSpec = spec
-        self._backbone: Backbone = load_backbone(
-            folder, task="reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust
+        self.spec: ModelSpec
+        self._backbone: Backbone
+        self.spec, self._backbone, self.model_max_length = open_model(
+            model, "reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir, revision=revision, token=token,
         )
         labels = getattr(self._backbone.config, "num_labels", 1)
         if labels != 1:
             raise ModelLoadError(
                 f"{self.model_name!r} has {labels} output labels; a reranker must have exactly one score."
             )
-        self.model_max_length = spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
         self.max_length = resolve_max_length(
-            max_length, spec.default_max_length, self.model_max_length, self.model_name
+            max_length, self.spec.default_max_length, self.model_max_length, self.model_name
         )
         if query_max_length is None:
             query_max_length = self.max_length * 3 // 4
@@ -250,7 +246,8 @@ class Reranker:
             ):
                 scores[positions] = out
         if not np.all(np.isfinite(scores)):
-            logger.warning("The reranker produced non-finite scores (%s); check precision=.", describe(self.device, self.dtype))
+            where = describe(self.device, self.dtype)
+            logger.warning("The reranker produced non-finite scores on %s; try precision='fp32'.", where)
         return scores.tolist()
 
 

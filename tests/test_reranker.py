@@ -146,3 +146,14 @@ def test_model_without_classifier_head_is_refused(models):
     """A plain encoder would get a random classifier from transformers: refuse instead."""
     with pytest.raises(ModelLoadError, match="classifier"):
         Reranker(models.dense)
+
+
+@pytest.mark.parametrize("max_length", [512, 40])
+def test_xlmr_reranker_matches_flagreranker(flag, models, pairs, max_length):
+    """XLM-R pair template (<s> q </s></s> p </s>) and SentencePiece tokenization."""
+    ours = Reranker(models.xlmr_reranker, precision="fp32", max_length=max_length)
+    expected = flag_reranker(flag, models.xlmr_reranker, max_length=max_length).compute_score(pairs)
+    assert ours.score(pairs) == pytest.approx(expected, abs=ATOL)
+    ids, types = ours._pairs.encode([("a b", "c d")])
+    assert types is None  # XLM-R takes no token type ids
+    assert ids[0][0] == 0 and ids[0][-1] == 2 and ids[0].count(2) == 3
