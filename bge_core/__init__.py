@@ -35,6 +35,7 @@ from .scoring import (
     lexical_scores,
     reciprocal_rank_fusion,
 )
+from .shared import shared_embedder, shared_reranker
 from .types import Encoded, Ranked, SparseVector
 
 __version__ = "0.1.0"
@@ -67,4 +68,6 @@ __all__ = [
     "lexical_scores",
     "lookup",
     "reciprocal_rank_fusion",
+    "shared_embedder",
+    "shared_reranker",
 ]

@@ -15,7 +15,7 @@ from . import batching
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError
-from .heads import M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
+from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
 from .loading import Backbone, open_model, resolve_max_length
 from .pooling import pool
@@ -110,9 +110,7 @@ class Embedder:
             cache_dir=cache_dir, revision=revision, token=token,
         )
         spec = self.spec
-        self.max_length = resolve_max_length(
-            max_length, spec.default_max_length, self.model_max_length, self.model_name
-        )
+        self.max_length = resolve_max_length(max_length, spec, self._backbone, self.model_max_length, self.model_name)
         self.pooling = pooling if pooling is not None else (spec.pooling or "cls")
         self.query_instruction = spec.query_instruction if query_instruction is None else (query_instruction or None)
         self.query_instruction_format = query_instruction_format or spec.query_instruction_format
@@ -299,8 +297,7 @@ class Embedder:
         w = check_weights(weights)
         heads = self._heads(sparse=True, colbert=True)
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
-        q_len = resolve_max_length(max_query_length, self.max_length, self.model_max_length, self.model_name)
-        p_len = resolve_max_length(max_passage_length, self.max_length, self.model_max_length, self.model_name)
+        q_len, p_len = self._length(max_query_length), self._length(max_passage_length)
         queries = list(dict.fromkeys(q for q, _ in items))
         passages = list(dict.fromkeys(p for _, p in items))
         with self._backbone.lock:
@@ -323,6 +320,20 @@ class Embedder:
         as_lists = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in scores.items()}
         return {k: v[0] for k, v in as_lists.items()} if single else as_lists  # type: ignore[misc]
 
+    def has_head(self, name: Literal["sparse", "colbert"]) -> bool:
+        """Whether the model folder ships the BGE-M3 ``"sparse"`` or ``"colbert"`` head file."""
+        if name not in HEAD_FILES:
+            raise ConfigError(f"Invalid head {name!r}. Valid heads are: {', '.join(HEAD_FILES)}.")
+        return (self.folder / HEAD_FILES[name]).is_file()
+
+    def require_heads(self, *, sparse: bool = False, colbert: bool = False) -> None:
+        """Load the requested BGE-M3 heads now (they otherwise load on first use).
+
+        Raises:
+            MissingHeadError: a requested head file is missing from the model folder.
+        """
+        self._heads(sparse=sparse, colbert=colbert)
+
     def decode_sparse(self, vector: SparseVector, top_k: Optional[int] = None) -> list[tuple[str, float]]:
         """A token-string view of a sparse vector, heaviest first, for display.
 
@@ -336,6 +347,12 @@ class Embedder:
         return [(str(t), float(w)) for t, w in zip(tokens, vector.values[order].tolist())]
 
     # ------------------------------------------------------------------ steps
+    def _length(self, requested: Optional[int]) -> int:
+        """A per-call truncation length, checked like ``max_length`` (default: ``max_length``)."""
+        if requested is None:
+            return self.max_length
+        return resolve_max_length(requested, self.spec, self._backbone, self.model_max_length, self.model_name)
+
     def _with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
         if kind == "query" and self.query_instruction:
             fmt = self.query_instruction_format.replace("\\n", "\n")

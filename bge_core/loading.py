@@ -123,23 +123,33 @@ def _download(model: str, **kwargs: Any) -> Path:
 
 
 def max_positions(config: Any, tokenizer: Any) -> Optional[int]:
-    """The longest input (in tokens) that the model's position embeddings and tokenizer allow."""
-    limits = []
+    """The longest input (in tokens) the model's position embeddings allow (the hard limit).
+
+    Falls back to the tokenizer's ``model_max_length`` for models without absolute positions.
+    """
     positions = getattr(config, "max_position_embeddings", None)
     if isinstance(positions, int) and positions > 0:
         if getattr(config, "model_type", "") in {"xlm-roberta", "roberta", "camembert"}:
             positions -= (getattr(config, "pad_token_id", 1) or 1) + 1  # positions start after padding_idx
-        limits.append(positions)
-    tok_limit = getattr(tokenizer, "model_max_length", None)
-    if isinstance(tok_limit, int) and 0 < tok_limit < 1_000_000:
-        limits.append(tok_limit)
-    return min(limits) if limits else None
+        return positions
+    return tokenizer_limit(tokenizer)
 
 
-def resolve_max_length(requested: Optional[int], default: int, limit: Optional[int], name: str) -> int:
-    """The truncation length: the caller's (checked against the model's limit) or the default."""
+def tokenizer_limit(tokenizer: Any) -> Optional[int]:
+    """The tokenizer's ``model_max_length`` when it is a real limit (not transformers' 1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
+def resolve_max_length(
+    requested: Optional[int], spec: ModelSpec, backbone: Backbone, limit: Optional[int], name: str
+) -> int:
+    """The truncation length: the caller's (checked against the model's hard limit), or the
+    default: the spec's (512, or a sentence-transformers folder's ``max_seq_length``), capped by
+    the tokenizer's ``model_max_length`` and the hard limit."""
     if requested is None:
-        return min(default, limit) if limit else default
+        candidates = (spec.default_max_length, tokenizer_limit(backbone.tokenizer), limit)
+        return min(c for c in candidates if c)
     value = check_positive("max_length", requested)
     if value < 2:
         raise ConfigError(f"max_length must leave room for the special tokens (at least 2), got {value}")
@@ -303,4 +313,5 @@ __all__ = [
     "open_model",
     "resolve_max_length",
     "resolve_model_dir",
+    "tokenizer_limit",
 ]

@@ -142,7 +142,7 @@ class Reranker:
                 f"{self.model_name!r} has {labels} output labels; a reranker must have exactly one score."
             )
         self.max_length = resolve_max_length(
-            max_length, self.spec.default_max_length, self.model_max_length, self.model_name
+            max_length, self.spec, self._backbone, self.model_max_length, self.model_name
         )
         if query_max_length is None:
             query_max_length = self.max_length * 3 // 4
@@ -196,6 +196,8 @@ class Reranker:
         top_k: Optional[int] = None,
         *,
         normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
     ) -> list[Ranked]:
         """Documents ordered by relevance to ``query``, best first (ties keep input order).
 
@@ -204,6 +206,7 @@ class Reranker:
             documents: The candidate texts.
             top_k: Keep only the best ``top_k`` (``None``: all).
             normalize: Overrides the instance's ``normalize`` for this call.
+            batch_size, show_progress: Override the instance's settings for this call.
 
         Returns:
             :class:`~bge_core.types.Ranked` items with the document's input index, its score
@@ -216,7 +219,9 @@ class Reranker:
             top_k = batching.check_positive("top_k", top_k)
         if not docs:
             return []
-        scores = self.score([(query, d) for d in docs], normalize=normalize)
+        scores = self.score(
+            [(query, d) for d in docs], normalize=normalize, batch_size=batch_size, show_progress=show_progress
+        )
         order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep input order
         return [Ranked(index=i, score=scores[i], text=docs[i]) for i in order[:top_k]]
 

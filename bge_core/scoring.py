@@ -52,8 +52,8 @@ def lexical_scores(queries: SparseInput, documents: SparseInput) -> Union[np.nda
     qs, q_single = _as_sparse_list(queries, "queries")
     ds, d_single = _as_sparse_list(documents, "documents")
     out = np.zeros((len(qs), len(ds)), dtype=np.float32)
-    if qs and ds:
-        vocab, q_matrix = _to_dense_rows(qs)
+    vocab, q_matrix = _to_dense_rows(qs)
+    if vocab.size and ds:
         rows = max(1, _LEXICAL_CELLS // max(vocab.size, 1))
         for start in range(0, len(ds), rows):
             chunk = ds[start : start + rows]
@@ -68,7 +68,7 @@ def lexical_scores(queries: SparseInput, documents: SparseInput) -> Union[np.nda
 
 def _to_dense_rows(vectors: list[SparseVector]) -> tuple[np.ndarray, np.ndarray]:
     """The union of token ids and a dense (rows, vocab) float64 matrix over it."""
-    vocab = np.unique(np.concatenate([v.indices for v in vectors])) if vectors else np.empty(0, np.int64)
+    vocab = np.unique(np.concatenate([v.indices for v in vectors] + [np.empty(0, np.int64)]))
     matrix = np.zeros((len(vectors), vocab.size), dtype=np.float64)
     for r, vec in enumerate(vectors):
         matrix[r, np.searchsorted(vocab, vec.indices)] = vec.values

@@ -215,3 +215,20 @@ def test_truncate_dim_applies_to_colbert_like_flag(flag, models, paragraphs):
     for a, b in zip(got.colbert, expected["colbert_vecs"]):
         assert a.shape[1] == 64
         np.testing.assert_allclose(a, b, atol=ATOL, rtol=0)
+
+
+def test_has_head_and_require_heads(tmp_path, models):
+    import shutil
+
+    folder = tmp_path / "m3-sparse-only"
+    shutil.copytree(models.m3, folder)
+    (folder / "colbert_linear.pt").unlink()
+    emb = Embedder(folder, precision="fp32")
+    assert emb.has_head("sparse") and not emb.has_head("colbert")
+    emb.require_heads(sparse=True)
+    with pytest.raises(MissingHeadError, match="colbert_linear.pt"):
+        emb.require_heads(sparse=True, colbert=True)
+    from bge_core import ConfigError
+
+    with pytest.raises(ConfigError, match="Valid heads"):
+        emb.has_head("dense")  # type: ignore[arg-type]

@@ -141,3 +141,19 @@ def test_registered_folder_name_uses_registry(tmp_path, models):
     assert emb.query_instruction == EN_INSTRUCTION and emb.pooling == "cls"
     custom = Embedder(folder, precision="fp32", query_instruction="")
     assert custom.query_instruction is None
+
+
+def test_tokenizer_limit_is_the_default_and_positions_the_hard_limit(tmp_path, models):
+    """sentence-transformers 6 stores its max length as the tokenizer's model_max_length: it is
+    the default, but the caller may raise max_length up to the position embeddings' limit."""
+    import shutil
+
+    folder = tmp_path / "short-default"
+    shutil.copytree(models.dense, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["model_max_length"] = 128
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert Embedder(folder, precision="fp32").max_length == 128
+    assert Embedder(folder, precision="fp32", max_length=512).max_length == 512
+    with pytest.raises(ConfigError, match="exceeds"):
+        Embedder(folder, precision="fp32", max_length=513)

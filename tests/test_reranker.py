@@ -157,3 +157,10 @@ def test_xlmr_reranker_matches_flagreranker(flag, models, pairs, max_length):
     ids, types = ours._pairs.encode([("a b", "c d")])
     assert types is None  # XLM-R takes no token type ids
     assert ids[0][0] == 0 and ids[0][-1] == 2 and ids[0].count(2) == 3
+
+
+def test_rerank_per_call_batch_size(reranker, paragraphs):
+    docs = paragraphs[:12]
+    small, default = reranker.rerank("query", docs, batch_size=3), reranker.rerank("query", docs)
+    assert [r.score for r in small] == pytest.approx([r.score for r in default], abs=1e-5)
+    assert sorted(r.index for r in small) == list(range(12))

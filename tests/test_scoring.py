@@ -97,3 +97,11 @@ def test_reciprocal_rank_fusion():
     assert reciprocal_rank_fusion([["x", "y"], ["y", "x"]])[0][0] == "x"  # tie: first appearance wins
     with pytest.raises(ConfigError):
         reciprocal_rank_fusion([[1]], weights=[1, 2])
+
+
+def test_lexical_scores_with_empty_vectors():
+    empty = SparseVector.from_dict({})
+    docs = [_sparse({1: 1.0}), empty]
+    np.testing.assert_array_equal(lexical_scores([empty, empty], docs), np.zeros((2, 2), np.float32))
+    assert lexical_scores(empty, docs[0]) == 0.0
+    assert lexical_scores([], docs).shape == (0, 2) and lexical_scores(docs, []).shape == (2, 0)

@@ -44,3 +44,28 @@ def test_eight_threads_on_one_reranker(models, paragraphs):
     with ThreadPoolExecutor(max_workers=8) as pool:
         parallel = list(pool.map(rr.score, jobs))
     assert parallel == serial
+
+
+def test_shared_engines_are_one_object_per_configuration(models):
+    from bge_core import shared_embedder, shared_reranker
+
+    a = shared_embedder(models.dense, precision="fp32", max_length=64)
+    b = shared_embedder(str(models.dense), max_length=64, precision="fp32")
+    c = shared_embedder(models.dense, precision="fp32", max_length=65)
+    assert a is b and a is not c and a._backbone is c._backbone
+    r1, r2 = shared_reranker(models.reranker, precision="fp32"), shared_reranker(models.reranker, precision="fp32")
+    assert r1 is r2
+
+
+def test_shared_engines_follow_the_name_not_the_files(tmp_path, models):
+    """Two names for the same files can mean two registry entries: they must not share an engine."""
+    from bge_core import shared_embedder
+    from bge_core.registry import ZH_INSTRUCTION
+
+    alias = tmp_path / "bge-small-zh-v1.5"
+    alias.symlink_to(models.dense, target_is_directory=True)
+    plain = shared_embedder(models.dense, precision="fp32")
+    chinese = shared_embedder(alias, precision="fp32")
+    assert plain is not chinese
+    assert plain.query_instruction is None and chinese.query_instruction == ZH_INSTRUCTION
+    assert plain._backbone is chinese._backbone  # the weights are still loaded once
