@@ -1,0 +1,30 @@
+"""examples/langchain_rag.py runs offline (on bge_core.testing's stand-ins) and prints what it promises."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_langchain_rag_example_runs_offline():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "langchain_rag.py"), "--docs", "24", "--hybrid"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Hub unreachable") and "bge_core.testing" in lines[0]
+    assert lines[1].startswith("Indexed 24 paragraphs")
+    reranked = [float(m.group(1)) for m in re.finditer(r"^  \d\. rerank (-?\d+\.\d+)", result.stdout, re.M)]
+    assert len(reranked) == 6  # two questions, three documents each
+    for scores in (reranked[:3], reranked[3:]):
+        assert scores == sorted(scores, reverse=True)
+    assert result.stdout.count("characters, ready for a chat model") == 2
+    assert "BGE-M3 hybrid index" in result.stdout
+    assert len(re.findall(r"^  \d\. hybrid ", result.stdout, re.M)) == 6
