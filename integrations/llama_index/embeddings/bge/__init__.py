@@ -1,0 +1,13 @@
+"""BGE embeddings for LlamaIndex: dense (``BGEEmbedding``) and BGE-M3 sparse (``BGESparseEmbedding``).
+
+Part of bge-rag (``pip install "bge-rag[llama-index]"``); the model work is done by ``bge_core``.
+
+Example:
+    >>> from llama_index.embeddings.bge import BGEEmbedding
+    >>> embed_model = BGEEmbedding("BAAI/bge-small-en-v1.5")
+"""
+
+from .base import BGEEmbedding
+from .sparse import BGEMilvusSparseFunction, BGESparseEmbedding
+
+__all__ = ["BGEEmbedding", "BGEMilvusSparseFunction", "BGESparseEmbedding"]

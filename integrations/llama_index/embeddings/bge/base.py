@@ -1,0 +1,122 @@
+"""``BGEEmbedding``: LlamaIndex's ``BaseEmbedding`` backed by ``bge_core.Embedder``."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
+from llama_index.core.bridge.pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from bge_core import Embedder, shared_embedder
+
+from ._runtime import EngineSlot, engine_options
+
+DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
+#: Texts per call to the engine (LlamaIndex's own default, 10, is sized for remote APIs).
+DEFAULT_EMBED_BATCH_SIZE = 64
+
+
+class BGEEmbedding(BaseEmbedding):
+    """Dense BGE embeddings for LlamaIndex, numerically identical to FlagEmbedding.
+
+    Queries get the model's query instruction (from the bge_core registry unless you set
+    one); documents never do. Vectors are plain ``list[float]``, L2-normalized by default.
+    Identical configurations in one process share one loaded model; the model is not part of
+    ``to_dict()`` or of a pickle, and a copy in another process (``IngestionPipeline(
+    num_workers=2)``) loads it again on first use.
+
+    Args:
+        model_name: Hugging Face Hub id or local folder.
+        device: ``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one device.
+        precision: ``"auto"``, ``"fp32"``, ``"fp16"`` or ``"bf16"`` (outputs are float32 always).
+        max_length: Tokens per text (``None``: the registry's, at most the model's limit).
+        query_instruction: ``None`` takes the registry's instruction, ``""`` means none, any
+            other string is used as given. Kept as given by ``to_dict()``/``from_dict()``.
+        normalize: L2-normalize vectors.
+        pooling: ``"cls"``, ``"mean"`` or ``"last_token"``; ``None`` takes the registry's.
+        truncate_dim: Keep only the first dimensions (Matryoshka), before normalization.
+        trust_remote_code: Allow a model's own code; ``None`` takes the registry's choice.
+        embed_batch_size: Texts per engine call in batch methods (default 64); the engine
+            further splits a call into token-budget batches.
+
+    Raises:
+        bge_core.errors.ModelNotFoundError: the model is neither a folder nor obtainable.
+        bge_core.errors.ConfigError: an invalid ``precision``, ``pooling``, ``max_length``, ...
+
+    Example:
+        >>> from llama_index.core import Settings
+        >>> from llama_index.embeddings.bge import BGEEmbedding
+        >>> Settings.embed_model = BGEEmbedding("BAAI/bge-small-en-v1.5")
+        >>> Settings.embed_model.get_query_embedding("what is BGE?")[:3]
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(default=DEFAULT_MODEL, description="Hugging Face Hub id or local folder of the model.")
+    embed_batch_size: int = Field(
+        default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per engine call in batch methods."
+    )
+    device: Optional[str] = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
+    precision: str = Field(default="auto", description="'auto', 'fp32', 'fp16' or 'bf16'.")
+    max_length: Optional[int] = Field(default=None, description="Tokens per text; None takes the registry's.")
+    query_instruction: Optional[str] = Field(
+        default=None, description="Query instruction: None takes the registry's, '' means none."
+    )
+    normalize: bool = Field(default=True, description="L2-normalize the vectors.")
+    pooling: Optional[str] = Field(default=None, description="'cls', 'mean' or 'last_token'; None: registry's.")
+    truncate_dim: Optional[int] = Field(default=None, description="Keep only the first dimensions (Matryoshka).")
+    trust_remote_code: Optional[bool] = Field(default=None, description="Allow the model's own code.")
+
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
+
+    def __init__(self, model_name: str = DEFAULT_MODEL, **data: Any) -> None:
+        super().__init__(model_name=model_name, **data)
+        self._engine()  # load now, so that a wrong name or folder fails here
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # As BaseComponent (re-validate the fields), but leave loading to the first call.
+        BaseModel.__init__(self, **state["__dict__"])
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BGEEmbedding"
+
+    @property
+    def engine(self) -> Embedder:
+        """The shared ``bge_core.Embedder`` (loaded on first access after unpickling)."""
+        return self._engine()
+
+    def _engine(self) -> Embedder:
+        options = engine_options(
+            device=self.device, precision=self.precision, max_length=self.max_length,
+            query_instruction=self.query_instruction, normalize=self.normalize, pooling=self.pooling,
+            truncate_dim=self.truncate_dim, trust_remote_code=self.trust_remote_code,
+        )
+        return self._slot.get(shared_embedder, self.model_name, options)
+
+    def _dense(self, texts: Any, kind: str) -> Any:
+        """Vectors as Python lists: one for a string, a list of them for a list."""
+        engine = self._engine()
+        encode = engine.encode_queries if kind == "query" else engine.encode_documents
+        return encode(texts, show_progress=False).tolist()  # progress is the base class's show_progress
+
+    def _get_query_embedding(self, query: str) -> Embedding:
+        return self._dense(query, "query")  # type: ignore[no-any-return]
+
+    def _get_text_embedding(self, text: str) -> Embedding:
+        return self._dense(text, "document")  # type: ignore[no-any-return]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return self._dense(texts, "document")  # type: ignore[no-any-return]
+
+    async def _aget_query_embedding(self, query: str) -> Embedding:
+        return await self._slot.run(self, self._dense, query, "query")  # type: ignore[no-any-return]
+
+    async def _aget_text_embedding(self, text: str) -> Embedding:
+        return await self._slot.run(self, self._dense, text, "document")  # type: ignore[no-any-return]
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
+        return await self._slot.run(self, self._dense, texts, "document")  # type: ignore[no-any-return]
+
+
+__all__ = ["BGEEmbedding"]

@@ -1,0 +1,181 @@
+"""BGE-M3 lexical (sparse) weights for LlamaIndex and for the vector stores that take them.
+
+One model, three shapes:
+
+- :class:`BGESparseEmbedding` is LlamaIndex's ``BaseSparseEmbedding`` (``{token_id: weight}``);
+- its :meth:`~BGESparseEmbedding.sparse_doc_fn` / :meth:`~BGESparseEmbedding.sparse_query_fn`
+  are Qdrant's ``SparseEncoderCallable`` (``QdrantVectorStore(enable_hybrid=True, ...)``);
+- :meth:`~BGESparseEmbedding.milvus_function` gives Milvus's ``BaseSparseEmbeddingFunction``
+  (``MilvusVectorStore(enable_sparse=True, sparse_embedding_function=...)``).
+
+No vector store package is imported by this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
+from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
+
+from bge_core import Embedder, InputTypeError, shared_embedder
+
+from ._runtime import EngineSlot, engine_options
+
+DEFAULT_SPARSE_MODEL = "BAAI/bge-m3"
+
+#: Qdrant's ``BatchSparseEncoding``: the token ids of each text, and their weights.
+QdrantBatch = tuple[list[list[int]], list[list[float]]]
+
+
+class BGESparseEmbedding(BaseSparseEmbedding):
+    """BGE-M3 lexical weights as LlamaIndex sparse embeddings (``dict[int, float]``).
+
+    Weights are FlagEmbedding's exactly: ``relu(sparse_linear(h))`` per token, the tokenizer's
+    cls/eos/pad/unk ids dropped, repeated tokens merged by maximum, only weights > 0 kept.
+    The model folder must have BGE-M3's ``sparse_linear.pt`` (``MissingHeadError`` otherwise;
+    a random head is never made up).
+
+    Args:
+        model_name: Hugging Face Hub id or local folder of a BGE-M3 model.
+        device, precision, max_length, trust_remote_code: As for ``BGEEmbedding``.
+        query_instruction: ``None`` takes the registry's (none for BGE-M3), ``""`` means none.
+        embed_batch_size: Texts per engine call in batch methods (default 64).
+
+    Example:
+        >>> sparse = BGESparseEmbedding("BAAI/bge-m3")
+        >>> sparse.get_query_embedding("what is BGE-M3?")          # {token_id: weight}
+        >>> store = QdrantVectorStore(client=client, collection_name="docs", enable_hybrid=True,
+        ...                           sparse_doc_fn=sparse.sparse_doc_fn, sparse_query_fn=sparse.sparse_query_fn)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_name: str = Field(default=DEFAULT_SPARSE_MODEL, description="Hub id or local folder of a BGE-M3 model.")
+    embed_batch_size: int = Field(default=64, gt=0, le=2048, description="Texts per engine call in batch methods.")
+    device: Optional[str] = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
+    precision: str = Field(default="auto", description="'auto', 'fp32', 'fp16' or 'bf16'.")
+    max_length: Optional[int] = Field(default=None, description="Tokens per text; None takes the registry's.")
+    query_instruction: Optional[str] = Field(
+        default=None, description="Query instruction: None takes the registry's, '' means none."
+    )
+    trust_remote_code: Optional[bool] = Field(default=None, description="Allow the model's own code.")
+
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
+
+    def __init__(self, model_name: str = DEFAULT_SPARSE_MODEL, **data: Any) -> None:
+        super().__init__(model_name=model_name, **data)
+        self._engine()  # load now, so that a wrong name or folder fails here
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "BGESparseEmbedding"
+
+    @property
+    def engine(self) -> Embedder:
+        """The shared ``bge_core.Embedder`` (loaded on first access after unpickling)."""
+        return self._engine()
+
+    def _engine(self) -> Embedder:
+        options = engine_options(  # normalize=True as BGEEmbedding's default: one shared engine for both
+            device=self.device, precision=self.precision, max_length=self.max_length,
+            query_instruction=self.query_instruction, normalize=True, trust_remote_code=self.trust_remote_code,
+        )
+        return self._slot.get(shared_embedder, self.model_name, options)
+
+    def _vectors(self, texts: Any, kind: str) -> Any:
+        """``SparseVector`` (a string in) or a list of them (a list in)."""
+        return self._engine().encode(texts, kind=kind, dense=False, sparse=True, show_progress=False).sparse
+
+    def _batch(self, texts: list[str], kind: str) -> list[Any]:
+        if isinstance(texts, str):
+            raise InputTypeError("expected a list of strings, got a single str; wrap it in a list")
+        return self._vectors(texts, kind)  # type: ignore[no-any-return]
+
+    def _dicts(self, texts: list[str], kind: str) -> list[SparseEmbedding]:
+        return [vector.to_dict() for vector in self._batch(texts, kind)]
+
+    # ------------------------------------------------------------------ BaseSparseEmbedding
+    def _get_query_embedding(self, query: str) -> SparseEmbedding:
+        return self._vectors(query, "query").to_dict()  # type: ignore[no-any-return]
+
+    def _get_text_embedding(self, text: str) -> SparseEmbedding:
+        return self._vectors(text, "document").to_dict()  # type: ignore[no-any-return]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        return self._dicts(texts, "document")
+
+    async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
+        return await self._slot.run(self, self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
+        return await self._slot.run(self, self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
+        return await self._slot.run(self, self._dicts, texts, "document")
+
+    # ------------------------------------------------------------------ Qdrant
+    def sparse_doc_fn(self, texts: list[str]) -> QdrantBatch:
+        """Qdrant's ``SparseEncoderCallable`` for documents: ``(indices per text, values per text)``.
+
+        Pass as ``QdrantVectorStore(enable_hybrid=True, sparse_doc_fn=sparse.sparse_doc_fn, ...)``.
+        """
+        return self._qdrant(texts, "document")
+
+    def sparse_query_fn(self, texts: list[str]) -> QdrantBatch:
+        """Qdrant's ``SparseEncoderCallable`` for queries (the query instruction applies, if any)."""
+        return self._qdrant(texts, "query")
+
+    def _qdrant(self, texts: list[str], kind: str) -> QdrantBatch:
+        vectors = self._batch(texts, kind)
+        return [v.indices.tolist() for v in vectors], [v.values.tolist() for v in vectors]
+
+    # ------------------------------------------------------------------ Milvus
+    def milvus_function(self) -> BGEMilvusSparseFunction:
+        """This model as Milvus's ``BaseSparseEmbeddingFunction``.
+
+        Pass as ``MilvusVectorStore(enable_sparse=True, sparse_embedding_function=...)``.
+        """
+        BGEMilvusSparseFunction.register_with_milvus()
+        return BGEMilvusSparseFunction(self)
+
+
+class BGEMilvusSparseFunction:
+    """Milvus's ``BaseSparseEmbeddingFunction`` shape over a :class:`BGESparseEmbedding`.
+
+    ``llama-index-vector-stores-milvus`` checks ``isinstance(f, BaseSparseEmbeddingFunction)``
+    (an ABC with ``encode_queries`` / ``encode_documents`` returning ``list[dict[int, float]]``
+    and their ``async_`` variants). This class has that shape without importing Milvus;
+    :meth:`register_with_milvus` (called by :meth:`BGESparseEmbedding.milvus_function`)
+    registers it as a virtual subclass of that ABC when the Milvus package is installed.
+    """
+
+    def __init__(self, embedding: BGESparseEmbedding) -> None:
+        self.embedding = embedding
+
+    @staticmethod
+    def register_with_milvus() -> bool:
+        """Register with Milvus's ABC; ``False`` when the Milvus package is not installed."""
+        try:
+            from llama_index.vector_stores.milvus.utils import BaseSparseEmbeddingFunction
+        except ImportError:
+            return False
+        BaseSparseEmbeddingFunction.register(BGEMilvusSparseFunction)
+        return True
+
+    def encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
+        """``{token_id: weight}`` per query."""
+        return self.embedding._dicts(queries, "query")
+
+    def encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
+        """``{token_id: weight}`` per document."""
+        return self.embedding._dicts(documents, "document")
+
+    async def async_encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
+        return await self.embedding._slot.run(self.embedding, self.encode_queries, queries)
+
+    async def async_encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
+        return await self.embedding._slot.run(self.embedding, self.encode_documents, documents)
+
+
+__all__ = ["BGEMilvusSparseFunction", "BGESparseEmbedding", "QdrantBatch"]
