@@ -1,0 +1,14 @@
+"""BGE embedders for Haystack: dense (``BGETextEmbedder``, ``BGEDocumentEmbedder``) and BGE-M3
+sparse (``BGESparseTextEmbedder``, ``BGESparseDocumentEmbedder``), run by bge_core.
+
+Install with ``pip install "bge-rag[haystack]"``. Pipelines using them serialize to YAML and load
+back with a plain ``Pipeline.loads(...)``: they live under ``haystack_integrations``, a module
+root Haystack allows by default.
+"""
+
+from .document_embedder import BGEDocumentEmbedder
+from .sparse_document_embedder import BGESparseDocumentEmbedder
+from .sparse_text_embedder import BGESparseTextEmbedder
+from .text_embedder import BGETextEmbedder
+
+__all__ = ["BGEDocumentEmbedder", "BGESparseDocumentEmbedder", "BGESparseTextEmbedder", "BGETextEmbedder"]

@@ -1,0 +1,124 @@
+"""What every BGE component shares: device and token translation, engine options, input checks.
+
+The components only translate Haystack's types and conventions; the model work happens in
+``bge_core``. Engines come from :func:`bge_core.shared_embedder` / :func:`bge_core.shared_reranker`,
+keyed by the options built here, so components with identical settings (a pipeline's text and
+document embedders, or its dense and sparse BGE-M3 embedders) hold one engine.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from haystack import Document
+from haystack.dataclasses import SparseEmbedding
+from haystack.utils import ComponentDevice, Secret
+
+from bge_core import ConfigError, Embedder, InputTypeError, SparseVector
+
+#: Haystack's default for Hugging Face tokens: read from the environment, optional.
+DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
+
+
+def resolve_device(device: ComponentDevice | None) -> ComponentDevice:
+    """Haystack's default device when ``None``; a device map is refused (one engine, one device)."""
+    resolved = ComponentDevice.resolve_device(device)
+    if resolved.has_multiple_devices:
+        raise ConfigError(
+            "BGE components run on a single device; pass e.g. ComponentDevice.from_str('cuda:1'), not a device map."
+        )
+    return resolved
+
+
+def check_positive(name: str, value: Any) -> int:
+    """An ``int`` above zero, or a :class:`~bge_core.ConfigError` naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def engine_options(
+    *,
+    device: ComponentDevice,
+    token: Secret | None,
+    precision: str,
+    max_length: int | None,
+    trust_remote_code: bool | None,
+    revision: str | None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Keyword arguments for ``bge_core``'s ``Embedder`` / ``Reranker`` (and their sharing key).
+
+    Every component builds its options here, always with the same keys, so identical
+    settings give identical keys and therefore one shared engine.
+    """
+    return {
+        "device": device.to_torch_str(),
+        "token": token.resolve_value() if token is not None else None,
+        "precision": precision,
+        "max_length": max_length,
+        "trust_remote_code": trust_remote_code,
+        "revision": revision,
+        **extra,
+    }
+
+
+def embedder_options(
+    *,
+    query_instruction: str | None = None,
+    pooling: str | None = None,
+    normalize_embeddings: bool = True,
+    truncate_dim: int | None = None,
+    **common: Any,
+) -> dict[str, Any]:
+    """:func:`engine_options` plus the ``Embedder``-only settings (defaults as the engine's)."""
+    return engine_options(
+        query_instruction=query_instruction,
+        pooling=pooling,
+        normalize=normalize_embeddings,
+        truncate_dim=truncate_dim,
+        **common,
+    )
+
+
+def check_text(text: Any, component: str, documents_component: str) -> str:
+    """``text`` if it is a string, else an :class:`~bge_core.InputTypeError` naming the fix."""
+    if not isinstance(text, str):
+        raise InputTypeError(
+            f"{component} expects a string as input, got {type(text).__name__}. "
+            f"To embed a list of Documents, use {documents_component}."
+        )
+    return text
+
+
+def check_documents(documents: Any, component: str, text_component: str | None = None) -> list[Document]:
+    """``documents`` if it is a list of Documents, else an :class:`~bge_core.InputTypeError`."""
+    hint = f" To embed a string, use {text_component}." if text_component else ""
+    if not isinstance(documents, list):
+        raise InputTypeError(f"{component} expects a list of Documents, got {type(documents).__name__}.{hint}")
+    for i, doc in enumerate(documents):
+        if not isinstance(doc, Document):
+            raise InputTypeError(
+                f"{component} expects a list of Documents; documents[{i}] is {type(doc).__name__}.{hint}"
+            )
+    return documents
+
+
+def document_texts(documents: list[Document], meta_fields_to_embed: list[str], separator: str) -> list[str]:
+    """The text of each document as Haystack's embedders build it: chosen meta values, then content."""
+    texts = []
+    for doc in documents:
+        meta = [str(doc.meta[key]) for key in meta_fields_to_embed if doc.meta.get(key) is not None]
+        texts.append(separator.join([*meta, doc.content or ""]))
+    return texts
+
+
+def to_sparse_embedding(vector: SparseVector) -> SparseEmbedding:
+    """Haystack's ``SparseEmbedding`` (Python ints and floats) from a bge_core ``SparseVector``."""
+    return SparseEmbedding(indices=vector.indices.tolist(), values=vector.values.tolist())
+
+
+def require_m3_heads(embedder: Embedder, *, colbert: bool = False) -> None:
+    """Fail at warm-up, not at the first document, when the model lacks ``sparse_linear.pt`` (or,
+    with ``colbert``, ``colbert_linear.pt``): raises :class:`~bge_core.MissingHeadError`."""
+    embedder.require_heads(sparse=True, colbert=colbert)
