@@ -126,6 +126,52 @@ def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     return 0
 
 
+EXPORT_KINDS = ("dense", "sparse", "colbert", "reranker")
+_EXPORT_LOADERS = {
+    "dense": "SentenceTransformer({out!r})",
+    "sparse": "SparseEncoder({out!r}, trust_remote_code=True), or without the flag: "
+              "sentence_transformers_bge.load_sparse_encoder({out!r})",
+    "colbert": "MultiVectorEncoder({out!r})",
+    "reranker": "CrossEncoder({out!r})",
+}
+
+
+def run_export_st(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Write a BGE checkpoint as a sentence-transformers folder (``sentence_transformers_bge.export``)."""
+    out = out or sys.stdout
+    try:
+        from sentence_transformers_bge import export
+    except MissingExtraError:
+        raise
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("sentence_transformers", "sentence_transformers_bge"):
+            raise
+        raise MissingExtraError(
+            f"bge-rag export-st needs sentence-transformers ({exc}): pip install 'bge-rag[sentence-transformers]'"
+        ) from exc
+
+    options = {
+        "pooling": args.pooling,
+        "query_instruction": args.query_instruction,
+        "document_instruction": args.document_instruction,
+        "max_length": args.max_length,
+        "normalize": False if args.no_normalize else None,
+        "activation": args.activation,
+    }
+    started = time.perf_counter()
+    folder = export(
+        args.model, args.out_dir, args.kind, overwrite=args.overwrite,
+        trust_remote_code=True if args.trust_remote_code else None,
+        **{name: value for name, value in options.items() if value is not None},
+    )
+    took = time.perf_counter() - started
+    modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    print(f"Exported {args.model} ({args.kind}) to {folder} in {took:.1f} s", file=out)
+    print("Modules: " + " -> ".join(str(m["type"]).rsplit(".", 1)[-1] for m in modules), file=out)
+    print("Load it with: " + _EXPORT_LOADERS[args.kind].format(out=str(folder)), file=out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bge-rag", description="BGE models for RAG: demo and tools.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,6 +192,25 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models bge-rag knows")
     models.add_argument("--task", choices=["embedding", "reranking"], help="only this task")
     models.set_defaults(func=run_models)
+
+    export_st = sub.add_parser(
+        "export-st", help="save a BGE model as a sentence-transformers folder (needs bge-rag[sentence-transformers])"
+    )
+    export_st.add_argument("model", help="hub id or local folder")
+    export_st.add_argument("out_dir", help="folder to write (empty or absent)")
+    export_st.add_argument("--kind", choices=EXPORT_KINDS, default="dense",
+                           help="dense (SentenceTransformer), sparse (SparseEncoder), colbert (MultiVectorEncoder), "
+                                "reranker (CrossEncoder); default dense")
+    export_st.add_argument("--pooling", choices=["cls", "mean", "last_token"], help="dense: override the pooling")
+    export_st.add_argument("--query-instruction", help="override the query instruction ('' for none)")
+    export_st.add_argument("--document-instruction", help="override the document instruction ('' for none)")
+    export_st.add_argument("--max-length", type=int, help="tokens per text (reranker: per pair)")
+    export_st.add_argument("--no-normalize", action="store_true", help="dense: leave vectors unnormalized")
+    export_st.add_argument("--activation", choices=["identity", "sigmoid"],
+                           help="reranker: identity (raw logits, default) or sigmoid")
+    export_st.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
+    export_st.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
+    export_st.set_defaults(func=run_export_st)
     return parser
 
 

@@ -1,0 +1,498 @@
+"""sentence-transformers models built from BGE checkpoints, and saved as folders.
+
+Every builder reads the model's settings (pooling, query instruction, max length, heads) from
+``bge_core`` (the registry and the same overrides :class:`bge_core.Embedder` /
+:class:`bge_core.Reranker` take), then assembles sentence-transformers' own modules around the
+checkpoint's weights. :func:`export` saves the result in the current sentence-transformers
+format (``modules.json`` with a folder per module), written by sentence-transformers' ``save``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import json
+import logging
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import torch
+from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
+from sentence_transformers.base.modules import Dense, Normalize, Transformer
+from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+from sentence_transformers.sentence_transformer.modules import Pooling
+
+from bge_core import Embedder, Reranker
+from bge_core.errors import ConfigError, ModelLoadError
+from bge_core.heads import load_head, unused_token_ids
+from bge_core.loading import resolve_model_dir
+
+from . import m3_lexical_weights
+from .m3_lexical_weights import M3LexicalWeights
+from .model_card import model_card
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["dense", "sparse", "colbert", "reranker"]
+KINDS: tuple[str, ...] = ("dense", "sparse", "colbert", "reranker")
+Activation = Literal["identity", "sigmoid"]
+ACTIVATIONS: dict[str, type[torch.nn.Module]] = {"identity": torch.nn.Identity, "sigmoid": torch.nn.Sigmoid}
+
+# bge_core pooling names -> sentence-transformers Pooling modes.
+_ST_POOLING = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
+# The type an exported sparse folder's modules.json gives the lexical module: the module file
+# copied next to it, so the folder loads with trust_remote_code=True even without bge-rag.
+PORTABLE_SPARSE_TYPE = f"{Path(m3_lexical_weights.__file__).stem}.{M3LexicalWeights.__name__}"
+_PACKAGE_SPARSE_TYPE = f"{M3LexicalWeights.__module__}.{M3LexicalWeights.__name__}"
+_TRANSFORMER_TYPE = f"{Transformer.__module__}.{Transformer.__name__}"
+_CPU = torch.device("cpu")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Settings:
+    """What bge_core resolved for an embedding model: where it is and how it encodes."""
+
+    folder: Path
+    max_length: int
+    pooling: str
+    normalize: bool
+    prompts: dict[str, str]
+    hidden_size: int
+    trust_remote_code: bool
+
+
+def _query_prompt(embedder: Embedder) -> str:
+    """The query instruction as a sentence-transformers prompt (a text prefix), "" for none."""
+    if not embedder.query_instruction:
+        return ""
+    spec = dataclasses.replace(embedder.spec, query_instruction_format=embedder.query_instruction_format)
+    prefix = spec.format_query(embedder.query_instruction, "")
+    sentinel = "\x00query\x00"
+    if spec.format_query(embedder.query_instruction, sentinel) != prefix + sentinel:
+        raise ConfigError(
+            f"query_instruction_format {embedder.query_instruction_format!r} puts text after the query; a "
+            f"sentence-transformers prompt can only be put before it. Pass a format ending with the query ('...{{}}')."
+        )
+    return prefix
+
+
+def _embedding_settings(model: Union[str, Path], trust_remote_code: Optional[bool], **options: Any) -> _Settings:
+    """Resolve an embedding model's settings exactly as ``bge_core.Embedder`` does (fp32, CPU)."""
+    embedder = Embedder(model, device="cpu", precision="fp32", trust_remote_code=trust_remote_code, **options)
+    prompts = {"query": _query_prompt(embedder), "document": embedder.document_instruction or ""}
+    trust = embedder.spec.trust_remote_code if trust_remote_code is None else bool(trust_remote_code)
+    return _Settings(
+        folder=embedder.folder,
+        max_length=embedder.max_length,
+        pooling=embedder.pooling,
+        normalize=embedder.normalize,
+        prompts=prompts,
+        hidden_size=embedder.dimension,  # the hidden size: no truncate_dim is passed
+        trust_remote_code=trust,
+    )
+
+
+def _transformer(
+    folder: Path, max_length: int, trust_remote_code: bool, task: str = "feature-extraction"
+) -> Transformer:
+    hub = {"trust_remote_code": True} if trust_remote_code else {}
+    return Transformer(
+        str(folder),
+        transformer_task=task,
+        max_seq_length=max_length,
+        model_kwargs=dict(hub),
+        processor_kwargs=dict(hub),
+        config_kwargs=dict(hub),
+    )
+
+
+def _skipped_first_token(tokenizer: Any, folder: Path) -> str:
+    """The token BGE-M3's ColBERT output drops: the CLS token every text starts with."""
+    cls_token, cls_id = getattr(tokenizer, "cls_token", None), getattr(tokenizer, "cls_token_id", None)
+    ids = tokenizer("a")["input_ids"]
+    if cls_token is None or cls_id is None or not ids or ids[0] != cls_id:
+        raise ModelLoadError(
+            f"The tokenizer of {str(folder)!r} does not start texts with a CLS token; BGE-M3's ColBERT output "
+            f"drops that first token, so this model cannot be exported as kind='colbert'."
+        )
+    return str(cls_token)
+
+
+def build_sentence_transformer(
+    model: Union[str, Path],
+    *,
+    pooling: Optional[str] = None,
+    query_instruction: Optional[str] = None,
+    query_instruction_format: Optional[str] = None,
+    document_instruction: Optional[str] = None,
+    max_length: Optional[int] = None,
+    normalize: bool = True,
+    device: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> SentenceTransformer:
+    """A dense ``SentenceTransformer`` giving ``bge_core.Embedder``'s dense vectors.
+
+    Modules: Transformer -> Pooling (the model's pooling) -> Normalize (unless ``normalize=False``);
+    prompts ``{"query": <query instruction>, "document": <document instruction or "">}``;
+    similarity cosine. ``encode_query`` / ``encode_document`` then equal
+    ``Embedder.encode_queries`` / ``encode_documents``.
+
+    Args:
+        model: Hub id or local folder of a BGE (or other registered) embedding model.
+        pooling, query_instruction, query_instruction_format, document_instruction, max_length,
+            normalize, trust_remote_code, cache_dir, revision, token: As for :class:`bge_core.Embedder`;
+            ``None`` takes the registry's value.
+        device: Device of the returned model (sentence-transformers' default when ``None``).
+
+    Raises:
+        ConfigError: an invalid override, or a query format that is not a prefix.
+    """
+    settings = _embedding_settings(
+        model, trust_remote_code, pooling=pooling, query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
+        max_length=max_length, normalize=normalize, cache_dir=cache_dir, revision=revision, token=token,
+    )
+    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    modules: list[torch.nn.Module] = [
+        transformer,
+        Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[settings.pooling]),
+    ]
+    if settings.normalize:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules, prompts=settings.prompts, similarity_fn_name="cosine", device=device)
+
+
+def build_multi_vector_encoder(
+    model: Union[str, Path],
+    *,
+    query_instruction: Optional[str] = None,
+    query_instruction_format: Optional[str] = None,
+    document_instruction: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> MultiVectorEncoder:
+    """A ``MultiVectorEncoder`` giving BGE-M3's ColBERT vectors, from built-in modules only.
+
+    Modules: Transformer -> Dense (``colbert_linear.pt``: bias, identity activation, on token
+    embeddings) -> MultiVectorMask (skips the CLS token for queries and documents) -> Normalize
+    (token embeddings); similarity ``meanmaxsim`` (FlagEmbedding's ColBERT score). Loads without
+    ``trust_remote_code``.
+
+    The mask works on token ids, so a CLS token typed literally into a text (``"[CLS]"`` for
+    BERT, ``"<s>"`` for XLM-R) is dropped as well, where FlagEmbedding drops only the first token.
+
+    Args: as :func:`build_sentence_transformer` (no pooling / normalize: ColBERT vectors are
+        always normalized).
+
+    Raises:
+        MissingHeadError: the model has no ``colbert_linear.pt``.
+    """
+    settings = _embedding_settings(
+        model, trust_remote_code, query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
+        max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
+    )
+    head = load_head(settings.folder, "colbert", settings.hidden_size, _CPU, torch.float32)
+    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    dense = Dense(
+        settings.hidden_size,
+        head.out_features,
+        bias=head.bias is not None,
+        activation_function=torch.nn.Identity(),
+        init_weight=head.weight.detach().clone(),
+        init_bias=None if head.bias is None else head.bias.detach().clone(),
+        module_input_name="token_embeddings",
+    )
+    mask = MultiVectorMask(
+        skiplist_words=[_skipped_first_token(transformer.tokenizer, settings.folder)],
+        skiplist_tasks=["query", "document"],
+    )
+    return MultiVectorEncoder(
+        modules=[transformer, dense, mask, Normalize(module_input_name="token_embeddings")],
+        prompts=settings.prompts,
+        similarity_fn_name="meanmaxsim",
+        device=device,
+    )
+
+
+def build_sparse_encoder(
+    model: Union[str, Path],
+    *,
+    query_instruction: Optional[str] = None,
+    query_instruction_format: Optional[str] = None,
+    document_instruction: Optional[str] = None,
+    max_length: Optional[int] = None,
+    device: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> SparseEncoder:
+    """A ``SparseEncoder`` giving BGE-M3's lexical weights, built in code (no ``trust_remote_code``).
+
+    Modules: Transformer -> :class:`M3LexicalWeights` (``sparse_linear.pt``); similarity dot
+    (FlagEmbedding's lexical matching score). Outputs are vocabulary-sized vectors whose
+    non-zero entries are exactly ``Embedder.encode(..., sparse=True)``'s ids and weights.
+
+    Args: as :func:`build_multi_vector_encoder`.
+
+    Raises:
+        MissingHeadError: the model has no ``sparse_linear.pt``.
+    """
+    settings = _embedding_settings(
+        model, trust_remote_code, query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
+        max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
+    )
+    head = load_head(settings.folder, "sparse", settings.hidden_size, _CPU, torch.float32)
+    if head.out_features != 1:
+        raise ModelLoadError(f"{settings.folder / 'sparse_linear.pt'} must be a Linear(hidden, 1) head, "
+                             f"it has {head.out_features} outputs.")
+    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    tokenizer = transformer.tokenizer
+    lexical = M3LexicalWeights(
+        settings.hidden_size,
+        max(len(tokenizer), int(transformer.config.vocab_size)),
+        unused_token_ids(tokenizer).tolist(),
+    )
+    lexical.linear.load_state_dict(head.state_dict())
+    return SparseEncoder(
+        modules=[transformer, lexical], prompts=settings.prompts, similarity_fn_name="dot", device=device
+    )
+
+
+def build_cross_encoder(
+    model: Union[str, Path],
+    *,
+    activation: Activation = "identity",
+    max_length: Optional[int] = None,
+    device: Optional[str] = None,
+    trust_remote_code: Optional[bool] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> CrossEncoder:
+    """A ``CrossEncoder`` for a BGE reranker, with its activation stated explicitly.
+
+    Args:
+        model: Hub id or local folder of a cross-encoder reranker (one output logit).
+        activation: ``"identity"`` (raw logits, FlagReranker's default) or ``"sigmoid"``
+            (0..1, FlagReranker's ``normalize=True``).
+        max_length: Tokens per (query, passage) pair, as for :class:`bge_core.Reranker`.
+        device, trust_remote_code, cache_dir, revision, token: As for the other builders.
+
+    Raises:
+        ConfigError: an unknown activation.
+        ModelLoadError: the model is not a one-logit sequence-classification checkpoint.
+    """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"Invalid activation {activation!r}. Valid activations are: {', '.join(ACTIVATIONS)}.")
+    reranker = Reranker(
+        model, device="cpu", precision="fp32", max_length=max_length, trust_remote_code=trust_remote_code,
+        cache_dir=cache_dir, revision=revision, token=token,
+    )
+    folder, length = reranker.folder, reranker.max_length
+    trust = reranker.spec.trust_remote_code if trust_remote_code is None else bool(trust_remote_code)
+    del reranker  # free its weights before sentence-transformers loads its own copy
+    transformer = _transformer(folder, length, trust, task="sequence-classification")
+    activation_fn = ACTIVATIONS[activation]()
+    # sentence-transformers 4 and 5 read the activation from config.json; 6 from config_sentence_transformers.json.
+    transformer.model.config.sentence_transformers = {"activation_fn": _fullname(activation_fn)}
+    return CrossEncoder(modules=[transformer], activation_fn=activation_fn, device=device)
+
+
+def _fullname(obj: Any) -> str:
+    cls = obj if inspect.isclass(obj) else type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+_BUILDERS = {
+    "dense": build_sentence_transformer,
+    "sparse": build_sparse_encoder,
+    "colbert": build_multi_vector_encoder,
+    "reranker": build_cross_encoder,
+}
+
+
+def _check_out_dir(out_dir: Path, source: Path, overwrite: bool) -> None:
+    """Refuse, before any work, an ``out_dir`` that export must not write into."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{str(out_dir)!r} is a file; pass a folder to export into.")
+    if source.exists():
+        src, out = source.resolve(), out_dir.resolve()
+        if out == src or out in src.parents:
+            raise ConfigError(f"Cannot export into {str(out_dir)!r}: it holds the source model; choose another folder.")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise ConfigError(
+                f"{str(out_dir)!r} is not empty; choose an empty folder or pass overwrite=True (--overwrite)."
+            )
+        if not (out_dir / "modules.json").is_file():
+            raise ConfigError(
+                f"{str(out_dir)!r} is not empty and is not a sentence-transformers folder; refusing to replace it."
+            )
+
+
+def _empty_out_dir(out_dir: Path) -> None:
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        shutil.rmtree(out_dir)  # an earlier export (checked by _check_out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _make_sparse_folder_portable(out_dir: Path) -> None:
+    """Point modules.json at a copy of the module file, so bge-rag is not needed to load it."""
+    modules_path = out_dir / "modules.json"
+    modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    for entry in modules:
+        if entry.get("type") == _PACKAGE_SPARSE_TYPE:
+            entry["type"] = PORTABLE_SPARSE_TYPE
+    modules_path.write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    shutil.copyfile(m3_lexical_weights.__file__, out_dir / Path(m3_lexical_weights.__file__).name)
+
+
+_KIND_OPTIONS: dict[str, frozenset[str]] = {
+    "dense": frozenset({"pooling", "query_instruction", "query_instruction_format", "document_instruction",
+                        "max_length", "normalize"}),
+    "sparse": frozenset({"query_instruction", "query_instruction_format", "document_instruction", "max_length"}),
+    "colbert": frozenset({"query_instruction", "query_instruction_format", "document_instruction", "max_length"}),
+    "reranker": frozenset({"activation", "max_length"}),
+}
+
+
+def export(
+    model: Union[str, Path],
+    out_dir: Union[str, Path],
+    kind: Kind = "dense",
+    *,
+    overwrite: bool = False,
+    pooling: Optional[str] = None,
+    query_instruction: Optional[str] = None,
+    query_instruction_format: Optional[str] = None,
+    document_instruction: Optional[str] = None,
+    max_length: Optional[int] = None,
+    normalize: Optional[bool] = None,
+    activation: Optional[Activation] = None,
+    trust_remote_code: Optional[bool] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> Path:
+    """Save a BGE checkpoint as a sentence-transformers folder of the given kind.
+
+    ======== ======================= =====================================================
+    kind     load it with            gives
+    ======== ======================= =====================================================
+    dense    ``SentenceTransformer`` ``Embedder.encode_queries`` / ``encode_documents``
+    sparse   ``SparseEncoder``       BGE-M3 lexical weights (``trust_remote_code=True``, or
+                                     :func:`load_sparse_encoder` without the flag)
+    colbert  ``MultiVectorEncoder``  BGE-M3 ColBERT vectors, ``meanmaxsim`` scores
+    reranker ``CrossEncoder``        ``Reranker.score`` (raw logits unless ``activation="sigmoid"``)
+    ======== ======================= =====================================================
+
+    Args:
+        model: Hub id or local folder (local folders never touch the network).
+        out_dir: The folder to write; it must be empty or absent (see ``overwrite``).
+        kind: ``"dense"``, ``"sparse"``, ``"colbert"`` or ``"reranker"``.
+        overwrite: Replace ``out_dir`` if it is an earlier sentence-transformers folder.
+        pooling, query_instruction, query_instruction_format, document_instruction, max_length,
+            normalize: Overrides as for :class:`bge_core.Embedder` (``None``: the registry's).
+        activation: Reranker only: ``"identity"`` (default) or ``"sigmoid"``.
+        trust_remote_code, cache_dir, revision, token: As for :class:`bge_core.Embedder`.
+
+    Returns:
+        The folder written.
+
+    Raises:
+        ConfigError: an unknown kind, an option that does not apply to the kind, or an
+            unusable ``out_dir``.
+        MissingHeadError: sparse / colbert from a model without that BGE-M3 head file.
+    """
+    if kind not in _BUILDERS:
+        raise ConfigError(f"Invalid kind {kind!r}. Valid kinds are: {', '.join(KINDS)}.")
+    given = {
+        "pooling": pooling, "query_instruction": query_instruction,
+        "query_instruction_format": query_instruction_format, "document_instruction": document_instruction,
+        "max_length": max_length, "normalize": normalize, "activation": activation,
+    }
+    options = {name: value for name, value in given.items() if value is not None}
+    wrong = sorted(set(options) - _KIND_OPTIONS[kind])
+    if wrong:
+        valid = ", ".join(sorted(_KIND_OPTIONS[kind]))
+        raise ConfigError(f"{', '.join(wrong)} does not apply to kind={kind!r}; its options are: {valid}.")
+    out = Path(out_dir).expanduser()
+    _check_out_dir(out, Path(model).expanduser(), overwrite)
+    built = _BUILDERS[kind](
+        model, device="cpu", trust_remote_code=trust_remote_code, cache_dir=cache_dir, revision=revision,
+        token=token, **options,
+    )
+    _empty_out_dir(out)
+    built.save(str(out), create_model_card=False)
+    (out / "README.md").write_text(model_card(kind, model, out, built), encoding="utf-8")
+    if kind == "sparse":
+        _make_sparse_folder_portable(out)
+    logger.info("Exported %s as a %s folder to %s", model, type(built).__name__, out)
+    return out
+
+
+def load_sparse_encoder(
+    model: Union[str, Path],
+    *,
+    device: Optional[str] = None,
+    cache_dir: Optional[Union[str, Path]] = None,
+    revision: Optional[str] = None,
+    token: Optional[Union[str, bool]] = None,
+) -> SparseEncoder:
+    """Load a sparse folder written by :func:`export` without ``trust_remote_code``.
+
+    The folder's ``modules.json`` must list exactly a Transformer and an :class:`M3LexicalWeights`
+    module; both are built from bge-rag's and sentence-transformers' own classes, so no code is
+    imported from the folder.
+
+    Raises:
+        ModelLoadError: the folder is not a sparse export of this package.
+    """
+    folder = resolve_model_dir(model, cache_dir=cache_dir, revision=revision, token=token)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        types = [entry["type"] for entry in modules]
+        paths = [entry["path"] for entry in modules]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{str(folder)!r} is not a sentence-transformers folder: {exc}") from exc
+    if len(types) != 2 or types[0] != _TRANSFORMER_TYPE or types[1] not in (PORTABLE_SPARSE_TYPE, _PACKAGE_SPARSE_TYPE):
+        raise ModelLoadError(
+            f"{str(folder)!r} is not a BGE-M3 sparse export (its modules are {types}); "
+            f"write one with sentence_transformers_bge.export(model, out_dir, kind='sparse')."
+        )
+    transformer = Transformer.load(str(folder), subfolder=paths[0])
+    lexical = M3LexicalWeights.load(str(folder), subfolder=paths[1])
+    prompts: Mapping[str, str] = config.get("prompts") or {}
+    return SparseEncoder(
+        modules=[transformer, lexical],
+        prompts=dict(prompts),
+        default_prompt_name=config.get("default_prompt_name"),
+        similarity_fn_name=config.get("similarity_fn_name"),
+        device=device,
+    )
+
+
+__all__ = [
+    "ACTIVATIONS",
+    "KINDS",
+    "PORTABLE_SPARSE_TYPE",
+    "build_cross_encoder",
+    "build_multi_vector_encoder",
+    "build_sentence_transformer",
+    "build_sparse_encoder",
+    "export",
+    "load_sparse_encoder",
+]

@@ -1,0 +1,85 @@
+"""BGE-M3 lexical (sparse) weights as a sentence-transformers module.
+
+This file is self-contained on purpose: it imports only torch and sentence-transformers, so an
+exported SparseEncoder folder carries a copy of it and loads wherever sentence-transformers is
+installed (``SparseEncoder(folder, trust_remote_code=True)``), with or without bge-rag.
+
+The computation is BGE-M3's (FlagEmbedding's ``BGEM3FlagModel``), the same as ``bge_core``:
+
+- a per-token weight ``relu(linear(h))`` from the backbone's last hidden states ``h``;
+- the ids in ``unused_token_ids`` get no weight (the export stores the tokenizer's cls, eos, pad
+  and unk ids there, FlagEmbedding's rule; BERT has no eos token, so its ``[SEP]`` keeps a weight);
+- a token id seen several times keeps its largest weight.
+
+The output is a ``(batch, vocab_size)`` tensor under ``"sentence_embedding"``, as every
+SparseEncoder module produces; ids without weight are 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from sentence_transformers.base.modules.module import Module
+
+
+class M3LexicalWeights(Module):
+    """BGE-M3's sparse head: token weights pooled by token id into a vocabulary-sized vector.
+
+    Args:
+        hidden_size: Width of the backbone's token embeddings.
+        vocab_size: Length of the output vectors (at least the tokenizer's size).
+        unused_token_ids: Token ids that never get a weight (special tokens).
+    """
+
+    config_keys: list[str] = ["hidden_size", "vocab_size", "unused_token_ids"]
+
+    def __init__(self, hidden_size: int, vocab_size: int, unused_token_ids: Optional[list[int]] = None) -> None:
+        super().__init__()
+        self.hidden_size = int(hidden_size)
+        self.vocab_size = int(vocab_size)
+        self.unused_token_ids = sorted({int(i) for i in unused_token_ids or []})
+        self.linear = torch.nn.Linear(self.hidden_size, 1)
+        self.register_buffer("_unused", torch.tensor(self.unused_token_ids, dtype=torch.long), persistent=False)
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if "cu_seq_lens_q" in features:  # flash-attention unpadded batch: pad it back first
+            from sentence_transformers.util.tensor import repad_flattened_features
+
+            features = repad_flattened_features(features)
+        input_ids = features["input_ids"]
+        weights = torch.relu(self.linear(features["token_embeddings"])).squeeze(-1).float()
+        keep = features["attention_mask"].bool() & ~torch.isin(input_ids, self._unused.to(input_ids.device))
+        weights = torch.where(keep, weights, torch.zeros_like(weights))
+        pooled = weights.new_zeros((input_ids.shape[0], self.vocab_size))
+        features["sentence_embedding"] = pooled.scatter_reduce(1, input_ids, weights, reduce="amax")
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.vocab_size
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        self.save_config(output_path)
+        self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+
+    @classmethod
+    def load(
+        cls,
+        model_name_or_path: str,
+        subfolder: str = "",
+        token: Optional[bool | str] = None,
+        cache_folder: Optional[str] = None,
+        revision: Optional[str] = None,
+        local_files_only: bool = False,
+        **kwargs: Any,
+    ) -> "M3LexicalWeights":
+        hub_kwargs = {
+            "subfolder": subfolder,
+            "token": token,
+            "cache_folder": cache_folder,
+            "revision": revision,
+            "local_files_only": local_files_only,
+        }
+        config = cls.load_config(model_name_or_path, **hub_kwargs)
+        module = cls(**{key: config[key] for key in cls.config_keys if key in config})
+        return cls.load_torch_weights(model_name_or_path, model=module, **hub_kwargs)
