@@ -314,7 +314,12 @@ class Embedder:
             "colbert": c,
             "sparse": s,
             "dense": d,
-            "sparse+dense": hybrid_scores(dense=d, sparse=s, weights=(w[0], w[1], 0.0)),
+            # FlagEmbedding divides by w0 + w1 here; with both zero that is 0 / 0 (NaN), not an error.
+            "sparse+dense": (
+                hybrid_scores(dense=d, sparse=s, weights=(w[0], w[1], 0.0))
+                if w[0] + w[1] > 0
+                else np.full(len(items), np.nan, dtype=np.float32)
+            ),
             "colbert+sparse+dense": hybrid_scores(dense=d, sparse=s, colbert=c, weights=w),
         }
         as_lists = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in scores.items()}

@@ -75,6 +75,10 @@ def resolve_model_dir(
         folder = path
     elif path.exists():
         raise ModelLoadError(f"{str(model)!r} is a file; pass the folder that contains the model.")
+    elif _is_path_like(str(model)):
+        raise ModelNotFoundError(
+            f"There is no folder at {str(model)!r}; check the path (hub ids look like 'BAAI/bge-m3')."
+        )
     else:
         folder = _download(str(model), cache_dir=cache_dir, revision=revision, token=token,
                            trust_remote_code=trust_remote_code)
@@ -83,6 +87,12 @@ def resolve_model_dir(
             f"{str(folder)!r} has no model weights (expected one of {', '.join(WEIGHT_FILES)})."
         )
     return folder
+
+
+def _is_path_like(model: str) -> bool:
+    """A name that can only be a local path: absolute, home- or dot-relative, or with a backslash
+    or more than one slash (hub ids are ``name`` or ``org/name``)."""
+    return model.startswith(("/", "~", "./", "../", ".\\")) or "\\" in model or model.count("/") > 1
 
 
 def _download(model: str, **kwargs: Any) -> Path:

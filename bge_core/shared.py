@@ -10,6 +10,7 @@ hub id can mean a network round trip.)
 
 from __future__ import annotations
 
+import inspect
 import threading
 import weakref
 from pathlib import Path
@@ -23,10 +24,15 @@ _LOCK = threading.Lock()
 
 
 def _key(cls: type, model: Union[str, Path], options: dict[str, Any]) -> tuple:
-    # The name as given, not a resolved path: the registry entry (instruction, pooling) follows
-    # the name, so two names for the same files (a symlinked ``bge-small-zh-v1.5``) must not
-    # share an engine. They still share the loaded weights (see load_backbone).
-    return (cls.__name__, str(model), tuple(sorted((k, repr(v)) for k, v in options.items())))
+    # Options are completed with the constructor's defaults, so that leaving one out and
+    # passing its default value give one engine. The model is keyed by its name as given, not
+    # a resolved path: the registry entry (instruction, pooling) follows the name, so two names
+    # for the same files (a symlinked ``bge-small-zh-v1.5``) must not share an engine. They
+    # still share the loaded weights (see load_backbone).
+    bound = inspect.signature(cls).bind(str(model), **options)
+    bound.apply_defaults()
+    settings = {k: v for k, v in bound.arguments.items() if k != "model"}
+    return (cls.__name__, str(model), tuple(sorted((k, repr(v)) for k, v in settings.items())))
 
 
 def _shared(cls: type, model: Union[str, Path], options: dict[str, Any]) -> Any:

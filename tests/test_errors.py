@@ -138,3 +138,9 @@ def test_wrong_task_is_named_before_any_download():
         Reranker("BAAI/bge-m3")
     with pytest.raises(UnsupportedModelError, match="LLM"):
         Reranker("BAAI/bge-reranker-v2-gemma")
+
+
+@pytest.mark.parametrize("path", ["/no/such/folder", "./missing-model", "~/missing-model", "a/b/c"])
+def test_missing_local_path_says_folder(path):
+    with pytest.raises(ModelNotFoundError, match="There is no folder at"):
+        Embedder(path)

@@ -232,3 +232,11 @@ def test_has_head_and_require_heads(tmp_path, models):
 
     with pytest.raises(ConfigError, match="Valid heads"):
         emb.has_head("dense")  # type: ignore[arg-type]
+
+
+def test_compute_score_with_only_colbert_weight(models, m3_texts):
+    emb = Embedder(models.xlmr_m3, precision="fp32")
+    pairs = [(m3_texts[0], m3_texts[1]), (m3_texts[2], m3_texts[3])]
+    got = emb.compute_score(pairs, weights=[0, 0, 1])
+    assert all(np.isnan(v) for v in got["sparse+dense"])  # 0 / 0, as in FlagEmbedding
+    assert got["colbert+sparse+dense"] == pytest.approx(got["colbert"], abs=1e-6)

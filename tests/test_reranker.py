@@ -107,7 +107,7 @@ def test_rerank_orders_best_first(reranker, paragraphs):
 
 
 def test_rerank_ties_keep_input_order(reranker, monkeypatch):
-    monkeypatch.setattr(reranker, "score", lambda pairs, normalize=None: [1.0, 0.5, 1.0, 2.0])
+    monkeypatch.setattr(reranker, "score", lambda pairs, **options: [1.0, 0.5, 1.0, 2.0])
     ranked = reranker.rerank("q", ["a", "b", "c", "d"])
     assert [r.index for r in ranked] == [3, 0, 2, 1]
 

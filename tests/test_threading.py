@@ -69,3 +69,11 @@ def test_shared_engines_follow_the_name_not_the_files(tmp_path, models):
     assert plain is not chinese
     assert plain.query_instruction is None and chinese.query_instruction == ZH_INSTRUCTION
     assert plain._backbone is chinese._backbone  # the weights are still loaded once
+
+
+def test_shared_engines_complete_options_with_defaults(models):
+    from bge_core import shared_embedder
+
+    assert shared_embedder(models.dense, precision="fp32") is shared_embedder(
+        models.dense, precision="fp32", normalize=True, pooling=None
+    )
