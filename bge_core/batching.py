@@ -26,17 +26,27 @@ T = TypeVar("T")
 
 #: Texts per batch at most (the caller's ``batch_size``).
 DEFAULT_BATCH_SIZE = 256
-#: Padded tokens per batch at most, per device type.
-DEFAULT_MAX_BATCH_TOKENS = {"cpu": 8192, "cuda": 65536, "mps": 16384}
+#: Padded tokens per batch at most on accelerators.
+DEFAULT_MAX_BATCH_TOKENS = {"cuda": 65536, "mps": 16384}
+#: On CPUs the best budget keeps a batch's activations cache-resident: measured on a 2-core
+#: AVX512-BF16 CPU, 1024-2048 tokens for MiniLM (FFN 1536), 512 for BERT-base and -large shapes
+#: (FFN 3072 / 4096), all 5-25% faster than 4096-8192. The budget is this many FFN activations,
+#: rounded down to a power of two and kept within [512, 8192].
+CPU_ACTIVATION_BUDGET = 1 << 21
 #: Inputs at least this long show a progress bar when ``show_progress`` is left as ``None``.
 PROGRESS_THRESHOLD = 2048
 
 
-def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.device) -> int:
-    """The caller's token budget per batch, or the default for the device type."""
-    if max_batch_tokens is None:
+def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.device, config: Any = None) -> int:
+    """The caller's token budget per batch, or the default for the device and model shape."""
+    if max_batch_tokens is not None:
+        return check_positive("max_batch_tokens", max_batch_tokens)
+    if device.type != "cpu":
         return DEFAULT_MAX_BATCH_TOKENS.get(device.type, 8192)
-    return check_positive("max_batch_tokens", max_batch_tokens)
+    hidden = int(getattr(config, "hidden_size", 768) or 768)
+    ffn = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
+    budget = 1 << max(0, (CPU_ACTIVATION_BUDGET // max(ffn, 1)).bit_length() - 1)
+    return max(512, min(8192, budget))
 
 
 def check_positive(name: str, value: Any) -> int:

@@ -101,13 +101,15 @@ class Embedder:
             check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device)
         self.model_name = str(model)
         self.spec: ModelSpec
         self._backbone: Backbone
         self.spec, self._backbone, self.model_max_length = open_model(
             model, "embedding", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
             cache_dir=cache_dir, revision=revision, token=token,
+        )
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(
+            max_batch_tokens, self.device, self._backbone.config
         )
         spec = self.spec
         self.max_length = resolve_max_length(max_length, spec, self._backbone, self.model_max_length, self.model_name)

@@ -127,7 +127,6 @@ class Reranker:
         self.batch_size = batching.check_positive("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device)
         self.show_progress = show_progress
         self.model_name = str(model)
         self.spec: ModelSpec
@@ -135,6 +134,9 @@ class Reranker:
         self.spec, self._backbone, self.model_max_length = open_model(
             model, "reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
             cache_dir=cache_dir, revision=revision, token=token,
+        )
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(
+            max_batch_tokens, self.device, self._backbone.config
         )
         labels = getattr(self._backbone.config, "num_labels", 1)
         if labels != 1:

@@ -113,3 +113,15 @@ def test_shuffled_mixed_lengths_keep_input_order(models, mixed_texts, paragraphs
     # and a reordering of the input reorders the output the same way
     perm = np.random.default_rng(3).permutation(len(texts))
     np.testing.assert_allclose(emb.encode_documents([texts[i] for i in perm]), together[perm], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(("ffn", "expected"), [(1536, 1024), (3072, 512), (4096, 512), (128, 8192), (None, 512)])
+def test_cpu_token_budget_follows_model_shape(ffn, expected):
+    from types import SimpleNamespace
+
+    from bge_core.batching import resolve_max_batch_tokens
+
+    config = SimpleNamespace(hidden_size=768, intermediate_size=ffn)
+    assert resolve_max_batch_tokens(None, torch.device("cpu"), config) == expected
+    assert resolve_max_batch_tokens(300, torch.device("cpu"), config) == 300
+    assert resolve_max_batch_tokens(None, torch.device("cuda", 0), config) == 65536
