@@ -18,6 +18,17 @@ setup() {  # setup VENV EXTRA
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
 }
 
+chromium() {  # the server's web-page test drives a system Chromium; install Debian's when we may
+  if command -v chromium >/dev/null 2>&1 || [ -n "${BGE_RAG_CHROMIUM:-}" ]; then return 0; fi
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "dev.sh: installing Debian's chromium (apt-get) for the web page test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+      >/dev/null 2>&1 || echo "dev.sh: could not install chromium; the browser test will be skipped" >&2
+  else
+    echo "dev.sh: no chromium (apt-get install chromium, or set BGE_RAG_CHROMIUM); the browser test will be skipped" >&2
+  fi
+}
+
 case "${1:-}" in
   demo)
     shift
@@ -27,6 +38,7 @@ case "${1:-}" in
   test)
     shift
     setup .venv-test test
+    chromium
     exec .venv-test/bin/python -m pytest "$@"
     ;;
   bench)

@@ -1,4 +1,7 @@
-"""The ``bge-rag`` command line: ``demo`` and ``models`` (later issues add more subcommands)."""
+"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve`` and ``embed``.
+
+Each subcommand imports its heavy dependencies only when it runs, so ``--help`` stays light.
+"""
 
 from __future__ import annotations
 
@@ -211,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
     export_st.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     export_st.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
     export_st.set_defaults(func=run_export_st)
+
+    from .server.command import register as register_serve
+    from .streaming_command import register as register_embed
+
+    register_serve(sub)
+    register_embed(sub)
     return parser
 
 

@@ -1,0 +1,142 @@
+"""``bge-rag serve``: start the HTTP server (needs ``pip install 'bge-rag[server]'``).
+
+This module imports no web framework; :func:`run_serve` imports FastAPI and uvicorn when the
+command runs. ``bge_core.cli`` adds the subcommand with :func:`register`; ``python -m
+bge_core.server serve ...`` runs the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional, TextIO
+
+from ..errors import BGEError, MissingExtraError
+from .settings import API_KEY_ENV, ServerSettings
+
+_DEFAULTS = ServerSettings()
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``serve`` subcommand to an ``argparse`` subparsers object and return it."""
+    p = subparsers.add_parser(
+        "serve",
+        help="HTTP server: OpenAI-compatible /v1/embeddings, /v1/rerank, BGE-M3 outputs (needs bge-rag[server])",
+        description="Serve a BGE embedding model (and optionally a reranker) over HTTP. "
+        "Clients of OpenAI's embeddings API and of Cohere/Jina/TEI rerank APIs work with only a base-URL change.",
+    )
+    p.add_argument("--model", help="embedding model: hub id or local folder")
+    p.add_argument("--reranker", help="reranker: hub id or local folder")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
+    p.add_argument("--served-model-name", help="embedding model name reported to clients (default: from --model)")
+    p.add_argument("--reranker-name", help="reranker name reported to clients (default: from --reranker)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: first available)")
+    p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
+    p.add_argument("--max-length", type=int, help="tokens per text for the embedding model (default 512)")
+    p.add_argument("--reranker-max-length", type=int, help="tokens per (query, document) pair (default 512)")
+    p.add_argument("--rerank-scores", choices=["sigmoid", "raw"], default=_DEFAULTS.rerank_scores,
+                   help="sigmoid (0..1, as Cohere/Jina/TEI; default) or raw logits (FlagReranker's default)")
+    p.add_argument("--cors-origin", action="append", default=[],
+                   help="allow browser calls from this origin (repeatable; '*' for any). Default: CORS off")
+    p.add_argument("--max-inputs", type=int, default=_DEFAULTS.max_inputs,
+                   help=f"texts per embeddings request / documents per rerank request (default {_DEFAULTS.max_inputs})")
+    p.add_argument("--max-input-chars", type=int, default=_DEFAULTS.max_input_chars,
+                   help=f"characters per text (default {_DEFAULTS.max_input_chars})")
+    p.add_argument("--max-body-bytes", type=int, default=_DEFAULTS.max_body_bytes,
+                   help=f"bytes per request body (default {_DEFAULTS.max_body_bytes})")
+    p.add_argument("--max-batch-items", type=int, default=_DEFAULTS.max_batch_items,
+                   help="texts of concurrent requests coalesced into one model call "
+                   f"(default {_DEFAULTS.max_batch_items})")
+    p.add_argument("--max-queue-items", type=int, default=_DEFAULTS.max_queue_items,
+                   help=f"texts waiting for the model before requests get 429 (default {_DEFAULTS.max_queue_items})")
+    p.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout,
+                   help=f"seconds a request may wait for the model before 503 (default {_DEFAULTS.request_timeout:g})")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the models' own code")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn log level (default info)")
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    """The :class:`ServerSettings` the command-line arguments ask for."""
+    return ServerSettings(
+        model_name=args.served_model_name,
+        reranker_name=args.reranker_name,
+        api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+        cors_origins=tuple(args.cors_origin),
+        max_inputs=args.max_inputs,
+        max_input_chars=args.max_input_chars,
+        max_body_bytes=args.max_body_bytes,
+        max_batch_items=args.max_batch_items,
+        max_queue_items=args.max_queue_items,
+        request_timeout=args.timeout,
+        rerank_scores=args.rerank_scores,
+    )
+
+
+def _import_server():
+    try:
+        import uvicorn
+
+        from .app import create_app
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette", "prometheus_client", "pydantic"):
+            raise
+        raise MissingExtraError(f"bge-rag serve needs the server extra ({exc}): pip install 'bge-rag[server]'") from exc
+    return uvicorn, create_app
+
+
+def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+    """Load the models, then serve them until interrupted (Ctrl-C / SIGTERM)."""
+    out = out or sys.stdout
+    if not (args.model or args.reranker):
+        raise MissingModelError("bge-rag serve needs --model (an embedding model), --reranker, or both.")
+    settings = settings_from_args(args)
+    uvicorn, create_app = _import_server()
+    from ..embedder import Embedder
+    from ..rerank import Reranker
+
+    options = {"device": args.device, "precision": args.precision, "trust_remote_code": args.trust_remote_code or None}
+    embedder = Embedder(args.model, max_length=args.max_length, **options) if args.model else None
+    reranker = Reranker(args.reranker, max_length=args.reranker_max_length, **options) if args.reranker else None
+    app = create_app(embedder, reranker, settings=settings)
+    if args.host not in _LOOPBACK and settings.api_key is None:
+        logging.getLogger(__name__).warning(
+            "Serving on %s without an API key: anyone who can reach this port can use the models "
+            "(set --api-key or $%s).", args.host, API_KEY_ENV,
+        )
+    for engine in (embedder, reranker):
+        if engine is not None:
+            print(f"Loaded {engine!r}", file=out, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+class MissingModelError(BGEError, ValueError):
+    """``serve`` was started without a model."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """A parser with the ``serve`` subcommand only (``python -m bge_core.server``)."""
+    parser = argparse.ArgumentParser(prog="python -m bge_core.server", description="The bge-rag HTTP server.")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BGEError as exc:
+        print(f"bge-rag: error: {exc}", file=sys.stderr)
+        return 2
+
+
+__all__ = ["build_parser", "main", "register", "run_serve", "settings_from_args"]

@@ -1,0 +1,143 @@
+"""ASGI middleware and Prometheus metrics of the server (per app, no global registry)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Collection
+from typing import Any, Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Scope = dict[str, Any]
+Receive = Callable[[], Any]
+Send = Callable[[dict[str, Any]], Any]
+
+_ITEM_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    """The server's Prometheus metrics, in a registry of its own (several apps per process work).
+
+    Exposed at ``GET /metrics``: requests by endpoint and status, request latency, texts (or
+    pairs) and requests per engine call, engine-call time, queued items, tokens embedded.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("bge_rag_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
+                                registry=r)
+        self.latency = Histogram("bge_rag_request_duration_seconds", "HTTP request latency", ["endpoint"],
+                                 buckets=_LATENCY_BUCKETS, registry=r)
+        self.batch_items = Histogram("bge_rag_batch_items", "Texts (embedder) or pairs (reranker) per engine call",
+                                     ["model"], buckets=_ITEM_BUCKETS, registry=r)
+        self.batch_requests = Histogram("bge_rag_batch_requests", "Requests coalesced into one engine call",
+                                        ["model"], buckets=_ITEM_BUCKETS, registry=r)
+        self.batch_seconds = Histogram("bge_rag_batch_duration_seconds", "Time of one engine call", ["model"],
+                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue = Gauge("bge_rag_queue_items", "Texts or pairs waiting for the model", ["model"], registry=r)
+        self.tokens = Counter("bge_rag_prompt_tokens", "Tokens read by the embedding model", registry=r)
+
+    def batch_observer(self, model: str) -> Callable[[int, int, float], None]:
+        items, requests, seconds = (
+            self.batch_items.labels(model), self.batch_requests.labels(model), self.batch_seconds.labels(model)
+        )
+
+        def observe(n_items: int, n_requests: int, took: float) -> None:
+            items.observe(n_items)
+            requests.observe(n_requests)
+            seconds.observe(took)
+
+        return observe
+
+
+class MetricsMiddleware:
+    """Counts every response (errors from other middleware included) and its latency."""
+
+    def __init__(self, app: Any, metrics: Metrics, endpoints: Collection[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.endpoints = frozenset(endpoints)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in self.endpoints else "other"  # bounded label values
+        status = 500
+        started = time.perf_counter()
+
+        async def send_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+
+class BodyLimitMiddleware:
+    """Answers 413 to a request body over ``max_bytes`` (declared or streamed), before parsing it."""
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._reject(send)
+            return
+        # Read the body here (the endpoint would read it whole anyway) and replay it.
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client disconnected
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await self._reject(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _reject(self, send: Send) -> None:
+        payload = {
+            "error": {
+                "message": f"The request body is larger than this server accepts ({self.max_bytes} bytes).",
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "request_too_large",
+            }
+        }
+        data = json.dumps(payload).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                   (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": data})
+
+
+__all__ = ["BodyLimitMiddleware", "Metrics", "MetricsMiddleware"]

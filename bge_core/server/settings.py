@@ -1,0 +1,65 @@
+"""Server settings: limits, authentication, CORS. Plain data, no web framework."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from ..errors import ConfigError
+
+#: Environment variable read by ``bge-rag serve`` when ``--api-key`` is not given.
+API_KEY_ENV = "BGE_RAG_API_KEY"
+
+RerankScores = Literal["sigmoid", "raw"]
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What one server allows and how it batches.
+
+    Attributes:
+        model_name: Name reported for the embedding model (``None``: derived from the model).
+        reranker_name: Name reported for the reranker (``None``: derived from the model).
+        api_key: Clients must send ``Authorization: Bearer <api_key>``; ``None`` turns auth off.
+        cors_origins: Origins allowed to call the API from a browser; empty (the default) sends
+            no CORS headers at all. ``("*",)`` allows any origin.
+        max_inputs: Texts per embeddings request, documents per rerank request (OpenAI: 2048).
+        max_input_chars: Characters per text (the model truncates to its ``max_length`` tokens
+            anyway; this bounds the tokenizer's work).
+        max_body_bytes: Bytes per request body.
+        max_batch_items: Texts (or pairs) that concurrent requests may coalesce into one engine
+            call. One request larger than this still runs, alone.
+        max_queue_items: Texts (or pairs) waiting for the model; a request that would exceed it
+            gets 429 (retry later) instead of waiting without bound.
+        request_timeout: Seconds a request may wait for its result before it gets 503.
+        rerank_scores: ``"sigmoid"`` (0..1, as Cohere, Jina and TEI return) or ``"raw"`` logits
+            (FlagReranker's default); TEI-style requests may override it with ``raw_scores``.
+    """
+
+    model_name: Optional[str] = None
+    reranker_name: Optional[str] = None
+    api_key: Optional[str] = None
+    cors_origins: tuple[str, ...] = ()
+    max_inputs: int = 2048
+    max_input_chars: int = 100_000
+    max_body_bytes: int = 16 * 1024 * 1024
+    max_batch_items: int = 512
+    max_queue_items: int = 16384
+    request_timeout: float = 60.0
+    rerank_scores: RerankScores = "sigmoid"
+
+    def __post_init__(self) -> None:
+        for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.request_timeout, (int, float)) or not self.request_timeout > 0:
+            raise ConfigError(f"request_timeout must be a positive number of seconds, got {self.request_timeout!r}")
+        if self.rerank_scores not in ("sigmoid", "raw"):
+            raise ConfigError(f"Invalid rerank_scores {self.rerank_scores!r}. Valid values are: sigmoid, raw.")
+        if self.api_key is not None and not self.api_key.strip():
+            raise ConfigError("api_key must not be empty; pass None to turn authentication off.")
+        object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
+
+
+__all__ = ["API_KEY_ENV", "ServerSettings"]

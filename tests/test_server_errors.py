@@ -1,0 +1,206 @@
+"""Bad requests get the right 4xx with a clear message; overload gets 429/503; the server keeps serving.
+
+Also: API key, CORS (off by default), request size limits, and the Prometheus metrics.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from _server_support import m3_embedder, reranker, serve, serve_engines
+from prometheus_client.parser import text_string_to_metric_families
+
+from bge_core import Embedder
+from bge_core.server import ServerSettings, create_app
+
+LIMITS = {"max_inputs": 8, "max_input_chars": 2000, "max_body_bytes": 50_000}
+
+
+@pytest.fixture(scope="module")
+def embedder(models) -> Embedder:
+    return m3_embedder(models, max_length=64)
+
+
+@pytest.fixture(scope="module")
+def http(embedder, models):
+    with serve_engines(embedder, reranker(models, max_length=64), **LIMITS) as url:
+        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+            yield client
+
+
+def _error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    error = response.json()["error"]
+    assert error["type"] and error["message"]
+    return error["message"]
+
+
+def _still_serving(client: httpx.Client, embedder: Embedder) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    response = client.post("/v1/embeddings", json={"input": ["still here"]})
+    assert response.status_code == 200
+    np.testing.assert_array_equal(
+        np.asarray(response.json()["data"][0]["embedding"], np.float32), embedder.encode_documents("still here")
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"input": []}, "'input' must not be empty"),
+        ({"model": "m"}, "Missing required argument 'input'"),
+        ({"input": 5}, "'input' must be a string or a list of strings, got a number"),
+        ({"input": {"text": "x"}}, "got an object"),
+        ({"input": ["a", None]}, "'input[1]' is null, expected a string"),
+        ({"input": ["a", True]}, "'input[1]' is a boolean"),
+        ({"input": [101, 2023, 102]}, "holds token ids"),
+        ({"input": [[101, 2023], [102]]}, "check_embedding_ctx_length=False"),
+        ({"input": "x", "encoding_format": "binary"}, "'encoding_format': Input should be 'float' or 'base64'"),
+        ({"input": "x", "dimensions": 0}, "'dimensions' must be a positive integer"),
+        ({"input": "x", "dimensions": "8"}, "'dimensions': Input should be a valid integer"),
+        ({"input": "x", "dimensions": 8.5}, "'dimensions': Input should be a valid integer"),
+        ({"input": "x", "dimensions": 385}, "this model's vectors have 384 dimensions"),
+        ({"input": "x", "input_type": "question"}, "'input_type': Input should be"),
+        ({"input": "x", "dimension": 8}, "Unrecognized request argument 'dimension'"),
+    ],
+)
+def test_bad_embedding_requests_are_400(http, embedder, payload, message):
+    assert message in _error(http.post("/v1/embeddings", json=payload), 400)
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "message"),
+    [
+        (b'{"input": ["a", ', {"content-type": "application/json"}, "Malformed JSON body"),
+        (b"[1, 2]", {"content-type": "application/json"}, "must be a JSON object"),
+        (b"", {"content-type": "application/json"}, "must be a JSON object"),
+        (b'{"input": "a"}', {"content-type": "text/plain"}, "Content-Type: application/json"),
+        (b'{"input": "\xff\xfe"}', {"content-type": "application/json"}, "Malformed JSON body"),
+        (b'{"input": ["ok", "a\\ud800"]}', {"content-type": "application/json"}, "'input[1]' is not valid Unicode"),
+        (b"[" * 20_000 + b"]" * 20_000, {"content-type": "application/json"}, "Malformed JSON body"),
+    ],
+)
+def test_malformed_bodies_are_400(http, embedder, content, headers, message):
+    assert message in _error(http.post("/v1/embeddings", content=content, headers=headers), 400)
+    _still_serving(http, embedder)
+
+
+def test_size_limits_are_413(http, embedder):
+    too_many = http.post("/v1/embeddings", json={"input": ["x"] * 9})
+    assert "'input' has 9 items; this server takes at most 8" in _error(too_many, 413)
+    too_long = http.post("/v1/embeddings", json={"input": ["ok", "y" * 2001]})
+    assert "'input[1]' has 2001 characters; this server takes at most 2000" in _error(too_long, 413)
+    long_query = http.post("/v1/rerank", json={"query": "q" * 2001, "documents": ["d"]})
+    assert "'query' has 2001 characters" in _error(long_query, 413)
+    huge = http.post("/v1/embeddings", json={"input": "z" * 60_000})
+    assert "larger than this server accepts (50000 bytes)" in _error(huge, 413)
+    # A chunked upload (no Content-Length) is cut off as soon as it passes the limit.
+    chunked = http.post("/v1/embeddings", content=(b"x" * 10_000 for _ in range(8)),
+                        headers={"content-type": "application/json"})
+    assert "larger than this server accepts" in _error(chunked, 413)
+    _still_serving(http, embedder)
+
+
+def test_unknown_paths_and_methods(http):
+    assert "Unknown path" in _error(http.post("/v1/completions", json={}), 404)
+    assert "Method not allowed" in _error(http.get("/v1/embeddings"), 405)
+
+
+def test_api_key(embedder, models):
+    with serve_engines(embedder, api_key="sekret") as url:
+        with httpx.Client(base_url=url, trust_env=False) as client:
+            body = {"input": "hello"}
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic sekret"}):
+                response = client.post("/v1/embeddings", json=body, headers=headers)
+                assert "Missing or wrong API key" in _error(response, 401)
+                assert response.headers["www-authenticate"] == "Bearer"
+            for path in ("/v1/models", "/metrics", "/info"):
+                assert client.get(path).status_code == 401
+                assert client.get(path, headers={"Authorization": "Bearer sekret"}).status_code == 200
+            good = client.post("/v1/embeddings", json=body, headers={"Authorization": "Bearer sekret"})
+            assert good.status_code == 200
+            assert client.get("/health").status_code == 200 and client.get("/").status_code == 200
+        with httpx.Client(trust_env=False) as transport:
+            wrong = openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0, http_client=transport)
+            with pytest.raises(openai.AuthenticationError):
+                wrong.embeddings.create(model="m", input="hello")
+            right = openai.OpenAI(base_url=f"{url}/v1", api_key="sekret", max_retries=0, http_client=transport)
+            assert len(right.embeddings.create(model="m", input="hello").data) == 1
+
+
+def test_cors_is_off_by_default_and_on_for_listed_origins(http, embedder):
+    preflight = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST"}
+    assert "access-control-allow-origin" not in http.options("/v1/embeddings", headers=preflight).headers
+    plain = http.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": "http://app.example"})
+    assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
+    with serve_engines(embedder, cors_origins=("http://app.example",)) as url:
+        with httpx.Client(base_url=url, trust_env=False) as client:
+            allowed = client.options("/v1/embeddings", headers=preflight)
+            assert allowed.status_code == 200
+            assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+            other = client.options("/v1/embeddings", headers={**preflight, "Origin": "http://evil.example"})
+            assert "access-control-allow-origin" not in other.headers
+
+
+def _wait(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.002)
+
+
+def test_full_queue_is_429_and_timeout_is_503(embedder):
+    """The model is made busy by holding its lock (as another thread using it would)."""
+    app = create_app(embedder, settings=ServerSettings(max_queue_items=2, request_timeout=30))
+    batcher = app.state.service.embed_batcher
+    lock = embedder._backbone.lock
+    with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            lock.acquire()
+            try:
+                running = pool.submit(client.post, "/v1/embeddings", json={"input": "first"})
+                _wait(lambda: batcher.running_items == 1, "the first request to reach the model")
+                queued = pool.submit(client.post, "/v1/embeddings", json={"input": ["second", "third"]})
+                _wait(lambda: batcher.queued_items == 2, "the second request to queue")
+                refused = client.post("/v1/embeddings", json={"input": "fourth"})
+                assert "queue is full" in _error(refused, 429)
+                assert refused.headers["retry-after"] == "1"
+            finally:
+                lock.release()
+            assert running.result().status_code == 200 and queued.result().status_code == 200
+        _still_serving(client, embedder)
+
+    app = create_app(embedder, settings=ServerSettings(request_timeout=0.2))
+    with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+        lock.acquire()
+        try:
+            assert "No result within 0.2 s" in _error(client.post("/v1/embeddings", json={"input": "slow"}), 503)
+        finally:
+            lock.release()
+        _still_serving(client, embedder)
+
+
+def test_metrics(http, embedder):
+    http.post("/v1/embeddings", json={"input": ["a", "b", "c"]})
+    http.post("/v1/embeddings", json={"input": []})
+    http.post("/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
+    text = http.get("/metrics").text
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    ok = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "200")))]
+    bad = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "400")))]
+    assert ok >= 1 and bad >= 1
+    assert samples[("bge_rag_batch_items_count", (("model", "embedder"),))] >= 1
+    assert samples[("bge_rag_batch_items_count", (("model", "reranker"),))] >= 1
+    assert samples[("bge_rag_batch_items_sum", (("model", "reranker"),))] >= 2
+    assert samples[("bge_rag_queue_items", (("model", "embedder"),))] == 0
+    assert samples[("bge_rag_prompt_tokens_total", ())] >= 3
+    assert samples[("bge_rag_request_duration_seconds_count", (("endpoint", "/v1/rerank"),))] >= 1
