@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import Any, Optional, TextIO
-
-from .errors import BGEError, MissingExtraError
 
 _CHUNK_SIZE = 1024  # bge_core.streaming.DEFAULT_CHUNK_SIZE, repeated so that --help stays light
 _INTERRUPTED = 130
@@ -92,19 +89,3 @@ def run_embed(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
           + (f"; dense vectors in {summary.output / '_dense.npy'}" if args.dense_format == "npy" else "") + ".",
           file=out)
     return 0
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``bge-rag embed`` on its own (``python -m bge_core.streaming_command embed ...``)."""
-    parser = argparse.ArgumentParser(prog="bge-rag")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args))
-    except (BGEError, MissingExtraError) as exc:
-        print(f"bge-rag: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

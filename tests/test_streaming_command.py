@@ -13,8 +13,9 @@ import pytest
 from _streaming_support import assert_close, corpus, write_jsonl
 
 from bge_core import Embedder
+from bge_core.cli import main
 from bge_core.streaming import read_embeddings
-from bge_core.streaming_command import main, register
+from bge_core.streaming_command import register
 
 
 def test_register_adds_a_working_embed_command(models, paragraphs, tmp_path):
@@ -75,7 +76,7 @@ def test_missing_input_is_reported(models, tmp_path, capsys):
 # (VmHWM) after each job. ru_maxrss is not used: it carries over the parent's peak across exec.
 _MEASURE = """
 import json, sys
-from bge_core.streaming_command import main
+from bge_core.cli import main
 
 def peak_kib():
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
