@@ -1,6 +1,6 @@
 """Throughput of bge_core against FlagEmbedding, sentence-transformers and fastembed.
 
-    ./dev.sh bench                     # full run (~20 min on 2 cores); writes benchmarks/results/
+    ./dev.sh bench                     # full run (~55 min on 2 cores); writes benchmarks/results/
     ./dev.sh bench --quick             # fewer texts and repeats, for a smoke check
     python benchmarks/bench.py --help
 
