@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -219,13 +220,15 @@ class Embedder:
         with self._backbone.lock:
             input_ids = self._tokenize(self._with_instruction(items, kind), self.max_length)
             out = self._run(input_ids, dense, heads, size, show_progress)
+        counts = [len(row) for row in input_ids]
         if single:
             return Encoded(
                 dense=None if out.dense is None else out.dense[0],
                 sparse=None if out.sparse is None else out.sparse[0],  # type: ignore[index]
                 colbert=None if out.colbert is None else out.colbert[0],  # type: ignore[index]
+                token_counts=counts[0],
             )
-        return out
+        return replace(out, token_counts=counts)
 
     def encode_chunked(
         self,
@@ -454,6 +457,7 @@ class Embedder:
             dense=np.empty((0, self.dimension), dtype=np.float32) if dense else None,
             sparse=[] if sparse else None,
             colbert=[] if colbert else None,
+            token_counts=[],
         )
 
 

@@ -99,11 +99,14 @@ class Encoded:
         dense: float32 array, ``(N, D)`` for a list input, ``(D,)`` for a single string.
         sparse: one :class:`SparseVector` per text (a single one for a string input).
         colbert: one float32 ``(tokens, dim)`` matrix per text (a single one for a string input).
+        token_counts: tokens the model read for each text, instruction and special tokens
+            included, after truncation (an int for a string input); set by ``Embedder.encode``.
     """
 
     dense: DenseOutput | None = None
     sparse: SparseOutput | None = None
     colbert: ColbertOutput | None = None
+    token_counts: list[int] | int | None = None
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,20 @@ def test_single_string_gives_1d_vector(flag, models, paragraphs):
     np.testing.assert_allclose(ours.encode_documents(text), ref.encode_corpus(text), atol=ATOL, rtol=0)
 
 
+def test_token_counts_are_what_the_model_read(models, paragraphs):
+    ours = Embedder(models.dense, precision="fp32", max_length=32, query_instruction=EN_INSTRUCTION)
+    texts = ["", "short", *paragraphs[200:210]]
+    tokenizer = ours.tokenizer
+    as_documents = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=32)["input_ids"]]
+    as_queries = [len(ids) for ids in tokenizer([EN_INSTRUCTION + t for t in texts], truncation=True,
+                                                 max_length=32)["input_ids"]]
+    assert ours.encode(texts).token_counts == as_documents
+    assert max(as_documents) == 32 and min(as_documents) == 2  # truncated texts and the empty one
+    assert ours.encode(texts, kind="query").token_counts == as_queries
+    assert ours.encode(texts[3], kind="query").token_counts == as_queries[3]
+    assert ours.encode([]).token_counts == []
+
+
 @pytest.mark.parametrize("max_length", [16, 77])
 def test_truncation_to_max_length_matches(flag, models, paragraphs, max_length):
     ref = flag_model(flag, models.dense, passage_max_length=max_length)

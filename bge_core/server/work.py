@@ -49,24 +49,12 @@ def _offsets(item_lists: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
     return spans
 
 
-def token_counts(embedder: Embedder, texts: list[str], kind: str) -> list[int]:
-    """Tokens the model reads for each text: instruction, special tokens, truncation included.
-
-    The engine does not report this yet; it is computed with the engine's own instruction and
-    tokenization steps, under the model's lock (the tokenizer is not safe for concurrent use).
-    """
-    with embedder._backbone.lock:
-        ids = embedder._tokenize(embedder._with_instruction(texts, kind), embedder.max_length)  # type: ignore[arg-type]
-    return [len(row) for row in ids]
-
-
 def encode_process(embedder: Embedder):
     """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch."""
 
     def process(key: EncodeKey, item_lists: list[Sequence[str]]) -> list[EncodedPart]:
         texts = [text for items in item_lists for text in items]
         out = embedder.encode(texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert)  # type: ignore[arg-type]
-        counts = token_counts(embedder, texts, key.kind)
         tokens = None
         if key.top_tokens is not None and out.sparse is not None:
             tokens = [embedder.decode_sparse(v, key.top_tokens) for v in out.sparse]  # type: ignore[union-attr]
@@ -78,7 +66,7 @@ def encode_process(embedder: Embedder):
                     sparse=None if out.sparse is None else out.sparse[a:b],  # type: ignore[index]
                     colbert=None if out.colbert is None else out.colbert[a:b],  # type: ignore[index]
                     tokens=None if tokens is None else tokens[a:b],
-                    token_counts=counts[a:b],
+                    token_counts=out.token_counts[a:b],  # type: ignore[index]
                 )
             )
         return parts
@@ -129,6 +117,5 @@ __all__ = [
     "encode_process",
     "rank",
     "rerank_process",
-    "token_counts",
     "truncate_dims",
 ]
