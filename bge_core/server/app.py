@@ -341,10 +341,7 @@ def create_app(
         return await service.encode_endpoint(body)
 
     @app.post("/v1/rerank", dependencies=auth)
-    async def rerank_v1(body: RerankRequest) -> Response:
-        return await service.rerank(body)
-
-    @app.post("/rerank", dependencies=auth)
+    @app.post("/rerank", dependencies=auth)  # Cohere's and Jina's path, and TEI's
     async def rerank(body: RerankRequest) -> Response:
         return await service.rerank(body)
 
