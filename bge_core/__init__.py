@@ -7,12 +7,18 @@ Example:
     >>> from bge_core import Embedder, Reranker
     >>> emb = Embedder("BAAI/bge-small-en-v1.5")
     >>> vectors = emb.encode_documents(["BGE is an embedding model.", "Pandas eat bamboo."])
+
+Importing the package is cheap: ``Embedder``, ``Reranker`` and ``shared_embedder`` /
+``shared_reranker`` (the names that need torch) load on first access, so adapters can import
+errors, types and scoring without paying for torch.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .chunking import Chunk, ChunkedEncoded
-from .embedder import Embedder
 from .errors import (
     BGEError,
     BGEOutOfMemoryError,
@@ -27,7 +33,6 @@ from .errors import (
     UnsupportedModelError,
 )
 from .registry import ModelSpec, known_models, lookup
-from .rerank import Reranker
 from .scoring import (
     colbert_scores,
     dense_scores,
@@ -35,8 +40,33 @@ from .scoring import (
     lexical_scores,
     reciprocal_rank_fusion,
 )
-from .shared import shared_embedder, shared_reranker
 from .types import Encoded, Ranked, SparseVector
+
+if TYPE_CHECKING:
+    from .embedder import Embedder
+    from .rerank import Reranker
+    from .shared import shared_embedder, shared_reranker
+
+# Names whose modules import torch: loaded on first access (PEP 562).
+_LAZY = {
+    "Embedder": "embedder",
+    "Reranker": "rerank",
+    "shared_embedder": "shared",
+    "shared_reranker": "shared",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __version__ = "0.1.0"
 
