@@ -10,7 +10,10 @@ Example:
     >>> from sentence_transformers_bge import export
     >>> export("BAAI/bge-small-en-v1.5", "bge-small-st", kind="dense")
     >>> model = SentenceTransformer("bge-small-st")
-    >>> model.encode_query(["what is BGE?"])   # == bge_core.Embedder(...).encode_queries(...)
+    >>> model.encode_query(["what is BGE?"])   # == bge_core.Embedder(..., precision="fp32").encode_queries(...)
+
+Every exported folder loads with sentence-transformers alone (bge-rag is not needed to load
+it); dense and reranker folders load with sentence-transformers 5.x as well as 6.x.
 """
 
 from __future__ import annotations
@@ -33,9 +36,20 @@ from .export import (
     build_sentence_transformer,
     build_sparse_encoder,
     export,
+    lexical_weights_class,
     load_sparse_encoder,
 )
-from .m3_lexical_weights import M3LexicalWeights
+
+
+def __getattr__(name: str):
+    """``M3LexicalWeights``: the class bge-rag's sparse models hold (see :func:`lexical_weights_class`).
+
+    Resolved on first use, because importing it writes transformers' dynamic-module cache.
+    """
+    if name == "M3LexicalWeights":
+        return lexical_weights_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,5 +60,6 @@ __all__ = [
     "build_sentence_transformer",
     "build_sparse_encoder",
     "export",
+    "lexical_weights_class",
     "load_sparse_encoder",
 ]

@@ -10,6 +10,7 @@ format (``modules.json`` with a folder per module), written by sentence-transfor
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import logging
@@ -45,9 +46,43 @@ _ST_POOLING = {"cls": "cls", "mean": "mean", "last_token": "lasttoken"}
 # The type an exported sparse folder's modules.json gives the lexical module: the module file
 # copied next to it, so the folder loads with trust_remote_code=True even without bge-rag.
 PORTABLE_SPARSE_TYPE = f"{Path(m3_lexical_weights.__file__).stem}.{M3LexicalWeights.__name__}"
+# What folders written by earlier versions of this package may name instead (bge-rag needed).
 _PACKAGE_SPARSE_TYPE = f"{M3LexicalWeights.__module__}.{M3LexicalWeights.__name__}"
 _TRANSFORMER_TYPE = f"{Transformer.__module__}.{Transformer.__name__}"
 _CPU = torch.device("cpu")
+# Dense folders are written with the module types and config keys of sentence-transformers 2.x-5.x,
+# which 6.x reads too (its deprecated-import table), so one folder serves both major versions.
+_LEGACY_DENSE_TYPES = {
+    "Transformer": "sentence_transformers.models.Transformer",
+    "Pooling": "sentence_transformers.models.Pooling",
+    "Normalize": "sentence_transformers.models.Normalize",
+}
+_LEGACY_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+@functools.lru_cache(maxsize=None)
+def lexical_weights_class() -> type[M3LexicalWeights]:
+    """The :class:`M3LexicalWeights` class bge-rag builds sparse models with.
+
+    It is this package's own ``m3_lexical_weights.py``, imported the way sentence-transformers
+    imports a folder's custom module with ``trust_remote_code=True`` (transformers' dynamic
+    modules, cached under ``HF_MODULES_CACHE``). sentence-transformers saves a model holding such a
+    module with the portable type ``m3_lexical_weights.M3LexicalWeights`` and a copy of the file,
+    so the folder a user saves (``save``, ``push_to_hub``, training) loads again wherever
+    sentence-transformers is installed, with or without bge-rag. The class imported from
+    ``sentence_transformers_bge.m3_lexical_weights`` computes the same, but a model saved with
+    it would name bge-rag's module path.
+    """
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+
+    source = Path(m3_lexical_weights.__file__)
+    return get_class_from_dynamic_module(
+        f"{source.stem}.{M3LexicalWeights.__name__}", str(source.parent), local_files_only=True
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -239,9 +274,12 @@ def build_sparse_encoder(
 ) -> SparseEncoder:
     """A ``SparseEncoder`` giving BGE-M3's lexical weights, built in code (no ``trust_remote_code``).
 
-    Modules: Transformer -> :class:`M3LexicalWeights` (``sparse_linear.pt``); similarity dot
-    (FlagEmbedding's lexical matching score). Outputs are vocabulary-sized vectors whose
-    non-zero entries are exactly ``Embedder.encode(..., sparse=True)``'s ids and weights.
+    Modules: Transformer -> :class:`M3LexicalWeights` (``sparse_linear.pt``, the class of
+    :func:`lexical_weights_class`); similarity dot (FlagEmbedding's lexical matching score).
+    Outputs are vocabulary-sized vectors whose non-zero entries are
+    ``Embedder(..., precision="fp32").encode(..., sparse=True)``'s ids and weights. The model's own
+    ``save`` writes a folder that ``SparseEncoder(folder, trust_remote_code=True)`` loads without
+    bge-rag.
 
     Args: as :func:`build_multi_vector_encoder`.
 
@@ -259,7 +297,7 @@ def build_sparse_encoder(
                              f"it has {head.out_features} outputs.")
     transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
     tokenizer = transformer.tokenizer
-    lexical = M3LexicalWeights(
+    lexical = lexical_weights_class()(
         settings.hidden_size,
         max(len(tokenizer), int(transformer.config.vocab_size)),
         unused_token_ids(tokenizer).tolist(),
@@ -348,15 +386,38 @@ def _empty_out_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _make_sparse_folder_portable(out_dir: Path) -> None:
-    """Point modules.json at a copy of the module file, so bge-rag is not needed to load it."""
+def _check_sparse_folder_is_portable(out_dir: Path) -> None:
+    """The saved folder names the module by its file and carries the file (see lexical_weights_class)."""
+    types = [entry.get("type") for entry in json.loads((out_dir / "modules.json").read_text(encoding="utf-8"))]
+    if types[1:] != [PORTABLE_SPARSE_TYPE] or not (out_dir / Path(m3_lexical_weights.__file__).name).is_file():
+        raise ModelLoadError(f"{str(out_dir)!r} was saved with modules {types} and would not load without bge-rag.")
+
+
+def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransformer) -> None:
+    """Rewrite a dense folder's module types and configs in the format every sentence-transformers
+    release from 2.x to 6.x loads (6.x maps the old types to its modules and converts the keys)."""
     modules_path = out_dir / "modules.json"
     modules = json.loads(modules_path.read_text(encoding="utf-8"))
     for entry in modules:
-        if entry.get("type") == _PACKAGE_SPARSE_TYPE:
-            entry["type"] = PORTABLE_SPARSE_TYPE
+        short = str(entry["type"]).rsplit(".", 1)[-1]
+        if short not in _LEGACY_DENSE_TYPES:  # pragma: no cover - the dense builder adds no other module
+            raise ModelLoadError(f"No sentence-transformers 5.x name for the module {entry['type']!r}.")
+        entry["type"] = _LEGACY_DENSE_TYPES[short]
     modules_path.write_text(json.dumps(modules, indent=2), encoding="utf-8")
-    shutil.copyfile(m3_lexical_weights.__file__, out_dir / Path(m3_lexical_weights.__file__).name)
+    config = {"max_seq_length": built.max_seq_length, "do_lower_case": False}
+    (out_dir / "sentence_bert_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    pooling = next(module for module in built if isinstance(module, Pooling))
+    mode = pooling.pooling_mode
+    pooling_config = {
+        "word_embedding_dimension": pooling.get_embedding_dimension(),
+        **{key: mode == name for name, key in _LEGACY_POOLING_KEYS.items()},
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+        "pooling_mode_weightedmean_tokens": False,
+        "include_prompt": bool(pooling.include_prompt),
+    }
+    pooling_dir = out_dir / next(entry["path"] for entry in modules if entry["type"].endswith(".Pooling"))
+    (pooling_dir / "config.json").write_text(json.dumps(pooling_config, indent=2), encoding="utf-8")
 
 
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
@@ -436,9 +497,15 @@ def export(
     )
     _empty_out_dir(out)
     built.save(str(out), create_model_card=False)
-    (out / "README.md").write_text(model_card(kind, model, out, built), encoding="utf-8")
-    if kind == "sparse":
-        _make_sparse_folder_portable(out)
+    if kind == "dense":
+        _write_dense_folder_for_all_versions(out, built)
+    elif kind == "sparse":
+        _check_sparse_folder_is_portable(out)
+    (out / "README.md").write_text(
+        model_card(kind, model, out, built, resolve_model_dir(model, cache_dir=cache_dir, revision=revision,
+                                                             token=token)),
+        encoding="utf-8",
+    )
     logger.info("Exported %s as a %s folder to %s", model, type(built).__name__, out)
     return out
 
@@ -474,7 +541,7 @@ def load_sparse_encoder(
             f"write one with sentence_transformers_bge.export(model, out_dir, kind='sparse')."
         )
     transformer = Transformer.load(str(folder), subfolder=paths[0])
-    lexical = M3LexicalWeights.load(str(folder), subfolder=paths[1])
+    lexical = lexical_weights_class().load(str(folder), subfolder=paths[1])
     prompts: Mapping[str, str] = config.get("prompts") or {}
     return SparseEncoder(
         modules=[transformer, lexical],
@@ -494,5 +561,6 @@ __all__ = [
     "build_sentence_transformer",
     "build_sparse_encoder",
     "export",
+    "lexical_weights_class",
     "load_sparse_encoder",
 ]

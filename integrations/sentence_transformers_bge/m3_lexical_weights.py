@@ -13,10 +13,17 @@ The computation is BGE-M3's (FlagEmbedding's ``BGEM3FlagModel``), the same as ``
 
 The output is a ``(batch, vocab_size)`` tensor under ``"sentence_embedding"``, as every
 SparseEncoder module produces; ids without weight are 0.
+
+Saving: sentence-transformers copies a custom module's file into the module's own subfolder
+when it saves a model, but imports it from the model's top folder when it loads one.
+:meth:`M3LexicalWeights.save` therefore also puts a copy of this file at the top, so that every
+save (``model.save``, ``push_to_hub``, training checkpoints) writes a folder that loads again.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -61,6 +68,7 @@ class M3LexicalWeights(Module):
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
+        _copy_this_file_to_model_folder(Path(output_path))
 
     @classmethod
     def load(
@@ -83,3 +91,19 @@ class M3LexicalWeights(Module):
         config = cls.load_config(model_name_or_path, **hub_kwargs)
         module = cls(**{key: config[key] for key in cls.config_keys if key in config})
         return cls.load_torch_weights(model_name_or_path, model=module, **hub_kwargs)
+
+
+def _copy_this_file_to_model_folder(module_dir: Path) -> None:
+    """Put a copy of this file in the model folder ``module_dir`` belongs to, where loading looks.
+
+    sentence-transformers writes ``config_sentence_transformers.json`` into the model folder
+    before it saves the modules, so its presence marks ``module_dir.parent`` as that folder; a
+    module saved on its own (no such file) copies nothing.
+    """
+    model_dir = module_dir.parent
+    if not (model_dir / "config_sentence_transformers.json").is_file():
+        return
+    source = Path(__file__)
+    target = model_dir / source.name
+    if not target.exists() or target.resolve() != source.resolve():
+        shutil.copyfile(source, target)
