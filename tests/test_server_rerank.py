@@ -85,7 +85,11 @@ def test_raw_scores_by_default_when_the_server_says_so(rr, query_docs):
         ({"query": "q", "documents": ["a", 7]}, "'documents[1]' is a number"),
         ({"query": "q", "documents": [{"title": "a"}]}, "an object with a 'text' string"),
         ({"query": "q", "documents": ["a"], "top_n": 0}, "'top_n' must be a positive integer"),
-        ({"query": "q", "documents": ["a"], "rank_fields": ["x"]}, "Unrecognized request argument 'rank_fields'"),
+        ({"query": "q", "documents": ["a"], "rank_fields": ["x"]}, "ranks documents by their 'text' only"),
+        ({"query": "q", "documents": ["a"], "max_chunks_per_doc": 3}, "'max_chunks_per_doc' is not supported"),
+        ({"query": "q", "documents": ["a"], "truncate": False}, "always truncates each (query, document) pair"),
+        ({"query": "q", "documents": ["a"], "truncation_direction": "Left"}, "'left' is not supported for rerank"),
+        ({"query": "q", "documents": ["a"], "rank_field": ["text"]}, "Unrecognized request argument 'rank_field'"),
     ],
 )
 def test_bad_rerank_requests_are_400(http, payload, message):

@@ -47,9 +47,12 @@ class RequestTimeoutError(BGEError, TimeoutError):
 
 @dataclass(eq=False)
 class _Job:
+    """One piece of a request (a request is split into pieces of at most ``max_piece_items``)."""
+
     key: Hashable
     items: Sequence[Any]
     future: asyncio.Future
+    request: int  # pieces of one request share this id
     queued: bool = field(default=True)
 
 
@@ -62,6 +65,11 @@ class DynamicBatcher:
         max_batch_items: Items (texts, pairs) per coalesced call; a larger request runs alone.
         max_queue_items: Items waiting at most; beyond, :meth:`submit` raises ``QueueFullError``.
         on_batch: Called with ``(items, requests, seconds)`` after each engine call.
+        max_piece_items: A request with more items is split into pieces of this size; an engine
+            call takes at most one piece per request, so a large request shares the model with
+            the small ones that arrive meanwhile instead of making them wait for all of it, and
+            the rest of a request whose client left is dropped between pieces.
+        merge: Joins the results of one request's pieces (required with ``max_piece_items``).
     """
 
     def __init__(
@@ -72,12 +80,19 @@ class DynamicBatcher:
         max_batch_items: int,
         max_queue_items: int,
         on_batch: Optional[BatchObserver] = None,
+        max_piece_items: Optional[int] = None,
+        merge: Optional[Callable[[list[Any]], Any]] = None,
     ) -> None:
+        if max_piece_items is not None and merge is None:
+            raise ValueError("max_piece_items needs a merge function")
         self._engine = engine
         self._process = process
         self.max_batch_items = max_batch_items
         self.max_queue_items = max_queue_items
         self._on_batch = on_batch
+        self.max_piece_items = max_piece_items
+        self._merge = merge
+        self._requests = 0
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued_items = 0
         self._running_items = 0
@@ -108,21 +123,29 @@ class DynamicBatcher:
                 f"retry later."
             )
         self._ensure_worker()
-        job = _Job(key, items, asyncio.get_running_loop().create_future())
-        self._pending.append(job)
+        loop = asyncio.get_running_loop()
+        self._requests += 1
+        size = self.max_piece_items or max(len(items), 1)
+        pieces = [items[i : i + size] for i in range(0, len(items), size)] or [items]
+        jobs = [_Job(key, piece, loop.create_future(), self._requests) for piece in pieces]
+        self._pending.extend(jobs)
         self._queued_items += len(items)
         assert self._wakeup is not None
         self._wakeup.set()
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), timeout)
+            results = await asyncio.wait_for(asyncio.shield(asyncio.gather(*jobs_futures(jobs))), timeout)
         except asyncio.TimeoutError:
-            self._drop(job)
+            self._drop(jobs)
             raise RequestTimeoutError(
                 f"No result within {timeout:g} s: the model is overloaded; retry later or send fewer texts."
             ) from None
         except asyncio.CancelledError:  # the client went away
-            self._drop(job)
+            self._drop(jobs)
             raise
+        except BaseException:
+            self._drop(jobs)  # a failed piece: the request's other pieces need not run
+            raise
+        return results[0] if len(jobs) == 1 else self._merge(results)  # type: ignore[misc]
 
     async def close(self) -> None:
         """Stop the worker and cancel the requests still queued."""
@@ -144,23 +167,27 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="bge-rag-batcher")
 
-    def _drop(self, job: _Job) -> None:
-        job.future.cancel()
-        if job.queued:
-            job.queued = False
-            self._pending.remove(job)
-            self._queued_items -= len(job.items)
+    def _drop(self, jobs: list[_Job]) -> None:
+        for job in jobs:
+            job.future.cancel()
+            if job.queued:
+                job.queued = False
+                self._pending.remove(job)
+                self._queued_items -= len(job.items)
 
     def _take(self) -> list[_Job]:
-        """Queued jobs sharing the first job's key, up to ``max_batch_items`` (at least one)."""
+        """Queued jobs sharing the first job's key, up to ``max_batch_items`` (at least one),
+        at most one piece of each request."""
         first = self._pending[0]
         taken: list[_Job] = []
         kept: collections.deque[_Job] = collections.deque()
         total = 0
+        requests: set[int] = set()
         for job in self._pending:
             fits = not taken or total + len(job.items) <= self.max_batch_items
-            if job.key == first.key and fits:
+            if job.key == first.key and fits and job.request not in requests:
                 taken.append(job)
+                requests.add(job.request)
                 total += len(job.items)
             else:
                 kept.append(job)
@@ -205,6 +232,10 @@ class DynamicBatcher:
             self._on_batch(sum(len(job.items) for job in jobs), len(jobs), time.perf_counter() - started)
         for job, result in zip(jobs, results, strict=True):
             _settle(job, result=result)
+
+
+def jobs_futures(jobs: list[_Job]) -> list[asyncio.Future]:
+    return [job.future for job in jobs]
 
 
 def _settle(job: _Job, *, result: Any = None, exc: Optional[BaseException] = None) -> None:

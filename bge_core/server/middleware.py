@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Collection
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -67,8 +68,16 @@ class MetricsMiddleware:
             return
         path = scope.get("path", "")
         endpoint = path if path in self.endpoints else "other"  # bounded label values
-        status = 500
+        status: Optional[int] = None
         started = time.perf_counter()
+        gone = False
+
+        async def watch_receive() -> dict[str, Any]:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                gone = True
+            return message
 
         async def send_status(message: dict[str, Any]) -> None:
             nonlocal status
@@ -77,18 +86,26 @@ class MetricsMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_status)
+            await self.app(scope, watch_receive, send_status)
+        except BaseException:
+            if status is None and not gone:
+                status = 500
+            raise
         finally:
-            self.metrics.requests.labels(endpoint, str(status)).inc()
+            # No answer sent: the client left before there was one (499, nginx's "client closed
+            # request"), never a server error.
+            self.metrics.requests.labels(endpoint, str(status if status is not None else 499)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to a request body over ``max_bytes`` (declared or streamed), before parsing it."""
+    """Answers 413 to a request body over ``max_bytes`` (declared or streamed), before parsing it,
+    and 408 to a body that does not arrive within ``timeout`` seconds (a slow-body client)."""
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,18 +113,24 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or ()).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
+            await self._reject(send, 413, self._too_large(), "request_too_large")
             return
         # Read the body here (the endpoint would read it whole anyway) and replay it.
         chunks, size = [], 0
+        deadline = asyncio.get_running_loop().time() + self.timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
+            except asyncio.TimeoutError:
+                await self._reject(send, 408, f"The request body did not arrive within {self.timeout:g} s.",
+                                   "request_timeout")
+                return
             if message["type"] != "http.request":  # the client disconnected
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                await self._reject(send)
+                await self._reject(send, 413, self._too_large(), "request_too_large")
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -124,19 +147,15 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _reject(self, send: Send) -> None:
-        payload = {
-            "error": {
-                "message": f"The request body is larger than this server accepts ({self.max_bytes} bytes).",
-                "type": "invalid_request_error",
-                "param": None,
-                "code": "request_too_large",
-            }
-        }
+    def _too_large(self) -> str:
+        return f"The request body is larger than this server accepts ({self.max_bytes} bytes)."
+
+    async def _reject(self, send: Send, status: int, message: str, code: str) -> None:
+        payload = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
         data = json.dumps(payload).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                    (b"connection", b"close")]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
 

@@ -19,6 +19,8 @@ INPUT_TYPES = {
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 InputType = Literal["query", "search_query", "document", "search_document", "passage"]
+#: TEI's truncation directions (its serde aliases included).
+TruncationDirection = Literal["right", "Right", "left", "Left"]
 
 
 class APIError(Exception):
@@ -57,6 +59,7 @@ class EmbeddingsRequest(_Strict):
     input_type: Optional[InputType] = Field(
         None, description="query (applies the model's query instruction) or document (default)."
     )
+    modality: Optional[str] = Field(None, description="Infinity's field: only \"text\" is served here.")
 
 
 class EncodeRequest(_Strict):
@@ -85,6 +88,10 @@ class RerankRequest(_Strict):
     return_documents: bool = False
     return_text: bool = False
     raw_scores: Optional[bool] = None
+    truncate: Optional[bool] = Field(None, description="TEI: pairs are always truncated as FlagReranker does.")
+    truncation_direction: Optional[TruncationDirection] = None
+    rank_fields: Optional[list[str]] = Field(None, description="Cohere v1: only [\"text\"] is served here.")
+    max_chunks_per_doc: Optional[int] = Field(None, description="Cohere v1: not served (documents are truncated).")
 
 
 def _json_type(value: Any) -> str:
@@ -175,6 +182,11 @@ def check_chars(text: str, name: str, max_chars: int, *, param: Optional[str] = 
         )
 
 
+def unsupported(message: str, param: str) -> APIError:
+    """400 for a known field of an imitated API whose value asks for what this server does not do."""
+    return APIError(400, message, param=param, code="unsupported_value")
+
+
 def check_positive(value: Optional[int], name: str) -> Optional[int]:
     if value is not None and value < 1:
         raise APIError(400, f"'{name}' must be a positive integer, got {value}.", param=name)
@@ -212,5 +224,6 @@ __all__ = [
     "check_positive",
     "check_sizes",
     "check_texts",
+    "unsupported",
     "validation_message",
 ]

@@ -34,6 +34,12 @@ class ServerSettings:
         request_timeout: Seconds a request may wait for its result before it gets 503.
         rerank_scores: ``"sigmoid"`` (0..1, as Cohere, Jina and TEI return) or ``"raw"`` logits
             (FlagReranker's default); TEI-style requests may override it with ``raw_scores``.
+        max_piece_items: A request with more texts (or pairs) is split into pieces of this size
+            that take turns with other requests on the model, so small requests do not wait
+            behind a large one, and what is left of a request whose client left is dropped.
+        max_colbert_vectors: ColBERT vectors (one per token) one request may get back; more is a
+            413 naming this limit (64 long texts of BGE-M3 are ~60 MiB of JSON).
+        body_timeout: Seconds a client may take to send its request body (then 408).
     """
 
     model_name: Optional[str] = None
@@ -47,14 +53,20 @@ class ServerSettings:
     max_queue_items: int = 16384
     request_timeout: float = 60.0
     rerank_scores: RerankScores = "sigmoid"
+    max_piece_items: int = 32
+    max_colbert_vectors: int = 4096
+    body_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items"):
+        for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items",
+                     "max_piece_items", "max_colbert_vectors"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.request_timeout, (int, float)) or not self.request_timeout > 0:
-            raise ConfigError(f"request_timeout must be a positive number of seconds, got {self.request_timeout!r}")
+        for name in ("request_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
         if self.rerank_scores not in ("sigmoid", "raw"):
             raise ConfigError(f"Invalid rerank_scores {self.rerank_scores!r}. Valid values are: sigmoid, raw.")
         if self.api_key is not None and not self.api_key.strip():

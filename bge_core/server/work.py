@@ -8,6 +8,7 @@ framework is imported.
 from __future__ import annotations
 
 import base64
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -28,6 +29,8 @@ class EncodeKey:
     sparse: bool = False
     colbert: bool = False
     top_tokens: Optional[int] = None  # sparse tokens as strings, heaviest first, for display
+    normalize: Optional[bool] = None  # None: the embedder's setting; False: vectors before L2 normalization
+    strict: bool = False  # True: a text longer than max_length fails instead of being cut (TEI's truncate=false)
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,35 @@ def _offsets(item_lists: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
     return spans
 
 
-def encode_process(embedder: Embedder):
-    """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch."""
+def _variant(embedder: Embedder, normalize: Optional[bool], strict: bool) -> Embedder:
+    """``embedder`` with other ``normalize`` / ``truncation`` settings, sharing its loaded model."""
+    normalize = embedder.normalize if normalize is None else normalize
+    truncation = embedder.truncation and not strict
+    if embedder.normalize == normalize and embedder.truncation == truncation:
+        return embedder
+    other = copy.copy(embedder)  # shares the backbone, its lock and the heads
+    other.normalize = normalize
+    other.truncation = truncation
+    return other
+
+
+def encode_process(embedder: Embedder, cutter: Optional[ServerTokenizer] = None):
+    """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch.
+
+    ``cutter`` shortens very long texts to a prefix that gives the same tokens (see
+    :class:`ServerTokenizer`) before the engine tokenizes them.
+    """
+    variants: dict[tuple[Optional[bool], bool], Embedder] = {}
 
     def process(key: EncodeKey, item_lists: list[Sequence[str]]) -> list[EncodedPart]:
         texts = [text for items in item_lists for text in items]
-        out = embedder.encode(texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert)  # type: ignore[arg-type]
+        if cutter is not None and embedder.truncation and not key.strict:  # else the engine must see it whole
+            texts = cutter.cut(texts, embedder.max_length)
+        engine = variants.get((key.normalize, key.strict))
+        if engine is None:
+            engine = variants[(key.normalize, key.strict)] = _variant(embedder, key.normalize, key.strict)
+        out = engine.encode(texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert,  # type: ignore[arg-type]
+                            show_progress=False)
         tokens = None
         if key.top_tokens is not None and out.sparse is not None:
             tokens = [embedder.decode_sparse(v, key.top_tokens) for v in out.sparse]  # type: ignore[union-attr]
@@ -74,15 +100,106 @@ def encode_process(embedder: Embedder):
     return process
 
 
-def rerank_process(reranker: Reranker):
+def merge_parts(parts: list[EncodedPart]) -> EncodedPart:
+    """The pieces of one split request joined back, in order."""
+    if len(parts) == 1:
+        return parts[0]
+
+    def joined(name: str) -> Optional[list[Any]]:
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else [x for v in values for x in v]
+
+    dense = None if parts[0].dense is None else np.concatenate([p.dense for p in parts])  # type: ignore[misc]
+    return EncodedPart(dense=dense, sparse=joined("sparse"), colbert=joined("colbert"), tokens=joined("tokens"),
+                       token_counts=[n for p in parts for n in p.token_counts])
+
+
+def merge_scores(parts: list[list[float]]) -> list[float]:
+    return [score for part in parts for score in part]
+
+
+def rerank_process(reranker: Reranker, cutter: Optional[ServerTokenizer] = None):
     """The batcher's ``process`` for a :class:`~bge_core.Reranker`: raw logits, one call per batch."""
 
     def process(key: Any, item_lists: list[Sequence[tuple[str, str]]]) -> list[list[float]]:
         pairs = [pair for items in item_lists for pair in items]
-        scores = reranker.score(pairs, normalize=False)
+        if cutter is not None:
+            queries = cutter.cut([q for q, _ in pairs], reranker.max_length)
+            passages = cutter.cut([p for _, p in pairs], reranker.max_length)
+            pairs = list(zip(queries, passages))
+        scores = reranker.score(pairs, normalize=False, show_progress=False)
         return [scores[a:b] for a, b in _offsets(item_lists)]  # type: ignore[index]
 
     return process
+
+
+class ServerTokenizer:
+    """A private copy of an engine's fast tokenizer, used only on that engine's worker thread.
+
+    It cuts very long texts before the engine tokenizes them (:meth:`cut`) and answers TEI's
+    ``/tokenize`` and ``/decode``, without touching the engine's own (shared) tokenizer.
+
+    Cutting: a text of 100,000 characters costs the tokenizer far more than the 512 tokens the
+    model keeps. Texts longer than ``chars_per_token * max_length`` characters are cut at the
+    last space or newline before that point (tokenizers split words at whitespace, so every
+    whole word of the prefix keeps its tokens); the prefix is used only when it still has at
+    least ``max_length`` tokens of its own, so the tokens the model keeps are exactly those of
+    the whole text. Otherwise (long runs of whitespace, text without spaces) the whole text is
+    used.
+    """
+
+    def __init__(self, tokenizer: Any, chars_per_token: int = 16) -> None:
+        from tokenizers import Tokenizer
+
+        self._rust = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        self._rust.no_truncation()
+        self._rust.no_padding()
+        self.vocab_size = self._rust.get_vocab_size(with_added_tokens=True)
+        self.chars_per_token = chars_per_token
+        self.cut_count = 0  # texts given to the engine as a prefix (for tests)
+
+    @classmethod
+    def for_engine(cls, tokenizer: Any) -> Optional["ServerTokenizer"]:
+        """A copy of ``tokenizer``, or ``None`` for a slow (Python) tokenizer."""
+        return cls(tokenizer) if getattr(tokenizer, "is_fast", False) else None
+
+    def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
+        """TEI's ``/tokenize`` answer: per text, ``{id, text, special, start, stop}`` per token."""
+        out = []
+        for text, enc in zip(texts, self._rust.encode_batch(texts, add_special_tokens=add_special_tokens)):
+            tokens = []
+            for token_id, token, special, (start, stop) in zip(
+                enc.ids, enc.tokens, enc.special_tokens_mask, enc.offsets
+            ):
+                if special:
+                    tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
+                else:
+                    tokens.append({"id": token_id, "text": text[start:stop], "special": False,
+                                   "start": start, "stop": stop})
+            out.append(tokens)
+        return out
+
+    def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        return self._rust.decode_batch(ids, skip_special_tokens=skip_special_tokens)
+
+    def cut(self, texts: list[str], max_length: int) -> list[str]:
+        limit = self.chars_per_token * max_length
+        long = [i for i, t in enumerate(texts) if len(t) > limit]
+        if not long:
+            return texts
+        out = list(texts)
+        prefixes = {}
+        for i in long:
+            cut = max(texts[i].rfind(" ", 0, limit), texts[i].rfind("\n", 0, limit))
+            if cut > 0:
+                prefixes[i] = texts[i][:cut]
+        if prefixes:
+            encoded = self._rust.encode_batch(list(prefixes.values()), add_special_tokens=False)
+            for (i, prefix), enc in zip(prefixes.items(), encoded):
+                if len(enc.ids) >= max_length:
+                    out[i] = prefix
+                    self.cut_count += 1
+        return out
 
 
 def rank(scores: list[float], top_n: Optional[int], activation: str) -> list[tuple[int, float]]:
@@ -114,7 +231,10 @@ __all__ = [
     "EncodeKey",
     "EncodedPart",
     "b64_float32",
+    "ServerTokenizer",
     "encode_process",
+    "merge_parts",
+    "merge_scores",
     "rank",
     "rerank_process",
     "truncate_dims",

@@ -1,0 +1,158 @@
+"""Cohere's v2 API: ``POST /v2/embed`` and ``POST /v2/rerank``, for ``cohere.ClientV2(base_url=...)``.
+
+Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What the fields do here:
+
+- ``input_type``: ``search_query`` applies the model's query instruction; ``search_document``,
+  ``classification`` and ``clustering`` apply none; ``image`` is refused (text only).
+- ``embedding_types``: ``float`` and ``base64`` (little-endian float32); the quantized types
+  (``int8``, ``uint8``, ``binary``, ``ubinary``) are refused with a 400 that says so.
+- ``truncate``: ``END`` (default) cuts at ``max_length`` tokens, ``NONE`` answers 413 for a
+  longer text, ``START`` is served when nothing needs cutting and refused otherwise.
+- ``output_dimension``: the first N dimensions, renormalized. ``max_tokens`` /
+  ``max_tokens_per_doc``: accepted when at least the model's ``max_length`` (nothing changes),
+  refused below it. ``priority`` is accepted and has no effect (one queue, first come first served).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Literal, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import TextTooLongError
+from .responses import json_response
+from .schemas import APIError, check_chars, check_documents, check_positive, check_texts, unsupported
+from .work import EncodeKey, b64_float32, rank, truncate_dims
+
+COHERE_INPUT_TYPES = {"search_query": "query", "search_document": "document", "classification": "document",
+                      "clustering": "document"}
+EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class CohereEmbedRequest(_Strict):
+    """``POST /v2/embed``."""
+
+    model: Optional[str] = None
+    texts: Optional[list[Any]] = None
+    images: Optional[list[Any]] = None
+    inputs: Optional[list[Any]] = None
+    input_type: Optional[str] = None
+    embedding_types: Optional[list[EmbeddingType]] = None
+    truncate: Optional[Literal["NONE", "START", "END"]] = None
+    output_dimension: Optional[int] = None
+    max_tokens: Optional[int] = None
+    priority: Optional[int] = None
+
+
+class CohereRerankRequest(_Strict):
+    """``POST /v2/rerank``."""
+
+    model: Optional[str] = None
+    query: str
+    documents: list[Any] = Field(description="Strings (or {\"text\": ...} objects).")
+    top_n: Optional[int] = None
+    max_tokens_per_doc: Optional[int] = None
+    relevant_spans: Optional[Any] = None
+    priority: Optional[int] = None
+
+
+def _texts(body: CohereEmbedRequest, max_items: int, max_chars: int) -> list[str]:
+    if body.images or body.input_type == "image":
+        raise unsupported("This server embeds text only: send 'texts', not images.", "images")
+    if body.inputs is not None:
+        if body.texts is not None:
+            raise APIError(400, "Send 'texts' or 'inputs', not both.", param="inputs")
+        texts = []
+        for i, item in enumerate(body.inputs):
+            content = item.get("content") if isinstance(item, dict) else None
+            if not (isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict)
+                    and content[0].get("type") == "text" and isinstance(content[0].get("text"), str)):
+                raise unsupported(f"'inputs[{i}]' must be {{\"content\": [{{\"type\": \"text\", \"text\": ...}}]}}: "
+                                  f"this server embeds one text per input.", "inputs")
+            texts.append(content[0]["text"])
+        return check_texts(texts, "inputs", max_items=max_items, max_chars=max_chars)
+    if body.texts is None:
+        raise APIError(400, "Missing required argument 'texts'.", param="texts")
+    return check_texts(body.texts, "texts", max_items=max_items, max_chars=max_chars)
+
+
+def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
+    """Register ``/v2/embed`` and ``/v2/rerank`` on ``app`` for ``service`` (an ``app._Service``)."""
+
+    @app.post("/v2/embed", dependencies=auth)
+    async def embed(body: CohereEmbedRequest, request: Request) -> Response:
+        embedder = service.need_embedder()
+        s = service.settings
+        texts = _texts(body, s.max_inputs, s.max_input_chars)
+        if body.input_type is not None and body.input_type not in COHERE_INPUT_TYPES:
+            raise APIError(400, f"Invalid 'input_type' {body.input_type!r}. Valid values are: "
+                           f"{', '.join(COHERE_INPUT_TYPES)}.", param="input_type")
+        kind = COHERE_INPUT_TYPES[body.input_type or "search_document"]
+        if service.query_alias(body.model):
+            kind = service.kind(None if body.input_type is None else kind, query=True)
+        types = body.embedding_types or ["float"]
+        quantized = [t for t in types if t not in ("float", "base64")]
+        if quantized:
+            raise unsupported(f"'embedding_types' {quantized} are not served: this server returns 'float' and "
+                              f"'base64' (float32) embeddings only.", "embedding_types")
+        max_tokens = check_positive(body.max_tokens, "max_tokens")
+        if max_tokens is not None and max_tokens < embedder.max_length:
+            raise unsupported(f"'max_tokens' {max_tokens} is below this server's max_length ({embedder.max_length} "
+                              f"tokens per text); start the server with --max-length {max_tokens}.", "max_tokens")
+        dims = check_positive(body.output_dimension, "output_dimension")
+        if dims is not None and dims > embedder.dimension:
+            raise APIError(400, f"'output_dimension' is {dims}, but this model's vectors have {embedder.dimension} "
+                           f"dimensions.", param="output_dimension")
+        strict = body.truncate in ("NONE", "START")
+        try:
+            part = await service.encode(texts, EncodeKey(kind, strict=strict), request)
+        except TextTooLongError as exc:
+            if body.truncate == "NONE":
+                raise
+            raise unsupported(f"'truncate': 'START' is not supported: this server cuts the end of a text, and this "
+                              f"one needs cutting ({exc}).", "truncate") from exc
+        vectors = part.dense
+        if dims is not None and dims < vectors.shape[1]:
+            vectors = truncate_dims(vectors, dims, embedder.normalize)
+        embeddings: dict[str, Any] = {}
+        if "float" in types:
+            embeddings["float"] = vectors.tolist()
+        if "base64" in types:
+            embeddings["base64"] = [b64_float32(v) for v in vectors]
+        return json_response({
+            "id": str(uuid.uuid4()), "embeddings": embeddings, "texts": texts,
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": sum(part.token_counts)}},
+            "response_type": "embeddings_by_type",
+        })
+
+    @app.post("/v2/rerank", dependencies=auth)
+    async def rerank(body: CohereRerankRequest, request: Request) -> Response:
+        reranker = service.need_reranker()
+        s = service.settings
+        if body.relevant_spans:
+            raise unsupported("'relevant_spans' is not served: this server scores whole documents.", "relevant_spans")
+        max_tokens = check_positive(body.max_tokens_per_doc, "max_tokens_per_doc")
+        if max_tokens is not None and max_tokens < reranker.max_length:
+            raise unsupported(f"'max_tokens_per_doc' {max_tokens} is below this server's reranker max_length "
+                              f"({reranker.max_length} tokens per pair); start it with --reranker-max-length.",
+                              "max_tokens_per_doc")
+        check_chars(body.query, "query", s.max_input_chars)
+        docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
+        top_n = check_positive(body.top_n, "top_n")
+        scores = await service.logits(body.query, docs, request)
+        ranked = rank(scores, top_n, s.rerank_scores)
+        return json_response({
+            "id": str(uuid.uuid4()),
+            "results": [{"index": i, "relevance_score": score} for i, score in ranked],
+            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+        })
+
+
+__all__ = ["COHERE_INPUT_TYPES", "CohereEmbedRequest", "CohereRerankRequest", "add_cohere_routes"]

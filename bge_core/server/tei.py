@@ -1,0 +1,175 @@
+"""Hugging Face Text Embeddings Inference (TEI) routes: ``/embed``, ``POST /``, ``/embed_sparse``,
+``/tokenize``, ``/decode`` (``/rerank`` with TEI's ``texts`` and ``/info`` live in :mod:`.app`).
+
+Request and answer shapes follow TEI's router (``router/src/http/types.rs``): ``inputs`` is a
+string or a list of strings; ``/embed`` answers ``[[float]]``, ``/embed_sparse``
+``[[{index, value}]]`` (BGE-M3's lexical weights), errors ``{"error", "error_type"}``.
+
+TEI options and what they do here:
+
+- ``truncate``: ``true`` or absent cuts texts at ``max_length`` tokens (this server reports
+  ``auto_truncate: true`` in ``/info``); ``false`` answers 413 for a longer text, as TEI does.
+- ``truncation_direction``: ``right`` is what the engine does. ``left`` is served when nothing
+  needs cutting, and otherwise refused with a 400 that says so (never cut at the other end).
+- ``prompt_name``: ``query`` (or ``search_query``) applies the model's query instruction;
+  ``document`` / ``passage`` / absent apply none.
+- ``normalize``: ``false`` gives the pooled vectors before L2 normalization.
+- ``dimensions``: the first N dimensions (renormalized when normalizing).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import TextTooLongError
+from .responses import json_response
+from .schemas import APIError, RerankRequest, TruncationDirection, check_positive, check_texts, unsupported
+from .work import EncodeKey, truncate_dims
+
+#: TEI's ``prompt_name`` values this server knows, and the engine kind of each.
+PROMPT_NAMES = {"query": "query", "search_query": "query", "document": "document", "passage": "document",
+                "search_document": "document"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class TEIEmbedRequest(_Strict):
+    """``POST /embed`` (and ``POST /``), as TEI's ``EmbedRequest``."""
+
+    inputs: Any = Field(description="A string or a list of strings.")
+    truncate: Optional[bool] = None
+    truncation_direction: Optional[TruncationDirection] = None
+    prompt_name: Optional[str] = None
+    normalize: Optional[bool] = True
+    dimensions: Optional[int] = None
+
+
+class TEISparseRequest(_Strict):
+    """``POST /embed_sparse``, as TEI's ``EmbedSparseRequest``."""
+
+    inputs: Any = Field(description="A string or a list of strings.")
+    truncate: Optional[bool] = None
+    truncation_direction: Optional[TruncationDirection] = None
+    prompt_name: Optional[str] = None
+
+
+class TEITokenizeRequest(_Strict):
+    """``POST /tokenize``, as TEI's ``TokenizeRequest``."""
+
+    inputs: Any = Field(description="A string or a list of strings.")
+    add_special_tokens: bool = True
+    prompt_name: Optional[str] = None
+
+
+class TEIDecodeRequest(_Strict):
+    """``POST /decode``, as TEI's ``DecodeRequest``."""
+
+    ids: Any = Field(description="A list of token ids, or a list of such lists.")
+    skip_special_tokens: bool = True
+
+
+def prompt_kind(prompt_name: Optional[str]) -> str:
+    if prompt_name is None:
+        return "document"
+    if prompt_name not in PROMPT_NAMES:
+        raise APIError(400, f"Unknown 'prompt_name' {prompt_name!r}. This server's prompts are: "
+                       f"{', '.join(PROMPT_NAMES)} (query ones apply the model's query instruction).",
+                       param="prompt_name")
+    return PROMPT_NAMES[prompt_name]
+
+
+def _left(direction: Optional[str]) -> bool:
+    return direction is not None and direction.lower() == "left"
+
+
+def _ids(value: Any) -> list[list[int]]:
+    def is_ids(row: Any) -> bool:
+        return isinstance(row, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in row)
+
+    if is_ids(value):
+        return [value]
+    if isinstance(value, list) and value and all(is_ids(row) for row in value):
+        return value
+    raise APIError(400, "'ids' must be a list of token ids or a list of such lists.", param="ids")
+
+
+def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
+    """Register TEI's routes on ``app`` for ``service`` (an ``app._Service``)."""
+
+    async def encode(body: Any, request: Request, *, sparse: bool) -> Any:
+        service.need_embedder()
+        texts = check_texts(body.inputs, "inputs", max_items=service.settings.max_inputs,
+                            max_chars=service.settings.max_input_chars)
+        kind = prompt_kind(body.prompt_name)
+        left = _left(body.truncation_direction)
+        strict = body.truncate is False or left
+        normalize = getattr(body, "normalize", None)
+        if normalize is None or normalize == service.embedder.normalize:
+            normalize = None  # the embedder's own setting: such requests share engine calls with others
+        key = EncodeKey(kind, dense=not sparse, sparse=sparse, normalize=normalize, strict=strict)
+        try:
+            return await service.encode(texts, key, request)
+        except TextTooLongError as exc:
+            if body.truncate is False:
+                raise
+            raise unsupported(f"'truncation_direction': 'left' is not supported: this server cuts the end of a "
+                              f"text, and this one needs cutting ({exc}).", "truncation_direction") from exc
+
+    @app.post("/embed", dependencies=auth)
+    async def embed(body: TEIEmbedRequest, request: Request) -> Response:
+        embedder = service.need_embedder()
+        dims = check_positive(body.dimensions, "dimensions")
+        if dims is not None and dims > embedder.dimension:
+            raise APIError(400, f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} "
+                           f"dimensions.", param="dimensions")
+        part = await encode(body, request, sparse=False)
+        vectors = part.dense
+        if dims is not None and dims < vectors.shape[1]:
+            vectors = truncate_dims(vectors, dims, embedder.normalize if body.normalize is None else body.normalize)
+        return json_response(vectors.tolist())
+
+    if service.embedder is not None:
+        app.post("/", dependencies=auth)(embed)  # TEI serves its model's main route at POST /
+    else:
+
+        @app.post("/", dependencies=auth)
+        async def rerank_root(body: RerankRequest, request: Request) -> Response:
+            return await service.rerank(body, request)
+
+    @app.post("/embed_sparse", dependencies=auth)
+    async def embed_sparse(body: TEISparseRequest, request: Request) -> Response:
+        service.need_embedder()
+        if not service.heads["sparse"]:
+            raise APIError(424, "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); "
+                           "/embed_sparse needs one.", code="missing_head")
+        part = await encode(body, request, sparse=True)
+        return json_response([
+            [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices.tolist(), vec.values.tolist())]
+            for vec in part.sparse
+        ])
+
+    @app.post("/tokenize", dependencies=auth)
+    async def tokenize(body: TEITokenizeRequest) -> Response:
+        s = service.settings
+        texts = check_texts(body.inputs, "inputs", max_items=s.max_inputs, max_chars=s.max_input_chars)
+        if prompt_kind(body.prompt_name) == "query" and service.embedder is not None:
+            texts = service.embedder._with_instruction(texts, "query")
+        return json_response(await service.tokenize(texts, body.add_special_tokens))
+
+    @app.post("/decode", dependencies=auth)
+    async def decode(body: TEIDecodeRequest) -> Response:
+        ids = _ids(body.ids)
+        if len(ids) > service.settings.max_inputs:
+            raise APIError(413, f"'ids' has {len(ids)} sequences; this server takes at most "
+                           f"{service.settings.max_inputs} per request.", param="ids")
+        return json_response(await service.decode(ids, body.skip_special_tokens))
+
+
+__all__ = ["PROMPT_NAMES", "TEIDecodeRequest", "TEIEmbedRequest", "TEISparseRequest", "TEITokenizeRequest",
+           "add_tei_routes", "prompt_kind"]
