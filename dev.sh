@@ -42,6 +42,7 @@ TF4_TESTS=(
   tests/test_m3.py
   tests/test_registry.py
   tests/test_scoring.py
+  tests/test_llm_rerank.py
 )
 
 setup_tf4() {
@@ -74,16 +75,51 @@ run_tf4() {  # run_tf4 [pytest args]: the tf4 list plus the options given, unles
 }
 # ----------------------------------------------------------------------------------------------------
 
-chromium() {  # the server's web-page test drives a system Chromium; install Debian's when we may
-  if command -v chromium >/dev/null 2>&1 || [ -n "${BGE_RAG_CHROMIUM:-}" ]; then return 0; fi
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "dev.sh: installing Debian's chromium (apt-get) for the web page test" >&2
-    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
-      >/dev/null 2>&1 || echo "dev.sh: could not install chromium; the browser test will be skipped" >&2
-  else
-    echo "dev.sh: no chromium (apt-get install chromium, or set BGE_RAG_CHROMIUM); the browser test will be skipped" >&2
-  fi
+# --- Chromium for the server's web-page test (helper D) -----------------------------------------------
+# Named ensure_chromium, not chromium: a shell function called chromium would make `type chromium` /
+# `command -v chromium` find the function itself and never the browser. `type -P` finds files only.
+find_chromium() {  # print the browser tests/_server_support.py would use, if any
+  local name
+  if [ -n "${BGE_RAG_CHROMIUM:-}" ] && [ -x "$BGE_RAG_CHROMIUM" ]; then echo "$BGE_RAG_CHROMIUM"; return 0; fi
+  for name in chromium chromium-browser google-chrome chrome; do
+    if type -P "$name" >/dev/null 2>&1; then type -P "$name"; return 0; fi
+  done
+  return 1
 }
+
+in_ci() { case "${CI:-}" in "" | 0 | false | False | FALSE | no) return 1 ;; *) return 0 ;; esac; }
+
+ensure_chromium() {  # install Debian's chromium when we may; in CI a browser that cannot run is an error
+  local browser log
+  if ! browser=$(find_chromium); then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "dev.sh: installing Debian's chromium (apt-get) for the web page test" >&2
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+        >/dev/null 2>&1 || echo "dev.sh: apt-get install chromium failed" >&2
+    fi
+    if ! browser=$(find_chromium); then
+      if in_ci; then
+        echo "dev.sh: CI: no Chromium, so the browser test cannot run (apt-get install chromium, or set BGE_RAG_CHROMIUM)" >&2
+        return 1
+      fi
+      echo "dev.sh: no chromium (apt-get install chromium, or set BGE_RAG_CHROMIUM); the browser test will be skipped" >&2
+      return 0
+    fi
+  fi
+  # Start it once, headless, as the test does: a binary that cannot run fails here, with its own message.
+  log=$(mktemp)
+  if ! timeout 120 "$browser" --headless --no-sandbox --disable-gpu --no-first-run --disable-background-networking \
+      --dump-dom about:blank 2>"$log" | grep -q "<body"; then
+    echo "dev.sh: $browser does not start headless:" >&2
+    tail -5 "$log" >&2
+    rm -f "$log"
+    if in_ci; then return 1; fi
+    echo "dev.sh: the browser test will fail" >&2
+    return 0
+  fi
+  rm -f "$log"
+}
+# ----------------------------------------------------------------------------------------------------
 
 case "${1:-}" in
   demo)
@@ -94,7 +130,7 @@ case "${1:-}" in
   test)
     shift
     setup .venv-test test
-    chromium
+    ensure_chromium
     # Main suite (transformers 5) in .venv-test, then the TF4 list in .venv-tf4 with the same
     # pytest options; both always run, and any non-zero pytest exit (5 = no tests) fails.
     # Test paths given: they run in .venv-test only (`./dev.sh tf4 PATHS` runs them in .venv-tf4).
