@@ -306,11 +306,7 @@ def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
         use = "bge_core.Reranker" if spec.task == "reranking" else "bge_core.Embedder"
         raise ConfigError(f"{str(model)!r} is {'a reranker' if spec.task == 'reranking' else 'an embedding model'}; "
                           f"load it with {use}.")
-    if spec.architecture == "decoder" and task == "reranking":
-        raise UnsupportedModelError(
-            f"{spec.name} is an LLM (decoder-only) reranker, which bge_core does not run yet; "
-            f"use bge-reranker-v2-m3, bge-reranker-large or bge-reranker-base."
-        )
+    # Decoder (LLM) rerankers: bge_core.rerank / bge_core.llm_rerank tell them apart and run them.
 
 
 __all__ = [

@@ -21,9 +21,10 @@ import torch
 
 from . import batching
 from .devices import describe, resolve_device, resolve_precision
-from .errors import InputTypeError, ModelLoadError
+from .errors import ConfigError, InputTypeError, ModelLoadError
 from .inputs import as_pairs, as_texts
-from .loading import Backbone, open_model, resolve_max_length
+from .llm_rerank import LLMPairEncoder, LLMScorer, check_layers, detect_kind, load_llm
+from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
 from .registry import ModelSpec
 from .types import Ranked
 
@@ -83,15 +84,28 @@ class PairEncoder:
 
 
 class Reranker:
-    """Cross-encoder relevance scores for (query, passage) pairs, as FlagReranker computes them.
+    """Relevance scores for (query, passage) pairs, as FlagReranker and FlagLLMReranker compute them.
+
+    One class for cross-encoders (``FlagReranker``: bge-reranker-base/large/v2-m3) and LLM
+    rerankers (``FlagLLMReranker``: bge-reranker-v2-gemma; ``LayerWiseFlagLLMReranker``:
+    bge-reranker-v2-minicpm-layerwise; ``LightWeightFlagLLMReranker``:
+    bge-reranker-v2.5-gemma2-lightweight), told apart by the folder's config (see
+    :mod:`bge_core.llm_rerank`). Scores are raw logits (an LLM reranker's: the "Yes" logit).
 
     Args:
         model: A Hugging Face Hub id (``"BAAI/bge-reranker-v2-m3"``) or a local folder of a
-            sequence-classification model with one output.
+            sequence-classification model with one output, or of an LLM reranker.
         normalize: Apply a sigmoid to the raw logits (scores in 0..1). Default: raw logits, as
             FlagReranker returns them.
-        max_length: Tokens per (query, passage) pair (default 512).
+        max_length: Tokens per (query, passage) pair (default 512); for an LLM reranker, tokens of
+            the passage (FlagLLMReranker's ``max_length``; the prompt comes on top).
         query_max_length: Tokens of the query at most (default 3/4 of ``max_length``).
+        prompt: LLM rerankers only: the instruction after the pair (default: FlagEmbedding's).
+        cutoff_layers: Layer-wise and lightweight LLM rerankers: the layer(s) whose score head is
+            used (default: the last). With several layers, use :meth:`score_layers`.
+        compress_ratio, compress_layers: Lightweight LLM reranker only: passage-token compression
+            ratio (1, 2, 4 or 8) and the layers where it applies (default ``[8]``), as
+            LightWeightFlagLLMReranker takes them.
         device, precision: As for :class:`~bge_core.Embedder`.
         batch_size: Most pairs in one forward pass.
         max_batch_tokens: Most padded tokens in one forward pass (``None``: per-device default).
@@ -122,6 +136,10 @@ class Reranker:
         cache_dir: Optional[Union[str, Path]] = None,
         revision: Optional[str] = None,
         token: Optional[Union[str, bool]] = None,
+        prompt: Optional[str] = None,
+        cutoff_layers: Union[int, Sequence[int], None] = None,
+        compress_ratio: int = 1,
+        compress_layers: Union[int, Sequence[int], None] = None,
     ) -> None:
         self.normalize = bool(normalize)
         self.batch_size = batching.check_positive("batch_size", batch_size)
@@ -131,14 +149,28 @@ class Reranker:
         self.model_name = str(model)
         self.spec: ModelSpec
         self._backbone: Backbone
-        self.spec, self._backbone, self.model_max_length = open_model(
-            model, "reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
-            cache_dir=cache_dir, revision=revision, token=token,
-        )
+        folder, self.spec, trust = locate(model, "reranking", trust_remote_code, cache_dir, revision, token)
+        #: ``None`` for a cross-encoder, else the LLM reranker kind ("llm", "layerwise", "lightweight").
+        self.llm_kind = detect_kind(folder, self.spec.name)
+        self._llm: Optional[LLMScorer] = None
+        if self.llm_kind is None:
+            if prompt is not None or cutoff_layers is not None or compress_layers is not None or compress_ratio != 1:
+                raise ConfigError(
+                    "prompt, cutoff_layers, compress_ratio and compress_layers apply to LLM rerankers only; "
+                    f"{self.model_name!r} is a cross-encoder."
+                )
+            self._backbone = load_backbone(
+                folder, task="reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust
+            )
+        else:
+            llm, tokenizer = load_llm(folder, self.llm_kind, dtype=self.dtype, trust_remote_code=trust)
+            llm.to(self.device).eval().requires_grad_(False)
+            self._backbone = Backbone(folder, "reranking", llm, tokenizer, self.device, self.dtype)
+        self.model_max_length = self.spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
         self.max_batch_tokens = batching.resolve_max_batch_tokens(
             max_batch_tokens, self.device, self._backbone.config
         )
-        labels = getattr(self._backbone.config, "num_labels", 1)
+        labels = 1 if self.llm_kind else getattr(self._backbone.config, "num_labels", 1)
         if labels != 1:
             raise ModelLoadError(
                 f"{self.model_name!r} has {labels} output labels; a reranker must have exactly one score."
@@ -149,7 +181,19 @@ class Reranker:
         if query_max_length is None:
             query_max_length = self.max_length * 3 // 4
         self.query_max_length = batching.check_positive("query_max_length", query_max_length)
-        self._pairs = PairEncoder(self._backbone.tokenizer, self.max_length, self.query_max_length)
+        if self.llm_kind is None:
+            self._pairs = PairEncoder(self._backbone.tokenizer, self.max_length, self.query_max_length)
+        else:
+            if prompt is not None and not isinstance(prompt, str):
+                raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+            self._llm_pairs = LLMPairEncoder(
+                self._backbone.tokenizer, self.llm_kind, self.max_length, self.query_max_length, prompt
+            )
+            self._llm = LLMScorer(
+                self._backbone.model, self._backbone.tokenizer, self.llm_kind, yes_id=self._llm_pairs.yes_id,
+                cutoff_layers=check_layers("cutoff_layers", cutoff_layers), compress_ratio=compress_ratio,
+                compress_layers=check_layers("compress_layers", compress_layers),
+            )
 
     def __repr__(self) -> str:
         return (
@@ -227,9 +271,79 @@ class Reranker:
         order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep input order
         return [Ranked(index=i, score=scores[i], text=docs[i]) for i in order[:top_k]]
 
+    def score_layers(
+        self,
+        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> dict[int, Union[float, list[float]]]:
+        """Scores from each of ``cutoff_layers`` (layer-wise and lightweight LLM rerankers).
+
+        FlagEmbedding returns one list per cutoff layer; this returns ``{layer: scores}`` in the
+        order the layers were given, each value shaped as :meth:`score` shapes it.
+
+        Raises:
+            ConfigError: the model is not a layer-wise or lightweight LLM reranker, or no
+                ``cutoff_layers`` were given.
+        """
+        if self._llm is None or self._llm.kind == "llm" or not self._llm.cutoff_layers:
+            raise ConfigError("score_layers needs a layer-wise or lightweight LLM reranker built with cutoff_layers=.")
+        items, single = as_pairs(pairs)
+        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        table = self._llm_scores(items, size, self.show_progress if show_progress is None else show_progress)
+        use_sigmoid = self.normalize if normalize is None else normalize
+        out: dict[int, Union[float, list[float]]] = {}
+        for layer, row in zip(self._llm.cutoff_layers, table):
+            values = [sigmoid(v) for v in row] if use_sigmoid else list(row)
+            out[layer] = values[0] if single else values
+        return out
+
+    def _llm_scores(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[list[float]]:
+        """LLM reranker scores, one list per output layer, in input order."""
+        scorer = self._llm
+        assert scorer is not None
+        if not pairs:
+            return [[] for _ in range(scorer.n_outputs)]
+        backbone = self._backbone
+        scores = np.empty((scorer.n_outputs, len(pairs)), dtype=np.float32)
+        with backbone.lock:
+            encoded = self._llm_pairs.encode(pairs)
+            rows = encoded.input_ids
+
+            def forward(batch: batching.Batch) -> np.ndarray:
+                picked = [rows[i] for i in batch.positions]
+                ids, mask = scorer.pad(picked, self.device)
+                lengths = [encoded.query_lengths[i] for i in batch.positions]
+                return scorer.forward(ids, mask, lengths, encoded.prompt_length)
+
+            for positions, out in batching.run_batches(
+                rows,
+                forward,
+                pad_id=backbone.tokenizer.pad_token_id,
+                device=self.device,
+                max_batch_size=batch_size,
+                max_batch_tokens=self.max_batch_tokens,
+                show_progress=show_progress,
+                desc="Reranking",
+            ):
+                scores[:, positions] = out
+        if not np.all(np.isfinite(scores)):
+            where = describe(self.device, self.dtype)
+            logger.warning("The reranker produced non-finite scores on %s; try precision='fp32'.", where)
+        return scores.tolist()
+
     def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[float]:
         if not pairs:
             return []
+        if self._llm is not None:
+            if self._llm.n_outputs > 1:
+                raise ConfigError(
+                    f"This reranker scores at {len(self._llm.cutoff_layers or ())} cutoff layers; "
+                    "use score_layers() for one score list per layer, or give one layer."
+                )
+            return self._llm_scores(pairs, batch_size, show_progress)[0]
         backbone = self._backbone
         model = backbone.model
         scores = np.empty(len(pairs), dtype=np.float32)

@@ -1,0 +1,391 @@
+"""LLM (decoder-only) rerankers, run as FlagEmbedding's FlagLLMReranker family runs them.
+
+Three kinds, told apart by the folder's ``config.json``:
+
+- ``"llm"`` (``FlagLLMReranker``, bge-reranker-v2-gemma): a causal LM; the score is the logit of
+  the ``"Yes"`` token after the prompt, at the pair's last token. Runs with transformers' own
+  model classes (Gemma, Gemma 2, Llama, Mistral, Qwen2, Qwen3) on transformers 4.45+ and 5.
+- ``"layerwise"`` (``LayerWiseFlagLLMReranker``, bge-reranker-v2-minicpm-layerwise): MiniCPM
+  with one score head per layer from ``start_layer``; ``cutoff_layers`` picks the layers.
+- ``"lightweight"`` (``LightWeightFlagLLMReranker``, bge-reranker-v2.5-gemma2-lightweight): a
+  Gemma 2 that compresses passage tokens (``compress_ratio``, ``compress_layers``) and scores at
+  ``cutoff_layers``.
+
+The layer-wise and lightweight checkpoints ship their own modelling code (``auto_map`` in
+``config.json``); bge_core runs that code from the model folder (``trust_remote_code``), never
+FlagEmbedding's package. That code imports transformers-4 internals, so those two kinds need
+transformers < 5; under transformers 5 loading them raises :class:`UnsupportedModelError`.
+
+Every pair is built as FlagEmbedding builds it: ``"A: " + query`` tokenized without special
+tokens and cut to ``query_max_length``; ``"B: " + passage`` cut to ``max_length``; then
+``[bos] + query``, ``"\\n" + passage`` (the passage's end removed until the two fit
+``max_length + len("\\n") + len(prompt)``, the query never cut there), ``"\\n" + prompt``. Rows are
+padded on the tokenizer's padding side (to a multiple of 8, as FlagEmbedding's collator does).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import numpy as np
+import torch
+
+from .errors import ConfigError, ModelLoadError, UnsupportedModelError
+
+logger = logging.getLogger(__name__)
+
+LLMKind = Literal["llm", "layerwise", "lightweight"]
+
+#: FlagEmbedding's default prompts (``FlagLLMReranker`` / ``LayerWise...``, and ``LightWeight...``).
+LLM_PROMPT = (
+    "Given a query A and a passage B, determine whether the passage contains an answer to the query "
+    "by providing a prediction of either 'Yes' or 'No'."
+)
+LIGHTWEIGHT_PROMPT = "Predict whether passage B contains an answer to query A."
+QUERY_PREFIX = "A: "
+PASSAGE_PREFIX = "B: "
+SEPARATOR = "\n"
+PAD_MULTIPLE = 8
+
+#: Registered model names and their kind.
+REGISTERED_KINDS: dict[str, LLMKind] = {
+    "bge-reranker-v2-gemma": "llm",
+    "bge-reranker-v2-minicpm-layerwise": "layerwise",
+    "bge-reranker-v2.5-gemma2-lightweight": "lightweight",
+}
+#: transformers model types whose causal-LM head bge_core applies itself (``"llm"`` kind):
+#: ``lm_head`` on the final (normed) hidden state, plus Gemma 2's final logit soft-capping.
+NATIVE_CAUSAL_TYPES = ("gemma", "gemma2", "llama", "mistral", "qwen2", "qwen3")
+_LAYERWISE_MARK = "LayerWiseMiniCPM"
+_LIGHTWEIGHT_MARK = "CostWiseGemma"
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _is_decoder(config: dict[str, Any]) -> bool:
+    archs = [a for a in config.get("architectures") or [] if isinstance(a, str)]
+    auto = " ".join(str(v) for v in (config.get("auto_map") or {}).values())
+    return (
+        config.get("is_decoder") is True
+        or any(a.endswith("ForCausalLM") for a in archs)
+        or config.get("model_type") in NATIVE_CAUSAL_TYPES
+        or _LAYERWISE_MARK in auto
+        or _LIGHTWEIGHT_MARK in auto
+    )
+
+
+def detect_kind(folder: Path, name: Optional[str] = None) -> Optional[LLMKind]:
+    """The LLM reranker kind of a model folder, or ``None`` for a cross-encoder.
+
+    Raises:
+        UnsupportedModelError: a decoder-only folder that bge_core cannot run exactly.
+    """
+    config = _config(folder)
+    registered = REGISTERED_KINDS.get(name or "")
+    archs = " ".join(str(a) for a in config.get("architectures") or [])
+    auto = " ".join(str(v) for v in (config.get("auto_map") or {}).values())
+    if _LAYERWISE_MARK in archs or _LAYERWISE_MARK in auto:
+        return "layerwise"
+    if _LIGHTWEIGHT_MARK in archs or _LIGHTWEIGHT_MARK in auto or config.get("model_type") == "cost_wise_gemma":
+        return "lightweight"
+    if registered in ("layerwise", "lightweight"):
+        raise UnsupportedModelError(
+            f"{str(folder)!r} is registered as {name} but its config.json names neither "
+            f"{_LAYERWISE_MARK} nor {_LIGHTWEIGHT_MARK} modelling code; bge_core cannot run it exactly."
+        )
+    if not _is_decoder(config) and registered is None:
+        return None
+    model_type = config.get("model_type")
+    if model_type in NATIVE_CAUSAL_TYPES and not config.get("auto_map"):
+        return "llm"
+    raise UnsupportedModelError(
+        f"{str(folder)!r} is a decoder-only (LLM) model of type {model_type!r}"
+        f"{' with its own modelling code (auto_map)' if config.get('auto_map') else ''}; bge_core runs LLM "
+        f"rerankers of the types {', '.join(NATIVE_CAUSAL_TYPES)} (FlagLLMReranker's 'Yes'-logit scoring), "
+        f"bge-reranker-v2-minicpm-layerwise and bge-reranker-v2.5-gemma2-lightweight, and refuses others "
+        f"rather than guess their scoring. Use FlagEmbedding's FlagLLMReranker for this one."
+    )
+
+
+def _transformers_major() -> int:
+    import transformers
+
+    return int(transformers.__version__.split(".")[0])
+
+
+def _transformers_version() -> tuple[int, int]:
+    import transformers
+
+    major, minor = transformers.__version__.split(".")[:2]
+    return int(major), int(minor)
+
+
+def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
+    """Load the tokenizer and causal LM of an LLM reranker folder.
+
+    Raises:
+        ConfigError: the folder's own modelling code is needed and ``trust_remote_code`` is off.
+        UnsupportedModelError: that code cannot run on this transformers version.
+        ModelLoadError: the files are incomplete (weights would be randomly initialized).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .loading import _dtype_kwargs, quiet_transformers
+
+    remote = kind != "llm"
+    if remote and not trust_remote_code:
+        raise ConfigError(
+            f"{str(folder)!r} is a {kind} LLM reranker whose scoring runs the modelling code shipped in the "
+            f"model folder (config.json auto_map); pass trust_remote_code=True to allow it."
+        )
+    if remote and _transformers_major() >= 5:
+        import transformers
+
+        raise UnsupportedModelError(
+            f"The {kind} LLM reranker's own modelling code (as FlagEmbedding 1.4.2 ships it) needs transformers "
+            f"4.x; this is transformers {transformers.__version__}. Install 'transformers>=4.45,<5' "
+            f"(tested on 4.57.6) to run {str(folder)!r}."
+        )
+    if kind == "lightweight" and _transformers_version() >= (4, 47):
+        import transformers
+
+        raise UnsupportedModelError(
+            f"The lightweight LLM reranker's own modelling code (CostWiseGemma, as FlagEmbedding 1.4.2 ships it) "
+            f"calls Gemma 2 layers with the transformers 4.46 signature and fails on later versions (FlagEmbedding "
+            f"asks for transformers==4.46.0); this is transformers {transformers.__version__}. Run {str(folder)!r} "
+            f"with 'transformers==4.46.*'."
+        )
+    try:
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
+            model, info = AutoModelForCausalLM.from_pretrained(
+                str(folder), trust_remote_code=remote, output_loading_info=True, **_dtype_kwargs(dtype)
+            )
+    except ImportError as exc:
+        raise UnsupportedModelError(
+            f"The modelling code of {str(folder)!r} does not import on this transformers version: {exc}"
+        ) from exc
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelLoadError(f"Cannot load the LLM reranker in {str(folder)!r}: {exc}") from exc
+    missing = sorted(str(k) for k in (*info.get("missing_keys", ()), *info.get("mismatched_keys", ())))
+    missing = [k for k in missing if not k.endswith("rotary_emb.inv_freq")]
+    if missing:
+        raise ModelLoadError(
+            f"{str(folder)!r} is not a complete LLM reranker checkpoint: weights missing from the files would be "
+            f"randomly initialized ({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})."
+        )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return model, tokenizer
+
+
+@dataclass(frozen=True)
+class LLMPairs:
+    """Model input ids of (query, passage) pairs, and what the lightweight model needs."""
+
+    input_ids: list[list[int]]
+    query_lengths: list[int]
+    prompt_length: int
+    truncated: int
+
+
+class LLMPairEncoder:
+    """Builds FlagEmbedding's LLM-reranker prompt ids for (query, passage) pairs."""
+
+    def __init__(
+        self, tokenizer: Any, kind: LLMKind, max_length: int, query_max_length: int, prompt: Optional[str] = None
+    ) -> None:
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None:
+            raise ModelLoadError("LLM reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the folder.")
+        from tokenizers import Tokenizer
+
+        self._rust = Tokenizer.from_str(backend.to_str())
+        self._rust.no_padding()
+        self._rust.no_truncation()
+        self.kind = kind
+        self.max_length = max_length
+        self.query_max_length = query_max_length
+        self.prompt = prompt if prompt is not None else (LIGHTWEIGHT_PROMPT if kind == "lightweight" else LLM_PROMPT)
+        self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
+        self.prompt_ids = self._ids(self.prompt)
+        self.sep_ids = self._ids(SEPARATOR)
+        bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+        if kind == "llm":
+            self.bos = [bos] if bos is not None and bos != pad else []
+        else:
+            if bos is None:
+                raise ModelLoadError(f"The {kind} LLM reranker needs a tokenizer with a bos token.")
+            self.bos = [bos]
+        self.yes_id = self._ids("Yes")[0]
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self._rust.encode(text, add_special_tokens=False).ids)
+
+    def _cut(self, ids: list[int], n: int) -> list[int]:
+        return ids[-n:] if self.cut_left else ids[:n]
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> LLMPairs:
+        queries = self._rust.encode_batch([QUERY_PREFIX + q for q, _ in pairs], add_special_tokens=False)
+        passages = self._rust.encode_batch([PASSAGE_PREFIX + p for _, p in pairs], add_special_tokens=False)
+        budget = self.max_length + len(self.sep_ids) + len(self.prompt_ids)
+        rows: list[list[int]] = []
+        query_lengths: list[int] = []
+        truncated = 0
+        for q_enc, p_enc in zip(queries, passages):
+            q, p = list(q_enc.ids), list(p_enc.ids)
+            cut = len(q) > self.query_max_length or len(p) > self.max_length
+            first = self.bos + (self._cut(q, self.query_max_length) if len(q) > self.query_max_length else q)
+            second = self.sep_ids + (self._cut(p, self.max_length) if len(p) > self.max_length else p)
+            excess = len(first) + len(second) - budget
+            # FlagEmbedding's prepare_for_model(truncation="only_second"): cut the passage's end;
+            # a passage too short to absorb the excess leaves the pair as it is.
+            if 0 < excess < len(second):
+                second = second[excess:] if self.cut_left else second[:-excess]
+                cut = True
+            truncated += cut
+            rows.append(first + second + self.sep_ids + self.prompt_ids)
+            query_lengths.append(len(first) + len(self.sep_ids))
+        return LLMPairs(rows, query_lengths, len(self.sep_ids) + len(self.prompt_ids), truncated)
+
+
+def check_layers(name: str, layers: Union[int, Sequence[int], None]) -> Optional[list[int]]:
+    """Validate ``cutoff_layers`` / ``compress_layers``: an int, a non-empty list of ints, or None."""
+    if layers is None:
+        return None
+    if isinstance(layers, bool):
+        raise ConfigError(f"{name} must be an int or a list of ints, got {layers!r}")
+    if isinstance(layers, (int, np.integer)):
+        return [int(layers)]
+    if not isinstance(layers, Sequence) or isinstance(layers, str) or not layers:
+        raise ConfigError(f"{name} must be an int or a non-empty list of ints, got {layers!r}")
+    out = []
+    for layer in layers:
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or layer < 0:
+            raise ConfigError(f"{name} must hold non-negative ints, got {layer!r}")
+        out.append(int(layer))
+    return out
+
+
+class LLMScorer:
+    """Runs one forward pass of an LLM reranker on a padded batch and returns per-layer scores."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        kind: LLMKind,
+        *,
+        yes_id: int,
+        cutoff_layers: Optional[list[int]] = None,
+        compress_ratio: int = 1,
+        compress_layers: Optional[list[int]] = None,
+    ) -> None:
+        self.model = model
+        self.kind = kind
+        self.yes_id = yes_id
+        self.pad_id = tokenizer.pad_token_id
+        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        config = model.config
+        if kind == "llm":
+            if cutoff_layers is not None or compress_layers is not None or compress_ratio != 1:
+                raise ConfigError(
+                    "cutoff_layers, compress_ratio and compress_layers apply to the layer-wise and lightweight "
+                    "LLM rerankers only."
+                )
+            head = model.get_output_embeddings()
+            self._yes_weight = head.weight[yes_id].detach()
+            bias = getattr(head, "bias", None)
+            self._yes_bias = None if bias is None else bias[yes_id].detach()
+            self._softcap = getattr(config, "final_logit_softcapping", None)
+        else:
+            top = int(config.num_hidden_layers)
+            start = int(getattr(config, "start_layer", 0) or 0)
+            for layer in cutoff_layers or ():
+                if not start <= layer <= top:
+                    raise ConfigError(f"cutoff_layers must lie in [{start}, {top}] for this model, got {layer}")
+            if kind == "layerwise" and (compress_layers is not None or compress_ratio != 1):
+                raise ConfigError("compress_ratio and compress_layers apply to the lightweight LLM reranker only.")
+            if compress_ratio not in (1, 2, 4, 8):
+                raise ConfigError(f"compress_ratio must be 1, 2, 4 or 8, got {compress_ratio!r}")
+        self.cutoff_layers = cutoff_layers
+        self.compress_ratio = compress_ratio
+        self.compress_layers = [8] if compress_layers is None else compress_layers
+
+    @property
+    def n_outputs(self) -> int:
+        return 1 if self.kind == "llm" or not self.cutoff_layers else len(self.cutoff_layers)
+
+    def pad(self, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad rows on the tokenizer's side to a multiple of 8, as FlagEmbedding's collator does."""
+        longest = max(len(r) for r in rows)
+        width = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if self.left else slice(0, len(row))
+            ids[i, span] = row
+            mask[i, span] = 1
+        return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+
+    @staticmethod
+    def _last(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The value at each row's last real token (FlagEmbedding's last_logit_pool)."""
+        if bool(mask[:, -1].all()):
+            return values[:, -1]
+        last = mask.sum(dim=1) - 1
+        return values[torch.arange(values.shape[0], device=values.device), last]
+
+    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, query_lengths: list[int], prompt_length: int) -> np.ndarray:
+        """Scores of one batch: shape (n_outputs, rows), float32."""
+        model = self.model
+        if self.kind == "llm":
+            decoder = model.get_decoder()
+            hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False, return_dict=True).last_hidden_state
+            last = self._last(hidden, mask)
+            logit = last @ self._yes_weight
+            if self._yes_bias is not None:
+                logit = logit + self._yes_bias
+            if self._softcap:
+                logit = torch.tanh(logit / self._softcap) * self._softcap
+            return logit.float().cpu().numpy()[None, :]
+        if self.kind == "layerwise":
+            # use_cache=False: the shipped MiniCPM code's cache path calls DynamicCache.get_usable_length,
+            # which transformers 4.5x removed; without a cache the scores are the same.
+            out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+                        cutoff_layers=self.cutoff_layers)
+            return np.stack([self._last(lg, mask).float().cpu().numpy() for lg in out.logits])
+        out = model(
+            input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+            compress_layer=self.compress_layers,
+            compress_ratio=self.compress_ratio, query_lengths=list(query_lengths),
+            prompt_lengths=[prompt_length] * len(query_lengths), cutoff_layers=self.cutoff_layers,
+        )
+        return np.stack(
+            [self._last(lg, am).float().cpu().numpy() for lg, am in zip(out.logits, out.attention_masks)]
+        )
+
+
+__all__ = [
+    "LIGHTWEIGHT_PROMPT",
+    "LLMKind",
+    "LLMPairEncoder",
+    "LLMPairs",
+    "LLMScorer",
+    "LLM_PROMPT",
+    "NATIVE_CAUSAL_TYPES",
+    "REGISTERED_KINDS",
+    "check_layers",
+    "detect_kind",
+    "load_llm",
+]
