@@ -4,7 +4,7 @@ Three kinds, told apart by the folder's ``config.json``:
 
 - ``"llm"`` (``FlagLLMReranker``, bge-reranker-v2-gemma): a causal LM; the score is the logit of
   the ``"Yes"`` token after the prompt, at the pair's last token. Runs with transformers' own
-  model classes (Gemma, Gemma 2, Llama, Mistral, Qwen2, Qwen3) on transformers 4.45+ and 5.
+  model classes (Gemma, Gemma 2, Qwen2: the types parity-tested) on transformers 4.45+ and 5.
 - ``"layerwise"`` (``LayerWiseFlagLLMReranker``, bge-reranker-v2-minicpm-layerwise): MiniCPM
   with one score head per layer from ``start_layer``; ``cutoff_layers`` picks the layers.
 - ``"lightweight"`` (``LightWeightFlagLLMReranker``, bge-reranker-v2.5-gemma2-lightweight): a
@@ -60,7 +60,7 @@ REGISTERED_KINDS: dict[str, LLMKind] = {
 }
 #: transformers model types whose causal-LM head bge_core applies itself (``"llm"`` kind):
 #: ``lm_head`` on the final (normed) hidden state, plus Gemma 2's final logit soft-capping.
-NATIVE_CAUSAL_TYPES = ("gemma", "gemma2", "llama", "mistral", "qwen2", "qwen3")
+NATIVE_CAUSAL_TYPES = ("gemma", "gemma2", "qwen2")
 _LAYERWISE_MARK = "LayerWiseMiniCPM"
 _LIGHTWEIGHT_MARK = "CostWiseGemma"
 
