@@ -15,7 +15,7 @@ from _server_support import m3_embedder
 
 from bge_core import Embedder, TextTooLongError
 from bge_core.server.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
-from bge_core.server.work import EncodeKey, encode_process
+from bge_core.server.work import EncodeKey, encode_process, merge_parts
 
 DOC, QUERY = EncodeKey("document"), EncodeKey("query")
 
@@ -166,3 +166,27 @@ async def test_a_failing_request_fails_alone(models, paragraphs):
     # The coalesced call failed, then each request ran alone.
     assert [items for _, items in gated.calls][1:] == [[["ok"], [long_text], ["ok too"]], [["ok"]], [[long_text]],
                                                        [["ok too"]]]
+
+
+async def test_a_large_request_takes_turns_with_small_ones(embedder, paragraphs):
+    """Split into pieces of 2, a request of 8 texts shares each engine call with the small
+    requests that arrived after it, instead of making them wait for all 8."""
+    gated = Gated(encode_process(embedder))
+    batcher = DynamicBatcher(embedder, gated, max_batch_items=64, max_queue_items=64, max_piece_items=2,
+                             merge=merge_parts)
+    big, small = paragraphs[:8], ["small"]
+    try:
+        first = await _busy(batcher, gated)
+        large = asyncio.create_task(batcher.submit(DOC, big, timeout=30))
+        little = asyncio.create_task(batcher.submit(DOC, small, timeout=30))
+        await _until(lambda: batcher.queued_items == 9, "both requests to queue")
+        gated.gate.set()
+        results = await asyncio.gather(first, large, little)
+    finally:
+        gated.gate.set()
+        await batcher.close()
+    assert [items for _, items in gated.calls] == [[["first"]], [big[0:2], small], [big[2:4]], [big[4:6]], [big[6:8]]]
+    expected = np.concatenate([embedder.encode_documents(big[i : i + 2]) for i in range(0, 8, 2)])
+    np.testing.assert_allclose(results[1].dense, expected, atol=1e-6, rtol=0)
+    assert len(results[1].token_counts) == 8
+    np.testing.assert_allclose(results[2].dense, embedder.encode_documents(small), atol=1e-5, rtol=0)

@@ -57,6 +57,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"texts waiting for the model before requests get 429 (default {_DEFAULTS.max_queue_items})")
     p.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout,
                    help=f"seconds a request may wait for the model before 503 (default {_DEFAULTS.request_timeout:g})")
+    p.add_argument("--max-piece-items", type=int, default=_DEFAULTS.max_piece_items,
+                   help="larger requests are split into pieces of this many texts that take turns with other "
+                   f"requests on the model (default {_DEFAULTS.max_piece_items})")
+    p.add_argument("--max-colbert-vectors", type=int, default=_DEFAULTS.max_colbert_vectors,
+                   help=f"ColBERT vectors one /v1/encode request may get back (default {_DEFAULTS.max_colbert_vectors})")
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="open connections at most; beyond, new requests get 503 (default: no limit)")
+    p.add_argument("--header-timeout", type=float, default=_DEFAULTS.header_timeout,
+                   help=f"seconds a client may take to send request headers (default {_DEFAULTS.header_timeout:g})")
+    p.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout,
+                   help=f"seconds a client may take to send a request body (default {_DEFAULTS.body_timeout:g})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the models' own code")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
@@ -78,6 +89,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_queue_items=args.max_queue_items,
         request_timeout=args.timeout,
         rerank_scores=args.rerank_scores,
+        max_piece_items=args.max_piece_items,
+        max_colbert_vectors=args.max_colbert_vectors,
+        max_connections=args.max_connections,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
     )
 
 
@@ -103,6 +119,7 @@ def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     from ..embedder import Embedder
     from ..rerank import Reranker
 
+    _quiet_loading()
     options = {"device": args.device, "precision": args.precision, "trust_remote_code": args.trust_remote_code or None}
     embedder = Embedder(args.model, max_length=args.max_length, **options) if args.model else None
     reranker = Reranker(args.reranker, max_length=args.reranker_max_length, **options) if args.reranker else None
@@ -115,8 +132,19 @@ def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     for engine in (embedder, reranker):
         if engine is not None:
             print(f"Loaded {engine!r}", file=out, flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    from .runner import uvicorn_options
+
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(settings))
     return 0
+
+
+def _quiet_loading() -> None:
+    """No progress bars in the server log (this is the command's own process)."""
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    disable_progress_bars()
+    transformers_logging.disable_progress_bar()
 
 
 class MissingModelError(BGEError, ValueError):

@@ -1,15 +1,82 @@
-"""Run the server inside this process, in a thread: for tests, notebooks and examples."""
+"""Run the server with uvicorn: in a thread (tests, notebooks, examples) or as ``bge-rag serve``.
+
+:func:`uvicorn_options` adds what uvicorn lacks: a header timeout (a connection that opens and
+sends its request headers slowly, or not at all, is answered 408 and closed) and the connection
+limit of :class:`~bge_core.server.ServerSettings`.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Optional
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .settings import ServerSettings
+
+_TIMEOUT_RESPONSE = (
+    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+    b"content-length: 116\r\n\r\n"
+)
+
+
+def header_timeout_protocol(timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol, closing connections whose request headers take over ``timeout`` s."""
+    body = (
+        b'{"error":{"message":"The request headers did not arrive in time.","type":"invalid_request_error",'
+        b'"param":null,"code":"timeout"}}'
+    )
+    response = _TIMEOUT_RESPONSE.replace(b"116", str(len(body)).encode()) + body
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: Optional[asyncio.TimerHandle] = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def handle_events(self) -> None:
+            before = self.cycle
+            super().handle_events()
+            if self.cycle is not before:  # a request's headers arrived
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's headers
+
+        def connection_lost(self, exc: Optional[Exception]) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _expired(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.write(response)
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def uvicorn_options(settings: ServerSettings) -> dict[str, Any]:
+    """``uvicorn.Config`` keywords for ``settings``: header timeout and connection limit."""
+    return {"http": header_timeout_protocol(settings.header_timeout), "limit_concurrency": settings.max_connections}
 
 
 @contextmanager
@@ -17,7 +84,8 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_lev
     """Serve ``app`` with uvicorn in a background thread; yield its base URL; always stop it.
 
     ``port=0`` takes a free port. The socket is bound before uvicorn starts, so the port
-    cannot be taken by another process in between.
+    cannot be taken by another process in between. An app from ``create_app`` is served with
+    its settings' header timeout and connection limit.
 
     Example:
         >>> with serve_in_thread(create_app(embedder)) as url:
@@ -27,7 +95,11 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_lev
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     bound = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5))
+    service = getattr(getattr(app, "state", None), "service", None)
+    options = uvicorn_options(service.settings) if service is not None else {}
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5, **options)
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True, name="bge-rag-server")
     thread.start()
     try:
@@ -43,4 +115,4 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_lev
         sock.close()
 
 
-__all__ = ["serve_in_thread"]
+__all__ = ["header_timeout_protocol", "serve_in_thread", "uvicorn_options"]

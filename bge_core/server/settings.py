@@ -40,6 +40,10 @@ class ServerSettings:
         max_colbert_vectors: ColBERT vectors (one per token) one request may get back; more is a
             413 naming this limit (64 long texts of BGE-M3 are ~60 MiB of JSON).
         body_timeout: Seconds a client may take to send its request body (then 408).
+        header_timeout: Seconds a connection may take to send a request's headers, from when it
+            opens or its previous answer was sent (then 408 and the connection is closed).
+        max_connections: Open connections (and requests in progress) at most; beyond, uvicorn
+            answers 503. ``None``: no limit.
     """
 
     model_name: Optional[str] = None
@@ -56,6 +60,8 @@ class ServerSettings:
     max_piece_items: int = 32
     max_colbert_vectors: int = 4096
     body_timeout: float = 30.0
+    header_timeout: float = 10.0
+    max_connections: Optional[int] = None
 
     def __post_init__(self) -> None:
         for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items",
@@ -63,7 +69,12 @@ class ServerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("request_timeout", "body_timeout"):
+        if self.max_connections is not None and (
+            isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int)
+            or self.max_connections < 1
+        ):
+            raise ConfigError(f"max_connections must be a positive integer or None, got {self.max_connections!r}")
+        for name in ("request_timeout", "body_timeout", "header_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
