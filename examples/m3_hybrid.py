@@ -11,11 +11,20 @@ sparse and ColBERT rankings show the mechanics, not BGE-M3's quality.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 
 import numpy as np
 
-from bge_core import Embedder, colbert_scores, dense_scores, hybrid_scores, lexical_scores, reciprocal_rank_fusion
+from bge_core import (
+    Embedder,
+    ModelNotFoundError,
+    colbert_scores,
+    dense_scores,
+    hybrid_scores,
+    lexical_scores,
+    reciprocal_rank_fusion,
+)
 from bge_core.sample_data import python_docs_paragraphs
 
 
@@ -32,7 +41,12 @@ def main() -> None:
         from bge_core.testing import add_m3_heads, build_dense_model
 
         model = add_m3_heads(build_dense_model(tempfile.mkdtemp() + "/m3-fixture"))
-    m3 = Embedder(model, max_length=512)
+    try:
+        m3 = Embedder(model, max_length=512)
+    except ModelNotFoundError as exc:  # offline, and the model is not cached: say what to do instead
+        print(f"{exc}\nOffline? Run with --offline-fixture (M3-style heads on the packaged MiniLM weights), "
+              f"or pass --model /path/to/bge-m3.", file=sys.stderr)
+        raise SystemExit(2) from None
 
     docs = python_docs_paragraphs(limit=args.docs)
     corpus = m3.encode(docs, dense=True, sparse=True, colbert=True)   # one forward pass per batch
