@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -264,6 +265,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (BGEError, MissingExtraError) as exc:
         print(f"bge-rag: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `bge-rag models | head`: the reader left; no traceback for that
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python flushes stdout at exit: let that write go nowhere
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -29,3 +29,66 @@ def test_public_names():
 
     for name in ("Embedder", "Reranker", "Encoded", "SparseVector", "Ranked", "BGEError"):
         assert name in bge_core.__all__ and hasattr(bge_core, name)
+
+
+# ------------------------------------------------------------------------------------ the wheel
+NAMESPACE_DIRS = ("llama_index", "llama_index/embeddings", "llama_index/postprocessor", "haystack_integrations",
+                  "haystack_integrations/components", "haystack_integrations/components/embedders",
+                  "haystack_integrations/components/rankers")
+PACKAGES = ("bge_core", "langchain_bge", "sentence_transformers_bge", "llama_index/embeddings/bge",
+            "llama_index/postprocessor/bge_rerank", "haystack_integrations/components/embedders/bge",
+            "haystack_integrations/components/rankers/bge")
+
+
+def _tracked_copy(dest):
+    """The files a clone would have (tracked, or new and not ignored), copied: the build never writes into
+    the work tree."""
+    import shutil
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        if (root / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / name, dest / name)
+    return dest
+
+
+def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
+    """Build the wheel as the README says, install it without dependencies, import every package from it."""
+    import sysconfig
+    import zipfile
+
+    source = _tracked_copy(tmp_path / "clone")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    (wheel,) = (tmp_path / "dist").glob("bge_rag-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in PACKAGES:
+        assert f"{package}/__init__.py" in names and f"{package}/py.typed" in names, package
+    for namespace in NAMESPACE_DIRS:  # shared with other distributions: no __init__.py of ours there
+        assert f"{namespace}/__init__.py" not in names, namespace
+    assert "bge_core/server/index.html" in names
+    assert not any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names)
+
+    target = tmp_path / "installed"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, text=True, timeout=300)
+    # -S: no site processing, so the editable install of this checkout is not on the path; the
+    # frameworks come from this environment's site-packages, bge-rag only from the wheel.
+    code = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(target)!r}]; sys.path.append({sysconfig.get_paths()['purelib']!r})\n"
+        "import importlib\n"
+        f"for name in {[p.replace('/', '.') for p in PACKAGES]!r}:\n"
+        "    module = importlib.import_module(name)\n"
+        f"    assert module.__file__.startswith({str(target)!r}), (name, module.__file__)\n"
+        "from llama_index.core.embeddings import BaseEmbedding\n"
+        "from llama_index.embeddings.bge import BGEEmbedding\n"
+        "from haystack_integrations.components.rankers.bge import BGERanker\n"
+        "assert issubclass(BGEEmbedding, BaseEmbedding)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
