@@ -1,9 +1,16 @@
-"""The embedding engine: texts in, float32 vectors out, numerically identical to FlagEmbedding."""
+"""The embedding engine: texts in, float32 vectors out.
+
+At ``precision="fp32"`` the vectors equal FlagEmbedding's (``FlagModel``, ``BGEM3FlagModel``,
+``FlagLLMModel``, ``FlagICLModel``; tested to 1e-5). The default ``precision="auto"`` runs bf16
+on CPUs with native bf16: there dense vectors keep a cosine of at least 0.99987 to fp32 (minimum
+measured over 204 texts on the BERT, XLM-R, Qwen2 and Mistral fixtures by
+``benchmarks/bf16_deviation.py``); pass ``precision="fp32"`` for FlagEmbedding's numbers.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -16,12 +23,15 @@ from . import batching
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError
+from . import icl
 from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
 from .loading import Backbone, open_model, resolve_max_length
 from .pooling import pool
 from .registry import ModelSpec, check_pooling
 from .scoring import check_weights, colbert_scores, hybrid_scores
+from .st_modules import NormalizeLayer, PostPooling, load_post_pooling
+from .truncation import TruncationWarner, count_truncated
 from .types import Encoded, SparseVector
 
 logger = logging.getLogger(__name__)
@@ -52,14 +62,26 @@ class Embedder:
         document_instruction: Text put before documents; ``None`` takes the registry's (only
             E5 models have one, ``"passage: "``); ``""`` turns it off.
         pooling: ``"cls"``, ``"mean"`` or ``"last_token"``; ``None`` takes the registry's, or the
-            folder's sentence-transformers pooling config, else ``"cls"``.
-        normalize: L2-normalize dense vectors (after ``truncate_dim``).
+            folder's sentence-transformers pooling config, else ``"last_token"`` for a decoder-only
+            (LLM) model and ``"cls"`` for an encoder.
+        normalize: L2-normalize dense vectors (after ``truncate_dim``). A sentence-transformers
+            folder's own modules after pooling (``Dense``, ``Normalize``) are applied before it.
         truncate_dim: Keep only the first dimensions (Matryoshka-style), before normalization.
         truncation: With ``False``, a text longer than ``max_length`` raises
             :class:`~bge_core.errors.TextTooLongError` instead of being cut.
         show_progress: Progress bar; ``None`` shows one for inputs of 2048 texts or more.
         trust_remote_code: Allow a model's own code; ``None`` takes the registry's choice.
         cache_dir, revision, token: Passed to the Hugging Face Hub for hub ids.
+        examples: bge-en-icl only: in-context examples put before every query, as
+            ``FlagICLModel``'s ``examples_for_task``: a list of dicts with ``"query"``,
+            ``"response"`` and optionally ``"instruct"`` (default: the query instruction).
+        examples_instruction_format: bge-en-icl only: template of one example (default
+            ``"<instruct>{}\n<query>{}\n<response>{}"``).
+
+    Raises:
+        ConfigError: an invalid argument (named in the message).
+        UnsupportedModelError: a model or a sentence-transformers module bge_core cannot run
+            exactly (it never returns vectors that skip part of a model).
 
     Example:
         >>> emb = Embedder("BAAI/bge-small-en-v1.5")
@@ -89,12 +111,15 @@ class Embedder:
         cache_dir: Optional[Union[str, Path]] = None,
         revision: Optional[str] = None,
         token: Optional[Union[str, bool]] = None,
+        examples: Optional[Sequence[Mapping[str, str]]] = None,
+        examples_instruction_format: Optional[str] = None,
     ) -> None:
         self.batch_size = batching.check_positive("batch_size", batch_size)
         for name, value in (
             ("query_instruction", query_instruction),
             ("query_instruction_format", query_instruction_format),
             ("document_instruction", document_instruction),
+            ("examples_instruction_format", examples_instruction_format),
         ):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string or None, got {type(value).__name__}")
@@ -121,7 +146,10 @@ class Embedder:
             spec.document_instruction if document_instruction is None else (document_instruction or None)
         )
         self.normalize = bool(normalize)
-        hidden = self._backbone.hidden_size
+        self._post = self._post_pooling()
+        hidden = self._post.output_dim(self._backbone.hidden_size)
+        self._setup_icl(examples, examples_instruction_format)
+        self._truncation_warner = TruncationWarner("Embedder")
         if truncate_dim is not None:
             truncate_dim = batching.check_positive("truncate_dim", truncate_dim)
             if truncate_dim > hidden:
@@ -133,8 +161,8 @@ class Embedder:
     # ------------------------------------------------------------------ properties
     @property
     def dimension(self) -> int:
-        """Length of a dense vector (after ``truncate_dim``)."""
-        return self.truncate_dim or self._backbone.hidden_size
+        """Length of a dense vector (after the folder's ``Dense`` modules and ``truncate_dim``)."""
+        return self.truncate_dim or self._post.output_dim(self._backbone.hidden_size)
 
     @property
     def folder(self) -> Path:
@@ -218,7 +246,7 @@ class Embedder:
         if not items:
             return self._empty(dense, sparse, colbert)
         with self._backbone.lock:
-            input_ids = self._tokenize(self._with_instruction(items, kind), self.max_length)
+            input_ids = self._tokenize_kind(items, kind)
             out = self._run(input_ids, dense, heads, size, show_progress)
         counts = [len(row) for row in input_ids]
         if single:
@@ -285,8 +313,9 @@ class Embedder:
     ) -> dict[str, Union[float, list[float]]]:
         """BGE-M3 scores of (query, passage) pairs, as ``BGEM3FlagModel.compute_score``.
 
-        Each distinct text is encoded once with all three outputs (queries with the query
-        instruction, which BGE-M3 does not have).
+        Each distinct text is encoded once with all three outputs. Queries are encoded as
+        they are, without the query instruction, exactly as ``BGEM3FlagModel.compute_score``
+        does (BGE-M3 has none; one set with ``query_instruction=`` is not applied here).
 
         Args:
             pairs: One ``(query, passage)`` pair or a list of them.
@@ -296,17 +325,20 @@ class Embedder:
 
         Returns:
             ``{"colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense"}`` mapped to
-            Python floats (one pair) or lists of them (a list of pairs), in input order.
+            Python floats (one pair) or lists of them (a list of pairs), in input order; five
+            empty lists for an empty list of pairs.
         """
         items, single = as_pairs(pairs)
         w = check_weights(weights)
         heads = self._heads(sparse=True, colbert=True)
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
         q_len, p_len = self._length(max_query_length), self._length(max_passage_length)
+        if not items:
+            return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}
         queries = list(dict.fromkeys(q for q, _ in items))
         passages = list(dict.fromkeys(p for _, p in items))
         with self._backbone.lock:
-            q_out = self._run(self._tokenize(self._with_instruction(queries, "query"), q_len), True, heads, size, None)
+            q_out = self._run(self._tokenize(queries, q_len), True, heads, size, None)
             p_out = self._run(self._tokenize(passages, p_len), True, heads, size, None)
         q_pos = {q: i for i, q in enumerate(queries)}
         p_pos = {p: i for i, p in enumerate(passages)}
@@ -371,18 +403,50 @@ class Embedder:
             return [self.document_instruction + t for t in texts]
         return texts
 
+    def _tokenize_kind(self, items: list[str], kind: Kind) -> list[list[int]]:
+        """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""
+        if kind == "query" and self.spec.icl:
+            return self._tokenize_icl(items)
+        return self._tokenize(self._with_instruction(items, kind), self.max_length)
+
     def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         tokenizer = self._backbone.tokenizer
         options = {"return_attention_mask": False, "return_token_type_ids": False}
         if self.truncation:
-            return tokenizer(texts, truncation=True, max_length=max_length, **options)["input_ids"]
-        ids = tokenizer(texts, truncation=False, **options)["input_ids"]
+            ids = tokenizer(texts, truncation=True, max_length=max_length, **options)["input_ids"]
+            if not self._truncation_warner.warned:
+                self._truncation_warner.report(
+                    truncated=count_truncated(tokenizer, texts, ids, max_length), total=len(texts),
+                    max_length=max_length, limit=self.model_max_length,
+                )
+            return ids
+        # verbose=False: no "Token indices sequence length is longer than ..." before our error.
+        ids = tokenizer(texts, truncation=False, verbose=False, **options)["input_ids"]
         for i, row in enumerate(ids):
             if len(row) > max_length:
                 raise TextTooLongError(
                     f"texts[{i}] has {len(row)} tokens, more than max_length={max_length}; "
                     f"shorten or chunk it (encode_chunked), raise max_length, or pass truncation=True."
                 )
+        return ids
+
+    def _tokenize_icl(self, items: list[str]) -> list[list[int]]:
+        """bge-en-icl queries, tokenized exactly as ``FlagICLModel.encode_queries``."""
+        texts = self._with_instruction(items, "query")
+        tokenizer = self._backbone.tokenizer
+        ids, cut = icl.tokenize_queries(tokenizer, texts, self._icl_prefix, self.max_length)
+        truncated = [i for i, n in enumerate(cut) if n]
+        if truncated and not self.truncation:
+            i = truncated[0]
+            raise TextTooLongError(
+                f"texts[{i}] has {cut[i]} tokens with its instruction, more than the "
+                f"{icl.query_token_limit(tokenizer, self.max_length)} a bge-en-icl query keeps at "
+                f"max_length={self.max_length}; shorten it, raise max_length, or pass truncation=True."
+            )
+        self._truncation_warner.report(
+            truncated=len(truncated), total=len(texts), max_length=self.max_length, limit=self.model_max_length,
+            unit="queries",
+        )
         return ids
 
     def _run(
@@ -414,13 +478,15 @@ class Embedder:
 
     def _forward_fn(self, dense: bool, heads: M3Heads):
         model = self._backbone.model
-        pooling, truncate_dim, normalize = self.pooling, self.truncate_dim, self.normalize
+        pooling, truncate_dim, normalize, post = self.pooling, self.truncate_dim, self.normalize, self._post
 
         def forward(batch: batching.Batch) -> dict[str, Any]:
             hidden = model(**batch.model_inputs(), return_dict=True).last_hidden_state
             out: dict[str, Any] = {}
             if dense:
                 vectors = pool(hidden, batch.attention_mask, pooling)
+                if post:
+                    vectors = post(vectors)
                 if truncate_dim is not None:
                     vectors = vectors[:, :truncate_dim]
                 if normalize:
@@ -435,6 +501,37 @@ class Embedder:
             return out
 
         return forward
+
+    def _post_pooling(self) -> PostPooling:
+        """The folder's sentence-transformers modules after Pooling, loaded once per model.
+
+        Registered models keep FlagEmbedding's semantics for normalization (``normalize=``
+        decides), so a ``Normalize`` module of theirs is left out; ``Dense`` always applies.
+        """
+        backbone = self._backbone
+        with backbone.lock:
+            post = backbone.extras.get("post_pooling")
+            if post is None:
+                post = load_post_pooling(backbone.folder, backbone.hidden_size, self.device)
+                backbone.extras["post_pooling"] = post
+        if self.spec.registered and any(isinstance(layer, NormalizeLayer) for layer in post.layers):
+            kept = [(layer, name) for layer, name in zip(post.layers, post.names) if not isinstance(layer, NormalizeLayer)]
+            post = PostPooling(tuple(k[0] for k in kept), tuple(k[1] for k in kept))
+        return post
+
+    def _setup_icl(self, examples: Any, fmt: Optional[str]) -> None:
+        """Validate the bge-en-icl options and build the examples prefix of every query."""
+        if not self.spec.icl:
+            if examples is not None or fmt is not None:
+                raise ConfigError(
+                    f"examples and examples_instruction_format apply only to in-context-learning models "
+                    f"(bge-en-icl); {self.model_name} is not one."
+                )
+            self.examples, self.examples_instruction_format, self._icl_prefix = None, None, ""
+            return
+        self.examples = None if examples is None else icl.check_examples(examples, self.query_instruction)
+        self.examples_instruction_format = fmt if fmt is not None else icl.DEFAULT_EXAMPLES_FORMAT
+        self._icl_prefix = icl.examples_prefix(self.examples, self.examples_instruction_format)
 
     def _heads(self, *, sparse: bool, colbert: bool) -> M3Heads:
         """The requested BGE-M3 heads, loaded once per model and shared."""

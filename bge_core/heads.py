@@ -1,7 +1,10 @@
 """BGE-M3's output heads: sparse lexical weights and ColBERT token vectors.
 
 Both heads read the same last hidden states as the dense vector, so one forward pass serves
-every requested output. They follow FlagEmbedding's ``BGEM3FlagModel`` exactly:
+every requested output. They follow FlagEmbedding's ``BGEM3FlagModel`` exactly (identical ids,
+weights and vectors to 1e-5 at ``precision="fp32"``; at the bf16 default the measured ColBERT
+vectors keep a cosine of at least 0.9997 to fp32 and sparse weights move by at most 0.08,
+``benchmarks/bf16_deviation.py``):
 
 - sparse: ``relu(sparse_linear(h))`` per token; drop the tokenizer's cls, eos, pad and unk ids
   (BERT has no eos token, so its ``[SEP]`` keeps a weight; XLM-R drops ``</s>``); keep weights

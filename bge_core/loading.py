@@ -9,9 +9,11 @@ memory and one lock.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -175,17 +177,62 @@ def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
 
 
+# transformers loggers whose load-time output bge_core replaces with its own errors: the weight
+# loading report ("newly initialized" / "MISSING" / "UNEXPECTED" tables) of transformers 4 and 5,
+# and transformers 5's tensor-parallel notice ("The following layers were not sharded"), which
+# concerns multi-device sharding that bge_core does not use.
+_QUIET_LOGGERS = (
+    "transformers.modeling_utils",
+    "transformers.utils.loading_report",
+    "transformers.distributed.tensor_parallel",
+)
+_QUIET_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' progress bars and weight-loading reports during one of our calls.
+
+    The previous progress-bar setting and logger levels are restored on exit, so the user's
+    own transformers calls are unaffected. Missing weights are still detected (from
+    ``output_loading_info``) and raised as :class:`~bge_core.errors.ModelLoadError`.
+    """
+    from transformers.utils import logging as hf_logging
+
+    with _QUIET_LOCK:
+        bars = hf_logging.is_progress_bar_enabled()
+        loggers = [logging.getLogger(name) for name in _QUIET_LOGGERS]
+        levels = [lg.level for lg in loggers]
+        if bars:
+            hf_logging.disable_progress_bar()
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels):
+                lg.setLevel(level)
+            if bars:
+                hf_logging.enable_progress_bar()
+
+
 def _load(folder: Path, task: Task, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
     from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     auto = AutoModel if task == "embedding" else AutoModelForSequenceClassification
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
-        model, info = auto.from_pretrained(
-            str(folder), trust_remote_code=trust_remote_code, output_loading_info=True, **_dtype_kwargs(dtype)
-        )
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+            model, info = auto.from_pretrained(
+                str(folder), trust_remote_code=trust_remote_code, output_loading_info=True, **_dtype_kwargs(dtype)
+            )
     except (OSError, ValueError, KeyError) as exc:
         raise ModelLoadError(f"Cannot load the model in {str(folder)!r}: {exc}") from exc
+    if hasattr(model, "set_domain"):
+        raise UnsupportedModelError(
+            f"{str(folder)!r} is a pseudo-MoE checkpoint (its model code routes by domain, as FlagEmbedding's "
+            f"FlagPseudoMoEModel runs it); bge_core does not run pseudo-MoE models. Use FlagPseudoMoEModel."
+        )
     missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(_IGNORABLE_MISSING))
     mismatched = sorted(str(k) for k in info.get("mismatched_keys", ()))
     if missing or mismatched:
@@ -317,6 +364,7 @@ __all__ = [
     "locate",
     "max_positions",
     "open_model",
+    "quiet_transformers",
     "resolve_max_length",
     "resolve_model_dir",
     "tokenizer_limit",

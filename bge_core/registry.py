@@ -51,6 +51,8 @@ class ModelSpec:
         architecture: ``"encoder"`` or ``"decoder"`` (LLM-based models).
         trust_remote_code: Whether the model needs its own modelling code to load.
         registered: ``False`` for a local folder described from its own files.
+        icl: Queries use FlagEmbedding's in-context-learning format (``FlagICLModel``,
+            bge-en-icl): optional few-shot examples before the query, ``"\\n<response>"`` after it.
     """
 
     name: str
@@ -66,6 +68,7 @@ class ModelSpec:
     architecture: Literal["encoder", "decoder"] = "encoder"
     trust_remote_code: bool = False
     registered: bool = True
+    icl: bool = False
 
     def format_query(self, instruction: str, text: str) -> str:
         """Apply ``query_instruction_format`` exactly as FlagEmbedding does."""
@@ -77,7 +80,9 @@ def _bge(name: str, instruction: Optional[str]) -> ModelSpec:
     return ModelSpec(name, "bge", pooling="cls", query_instruction=instruction)
 
 
-def _llm(name: str, family: str, fmt: str, *, instruction: str = WEB_SEARCH_TASK, remote: bool = False) -> ModelSpec:
+def _llm(
+    name: str, family: str, fmt: str, *, instruction: str = WEB_SEARCH_TASK, remote: bool = False, icl: bool = False
+) -> ModelSpec:
     return ModelSpec(
         name,
         family,
@@ -87,6 +92,7 @@ def _llm(name: str, family: str, fmt: str, *, instruction: str = WEB_SEARCH_TASK
         max_length=None,
         architecture="decoder",
         trust_remote_code=remote,
+        icl=icl,
     )
 
 
@@ -124,7 +130,7 @@ _SPECS: tuple[ModelSpec, ...] = (
     # BGE-M3: one model, three outputs, no instruction, 8192 tokens
     ModelSpec("bge-m3", "bge-m3", pooling="cls", max_length=8192, heads=frozenset({"sparse", "colbert"})),
     # LLM-based BGE embedders
-    _llm("bge-en-icl", "bge-llm", "<instruct>{}\n<query>{}"),
+    _llm("bge-en-icl", "bge-llm", "<instruct>{}\n<query>{}", icl=True),
     _llm("bge-multilingual-gemma2", "bge-llm", "<instruct>{}\n<query>{}"),
     _llm("bge-code-v1", "bge-llm", "<instruct>{}\n<query>{}", remote=True),
     _llm("bge-reasoner-embed-qwen3-8b-0923", "bge-llm", _INSTRUCT_QUERY),
@@ -234,7 +240,7 @@ def _st_pooling_config(folder: Path) -> tuple[Optional[dict], Optional[Path]]:
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"Cannot read {modules_path}: {exc}") from exc
         for module in modules if isinstance(modules, list) else []:
-            if str(module.get("type", "")).endswith("Pooling"):
+            if str(module.get("type", "")).rsplit(".", 1)[-1] == "Pooling":
                 path = folder / module.get("path", "") / "config.json"
                 return _read_json(path), path
     path = folder / "1_Pooling" / "config.json"
@@ -264,14 +270,48 @@ def st_pooling(folder: Path) -> Optional[Pooling]:
     return _ST_TO_OURS[mode]  # type: ignore[return-value]
 
 
-def describe_folder(folder: Path) -> ModelSpec:
-    """A spec for a local folder not in the registry, read from its sentence-transformers files.
+def _encoder_types() -> frozenset[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-    Pooling comes from the folder's pooling config (else CLS, BGE's pooling), the default
-    truncation length from ``sentence_bert_config.json``'s ``max_seq_length``, and the query
+    return frozenset(MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+
+def _causal_types() -> frozenset[str]:
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return frozenset(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+def folder_architecture(folder: Path) -> Literal["encoder", "decoder"]:
+    """Whether a model folder holds a decoder-only (causal, LLM) model, read from its config.json.
+
+    A decoder is a config with ``is_decoder``, an architecture named ``...ForCausalLM``, or a
+    ``model_type`` that transformers maps to a causal LM and not to a masked LM (Qwen2, Qwen3,
+    Mistral, Gemma, Llama, ... but not BERT or XLM-R, which have both heads).
+    """
+    config = _read_json(folder / "config.json") or {}
+    if config.get("is_decoder") is True:
+        return "decoder"
+    architectures = config.get("architectures") or []
+    if any(isinstance(a, str) and a.endswith("ForCausalLM") for a in architectures):
+        return "decoder"
+    model_type = config.get("model_type")
+    if isinstance(model_type, str) and model_type in _causal_types() and model_type not in _encoder_types():
+        return "decoder"
+    return "encoder"
+
+
+def describe_folder(folder: Path) -> ModelSpec:
+    """A spec for a local folder not in the registry, read from its own files.
+
+    Pooling comes from the folder's sentence-transformers pooling config; without one it is
+    last-token pooling for a decoder-only (LLM) model (see :func:`folder_architecture`), as
+    FlagEmbedding's ``FlagLLMModel`` does, and CLS (BGE's pooling) for an encoder. The default
+    truncation length comes from ``sentence_bert_config.json``'s ``max_seq_length``, and the query
     instruction from a ``"query"`` prompt in ``config_sentence_transformers.json``.
     """
-    pooling = st_pooling(folder) or "cls"
+    architecture = folder_architecture(folder)
+    pooling = st_pooling(folder) or ("last_token" if architecture == "decoder" else "cls")
     st_config = _read_json(folder / "sentence_bert_config.json") or {}
     default_max_length = st_config.get("max_seq_length")
     prompts = (_read_json(folder / "config_sentence_transformers.json") or {}).get("prompts") or {}
@@ -283,6 +323,7 @@ def describe_folder(folder: Path) -> ModelSpec:
         query_instruction=query_prompt or None,
         max_length=None,
         default_max_length=int(default_max_length) if isinstance(default_max_length, int) else DEFAULT_MAX_LENGTH,
+        architecture=architecture,
         registered=False,
     )
 
@@ -311,6 +352,7 @@ __all__ = [
     "POOLING_MODES",
     "check_pooling",
     "describe_folder",
+    "folder_architecture",
     "known_models",
     "lookup",
     "model_key",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Literal, Union
 
 import torch
 
@@ -240,6 +240,94 @@ def build_xlmr_model(dest: Union[str, Path], seed: int = _SEED, reranker: bool =
     return dest
 
 
+DecoderArch = Literal["qwen2", "qwen3", "mistral", "gemma", "gemma2", "llama"]
+DECODER_ARCHS: tuple[str, ...] = ("qwen2", "qwen3", "mistral", "gemma", "gemma2", "llama")
+
+
+def build_bpe_tokenizer(dest: Union[str, Path], *, vocab_size: int = 800, add_eos: bool = True) -> Path:
+    """Train a small byte-level BPE tokenizer (LLM style) and save it as a fast tokenizer.
+
+    Special tokens: ``<s>`` (bos, id 0), ``</s>`` (eos, id 1), ``<pad>`` (id 2). Every text is
+    encoded as ``<s> ... </s>`` (or ``<s> ...`` with ``add_eos=False``), as the Mistral-based
+    BGE embedders' tokenizers do; padding is on the right.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from .sample_data import python_docs_paragraphs
+
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    specials = ["<s>", "</s>", "<pad>"]
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([*python_docs_paragraphs(), *_MULTILINGUAL_LINES * 20], trainer=trainer)
+    template = "<s> $A </s>" if add_eos else "<s> $A"
+    tok.post_processor = processors.TemplateProcessing(
+        single=template, pair=f"{template} $B:1 </s>:1" if add_eos else f"{template} $B:1",
+        special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=4096,
+        padding_side="right",
+    )
+    tokenizer.save_pretrained(str(dest))
+    return dest
+
+
+def _decoder_config(arch: str, vocab_size: int) -> Any:
+    import transformers
+
+    common = dict(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+    )
+    classes = {
+        "qwen2": ("Qwen2Config", "Qwen2Model", {}),
+        "qwen3": ("Qwen3Config", "Qwen3Model", {"head_dim": 16}),
+        "mistral": ("MistralConfig", "MistralModel", {"sliding_window": None}),
+        "gemma": ("GemmaConfig", "GemmaModel", {"head_dim": 16}),
+        "gemma2": ("Gemma2Config", "Gemma2Model", {"head_dim": 16, "sliding_window": 64}),
+        "llama": ("LlamaConfig", "LlamaModel", {}),
+    }
+    config_name, model_name, extra = classes[arch]
+    config = getattr(transformers, config_name)(**common, **extra)
+    return config, getattr(transformers, model_name)
+
+
+def build_decoder_model(
+    dest: Union[str, Path], arch: DecoderArch = "qwen2", *, seed: int = _SEED, add_eos: bool = True
+) -> Path:
+    """A tiny random decoder-only (LLM) model folder: 2 layers, hidden 64, a trained BPE tokenizer.
+
+    ``arch`` picks the transformers architecture (Qwen2, Qwen3, Mistral, Gemma, Gemma2, Llama).
+    The folder has no sentence-transformers files, as a renamed or fine-tuned LLM embedder
+    would; name it ``bge-en-icl`` (or another registered name) to get that model's behaviour.
+    The weights are random but fixed by ``seed``; the global RNG is left untouched.
+    """
+    if arch not in DECODER_ARCHS:
+        raise ValueError(f"Unknown decoder architecture {arch!r}; choose one of {', '.join(DECODER_ARCHS)}.")
+    from transformers import AutoTokenizer
+
+    dest = build_bpe_tokenizer(dest, add_eos=add_eos)
+    config, model_class = _decoder_config(arch, len(AutoTokenizer.from_pretrained(str(dest))))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = model_class(config)
+        with torch.no_grad():  # larger than the default init, so that tokens really differ
+            for param in model.parameters():
+                if param.dim() == 2:
+                    param.normal_(0.0, 0.08)
+    model.save_pretrained(str(dest), safe_serialization=True)
+    return dest
+
+
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
@@ -272,7 +360,10 @@ def build_fixture_models(root: Union[str, Path]) -> FixtureModels:
 
 
 __all__ = [
+    "DECODER_ARCHS",
     "FixtureModels",
+    "build_bpe_tokenizer",
+    "build_decoder_model",
     "add_m3_heads",
     "build_dense_model",
     "build_fixture_models",

@@ -136,7 +136,8 @@ def test_wrong_task_is_named_before_any_download():
         Embedder("BAAI/bge-reranker-v2-m3")
     with pytest.raises(ConfigError, match="is an embedding model; load it with bge_core.Embedder"):
         Reranker("BAAI/bge-m3")
-    with pytest.raises(UnsupportedModelError, match="LLM"):
+    # LLM rerankers are supported now: offline, the hub id fails only for want of the files.
+    with pytest.raises(ModelNotFoundError, match="could not be reached"):
         Reranker("BAAI/bge-reranker-v2-gemma")
 
 
@@ -144,3 +145,25 @@ def test_wrong_task_is_named_before_any_download():
 def test_missing_local_path_says_folder(path):
     with pytest.raises(ModelNotFoundError, match="There is no folder at"):
         Embedder(path)
+
+
+def test_pseudo_moe_checkpoint_is_refused(tmp_path):
+    """FlagPseudoMoEModel checkpoints route by domain in their own code (``set_domain``);
+    bge_core refuses them rather than run them without a domain."""
+    import json
+
+    from bge_core.testing import build_decoder_model
+
+    folder = build_decoder_model(tmp_path / "my-pseudo-moe-embedder", "qwen2")
+    (folder / "modeling_moe.py").write_text(
+        "from transformers import Qwen2Model\n\n\n"
+        "class PseudoMoEModel(Qwen2Model):\n"
+        "    def set_domain(self, domain):\n"
+        "        self.domain = domain\n",
+        encoding="utf-8",
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_moe.PseudoMoEModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModelError, match="pseudo-MoE"):
+        Embedder(folder, precision="fp32", trust_remote_code=True)
