@@ -175,7 +175,7 @@ def build_sentence_transformer(
     Modules: Transformer -> Pooling (the model's pooling) -> Normalize (unless ``normalize=False``);
     prompts ``{"query": <query instruction>, "document": <document instruction or "">}``;
     similarity cosine. ``encode_query`` / ``encode_document`` then equal
-    ``Embedder.encode_queries`` / ``encode_documents``.
+    ``Embedder(..., precision="fp32").encode_queries`` / ``encode_documents``.
 
     Args:
         model: Hub id or local folder of a BGE (or other registered) embedding model.
@@ -458,6 +458,10 @@ def export(
     colbert  ``MultiVectorEncoder``  BGE-M3 ColBERT vectors, ``meanmaxsim`` scores
     reranker ``CrossEncoder``        ``Reranker.score`` (raw logits unless ``activation="sigmoid"``)
     ======== ======================= =====================================================
+
+    The outputs equal bge_core's at ``precision="fp32"`` (sentence-transformers loads fp32 on CPU).
+    Dense and reranker folders load in sentence-transformers 5.x and 6.x, sparse and ColBERT
+    folders in 6.x; none needs bge-rag to load.
 
     Args:
         model: Hub id or local folder (local folders never touch the network).
