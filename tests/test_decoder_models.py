@@ -16,7 +16,7 @@ from bge_core.registry import WEB_SEARCH_TASK, folder_architecture
 from bge_core.testing import build_decoder_model
 
 ATOL = 1e-5
-ARCHS = ["qwen2", "qwen3", "mistral", "gemma"]
+ARCHS = ["qwen2", "qwen3", "mistral", "gemma", "gemma2"]
 TASK = "Given a web search query, retrieve relevant passages that answer the query."
 EXAMPLES = [
     {"instruct": "Given a question, retrieve the passage that answers it.", "query": "what is a list?",
