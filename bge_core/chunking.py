@@ -88,9 +88,10 @@ def window_tokenize(
         raise ConfigError(f"max_tokens must exceed the {len(prefix) + len(suffix)} special tokens, got {max_tokens}")
     if not 0 <= overlap < size:
         raise ConfigError(f"overlap must be in [0, {size}), got {overlap}")
-    encoded = tokenizer(
+    encoded = tokenizer(  # verbose=False: long texts are the point here, not worth a warning
         texts,
         add_special_tokens=False,
+        verbose=False,
         return_offsets_mapping=True,
         return_attention_mask=False,
         return_token_type_ids=False,

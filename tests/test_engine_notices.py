@@ -92,14 +92,26 @@ def test_missing_weights_raise_without_transformers_tables(models, tmp_path, cap
         assert noise not in text
 
 
+_LENGTH_WARNING_KEY = "sequence-length-is-longer-than-the-specified-maximum"
+
+
 def test_no_sequence_length_warning_before_text_too_long(models, paragraphs, capfd, caplog):
     strict = Embedder(models.dense, precision="fp32", truncation=False)
+    long_text = " ".join(paragraphs[:40])
     capfd.readouterr()
     with caplog.at_level(logging.WARNING):
+        # transformers warns once per tokenizer; forget an earlier warning so this check can fail.
+        strict.tokenizer.deprecation_warnings.pop(_LENGTH_WARNING_KEY, None)
         with pytest.raises(TextTooLongError):
-            strict.encode_documents([" ".join(paragraphs[:40])])
+            strict.encode_documents([long_text])
+        strict.tokenizer.deprecation_warnings.pop(_LENGTH_WARNING_KEY, None)
+        assert len(strict.encode_chunked([long_text], max_tokens=128).chunks) > 1
+        strict.tokenizer.deprecation_warnings.pop(_LENGTH_WARNING_KEY, None)
+        Embedder(models.dense, precision="fp32", max_length=64).encode_documents([long_text])  # counts truncation
     text = capfd.readouterr().err + "\n".join(r.getMessage() for r in caplog.records)
     assert "Token indices sequence length" not in text
+    strict.tokenizer(long_text)  # the check above can fail: transformers does warn here
+    assert "Token indices sequence length" in capfd.readouterr().err + caplog.text
 
 
 def test_compute_score_of_no_pairs(models):
