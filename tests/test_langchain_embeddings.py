@@ -104,6 +104,9 @@ def test_settings_serialize_without_the_model_and_round_trip(en):
     assert dumped == {
         "model_name": en.model_name, "device": None, "precision": "fp32", "batch_size": en.batch_size,
         "max_length": MAX_LENGTH, "query_instruction": EN_INSTRUCTION, "normalize": True, "show_progress": False,
+        "document_instruction": "", "pooling": None, "truncate_dim": None, "examples": None,
+        "examples_instruction_format": None, "trust_remote_code": None, "cache_folder": None, "revision": None,
+        "token": None,
     }
     again = BGEEmbeddings(**dumped)
     assert again.embed_query("a question") == en.embed_query("a question")

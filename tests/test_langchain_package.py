@@ -20,7 +20,10 @@ from langchain_core.runnables import RunnableLambda
 from langchain_bge import BGEReranker, BGERerankRetriever
 
 docs = [Document(page_content=t) for t in ("pandas eat bamboo", "BGE embeds text", "rivers flow")]
+from langchain_bge import BGESparseEmbeddings
 reranker = BGEReranker(model_name=sys.argv[1], precision="fp32", top_n=2)
+sparse = BGESparseEmbeddings(model_name=sys.argv[2], precision="fp32")  # no langchain-milvus: nothing to register
+assert sparse.embed_query("BGE").to_dict()
 retriever = BGERerankRetriever(base_retriever=RunnableLambda(lambda q: docs), reranker=reranker)
 out = retriever.invoke("what does BGE do?")
 assert len(out) == 2 and all(isinstance(d.metadata["relevance_score"], float) for d in out)
@@ -39,7 +42,51 @@ def test_public_names():
 def test_works_without_optional_packages(models):
     code = _SCRIPT.format(optional=OPTIONAL)
     result = subprocess.run(
-        [sys.executable, "-c", code, str(models.reranker)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code, str(models.reranker), str(models.m3)], capture_output=True, text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def _run(code: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+
+
+def test_import_does_not_import_torch():
+    result = _run(
+        "import sys, langchain_bge\n"
+        "from langchain_bge import BGEEmbeddings, BGEM3Retriever, BGEReranker, BGERerankRetriever\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'langchain_milvus', 'pymilvus') if m in sys.modules))"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
+def test_missing_langchain_core_names_the_extra():
+    result = _run(
+        "import sys\n"
+        "sys.modules['langchain_core'] = None  # as if langchain-core were not installed\n"
+        "try:\n"
+        "    import langchain_bge\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("ImportError ")
+    assert "pip install 'bge-rag[langchain]'" in result.stdout
+
+
+def test_creating_a_sparse_model_registers_it_with_langchain_milvus(models):
+    """In a fresh process: no manual ``BaseSparseEmbedding.register`` step, and import stays light."""
+    result = _run(
+        "import sys\n"
+        "from langchain_bge import BGESparseEmbeddings\n"
+        "assert 'langchain_milvus' not in sys.modules\n"
+        "sparse = BGESparseEmbeddings(model_name=sys.argv[1], precision='fp32')\n"
+        "from langchain_milvus.utils.sparse import BaseSparseEmbedding\n"
+        "print(isinstance(sparse, BaseSparseEmbedding))",
+        str(models.m3),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "True"

@@ -59,10 +59,9 @@ def test_empty_list_and_bad_input(sparse):
         sparse.embed_query(None)
 
 
-def test_a_model_without_the_sparse_head_raises(models):
-    dense_only = BGESparseEmbeddings(model_name=str(models.dense), precision="fp32", max_length=MAX_LENGTH)
+def test_a_model_without_the_sparse_head_fails_at_construction(models):
     with pytest.raises(MissingHeadError, match="sparse_linear.pt"):
-        dense_only.embed_query("hello")
+        BGESparseEmbeddings(model_name=str(models.dense), precision="fp32", max_length=MAX_LENGTH)
 
 
 async def test_async_equals_sync_and_queues_on_one_thread(sparse, paragraphs):

@@ -6,6 +6,8 @@
 - :class:`BGERerankRetriever`: a retriever that reranks another retriever's results.
 - :class:`BGEM3Retriever`: in-memory hybrid retrieval (dense + sparse + ColBERT, weighted or RRF).
 
+Importing this package does not import torch; each object loads its model when it is created.
+
 Example:
     >>> from langchain_bge import BGEEmbeddings, BGEReranker
     >>> embeddings = BGEEmbeddings(model_name="BAAI/bge-small-en-v1.5")
@@ -13,6 +15,13 @@ Example:
 """
 
 from __future__ import annotations
+
+try:
+    import langchain_core  # noqa: F401
+except ImportError as exc:
+    raise ImportError(
+        "langchain_bge needs langchain-core, which is not installed: pip install 'bge-rag[langchain]'"
+    ) from exc
 
 from .embeddings import BGEEmbeddings
 from .rerankers import BGEReranker, BGERerankRetriever

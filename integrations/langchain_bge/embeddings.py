@@ -2,29 +2,45 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from langchain_core.embeddings import Embeddings
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from bge_core import Embedder, shared_embedder
 from bge_core.aio import run_serialized
-from bge_core.batching import DEFAULT_BATCH_SIZE
 
+from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
 from ._inputs import check_text, check_texts
+
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 DEFAULT_MODEL_NAME = "BAAI/bge-small-en-v1.5"
 
+#: Fields resolved from the registry when left at ``None`` (shown resolved, rebuilt from ``None``).
+_RESOLVED = ("query_instruction", "document_instruction")
+#: The fields passed to the engine (all but ``model_name``, which is its first argument).
+_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "query_instruction", "document_instruction",
+                  "pooling", "normalize", "truncate_dim", "examples", "examples_instruction_format",
+                  "trust_remote_code", "cache_folder", "revision", "token", "show_progress")
 
-class BGEEmbeddings(BaseModel, Embeddings):
+
+class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
     """Dense embeddings from a BGE model (or any model :class:`bge_core.Embedder` runs).
 
     Queries get the model's query instruction (from bge_core's registry: the English one for
     English BGE models, the Chinese one for Chinese BGE models, none for BGE-M3); documents
-    never do. ``embed_query`` equals ``Embedder.encode_queries`` and ``embed_documents`` equals
-    ``Embedder.encode_documents``, as Python floats. The model loads when the object is
-    created; objects with identical settings share one loaded model, and the settings cannot
-    be changed afterwards (create a new object instead).
+    never do (except E5's ``"passage: "``). ``embed_query`` equals ``Embedder.encode_queries``
+    and ``embed_documents`` equals ``Embedder.encode_documents``, as Python floats; at
+    ``precision="fp32"`` both are identical to FlagEmbedding's, and the default
+    (``precision="auto"``: bf16 on CPUs with native bf16, fp16 on CUDA) stays within a cosine of
+    0.999 of them (measured on BGE-small-sized models: see the README's LangChain section).
+
+    The model loads when the object is created (``import langchain_bge`` does not import
+    torch); objects with identical settings share one loaded model. The settings are frozen:
+    ``model_copy(update={...})`` builds a validated copy with its own engine, and copies,
+    deep copies and pickles follow their fields (an unpickled object loads its model on first
+    use).
 
     Example:
         ```python
@@ -42,43 +58,71 @@ class BGEEmbeddings(BaseModel, Embeddings):
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Most texts in one forward pass (batches are also capped by a token budget)."""
+    batch_size: Optional[int] = None
+    """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
     max_length: Optional[int] = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512 for BGE)."""
     query_instruction: Optional[str] = None
     """Text put before queries; ``None`` takes the registry's and is replaced by it, ``""`` turns it off."""
+    document_instruction: Optional[str] = None
+    """Text put before documents; ``None`` takes the registry's (E5: ``"passage: "``, else none), ``""`` turns it off."""
+    pooling: Optional[str] = None
+    """``"cls"``, ``"mean"`` or ``"last_token"``; ``None`` takes the registry's or the folder's own config."""
     normalize: bool = True
     """L2-normalize the vectors (cosine similarity equals inner product)."""
+    truncate_dim: Optional[int] = None
+    """Keep only the first dimensions (Matryoshka-style), before normalization; ``None`` keeps all."""
+    examples: Optional[list[dict[str, str]]] = None
+    """In-context examples for bge-en-icl queries: ``{"query", "response"}`` and optional ``"instruct"``."""
+    examples_instruction_format: Optional[str] = None
+    """Template of one in-context example (bge-en-icl); ``None`` takes FlagICLModel's."""
+    trust_remote_code: Optional[bool] = None
+    """Allow the model folder's own code; ``None`` takes the registry's choice (off for unknown models)."""
+    cache_folder: Optional[str] = None
+    """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    token: Optional[Union[SecretStr, bool]] = None
+    """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while embedding."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
-    _embedder: Optional[Embedder] = PrivateAttr(default=None)
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
+    _given: tuple[str, ...] = PrivateAttr(default=())
 
     def __init__(self, **data: Any) -> None:
         """Validate the settings and load the model (shared with identical settings)."""
         super().__init__(**data)
+        self._given = tuple(name for name in _RESOLVED if getattr(self, name) is not None)
         engine = self._engine
+        # Show the instructions actually applied: the registry's text, or "" for none.
         if self.query_instruction is None:
-            # Show the instruction actually applied: the registry's text, or "" for none.
             object.__setattr__(self, "query_instruction", engine.query_instruction or "")
+        if self.document_instruction is None:
+            object.__setattr__(self, "document_instruction", engine.document_instruction or "")
+
+    def _constructor_data(self) -> dict[str, Any]:
+        data = super()._constructor_data()
+        for name in _RESOLVED:
+            if name not in self._given:
+                data[name] = None
+        return data
+
+    def _engine_options(self) -> dict[str, Any]:
+        fields = {name: getattr(self, name) for name in _ENGINE_FIELDS}
+        for name in _RESOLVED:
+            if name not in self._given:
+                fields[name] = None  # the registry's, as when the object was created
+        return engine_options(fields)
 
     @property
     def _engine(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder(
-                self.model_name,
-                device=self.device,
-                precision=self.precision,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
-                query_instruction=self.query_instruction,
-                normalize=self.normalize,
-                show_progress=self.show_progress,
-            )
-        return self._embedder
+        options = self._engine_options()
+        return self._slot.get(
+            "embedder", (self.model_name, settings_key(options)), lambda: load_embedder(self.model_name, options)
+        )
 
     @property
     def dimension(self) -> int:

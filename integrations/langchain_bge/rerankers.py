@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -13,20 +13,30 @@ from langchain_core.callbacks import (
 from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.retrievers import BaseRetriever, RetrieverLike
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
-from bge_core import InputTypeError, Reranker, shared_reranker
+from bge_core import InputTypeError
 from bge_core.aio import run_serialized
-from bge_core.rerank import DEFAULT_RERANK_BATCH_SIZE
 
+from ._engine import EngineOwner, EngineSlot, engine_options, load_reranker, settings_key
 from ._inputs import check_documents, check_text, type_name
+
+if TYPE_CHECKING:
+    from bge_core import Reranker
 
 DEFAULT_RERANKER_NAME = "BAAI/bge-reranker-v2-m3"
 SCORE_KEY = "relevance_score"
+#: The fields that select the engine (the others select what ``compress_documents`` keeps).
+_ENGINE_FIELDS = ("normalize", "device", "precision", "batch_size", "max_length", "trust_remote_code",
+                  "cache_folder", "revision", "token", "show_progress")
 
 
-class BGEReranker(BaseDocumentCompressor, BaseCrossEncoder):
-    """Reranks documents with a BGE cross-encoder, exactly as FlagEmbedding's ``FlagReranker``.
+class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
+    """Reranks documents with a BGE reranker, as FlagEmbedding's ``FlagReranker`` does.
+
+    Any reranker :class:`bge_core.Reranker` runs works by model name, the LLM rerankers
+    included. At ``precision="fp32"`` the scores are FlagEmbedding's; the default
+    (``precision="auto"``, bf16 on CPUs with native bf16) moves them slightly (see the README).
 
     As a document compressor (for ``ContextualCompressionRetriever`` or
     :class:`BGERerankRetriever`) it returns new ``Document`` objects, best first, each with the
@@ -59,35 +69,39 @@ class BGEReranker(BaseDocumentCompressor, BaseCrossEncoder):
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: int = DEFAULT_RERANK_BATCH_SIZE
-    """Most pairs in one forward pass (batches are also capped by a token budget)."""
+    batch_size: Optional[int] = None
+    """Most pairs in one forward pass (also capped by a token budget); ``None``: the engine's default."""
     max_length: Optional[int] = None
     """Tokens per (query, passage) pair; ``None`` takes the model's default (512)."""
+    trust_remote_code: Optional[bool] = None
+    """Allow the model folder's own code; ``None`` takes the registry's choice."""
+    cache_folder: Optional[str] = None
+    """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    token: Optional[Union[SecretStr, bool]] = None
+    """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while scoring."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
-    _reranker: Optional[Reranker] = PrivateAttr(default=None)
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
     def __init__(self, **data: Any) -> None:
         """Validate the settings and load the model (shared with identical settings)."""
         super().__init__(**data)
         _ = self._engine
 
+    def _engine_options(self) -> dict[str, Any]:
+        return engine_options({name: getattr(self, name) for name in _ENGINE_FIELDS})
+
     @property
     def _engine(self) -> Reranker:
-        if self._reranker is None:
-            self._reranker = shared_reranker(
-                self.model_name,
-                normalize=self.normalize,
-                max_length=self.max_length,
-                device=self.device,
-                precision=self.precision,
-                batch_size=self.batch_size,
-                show_progress=self.show_progress,
-            )
-        return self._reranker
+        options = self._engine_options()
+        return self._slot.get(
+            "reranker", (self.model_name, settings_key(options)), lambda: load_reranker(self.model_name, options)
+        )
 
     def score(self, text_pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Relevance scores of (query, passage) pairs, in input order, as Python floats.

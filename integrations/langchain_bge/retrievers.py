@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 import numpy as np
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from bge_core import (
-    Embedder,
-    Encoded,
+    ConfigError,
     InvalidInputError,
     SparseVector,
     colbert_scores,
@@ -21,18 +20,23 @@ from bge_core import (
     hybrid_scores,
     lexical_scores,
     reciprocal_rank_fusion,
-    shared_embedder,
 )
 from bge_core.aio import run_serialized
-from bge_core.batching import DEFAULT_BATCH_SIZE, check_positive
 from bge_core.scoring import check_weights
 
+from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
 from ._inputs import check_text
 from .rerankers import SCORE_KEY
 from .sparse import DEFAULT_M3_MODEL_NAME
 
+if TYPE_CHECKING:
+    from bge_core import Embedder, Encoded
+
 Fusion = Literal["weighted", "rrf"]
 _MODES = ("dense", "sparse", "colbert")
+#: The fields that select the engine (the others select documents and scoring).
+_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "trust_remote_code", "cache_folder",
+                  "revision", "token", "show_progress")
 
 
 def _lexical_scores(query: SparseVector, documents: list[SparseVector]) -> np.ndarray:
@@ -43,7 +47,13 @@ def _lexical_scores(query: SparseVector, documents: list[SparseVector]) -> np.nd
     return lexical_scores(query, documents)  # type: ignore[return-value]
 
 
-class BGEM3Retriever(BaseRetriever):
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+class BGEM3Retriever(EngineOwner, BaseRetriever):
     """Hybrid retrieval over documents held in memory, with BGE-M3's three outputs.
 
     The documents are encoded once, when the retriever is created (dense vectors, sparse
@@ -57,8 +67,9 @@ class BGEM3Retriever(BaseRetriever):
 
     For people without a hybrid vector store; memory grows with the ColBERT vectors (tokens x
     1024 float32 per document with BGE-M3), so for large collections set the ColBERT weight to
-    0 or use a vector store with :class:`~langchain_bge.BGESparseEmbeddings`. The documents
-    cannot be changed after creation (create a new retriever).
+    0 or use a vector store with :class:`~langchain_bge.BGESparseEmbeddings`. The fields are
+    frozen; ``model_copy(update={"docs": ...})`` gives a retriever that encodes and scores the
+    new documents, and pickles and copies re-encode (on first use) only what their fields say.
 
     Example:
         ```python
@@ -85,10 +96,18 @@ class BGEM3Retriever(BaseRetriever):
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Most texts in one forward pass (batches are also capped by a token budget)."""
+    batch_size: Optional[int] = None
+    """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
     max_length: Optional[int] = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512)."""
+    trust_remote_code: Optional[bool] = None
+    """Allow the model folder's own code; ``None`` takes the registry's choice."""
+    cache_folder: Optional[str] = None
+    """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    token: Optional[Union[SecretStr, bool]] = None
+    """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while encoding the documents."""
 
@@ -96,14 +115,18 @@ class BGEM3Retriever(BaseRetriever):
         extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=(), arbitrary_types_allowed=True
     )
 
-    _embedder: Optional[Embedder] = PrivateAttr(default=None)
-    _index: Optional[Encoded] = PrivateAttr(default=None)
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
     def __init__(self, **data: Any) -> None:
-        """Validate the settings, load the model (shared with identical settings), encode the documents."""
+        """Validate the settings, load the model (shared with identical settings), encode the documents.
+
+        Raises:
+            MissingHeadError: a mode with a weight above 0 needs a head file the model folder lacks.
+        """
         super().__init__(**data)
         check_weights(self.weights)
-        self._index = self._encode_documents()
+        self._engine.require_heads(sparse=self.weights[1] > 0, colbert=self.weights[2] > 0)
+        _ = self._index
 
     @classmethod
     def from_texts(
@@ -127,35 +150,36 @@ class BGEM3Retriever(BaseRetriever):
         """A retriever over ``documents``; ``kwargs`` are its fields."""
         return cls(docs=list(documents), **kwargs)
 
+    def _engine_options(self) -> dict[str, Any]:
+        return engine_options({name: getattr(self, name) for name in _ENGINE_FIELDS})
+
+    def _engine_key(self) -> tuple[tuple, dict[str, Any]]:
+        options = self._engine_options()
+        return (self.model_name, settings_key(options)), options
+
     @property
     def _engine(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder(
-                self.model_name,
-                device=self.device,
-                precision=self.precision,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
-                show_progress=self.show_progress,
-            )
-        return self._embedder
+        key, options = self._engine_key()
+        return self._slot.get("embedder", key, lambda: load_embedder(self.model_name, options))
 
     def _outputs(self) -> dict[str, bool]:
         return {mode: weight > 0 for mode, weight in zip(_MODES, self.weights)}
 
-    def _encode_documents(self) -> Encoded:
-        texts = [doc.page_content for doc in self.docs]
-        return self._engine.encode(texts, kind="document", **self._outputs())
+    @property
+    def _index(self) -> Encoded:
+        """The documents' encodings, for the current documents, model settings and active modes."""
+        engine, outputs = self._engine, self._outputs()
+        texts = tuple(doc.page_content for doc in self.docs)
+        key = (self._engine_key()[0], tuple(outputs.items()), texts)
+        return self._slot.get("index", key, lambda: engine.encode(list(texts), kind="document", **outputs))
 
     def _search(self, query: str, k: Optional[int]) -> list[Document]:
         query = check_text(query, "query")
-        k = self.k if k is None else check_positive("k", k)
+        k = self.k if k is None else _check_k(k)
         if not self.docs:
             return []
-        if self._index is None:
-            self._index = self._encode_documents()
-        q = self._engine.encode(query, kind="query", **self._outputs())
         index = self._index
+        q = self._engine.encode(query, kind="query", **self._outputs())
         scores = {
             "dense": None if q.dense is None else dense_scores(q.dense, index.dense),
             "sparse": None if q.sparse is None else _lexical_scores(q.sparse, index.sparse),

@@ -3,66 +3,119 @@
 LangChain has no sparse-embedding interface in ``langchain-core``; each vector store defines
 its own, with the same method names and different return types:
 
-- ``langchain_qdrant.SparseEmbeddings``: ``embed_query(text) -> SparseVector`` with ``.indices``
-  (``list[int]``) and ``.values`` (``list[float]``). ``QdrantVectorStore`` only reads those two
-  attributes, so :class:`SparseEmbedding` objects (``output_format="qdrant"``, the default) work
-  as they are.
-- ``langchain_milvus.BaseSparseEmbedding``: ``embed_query(text) -> dict[int, float]``
-  (``output_format="milvus"``). ``Milvus`` recognises a sparse model with ``isinstance``, so
-  register the class once: ``BaseSparseEmbedding.register(BGESparseEmbeddings)``.
+- ``langchain_qdrant.SparseEmbeddings``: ``embed_query(text)`` returns an object with
+  ``.indices`` (``list[int]``) and ``.values`` (``list[float]``); ``QdrantVectorStore`` reads
+  only those two attributes.
+- ``langchain_milvus.BaseSparseEmbedding``: ``embed_query(text)`` returns a sparse row that
+  pymilvus accepts (a ``{id: weight}`` dict or a list of ``(id, weight)`` pairs), and ``Milvus``
+  recognises a sparse model with ``isinstance``.
 
-Neither store package is imported here.
+The default output, :class:`SparseEmbedding`, satisfies both: it is a list of
+``(token_id, weight)`` pairs with ``.indices`` and ``.values``, so the same object works in
+Qdrant and in Milvus, with the same weights. When ``langchain-milvus`` is installed, creating a
+:class:`BGESparseEmbeddings` registers the class as a virtual subclass of its
+``BaseSparseEmbedding`` (no manual ``register`` step); otherwise no store package is imported.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Literal, Optional, Union
+import importlib.util
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
-from bge_core import Embedder, SparseVector, shared_embedder
 from bge_core.aio import run_serialized
-from bge_core.batching import DEFAULT_BATCH_SIZE
 
+from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
 from ._inputs import check_text, check_texts
+
+if TYPE_CHECKING:
+    from bge_core import Embedder, SparseVector
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_M3_MODEL_NAME = "BAAI/bge-m3"
 
 OutputFormat = Literal["qdrant", "milvus"]
+#: The fields that select the engine (``output_format`` only converts its output).
+_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "trust_remote_code", "cache_folder",
+                  "revision", "token", "show_progress")
 
 
-@dataclass(frozen=True)
-class SparseEmbedding:
-    """One text's lexical weights as Python lists: the shape of Qdrant's ``SparseVector``.
+class SparseEmbedding(list):
+    """One text's lexical weights: a list of ``(token_id, weight)`` pairs, ids ascending.
+
+    The attributes ``indices`` and ``values`` give the two columns as Python lists: the shape of
+    Qdrant's ``SparseVector``. As a list of ``(int, float)`` pairs it is also a sparse row that
+    pymilvus (and so ``langchain_milvus.Milvus``) takes as it is.
 
     Attributes:
         indices: Token ids, unique and ascending.
         values: The matching positive weights.
     """
 
-    indices: list[int]
-    values: list[float]
+    def __init__(self, indices: Iterable[int] = (), values: Iterable[float] = ()) -> None:
+        ids, weights = list(indices), list(values)
+        if len(ids) != len(weights):
+            from bge_core import InvalidInputError
+
+            raise InvalidInputError(f"got {len(ids)} indices and {len(weights)} values")
+        super().__init__(zip(ids, weights))
+
+    @property
+    def indices(self) -> list[int]:
+        """Token ids, unique and ascending."""
+        return [pair[0] for pair in self]
+
+    @property
+    def values(self) -> list[float]:
+        """The weights, in the order of :attr:`indices`."""
+        return [pair[1] for pair in self]
 
     @classmethod
     def from_vector(cls, vector: SparseVector) -> SparseEmbedding:
-        """Convert a :class:`bge_core.SparseVector` (numpy arrays) to Python lists."""
-        return cls(indices=vector.indices.tolist(), values=vector.values.tolist())
+        """Convert a :class:`bge_core.SparseVector` (numpy arrays) to Python ints and floats."""
+        return cls(vector.indices.tolist(), vector.values.tolist())
 
     def to_dict(self) -> dict[int, float]:
         """``{token_id: weight}``: the shape Milvus (and LlamaIndex) take."""
-        return dict(zip(self.indices, self.values))
+        return dict(self)
+
+    def __repr__(self) -> str:
+        return f"SparseEmbedding(indices={self.indices!r}, values={self.values!r})"
 
 
 SparseOutput = Union[SparseEmbedding, dict[int, float]]
 
 
-class BGESparseEmbeddings(BaseModel):
+def register_with_langchain_milvus(cls: type) -> bool:
+    """Make ``cls`` a virtual subclass of ``langchain_milvus``'s ``BaseSparseEmbedding``, if installed.
+
+    Returns:
+        Whether it is registered (``False`` when ``langchain-milvus`` is not installed).
+    """
+    if importlib.util.find_spec("langchain_milvus") is None:
+        return False
+    try:
+        from langchain_milvus.utils.sparse import BaseSparseEmbedding
+    except ImportError as exc:  # installed but broken (e.g. an incompatible pymilvus)
+        logger.warning("langchain-milvus is installed but cannot be imported (%s); Milvus will not "
+                       "recognise BGESparseEmbeddings as a sparse model.", exc)
+        return False
+    if not issubclass(cls, BaseSparseEmbedding):
+        BaseSparseEmbedding.register(cls)
+    return True
+
+
+class BGESparseEmbeddings(EngineOwner, BaseModel):
     """BGE-M3 sparse (lexical) embeddings for hybrid search in Qdrant, Milvus and others.
 
-    A weight per token id, computed exactly as FlagEmbedding's ``BGEM3FlagModel`` does; the
-    model folder must contain ``sparse_linear.pt`` (BGE-M3 does), otherwise embedding raises
-    :class:`bge_core.MissingHeadError`.
+    A weight per token id, computed exactly as FlagEmbedding's ``BGEM3FlagModel`` does (at
+    ``precision="fp32"``; the bf16 default moves weights by about 1%). The model folder must
+    contain ``sparse_linear.pt`` (BGE-M3 does): creating the object raises
+    :class:`bge_core.MissingHeadError` otherwise.
 
     Example:
         ```python
@@ -74,45 +127,60 @@ class BGESparseEmbeddings(BaseModel):
             sparse_embedding=BGESparseEmbeddings(), retrieval_mode=RetrievalMode.HYBRID,
             location=":memory:", collection_name="docs",
         )
+        # Milvus takes the same object: Milvus(embedding_function=[dense, sparse], ...)
         ```
     """
 
     model_name: str = Field(default=DEFAULT_M3_MODEL_NAME, alias="model")
     """Hugging Face Hub id or local folder of a BGE-M3 model (alias: ``model``)."""
     output_format: OutputFormat = "qdrant"
-    """``"qdrant"``: :class:`SparseEmbedding` objects (``.indices``, ``.values``); ``"milvus"``: ``{id: weight}``."""
+    """``"qdrant"``: :class:`SparseEmbedding` (``.indices``/``.values``, also a Milvus row); ``"milvus"``: plain ``{id: weight}``."""
     device: Optional[str] = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: int = DEFAULT_BATCH_SIZE
-    """Most texts in one forward pass (batches are also capped by a token budget)."""
+    batch_size: Optional[int] = None
+    """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
     max_length: Optional[int] = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512)."""
+    trust_remote_code: Optional[bool] = None
+    """Allow the model folder's own code; ``None`` takes the registry's choice."""
+    cache_folder: Optional[str] = None
+    """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) for hub ids."""
+    token: Optional[Union[SecretStr, bool]] = None
+    """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while embedding."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, protected_namespaces=())
 
-    _embedder: Optional[Embedder] = PrivateAttr(default=None)
+    _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
     def __init__(self, **data: Any) -> None:
-        """Validate the settings and load the model (shared with identical settings)."""
+        """Validate the settings and load the model and its sparse head (shared with identical settings).
+
+        Raises:
+            MissingHeadError: the model folder has no ``sparse_linear.pt``.
+        """
         super().__init__(**data)
-        _ = self._engine
+        self._engine.require_heads(sparse=True)
+        register_with_langchain_milvus(type(self))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        register_with_langchain_milvus(type(self))  # unpickled in a process that never created one
+
+    def _engine_options(self) -> dict[str, Any]:
+        return engine_options({name: getattr(self, name) for name in _ENGINE_FIELDS})
 
     @property
     def _engine(self) -> Embedder:
-        if self._embedder is None:
-            self._embedder = shared_embedder(
-                self.model_name,
-                device=self.device,
-                precision=self.precision,
-                batch_size=self.batch_size,
-                max_length=self.max_length,
-                show_progress=self.show_progress,
-            )
-        return self._embedder
+        options = self._engine_options()
+        return self._slot.get(
+            "embedder", (self.model_name, settings_key(options)), lambda: load_embedder(self.model_name, options)
+        )
 
     def _convert(self, vector: SparseVector) -> SparseOutput:
         return vector.to_dict() if self.output_format == "milvus" else SparseEmbedding.from_vector(vector)
@@ -126,7 +194,6 @@ class BGESparseEmbeddings(BaseModel):
 
         Raises:
             InputTypeError: ``texts`` is not a list of strings.
-            MissingHeadError: the model folder has no ``sparse_linear.pt``.
         """
         out = self._engine.encode(check_texts(texts), kind="document", dense=False, sparse=True)
         return [self._convert(v) for v in out.sparse]  # type: ignore[union-attr]
