@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import batching
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
-from .errors import ConfigError, InputTypeError, TextTooLongError
+from .errors import ConfigError, InputTypeError, TextTooLongError, UnsupportedModelError
 from . import icl
 from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
@@ -146,6 +146,7 @@ class Embedder:
             spec.document_instruction if document_instruction is None else (document_instruction or None)
         )
         self.normalize = bool(normalize)
+        self._check_prompt_pooling()
         self._post = self._post_pooling()
         hidden = self._post.output_dim(self._backbone.hidden_size)
         self._setup_icl(examples, examples_instruction_format)
@@ -518,6 +519,17 @@ class Embedder:
             kept = [(layer, name) for layer, name in zip(post.layers, post.names) if not isinstance(layer, NormalizeLayer)]
             post = PostPooling(tuple(k[0] for k in kept), tuple(k[1] for k in kept))
         return post
+
+    def _check_prompt_pooling(self) -> None:
+        """Refuse what sentence-transformers' ``include_prompt: false`` would make silently wrong."""
+        if self.spec.pooling_includes_prompt or self.pooling not in ("mean",):
+            return
+        if self.query_instruction or self.document_instruction:
+            raise UnsupportedModelError(
+                f"{self.model_name}: its sentence-transformers Pooling config has include_prompt=false, so the "
+                f"instruction's tokens are left out of mean pooling, which bge_core does not implement. Pass "
+                f"query_instruction='' (no instruction), or use sentence-transformers for this model."
+            )
 
     def _setup_icl(self, examples: Any, fmt: Optional[str]) -> None:
         """Validate the bge-en-icl options and build the examples prefix of every query."""

@@ -51,6 +51,8 @@ class ModelSpec:
         architecture: ``"encoder"`` or ``"decoder"`` (LLM-based models).
         trust_remote_code: Whether the model needs its own modelling code to load.
         registered: ``False`` for a local folder described from its own files.
+        pooling_includes_prompt: ``False`` when a sentence-transformers Pooling config says
+            ``include_prompt: false`` (the instruction's tokens are left out of mean pooling).
         icl: Queries use FlagEmbedding's in-context-learning format (``FlagICLModel``,
             bge-en-icl): optional few-shot examples before the query, ``"\\n<response>"`` after it.
     """
@@ -69,6 +71,7 @@ class ModelSpec:
     trust_remote_code: bool = False
     registered: bool = True
     icl: bool = False
+    pooling_includes_prompt: bool = True
 
     def format_query(self, instruction: str, text: str) -> str:
         """Apply ``query_instruction_format`` exactly as FlagEmbedding does."""
@@ -312,6 +315,7 @@ def describe_folder(folder: Path) -> ModelSpec:
     """
     architecture = folder_architecture(folder)
     pooling = st_pooling(folder) or ("last_token" if architecture == "decoder" else "cls")
+    pooling_config = _st_pooling_config(folder)[0] or {}
     st_config = _read_json(folder / "sentence_bert_config.json") or {}
     default_max_length = st_config.get("max_seq_length")
     prompts = (_read_json(folder / "config_sentence_transformers.json") or {}).get("prompts") or {}
@@ -325,6 +329,7 @@ def describe_folder(folder: Path) -> ModelSpec:
         default_max_length=int(default_max_length) if isinstance(default_max_length, int) else DEFAULT_MAX_LENGTH,
         architecture=architecture,
         registered=False,
+        pooling_includes_prompt=pooling_config.get("include_prompt", True) is not False,
     )
 
 

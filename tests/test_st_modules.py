@@ -141,3 +141,24 @@ def test_module_before_pooling_and_foreign_activation_are_refused(st_folders, tm
     config_path.write_text(json.dumps(config))
     with pytest.raises(UnsupportedModelError, match="my_package.activations.Swish"):
         Embedder(foreign, precision="fp32")
+
+
+def test_pooling_without_prompt_tokens_is_refused_unless_no_instruction(tmp_path, texts):
+    """include_prompt=false: sentence-transformers leaves the prompt's tokens out of mean pooling."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "prompt-excluded"
+    shutil.copytree(minilm_folder(), folder)
+    pooling_path = folder / "1_Pooling" / "config.json"
+    pooling = json.loads(pooling_path.read_text())
+    pooling["include_prompt"] = False
+    pooling_path.write_text(json.dumps(pooling))
+    st_config_path = folder / "config_sentence_transformers.json"
+    st_config = json.loads(st_config_path.read_text())
+    st_config["prompts"] = {"query": "query: "}
+    st_config_path.write_text(json.dumps(st_config))
+    with pytest.raises(UnsupportedModelError, match="include_prompt=false"):
+        Embedder(folder, precision="fp32")
+    plain = Embedder(folder, precision="fp32", query_instruction="")
+    expected = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    np.testing.assert_allclose(plain.encode_documents(texts), expected, atol=ATOL, rtol=0)
