@@ -153,10 +153,25 @@ case "${1:-}" in
     shift
     setup .venv-bench test
     .venv-bench/bin/python -m pip install --quiet --disable-pip-version-check fastembed onnx onnxruntime
-    exec .venv-bench/bin/python benchmarks/bench.py "$@"
+    setup_bench_ov
+    exec .venv-bench/bin/python benchmarks/bench.py --ov-python .venv-bench-ov/bin/python "$@"
+    ;;
+  gpu)
+    shift
+    setup .venv-bench test
+    exec .venv-bench/bin/python benchmarks/gpu.py "$@"
+    ;;
+  bench-serve)  # bge-rag serve against infinity-emb (own venv: it needs transformers 4.x)
+    shift
+    setup .venv-test test
+    if [ ! -x .venv-infinity/bin/infinity_emb ]; then
+      rm -rf .venv-infinity && "$PYTHON" -m venv .venv-infinity
+      .venv-infinity/bin/python -m pip install --quiet --disable-pip-version-check "$TORCH" "infinity-emb[server,torch]==0.0.78"
+    fi
+    exec .venv-test/bin/python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|tf4|bench [args...]" >&2
+    echo "usage: ./dev.sh demo|test|tf4|bench|gpu [args...]" >&2
     exit 64
     ;;
 esac
