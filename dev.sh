@@ -153,13 +153,7 @@ case "${1:-}" in
     shift
     setup .venv-bench test
     .venv-bench/bin/python -m pip install --quiet --disable-pip-version-check fastembed onnx onnxruntime
-    setup_bench_ov
-    exec .venv-bench/bin/python benchmarks/bench.py --ov-python .venv-bench-ov/bin/python "$@"
-    ;;
-  gpu)
-    shift
-    setup .venv-bench test
-    exec .venv-bench/bin/python benchmarks/gpu.py "$@"
+    exec .venv-bench/bin/python benchmarks/bench.py "$@"
     ;;
   bench-serve)  # bge-rag serve against infinity-emb (own venv: it needs transformers 4.x)
     shift
@@ -171,7 +165,7 @@ case "${1:-}" in
     exec .venv-test/bin/python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|tf4|bench|gpu [args...]" >&2
+    echo "usage: ./dev.sh demo|test|tf4|bench|bench-serve [args...]" >&2
     exit 64
     ;;
 esac
