@@ -324,3 +324,14 @@ def test_reranker_scores_match_reranker(reranker_export, models, st_texts):
     np.testing.assert_allclose(got, expected, atol=SCORE_ATOL, rtol=0)
     if activation == "identity":
         assert (np.asarray(expected) < 0).any() or (np.asarray(expected) > 1).any()  # raw logits, not 0..1
+
+
+def test_dense_export_of_an_st_folder_keeps_its_normalize(models, tmp_path, st_texts):
+    """An unregistered ST folder whose modules.json ends in Normalize: bge_core normalizes, so does the export."""
+    out = export(models.minilm, tmp_path / "minilm", kind="dense", normalize=False, max_length=MINILM_MAX_LENGTH)
+    model = SentenceTransformer(str(out), device="cpu")
+    ref = reference(models.minilm, normalize=False, max_length=MINILM_MAX_LENGTH)
+    assert ref.pooling == "mean"  # read from the folder's own pooling config
+    got = model.encode_document(st_texts, batch_size=ST_BATCH)
+    np.testing.assert_allclose(got, ref.encode_documents(st_texts), atol=ATOL, rtol=0)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)

@@ -10,14 +10,18 @@ from _st_support import QUERIES, assert_same_colbert, reference
 from sentence_transformers import MultiVectorEncoder
 from sentence_transformers_bge import export, load_sparse_encoder
 
-from bge_core import ConfigError, MissingExtraError, MissingHeadError, ModelLoadError
+from bge_core import ConfigError, MissingExtraError, MissingHeadError, ModelLoadError, UnsupportedModelError
 from bge_core.cli import main
 
 
 def test_cli_exports_colbert_folder(models, tmp_path, capsys):
     out = tmp_path / "colbert"
     assert main(["export-st", str(models.xlmr_m3), str(out), "--kind", "colbert", "--max-length", "64"]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
+    # only the command's own lines: no transformers weight-loading / shard-writing bars or reports
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err
+    assert "not sharded" not in captured.err and len(printed.splitlines()) == 3
     assert "Modules: Transformer -> Dense -> MultiVectorMask -> Normalize" in printed
     assert f"Load it with: MultiVectorEncoder('{out}')" in printed
     model = MultiVectorEncoder(str(out), device="cpu")
@@ -101,3 +105,18 @@ def test_load_sparse_encoder_rejects_other_folders(models, tmp_path):
     with pytest.raises(ModelLoadError, match="not a BGE-M3 sparse export"):
         load_sparse_encoder(out)
     assert json.loads((out / "config_sentence_transformers.json").read_text())["model_type"] == "SentenceTransformer"
+
+
+def test_dense_export_refuses_a_folder_with_dense_modules(models, tmp_path):
+    """bge_core applies an ST folder's Dense modules; an export that dropped them would give other vectors."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = Transformer(str(models.dense), max_seq_length=64)
+    source = tmp_path / "with-dense"
+    SentenceTransformer(modules=[transformer, Pooling(384, pooling_mode="mean"), Dense(384, 32)], device="cpu").save(
+        str(source))
+    with pytest.raises(UnsupportedModelError, match="Dense modules after Pooling"):
+        export(source, tmp_path / "out", kind="dense")
+    assert not (tmp_path / "out").exists()

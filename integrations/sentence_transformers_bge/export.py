@@ -26,9 +26,9 @@ from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
 from sentence_transformers.sentence_transformer.modules import Pooling
 
 from bge_core import Embedder, Reranker
-from bge_core.errors import ConfigError, ModelLoadError
+from bge_core.errors import ConfigError, ModelLoadError, UnsupportedModelError
+from bge_core.loading import quiet_transformers, resolve_model_dir
 from bge_core.heads import load_head, unused_token_ids
-from bge_core.loading import resolve_model_dir
 
 from . import m3_lexical_weights
 from .m3_lexical_weights import M3LexicalWeights
@@ -96,6 +96,9 @@ class _Settings:
     prompts: dict[str, str]
     hidden_size: int
     trust_remote_code: bool
+    #: Module names after Pooling in the source folder's own modules.json (an ST folder), e.g. ("Normalize",).
+    post_modules: tuple[str, ...]
+    registered: bool
 
 
 def _query_prompt(embedder: Embedder) -> str:
@@ -115,18 +118,32 @@ def _query_prompt(embedder: Embedder) -> str:
 
 def _embedding_settings(model: Union[str, Path], trust_remote_code: Optional[bool], **options: Any) -> _Settings:
     """Resolve an embedding model's settings exactly as ``bge_core.Embedder`` does (fp32, CPU)."""
+    from transformers import AutoConfig
+
     embedder = Embedder(model, device="cpu", precision="fp32", trust_remote_code=trust_remote_code, **options)
     prompts = {"query": _query_prompt(embedder), "document": embedder.document_instruction or ""}
     trust = embedder.spec.trust_remote_code if trust_remote_code is None else bool(trust_remote_code)
+    config = AutoConfig.from_pretrained(str(embedder.folder), trust_remote_code=trust)
     return _Settings(
         folder=embedder.folder,
         max_length=embedder.max_length,
         pooling=embedder.pooling,
         normalize=embedder.normalize,
         prompts=prompts,
-        hidden_size=embedder.dimension,  # the hidden size: no truncate_dim is passed
+        hidden_size=int(config.hidden_size),  # the backbone's: the M3 heads read its hidden states
         trust_remote_code=trust,
+        post_modules=_post_pooling_modules(embedder.folder),
+        registered=embedder.spec.registered,
     )
+
+
+def _post_pooling_modules(folder: Path) -> tuple[str, ...]:
+    """The short names of the modules after Pooling in ``folder``'s modules.json (none without one)."""
+    path = folder / "modules.json"
+    if not path.is_file():
+        return ()
+    names = [str(entry.get("type", "")).rsplit(".", 1)[-1] for entry in json.loads(path.read_text(encoding="utf-8"))]
+    return tuple(names[names.index("Pooling") + 1:]) if "Pooling" in names else ()
 
 
 def _transformer(
@@ -192,12 +209,19 @@ def build_sentence_transformer(
         query_instruction_format=query_instruction_format, document_instruction=document_instruction,
         max_length=max_length, normalize=normalize, cache_dir=cache_dir, revision=revision, token=token,
     )
+    if "Dense" in settings.post_modules:
+        raise UnsupportedModelError(
+            f"{str(settings.folder)!r} is a sentence-transformers folder with Dense modules after Pooling "
+            f"({' -> '.join(settings.post_modules)}); the dense export writes Transformer -> Pooling -> Normalize "
+            f"only and would drop them. Load that folder in sentence-transformers as it is."
+        )
     transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
     modules: list[torch.nn.Module] = [
         transformer,
         Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[settings.pooling]),
     ]
-    if settings.normalize:
+    # bge_core normalizes when asked, and also, for an unregistered folder, when its modules.json says so.
+    if settings.normalize or (not settings.registered and "Normalize" in settings.post_modules):
         modules.append(Normalize())
     return SentenceTransformer(modules=modules, prompts=settings.prompts, similarity_fn_name="cosine", device=device)
 
@@ -495,12 +519,13 @@ def export(
         raise ConfigError(f"{', '.join(wrong)} does not apply to kind={kind!r}; its options are: {valid}.")
     out = Path(out_dir).expanduser()
     _check_out_dir(out, Path(model).expanduser(), overwrite)
-    built = _BUILDERS[kind](
-        model, device="cpu", trust_remote_code=trust_remote_code, cache_dir=cache_dir, revision=revision,
-        token=token, **options,
-    )
-    _empty_out_dir(out)
-    built.save(str(out), create_model_card=False)
+    with quiet_transformers():  # no weight-loading or shard-writing bars: export says what it did itself
+        built = _BUILDERS[kind](
+            model, device="cpu", trust_remote_code=trust_remote_code, cache_dir=cache_dir, revision=revision,
+            token=token, **options,
+        )
+        _empty_out_dir(out)
+        built.save(str(out), create_model_card=False)
     if kind == "dense":
         _write_dense_folder_for_all_versions(out, built)
     elif kind == "sparse":
