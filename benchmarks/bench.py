@@ -1,8 +1,21 @@
-"""Throughput of bge_core against FlagEmbedding, sentence-transformers and fastembed.
+"""Throughput of bge_core against FlagEmbedding, sentence-transformers (torch, ONNX and OpenVINO
+backends) and fastembed, on a quiet CPU and with one core taken by another process.
 
-    ./dev.sh bench                     # full run (~55 min on 2 cores); writes benchmarks/results/
+    ./dev.sh bench --focused           # the README table: 3 model shapes x quiet/busy, ~12 min
+    ./dev.sh bench                     # full MiniLM run (~60 min on 2 cores); writes benchmarks/results/
     ./dev.sh bench --quick             # fewer texts and repeats, for a smoke check
     python benchmarks/bench.py --help
+
+Model shapes (``--shapes``): ``minilm`` (the real all-MiniLM-L6-v2 weights, 6 x 384), ``bge-base``
+(BERT 12 x 768, the configuration of BAAI/bge-base-en-v1.5) and ``bge-large-4l`` (the 24 x 1024
+width of bge-large-en-v1.5 and BGE-M3, 4 of its 24 layers: per-layer cost is what the ratios
+measure). The last two get random weights from those real configurations, built in code: the
+same arithmetic as trained weights, so speed ratios transfer, and vectors still compare across
+systems. ``--busy both`` runs every system twice: on a quiet machine and with a competing process
+spinning on one core (started before the system's process and stopped after it).
+
+The sentence-transformers ONNX and OpenVINO backends need transformers 4.x; they run in their own
+environment (``.venv-bench-ov``, built by ``./dev.sh bench``; ``--ov-python`` names another).
 
 Every system runs on the same texts and the same model folder (offline fixtures built from the
 real all-MiniLM-L6-v2 weights unless --dense/--m3/--reranker name other folders). Each timed run
@@ -80,6 +93,9 @@ SYSTEMS = [
     System("flag-default", "dense", "FlagModel (defaults, batch 256)", "fp32"),
     System("flag-b32", "dense", "FlagModel batch 32", "fp32"),
     System("st", "dense", "SentenceTransformer (defaults, batch 32)", "fp32"),
+    System("ours-one-stream", "dense", "bge_core, one stream (BGE_RAG_CPU_STREAMS=1)", "auto"),
+    System("st-openvino", "dense", "SentenceTransformer backend=openvino (defaults)", "ov"),
+    System("st-onnx", "dense", "SentenceTransformer backend=onnx (defaults)", "fp32"),
     System("fastembed-b32", "dense", "fastembed ONNX batch 32", "fp32"),
     System("fastembed-default", "dense", "fastembed ONNX (defaults, batch 256)", "fp32"),
     System("ours-m3", "m3", "bge_core dense+sparse+colbert (defaults)", "auto"),
@@ -95,6 +111,49 @@ SYSTEMS = [
     System("st-crossencoder", "rerank", "CrossEncoder (defaults, batch 32)", "fp32"),
 ]
 BY_NAME = {s.name: s for s in SYSTEMS}
+#: Systems that run in the transformers-4 environment (sentence-transformers' optimum backends).
+OV_ENV_SYSTEMS = ("st-openvino", "st-onnx")
+#: What --focused runs: the engine (default streams and the former one-stream execution) against
+#: the strongest CPU peers, at every shape, quiet and with one core busy.
+FOCUSED_SYSTEMS = ("ours", "ours-one-stream", "st-openvino", "st-onnx")
+FOCUSED_TEXTS = {"minilm": 600, "bge-base": 160, "bge-large-4l": 240}
+
+# --------------------------------------------------------------------------- model shapes
+#: Real configurations (BAAI/bge-base-en-v1.5, BAAI/bge-large-en-v1.5; BGE-M3 has the same
+#: 24 x 1024 x 4096 layers with an XLM-R vocabulary). ``layers`` may be fewer than the model's.
+SHAPES: dict[str, dict[str, Any]] = {
+    "bge-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                 "intermediate_size": 3072, "label": "bge-base (BERT 12x768)"},
+    "bge-large-4l": {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16,
+                     "intermediate_size": 4096, "label": "bge-large / BGE-M3 width (4 of 24 layers x1024)"},
+    "bge-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                  "intermediate_size": 4096, "label": "bge-large / BGE-M3 shape (24x1024)"},
+}
+SHAPE_LABELS = {"minilm": "MiniLM (6x384, real weights)", **{k: v["label"] for k, v in SHAPES.items()}}
+
+
+def build_shape(name: str, dest: Path, seed: int = 0) -> Path:
+    """A BERT folder with a real BGE configuration and random weights (MiniLM's tokenizer, whose
+    30522-token vocabulary is BGE English's). ``minilm`` is the real-weight fixture."""
+    from bge_core.testing import build_dense_model, minilm_folder
+
+    if name == "minilm":
+        return build_dense_model(dest)
+    import shutil
+
+    import torch
+    from transformers import BertConfig, BertModel
+
+    spec = {k: v for k, v in SHAPES[name].items() if k != "label"}
+    config = BertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
+                        hidden_act="gelu", layer_norm_eps=1e-12, **spec)
+    torch.manual_seed(seed)
+    model = BertModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(dest)
+    for file in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        if (minilm_folder() / file).is_file():
+            shutil.copyfile(minilm_folder() / file, dest / file)
+    return dest
 
 
 def _import_flag() -> Any:
@@ -106,7 +165,7 @@ def _import_flag() -> Any:
 
 def make_runner(name: str, folders: dict[str, str]) -> Callable[[Any], Any]:
     """Load a system and return a function that runs its job and returns float32 vectors/scores."""
-    if name in ("ours", "ours-fp32"):
+    if name in ("ours", "ours-fp32", "ours-one-stream"):
         from bge_core import Embedder
 
         emb = Embedder(folders["dense"], precision="fp32" if name.endswith("fp32") else "auto")
@@ -143,6 +202,12 @@ def make_runner(name: str, folders: dict[str, str]) -> Callable[[Any], Any]:
 
         model = SentenceTransformer(folders["dense_st"], device="cpu")
         return lambda texts: model.encode(texts, convert_to_numpy=True)
+    if name in OV_ENV_SYSTEMS:
+        from sentence_transformers import SentenceTransformer
+
+        backend = "openvino" if name == "st-openvino" else "onnx"
+        model = SentenceTransformer(folders["dense_st"], device="cpu", backend=backend)
+        return lambda texts: model.encode(texts, convert_to_numpy=True)
     if name == "st-crossencoder":
         import torch
         from sentence_transformers import CrossEncoder
@@ -178,6 +243,8 @@ def _peak_rss_mb() -> float:
 
 def child(args: argparse.Namespace) -> None:
     folders = json.loads(Path(args.folders).read_text())
+    if args.shape:
+        folders = {**folders, **folders["shapes"][args.shape]}
     job = json.loads(Path(args.job).read_text())
     items = [tuple(x) for x in job] if BY_NAME[args.child].task == "rerank" else job
     started = time.perf_counter()
@@ -194,15 +261,40 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "load_seconds": load_s, "peak_rss_mb": peak_mb}))
 
 
-def run_child(name: str, folders_file: Path, job_file: Path, save: Optional[Path]) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--child", name, "--folders", str(folders_file), "--job", str(job_file)]
+def run_child(name: str, folders_file: Path, job_file: Path, save: Optional[Path], *, shape: str = "",
+              busy: bool = False, ov_python: str = "") -> dict[str, float]:
+    """Run one system in a fresh process; with ``busy``, a competing process spins on one core
+    from before that process starts until after it ends."""
+    python = ov_python if name in OV_ENV_SYSTEMS else sys.executable
+    cmd = [python, __file__, "--child", name, "--folders", str(folders_file), "--job", str(job_file)]
+    if shape:
+        cmd += ["--shape", shape]
     if save is not None:
         cmd += ["--save", str(save)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if name == "ours-one-stream":
+        env["BGE_RAG_CPU_STREAMS"] = "1"
+    spinner = start_busy() if busy else None
+    try:
+        result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    finally:
+        if spinner is not None:
+            stop_busy(spinner)
     if result.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def start_busy() -> subprocess.Popen:
+    """A process that keeps one core busy (a pure-Python spin loop, one thread)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    time.sleep(0.2)
+    return spinner
+
+
+def stop_busy(spinner: subprocess.Popen) -> None:
+    spinner.kill()
+    spinner.wait()
 
 
 # --------------------------------------------------------------------------- setup
@@ -246,7 +338,7 @@ def export_onnx(dense_folder: Path, out: Path) -> Path:
     return out
 
 
-def st_folder(dense_folder: Path, out: Path) -> Path:
+def st_folder(dense_folder: Path, out: Path, dim: int = 384) -> Path:
     """The dense fixture as a sentence-transformers folder with BGE's CLS pooling + Normalize,
     so that sentence-transformers computes the same vectors (and the accuracy column compares
     like with like)."""
@@ -261,7 +353,7 @@ def st_folder(dense_folder: Path, out: Path) -> Path:
     (out / "modules.json").write_text(json.dumps(modules))
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
     (out / "1_Pooling").mkdir()
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 384,
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim,
                                                                 "pooling_mode_cls_token": True}))
     (out / "2_Normalize").mkdir()
     return out
@@ -299,6 +391,8 @@ class Row:
     task: str
     corpus: str
     precision: str
+    shape: str = "minilm"
+    busy: bool = False
     seconds: list[float] = field(default_factory=list)
     peak_rss_mb: list[float] = field(default_factory=list)
     items: int = 0
@@ -312,14 +406,79 @@ class Row:
         return self.items / self.median_s
 
 
+Key = tuple[str, str, str, bool]  # system, corpus, shape, busy
+
+
+def export_st_backends(folder: Path, ov_python: str, backends: list[str]) -> None:
+    """Export an ST folder to ONNX / OpenVINO once (ST saves them under onnx/ and openvino/), so
+    that timed runs load the exported model instead of exporting again."""
+    code = (
+        "import sys\nfrom sentence_transformers import SentenceTransformer\n"
+        "for backend in sys.argv[2:]:\n"
+        "    m = SentenceTransformer(sys.argv[1], device='cpu', backend=backend)\n"
+        "    m.save_pretrained(sys.argv[1])\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([ov_python, "-c", code, str(folder), *backends], capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"exporting {folder} to {backends} failed:\n{result.stderr[-3000:]}")
+
+
+def build_folders(work: Path, shapes: list[str], wanted: list[System], ov_python: str) -> dict[str, Any]:
+    from transformers import AutoConfig
+
+    from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model
+
+    tasks = {s.task for s in wanted}
+    folders: dict[str, Any] = {"shapes": {}}
+    for shape in shapes:
+        dense = build_shape(shape, work / shape)
+        dim = AutoConfig.from_pretrained(str(dense)).hidden_size
+        entry = {"dense": str(dense), "dense_st": str(st_folder(dense, work / f"{shape}-st", dim))}
+        backends = [b for b, n in (("onnx", "st-onnx"), ("openvino", "st-openvino")) if n in {s.name for s in wanted}]
+        if backends:
+            if not Path(ov_python).exists():
+                raise SystemExit(f"{ov_python} not found: ./dev.sh bench builds it (or pass --ov-python)")
+            export_st_backends(Path(entry["dense_st"]), ov_python, backends)
+        if any(s.name.startswith("fastembed") for s in wanted) and shape == "minilm":
+            entry["dense_onnx"] = str(export_onnx(dense, work / f"{shape}-onnx"))
+        folders["shapes"][shape] = entry
+    first = folders["shapes"][shapes[0]]
+    folders.update({k: v for k, v in first.items()})
+    if "m3" in tasks:
+        folders["m3"] = str(add_m3_heads(build_dense_model(work / "m3")))
+    if "rerank" in tasks:
+        folders["reranker"] = str(build_reranker_model(work / "reranker"))
+    return folders
+
+
+def fp32_reference(folder: str, texts: list[str], out: Path) -> Path:
+    """bge_core fp32 vectors (FlagEmbedding's numbers), the reference of the accuracy column."""
+    from bge_core import Embedder
+
+    np.save(out, Embedder(folder, precision="fp32").encode_documents(texts))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer texts and 2 repeats")
+    parser.add_argument("--focused", action="store_true",
+                        help="the README run: ours vs sentence-transformers (torch/ONNX/OpenVINO), every shape, "
+                             "quiet and busy, realistic corpus (about 12 minutes on 2 cores)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--systems", help="comma-separated subset of: " + ", ".join(BY_NAME))
-    parser.add_argument("--corpora", default="realistic,queries,long", help="dense corpora to run")
-    parser.add_argument("--out", default=str(RESULTS / "latest.json"))
+    parser.add_argument("--corpora", default=None, help="dense corpora to run (default realistic,queries,long)")
+    parser.add_argument("--shapes", default=None, help="model shapes: minilm, " + ", ".join(SHAPES))
+    parser.add_argument("--busy", choices=("off", "on", "both"), default=None,
+                        help="run with a competing busy process on one core (default off; --focused: both)")
+    parser.add_argument("--texts", type=int, default=None, help="texts per dense corpus (default per mode)")
+    parser.add_argument("--ov-python", default=str(HERE.parent / ".venv-bench-ov" / "bin" / "python"),
+                        help="python of the environment with sentence-transformers[onnx,openvino]")
+    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latest.json, "
+                                                    "or focused.json with --focused)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--folders", help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
@@ -330,72 +489,111 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoConfig, AutoTokenizer
 
-    from bge_core.devices import cpu_supports_bf16
-    from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model
+    from bge_core.devices import available_cpus, cpu_supports_bf16
 
-    repeats = args.repeats or (2 if args.quick else 3)
-    wanted = [BY_NAME[s] for s in args.systems.split(",")] if args.systems else SYSTEMS
+    focused = args.focused
+    repeats = args.repeats or (2 if (args.quick or focused) else 3)
+    default_systems = ",".join(FOCUSED_SYSTEMS) if focused else None
+    systems = args.systems or default_systems
+    wanted = [BY_NAME[s] for s in systems.split(",")] if systems else SYSTEMS
+    shapes = (args.shapes or ("minilm," + ",".join(k for k in SHAPES if k != "bge-large") if focused else "minilm")
+              ).split(",")
+    unknown = [s for s in shapes if s != "minilm" and s not in SHAPES]
+    if unknown:
+        raise SystemExit(f"unknown shapes {unknown}; choose from minilm, {', '.join(SHAPES)}")
+    busy_modes = {"off": [False], "on": [True], "both": [False, True]}[args.busy or ("both" if focused else "off")]
+    corpora_names = (args.corpora or ("realistic" if focused else "realistic,queries,long")).split(",")
     work = Path(tempfile.mkdtemp(prefix="bge-bench-"))
     print(f"building fixtures in {work} ...", flush=True)
-    dense = build_dense_model(work / "dense")
-    folders = {
-        "dense": str(dense),
-        "dense_st": str(st_folder(dense, work / "dense-st")),
-        "m3": str(add_m3_heads(build_dense_model(work / "m3"))),
-        "reranker": str(build_reranker_model(work / "reranker")),
-    }
-    if any(s.name.startswith("fastembed") for s in wanted):
-        folders["dense_onnx"] = str(export_onnx(dense, work / "dense-onnx"))
+    folders = build_folders(work, shapes, wanted, args.ov_python)
     folders_file = work / "folders.json"
     folders_file.write_text(json.dumps(folders))
 
-    tokenizer = AutoTokenizer.from_pretrained(str(dense))
-    config = AutoConfig.from_pretrained(str(dense))
+    tokenizer = AutoTokenizer.from_pretrained(folders["dense"])
     corpora = build_corpora(tokenizer, args.quick)
     pairs = build_pairs(corpora, args.quick)
     peaks = matmul_peak()
     print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {peaks['bf16']:.0f} GFLOP/s; "
-          f"native bf16: {cpu_supports_bf16()}", flush=True)
+          f"native bf16: {cpu_supports_bf16()}; available CPUs: {available_cpus()}", flush=True)
 
-    jobs: list[tuple[System, str, Any]] = []
-    for corpus in args.corpora.split(","):
-        jobs += [(s, corpus, corpora[corpus]) for s in wanted if s.task == "dense"]
-    jobs += [(s, "realistic", corpora["realistic"]) for s in wanted if s.task == "m3"]
-    jobs += [(s, "pairs", pairs) for s in wanted if s.task == "rerank"]
+    def texts_for(corpus: str, shape: str) -> list[str]:
+        n = args.texts or (FOCUSED_TEXTS.get(shape, 200) if focused else None)
+        return corpora[corpus][:n] if n else corpora[corpus]
 
-    rows: dict[tuple[str, str], Row] = {}
-    job_files: dict[str, Path] = {}
-    for system, corpus, items in jobs:
-        if corpus not in job_files:
-            job_files[corpus] = work / f"{corpus}.json"
-            job_files[corpus].write_text(json.dumps(items))
-        rows[(system.name, corpus)] = Row(system.name, system.label, system.task, corpus, system.precision,
-                                          items=len(items))
-    saves: dict[tuple[str, str], Path] = {}
+    # (system, corpus, shape, items) in interleaving order; dense systems run at every shape
+    jobs: list[tuple[System, str, str, Any]] = []
+    for shape in shapes:
+        for corpus in corpora_names:
+            jobs += [(s, corpus, shape, texts_for(corpus, shape)) for s in wanted if s.task == "dense"]
+    jobs += [(s, "realistic", "minilm", corpora["realistic"]) for s in wanted if s.task == "m3"]
+    jobs += [(s, "pairs", "minilm", pairs) for s in wanted if s.task == "rerank"]
+
+    rows: dict[Key, Row] = {}
+    job_files: dict[tuple[str, str], Path] = {}
+    saves: dict[Key, Path] = {}
+    for system, corpus, shape, items in jobs:
+        if (corpus, shape) not in job_files:
+            job_files[(corpus, shape)] = work / f"{corpus}-{shape}.json"
+            job_files[(corpus, shape)].write_text(json.dumps(items))
+            if system.task == "dense" and not any(s.name == "ours-fp32" for s in wanted):
+                ref = fp32_reference(folders["shapes"][shape]["dense"], items, work / f"ref-{corpus}-{shape}.npy")
+                saves[("ours-fp32", corpus, shape, False)] = ref
+        for busy in busy_modes:
+            rows[(system.name, corpus, shape, busy)] = Row(system.name, system.label, system.task, corpus,
+                                                           system.precision, shape, busy, items=len(items))
+    started = time.perf_counter()
     for r in range(repeats):
-        for system, corpus, _ in jobs:  # interleaved: every system once per round
-            save = work / f"{system.name}-{corpus}.npy" if r == 0 else None
-            result = run_child(system.name, folders_file, job_files[corpus], save)
-            row = rows[(system.name, corpus)]
-            row.seconds.append(result["seconds"])
-            row.peak_rss_mb.append(result["peak_rss_mb"])
-            if save is not None:
-                saves[(system.name, corpus)] = save
-            print(f"  round {r + 1}: {system.name:18} {corpus:9} {row.items / result['seconds']:8.1f} items/s "
-                  f"peak {result['peak_rss_mb']:.0f} MB", flush=True)
+        for busy in busy_modes:
+            for system, corpus, shape, _ in jobs:  # interleaved: every system once per round
+                key = (system.name, corpus, shape, busy)
+                save = work / f"{system.name}-{corpus}-{shape}.npy" if (r == 0 and not busy) else None
+                result = run_child(system.name, folders_file, job_files[(corpus, shape)], save,
+                                   shape=shape if system.task == "dense" else "", busy=busy,
+                                   ov_python=args.ov_python)
+                row = rows[key]
+                row.seconds.append(result["seconds"])
+                row.peak_rss_mb.append(result["peak_rss_mb"])
+                if save is not None:
+                    saves[key] = save
+                print(f"  round {r + 1} {'busy ' if busy else 'quiet'}: {system.name:18} {shape:12} {corpus:9} "
+                      f"{row.items / result['seconds']:8.1f} items/s peak {result['peak_rss_mb']:.0f} MB "
+                      f"[{time.perf_counter() - started:.0f} s]", flush=True)
 
-    report = summarize(rows, saves, corpora, pairs, tokenizer, config, peaks)
+    configs = {shape: AutoConfig.from_pretrained(folders["shapes"][shape]["dense"]) for shape in shapes}
+    report = summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for)
     report["machine"] = {
         "cores": os.cpu_count(),
+        "available_cpus": available_cpus(),
         "native_bf16": cpu_supports_bf16(),
         "python": platform.python_version(),
+        "torch": _version("torch"),
+        "sentence_transformers_ov_env": _ov_versions(args.ov_python) if any(
+            s.name in OV_ENV_SYSTEMS for s in wanted) else None,
     }
     report["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
-    out = Path(args.out)
+    report["wall_seconds"] = time.perf_counter() - started
+    out = Path(args.out or (RESULTS / ("focused.json" if focused else "latest.json")))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(render_table(report))
     print(f"\nwritten {out}")
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    try:
+        return version(package)
+    except Exception:  # noqa: BLE001 - a missing package is reported as such
+        return "not installed"
+
+
+def _ov_versions(ov_python: str) -> dict[str, str]:
+    code = ("import json\nfrom importlib.metadata import version\n"
+            "print(json.dumps({p: version(p) for p in ('sentence-transformers', 'transformers', 'openvino', "
+            "'onnxruntime', 'optimum-intel', 'optimum-onnx', 'torch')}))")
+    result = subprocess.run([ov_python, "-c", code], capture_output=True, text=True)
+    return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-300:]}
 
 
 def _cpu_name() -> str:
@@ -408,25 +606,40 @@ def _cpu_name() -> str:
     return platform.processor()
 
 
-def summarize(rows, saves, corpora, pairs, tokenizer, config, peaks) -> dict[str, Any]:
-    lengths = {name: [len(x) for x in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
-               for name, texts in corpora.items()}
-    lengths["pairs"] = [len(x) for x in tokenizer([q for q, _ in pairs], [p for _, p in pairs],
-                                                  truncation="only_second", max_length=512)["input_ids"]]
+def summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for=None) -> dict[str, Any]:
+    texts_for = texts_for or (lambda corpus, shape: corpora[corpus])
+    lengths: dict[tuple[str, str], list[int]] = {}
+
+    def lengths_of(corpus: str, shape: str) -> list[int]:
+        if (corpus, shape) not in lengths:
+            if corpus == "pairs":
+                lengths[(corpus, shape)] = [len(x) for x in tokenizer(
+                    [q for q, _ in pairs], [p for _, p in pairs], truncation="only_second", max_length=512
+                )["input_ids"]]
+            else:
+                texts = texts_for(corpus, shape)
+                lengths[(corpus, shape)] = [len(x) for x in tokenizer(texts, truncation=True,
+                                                                      max_length=512)["input_ids"]]
+        return lengths[(corpus, shape)]
+
     ours_dtype = _ours_dtype()
     out_rows = []
-    for (name, corpus), row in rows.items():
+    for (name, corpus, shape, busy), row in rows.items():
         system = BY_NAME[name]
         reference = {"dense": "ours-fp32", "m3": "ours-m3-fp32", "rerank": "ours-rerank-fp32"}[system.task]
         baseline = {"dense": "ours", "m3": "ours-m3", "rerank": "ours-rerank"}[system.task]
-        base = rows.get((baseline, corpus))
+        base = rows.get((baseline, corpus, shape, busy))
+        quiet = rows.get((name, corpus, shape, False))
         precision = ours_dtype if row.precision == "auto" else row.precision
-        achieved = model_flops(config, lengths[corpus]) / row.median_s / 1e9
+        peak_key = "bf16" if precision in ("bf16", "ov") and ours_dtype == "bf16" else "fp32"
+        achieved = model_flops(configs[shape], lengths_of(corpus, shape)) / row.median_s / 1e9
         entry = {
             "system": name,
             "label": row.label,
             "task": row.task,
             "corpus": corpus,
+            "shape": shape,
+            "busy": busy,
             "items": row.items,
             "precision": precision,
             "median_seconds": row.median_s,
@@ -434,10 +647,12 @@ def summarize(rows, saves, corpora, pairs, tokenizer, config, peaks) -> dict[str
             "runs_seconds": row.seconds,
             "peak_rss_mb": max(row.peak_rss_mb),
             "ours_over_this": (base.throughput / row.throughput) if base else None,
+            "quiet_over_busy": (quiet.throughput / row.throughput) if (busy and quiet) else None,
             "gflops": achieved,
-            "mfu": achieved / peaks[precision],
+            "mfu": achieved / peaks[peak_key],
+            "mfu_peak": peak_key,
         }
-        ref_file, own_file = saves.get((reference, corpus)), saves.get((name, corpus))
+        ref_file, own_file = saves.get((reference, corpus, shape, False)), saves.get((name, corpus, shape, False))
         if ref_file is not None and own_file is not None and name != reference:
             ref, own = np.load(ref_file), np.load(own_file)
             if system.task == "rerank":
@@ -445,10 +660,11 @@ def summarize(rows, saves, corpora, pairs, tokenizer, config, peaks) -> dict[str
             else:
                 cos = np.sum(ref * own, axis=1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(own, axis=1))
                 entry["min_cosine"], entry["mean_cosine"] = float(cos.min()), float(cos.mean())
-                if corpus == "realistic":
+                if corpus == "realistic" and len(ref) > 11:
                     entry["top10_changed"] = _top10_changes(ref, own)
         out_rows.append(entry)
-    return {"rows": out_rows, "matmul_peak_gflops": peaks, "cpu": _cpu_name()}
+    return {"rows": out_rows, "matmul_peak_gflops": peaks, "cpu": _cpu_name(),
+            "shapes": {k: SHAPE_LABELS.get(k, k) for k in configs}}
 
 
 def _ours_dtype() -> str:
@@ -473,11 +689,12 @@ def _top10_changes(ref: np.ndarray, own: np.ndarray) -> str:
 def render_table(report: dict[str, Any]) -> str:
     machine, peak = report["machine"], report["matmul_peak_gflops"]
     lines = [
-        f"CPU: {report['cpu']} ({machine['cores']} cores, native bf16: {machine['native_bf16']}); "
-        f"matmul peak fp32 {peak['fp32']:.0f} / bf16 {peak['bf16']:.0f} GFLOP/s",
+        f"CPU: {report['cpu']} ({machine['cores']} cores, {machine.get('available_cpus')} available, "
+        f"native bf16: {machine['native_bf16']}); matmul peak fp32 {peak['fp32']:.0f} / bf16 {peak['bf16']:.0f} GFLOP/s",
         "",
-        "| task | corpus | system | items/s | bge_core defaults ÷ this | peak RSS MB | MFU | accuracy vs fp32 |",
-        "|---|---|---|---:|---:|---:|---:|---|",
+        "| task | shape | corpus | machine | system | items/s | bge_core defaults ÷ this | quiet ÷ busy "
+        "| peak RSS MB | MFU | accuracy vs fp32 |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for row in report["rows"]:
         accuracy = ""
@@ -488,10 +705,12 @@ def render_table(report: dict[str, Any]) -> str:
         elif "max_abs_score_diff" in row:
             accuracy = f"max |Δscore| {row['max_abs_score_diff']:.2e}"
         ratio = f"{row['ours_over_this']:.2f}x" if row["ours_over_this"] else ""
-        mfu = f"{100 * row['mfu']:.0f}% ({row['precision']})"
+        drop = f"{row['quiet_over_busy']:.2f}x" if row.get("quiet_over_busy") else ""
+        mfu = f"{100 * row['mfu']:.0f}% ({row['mfu_peak']})"
         lines.append(
-            f"| {row['task']} | {row['corpus']} | {row['label']} | {row['throughput']:.1f} | {ratio} | "
-            f"{row['peak_rss_mb']:.0f} | {mfu} | {accuracy} |"
+            f"| {row['task']} | {row.get('shape', 'minilm')} | {row['corpus']} | "
+            f"{'1 core busy' if row.get('busy') else 'quiet'} | {row['label']} | {row['throughput']:.1f} | {ratio} | "
+            f"{drop} | {row['peak_rss_mb']:.0f} | {mfu} | {accuracy} |"
         )
     return "\n".join(lines)
 

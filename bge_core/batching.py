@@ -6,18 +6,47 @@ texts large ones. Results are written back by input position, so the caller sees
 
 Out-of-memory errors (and only those) split the failing batch in two, down to one text; a
 single text that still does not fit raises :class:`~bge_core.errors.BGEOutOfMemoryError`.
+
+How batches run (see :func:`cpu_plan` and :func:`run_batches`):
+
+- **CPU: streams.** torch's intra-op threads split every matmul statically between threads and
+  wait for the slowest at each operator; when another process takes a core, the thread that
+  shares it holds every operator up (measured on 2 cores with one busy: 2-2.7x slower, where
+  one thread alone loses nothing). So by default a job of several batches runs as *streams*:
+  one worker thread per CPU the process may use (:func:`bge_core.devices.available_cpus`), each
+  with one intra-op thread, each taking the next batch. A busy core then slows one stream, not
+  all of them. The thread count is set on bge-rag's own worker threads only (OpenMP's per-thread
+  setting), never process-wide: ``torch.get_num_threads()`` and the caller's threads keep their
+  settings. ``BGE_RAG_CPU_STREAMS`` / ``BGE_RAG_CPU_THREADS`` (environment) or
+  :func:`cpu_execution` (a scoped override) change it.
+- **Accelerators: pipelining.** While the device runs batch *k*, a helper thread pads batch
+  *k + 1* into pinned host memory and starts its non-blocking copy, so the device does not wait
+  for the host between batches.
+
+Either way results come back in plan order and the caller restores input order from the
+positions, so outputs are identical to a sequential run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import ctypes
+import functools
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import os
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Any, Optional, TypeVar, Union
 
 import numpy as np
 import torch
 
+from .devices import available_cpus
 from .errors import BGEOutOfMemoryError, ConfigError
 
 logger = logging.getLogger(__name__)
@@ -47,6 +76,158 @@ def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.devi
     ffn = int(getattr(config, "intermediate_size", 4 * hidden) or 4 * hidden)
     budget = 1 << max(0, (CPU_ACTIVATION_BUDGET // max(ffn, 1)).bit_length() - 1)
     return max(512, min(8192, budget))
+
+
+#: Environment variable: ``auto`` (default) or the number of CPU streams (``1``: one batch at a
+#: time on torch's intra-op threads, the pre-streams behaviour).
+STREAMS_ENV = "BGE_RAG_CPU_STREAMS"
+#: Environment variable: CPU threads in total (default: the CPUs the process may use, and never
+#: more than the caller's ``torch.get_num_threads()``).
+THREADS_ENV = "BGE_RAG_CPU_THREADS"
+
+#: Environment variable: ``0`` turns off prefetching on accelerators (``1`` forces it, also on CPUs).
+PREFETCH_ENV = "BGE_RAG_PREFETCH"
+
+_override: contextvars.ContextVar[tuple[Optional[int], Optional[int]]] = contextvars.ContextVar(
+    "bge_rag_cpu_execution", default=(None, None)
+)
+
+
+@dataclass(frozen=True)
+class CpuPlan:
+    """How a CPU job runs: ``streams`` batches at once, each on ``threads`` intra-op threads."""
+
+    streams: int
+    threads: int
+
+
+@contextlib.contextmanager
+def cpu_execution(streams: Optional[int] = None, threads: Optional[int] = None) -> Iterator[None]:
+    """Override CPU streams and/or threads for the calls made inside this block (this context only).
+
+    Example:
+        >>> with cpu_execution(streams=1):      # one batch at a time, torch's intra-op threads
+        ...     vectors = embedder.encode_documents(texts)
+    """
+    if streams is not None:
+        check_positive("streams", streams)
+    if threads is not None:
+        check_positive("threads", threads)
+    token = _override.set((streams, threads))
+    try:
+        yield
+    finally:
+        _override.reset(token)
+
+
+def _env_int(name: str) -> Optional[int]:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw in ("", "auto"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be 'auto' or a positive integer, got {raw!r}") from exc
+    return check_positive(name, value)
+
+
+def _env_flag(name: str) -> Optional[bool]:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return None
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+
+
+def cpu_plan(n_batches: int, *, streams: Optional[int] = None, threads: Optional[int] = None) -> CpuPlan:
+    """Streams and threads for a CPU job of ``n_batches`` batches.
+
+    Precedence: the arguments, then :func:`cpu_execution`, then ``BGE_RAG_CPU_STREAMS`` /
+    ``BGE_RAG_CPU_THREADS``, then the defaults: threads = the CPUs the process may use
+    (affinity and cgroup quota) but no more than ``torch.get_num_threads()`` of the calling
+    thread (so ``OMP_NUM_THREADS`` and ``torch.set_num_threads`` still cap it); streams = threads.
+    Streams never exceed the batches, and the threads are shared out among the streams. Without
+    per-thread thread control (a torch build whose OpenMP runtime is not found) streams are 1.
+    """
+    o_streams, o_threads = _override.get()
+    threads = threads or o_threads or _env_int(THREADS_ENV) or min(available_cpus(), torch.get_num_threads())
+    streams = streams or o_streams or _env_int(STREAMS_ENV) or threads
+    if thread_control() is None:
+        streams = 1
+    streams = max(1, min(streams, n_batches, threads))
+    return CpuPlan(streams=streams, threads=max(1, threads // streams))
+
+
+@functools.lru_cache(maxsize=1)
+def thread_control() -> Optional[Callable[[int], None]]:
+    """A function setting the intra-op thread count of the calling OS thread only, or ``None``.
+
+    It calls ``omp_set_num_threads`` (a per-thread setting in OpenMP) of the OpenMP runtime
+    torch loaded, and MKL's ``mkl_set_num_threads_local`` when torch exports it; checked once
+    on a probe thread, where ``torch.get_num_threads()`` must follow.
+    """
+    omp = _loaded_library(("libgomp", "libiomp5", "libomp"))
+    if omp is None or not hasattr(omp, "omp_set_num_threads"):
+        return None
+    mkl = _loaded_library(("libtorch_cpu",))
+    # MKL's Fortran-style entry points take their argument by reference.
+    mkl_local = getattr(mkl, "mkl_set_num_threads_local_", None) if mkl is not None else None
+    mkl_get = getattr(mkl, "mkl_get_max_threads_", None) if mkl is not None else None
+
+    def set_threads(n: int) -> None:
+        omp.omp_set_num_threads(ctypes.c_int(n))
+        if mkl_local is not None:
+            mkl_local(ctypes.byref(ctypes.c_int(n)))
+
+    seen: list[int] = []
+
+    def probe() -> None:
+        torch.get_num_threads()  # torch's lazy per-thread initialization first
+        set_threads(1)
+        seen.append(torch.get_num_threads())
+        if mkl_get is not None:
+            seen.append(int(mkl_get()))
+
+    worker = threading.Thread(target=probe, name="bge-rag-probe")
+    worker.start()
+    worker.join()
+    if not seen or any(n != 1 for n in seen):
+        logger.info("Per-thread CPU thread control unavailable; CPU batches run one at a time.")
+        return None
+    return set_threads
+
+
+def _loaded_library(prefixes: tuple[str, ...]) -> Optional[ctypes.CDLL]:
+    """A shared library already mapped into this process whose file name starts with a prefix."""
+    try:
+        maps = open("/proc/self/maps", encoding="utf-8", errors="replace").read().split("\n")
+    except OSError:
+        return None
+    for line in maps:
+        path = line.rsplit(" ", 1)[-1]
+        name = os.path.basename(path)
+        if path.startswith("/") and name.startswith(prefixes) and ".so" in name:
+            try:
+                return ctypes.CDLL(path)
+            except OSError:
+                continue
+    return None
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """bge-rag's own CPU worker threads (created on first use, reused by every engine)."""
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="bge-rag-cpu")
+        return pool
 
 
 def check_positive(name: str, value: Any) -> int:
@@ -102,8 +283,23 @@ def collate(
     pad_id: int,
     device: torch.device,
     token_type_ids: Optional[Sequence[Sequence[int]]] = None,
+    pin_memory: Optional[bool] = None,
 ) -> Batch:
-    """Right-pad the rows at ``positions`` into tensors on ``device``."""
+    """Right-pad the rows at ``positions`` into tensors on ``device``.
+
+    On CUDA (``pin_memory=None``) the host tensors are pinned and copied with
+    ``non_blocking=True``, so the copy overlaps the work already queued on the device.
+    """
+    pin = device.type == "cuda" if pin_memory is None else pin_memory
+
+    def to_device(array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if device.type == "cpu":
+            return tensor
+        if pin:
+            tensor = tensor.pin_memory()
+        return tensor.to(device, non_blocking=pin)
+
     rows = [input_ids[i] for i in positions]
     width = max(len(r) for r in rows)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)
@@ -116,9 +312,9 @@ def collate(
             types[r, : len(row)] = token_type_ids[pos]  # type: ignore[index]
     return Batch(
         positions=positions,
-        input_ids=torch.from_numpy(ids).to(device),
-        attention_mask=torch.from_numpy(mask).to(device),
-        token_type_ids=None if types is None else torch.from_numpy(types).to(device),
+        input_ids=to_device(ids),
+        attention_mask=to_device(mask),
+        token_type_ids=None if types is None else to_device(types),
     )
 
 
@@ -150,11 +346,20 @@ def run_batches(
     token_type_ids: Optional[Sequence[Sequence[int]]] = None,
     show_progress: Optional[bool] = None,
     desc: str = "Batches",
+    streams: Optional[int] = None,
+    threads: Optional[int] = None,
+    prefetch: Optional[bool] = None,
 ) -> Iterator[tuple[np.ndarray, T]]:
     """Run ``forward`` over token-budget batches; yield ``(input positions, output)`` pairs.
 
     ``forward`` runs under ``torch.inference_mode``. Batches come longest first, so the first
-    one is the largest: an out-of-memory error shows early.
+    one is the largest: an out-of-memory error shows early. Pairs come in plan order however
+    the batches run.
+
+    Args:
+        streams, threads: CPU execution (see :func:`cpu_plan`); ignored on accelerators.
+        prefetch: Collate the next batch on a helper thread while this one runs (default: on
+            accelerators only). On a CPU this only adds a thread; it exists there for tests.
     """
     lengths = [len(ids) for ids in input_ids]
     batches = plan_batches(lengths, max_batch_size, max_batch_tokens)
@@ -166,14 +371,18 @@ def run_batches(
 
         progress = tqdm(total=len(lengths), desc=desc, unit="text")
 
-    def attempt(positions: np.ndarray) -> Iterator[tuple[np.ndarray, T]]:
+    def make(positions: np.ndarray) -> Batch:
+        return collate(input_ids, positions, pad_id, device, token_type_ids)
+
+    def attempt(positions: np.ndarray, ready: Optional[Batch] = None) -> Iterator[tuple[np.ndarray, T]]:
         try:
-            batch = collate(input_ids, positions, pad_id, device, token_type_ids)
+            batch = ready if ready is not None else make(positions)
             with torch.inference_mode():
                 output = forward(batch)
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
             if not is_out_of_memory(exc):
                 raise
+            ready = None
             _free_cache(device)
             if positions.size == 1:
                 raise BGEOutOfMemoryError(
@@ -187,22 +396,115 @@ def run_batches(
             return
         yield positions, output
 
+    if prefetch is None:
+        prefetch = _env_flag(PREFETCH_ENV)
+    if device.type == "cpu" and not prefetch:
+        results = _run_cpu(batches, attempt, cpu_plan(len(batches), streams=streams, threads=threads))
+    elif prefetch is False:
+        results = (pair for positions in batches for pair in attempt(positions))
+    else:
+        results = (pair for positions, ready in _prefetched(batches, make) for pair in attempt(positions, ready))
     try:
-        for positions in batches:
-            for done, output in attempt(positions):
-                yield done, output
-                if progress is not None:
-                    progress.update(done.size)
+        for done, output in results:
+            yield done, output
+            if progress is not None:
+                progress.update(done.size)
     finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
         if progress is not None:
             progress.close()
 
 
+Attempt = Callable[[np.ndarray], Iterator[tuple[np.ndarray, Any]]]
+
+
+def _run_cpu(batches: list[np.ndarray], attempt: Attempt, plan: CpuPlan) -> Iterator[tuple[np.ndarray, Any]]:
+    """Batches on the CPU: in the calling thread, or as ``plan.streams`` workers, in plan order."""
+    set_threads = thread_control()
+    inline = plan.streams == 1 and (set_threads is None or plan.threads == torch.get_num_threads())
+    if inline or not batches:
+        for positions in batches:
+            yield from attempt(positions)
+        return
+
+    def task(positions: np.ndarray) -> list[tuple[np.ndarray, Any]]:
+        set_threads(plan.threads)  # type: ignore[misc]  # this worker thread only
+        return list(attempt(positions))
+
+    pool = _pool(plan.streams)
+    pending: deque[Future] = deque()
+    todo = iter(batches)
+    try:
+        for positions in todo:
+            pending.append(pool.submit(task, positions))
+            if len(pending) > plan.streams:  # keep every worker busy and one batch queued
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        for future in pending:  # an error or an abandoned generator: stop queued work, wait for the rest
+            future.cancel()
+        for future in pending:
+            if not future.cancelled():
+                future.exception()
+
+
+def _prefetched(batches: Iterable[np.ndarray], make: Callable[[np.ndarray], Batch],
+                depth: int = 2) -> Iterator[tuple[np.ndarray, Optional[Batch]]]:
+    """``(positions, batch)`` in order, each batch collated by a helper thread ahead of use.
+
+    A batch whose collation failed comes as ``None`` (the caller collates it again itself, so
+    an out-of-memory error during the copy goes through the usual back-off).
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for positions in batches:
+                if stop.is_set():
+                    return
+                try:
+                    ready: Optional[Batch] = make(positions)
+                except Exception:  # retried by the caller in its own thread, where it raises
+                    ready = None
+                items.put((positions, ready))
+        finally:
+            items.put(done)
+
+    helper = threading.Thread(target=produce, name="bge-rag-prefetch", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = items.get()
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        while helper.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                items.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        helper.join()
+
+
 __all__ = [
     "Batch",
+    "CpuPlan",
     "DEFAULT_BATCH_SIZE",
+    "PREFETCH_ENV",
+    "STREAMS_ENV",
+    "THREADS_ENV",
     "check_positive",
     "collate",
+    "cpu_execution",
+    "cpu_plan",
+    "thread_control",
     "resolve_max_batch_tokens",
     "is_out_of_memory",
     "plan_batches",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import threading
 
 import numpy as np
 import pytest
@@ -125,3 +126,138 @@ def test_cpu_token_budget_follows_model_shape(ffn, expected):
     assert resolve_max_batch_tokens(None, torch.device("cpu"), config) == expected
     assert resolve_max_batch_tokens(300, torch.device("cpu"), config) == 300
     assert resolve_max_batch_tokens(None, torch.device("cuda", 0), config) == 65536
+
+
+# --------------------------------------------------------------------------- CPU streams and prefetching
+from bge_core import ConfigError, batching  # noqa: E402
+from bge_core.batching import cpu_execution, cpu_plan  # noqa: E402
+
+
+@pytest.mark.parametrize(("batches", "threads", "streams", "expected"), [
+    (10, 4, None, (4, 1)),   # one single-threaded stream per CPU
+    (1, 4, None, (1, 4)),    # one batch: all threads on it
+    (3, 4, None, (3, 1)),    # never more streams than batches
+    (10, 4, 2, (2, 2)),      # threads shared out among the streams
+    (10, 1, None, (1, 1)),
+])
+def test_cpu_plan(batches, threads, streams, expected):
+    plan = cpu_plan(batches, threads=threads, streams=streams)
+    assert (plan.streams, plan.threads) == expected
+
+
+def test_cpu_plan_default_threads_follow_the_available_cpus(monkeypatch):
+    monkeypatch.delenv(batching.STREAMS_ENV, raising=False)
+    monkeypatch.delenv(batching.THREADS_ENV, raising=False)
+    monkeypatch.setattr(batching, "available_cpus", lambda: 1)  # e.g. a container quota of one CPU
+    assert cpu_plan(10) == batching.CpuPlan(streams=1, threads=1)
+    monkeypatch.setattr(batching, "available_cpus", lambda: 64)  # never above the caller's torch threads
+    assert cpu_plan(1).threads == torch.get_num_threads()
+
+
+def test_cpu_plan_environment_and_scoped_override(monkeypatch):
+    monkeypatch.setenv(batching.STREAMS_ENV, "1")
+    monkeypatch.setenv(batching.THREADS_ENV, "4")
+    assert cpu_plan(10) == batching.CpuPlan(streams=1, threads=4)
+    with cpu_execution(streams=2):
+        assert cpu_plan(10) == batching.CpuPlan(streams=2, threads=2)
+    assert cpu_plan(10).streams == 1  # the override ends with its block
+    monkeypatch.setenv(batching.STREAMS_ENV, "many")
+    with pytest.raises(ConfigError, match="BGE_RAG_CPU_STREAMS"):
+        cpu_plan(10)
+    with pytest.raises(ConfigError, match="streams"):
+        with cpu_execution(streams=0):
+            pass
+
+
+def _record_forward(seen):
+    def forward(batch):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return _sum_forward(batch)
+    return forward
+
+
+def _collect(**options):
+    inputs = _toy_inputs(n=120, seed=5)
+    seen = []
+    pairs = list(run_batches(inputs, _record_forward(seen), pad_id=0, device=torch.device("cpu"),
+                             max_batch_size=6, max_batch_tokens=80, **options))
+    return inputs, pairs, seen
+
+
+def test_streams_give_the_sequential_results_in_plan_order():
+    assert batching.thread_control() is not None, "per-thread thread control must work on this torch build"
+    inputs, sequential, seen_seq = _collect(streams=1, threads=torch.get_num_threads())
+    _, streamed, seen = _collect(streams=2, threads=2)
+    assert [p.tolist() for p, _ in streamed] == [p.tolist() for p, _ in sequential]
+    for (_, a), (_, b) in zip(streamed, sequential):
+        assert a.tolist() == b.tolist()
+    # the streamed batches ran on bge-rag's workers with one intra-op thread each ...
+    assert {name.startswith("bge-rag-cpu") for name, _ in seen} == {True}
+    assert {n for _, n in seen} == {1}
+    assert {name for name, _ in seen_seq} == {threading.current_thread().name}
+    # ... and the caller's thread and threads started later keep torch's setting
+    before = torch.get_num_threads()
+    later = []
+    t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert torch.get_num_threads() == before and later == [before]
+
+
+def test_prefetch_gives_the_sequential_results_in_plan_order():
+    _, sequential, _ = _collect(streams=1, threads=torch.get_num_threads())
+    _, prefetched, _ = _collect(prefetch=True)
+    assert [(p.tolist(), o.tolist()) for p, o in prefetched] == [(p.tolist(), o.tolist()) for p, o in sequential]
+
+
+@pytest.mark.parametrize("options", [{"streams": 2, "threads": 2}, {"prefetch": True}])
+def test_out_of_memory_back_off_with_streams_and_prefetch(options):
+    inputs = _toy_inputs()
+
+    def flaky(batch):
+        if batch.input_ids.shape[0] > 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return _sum_forward(batch)
+
+    got = np.zeros(len(inputs), dtype=np.int64)
+    for positions, out in run_batches(inputs, flaky, pad_id=0, device=torch.device("cpu"), max_batch_size=16,
+                                      max_batch_tokens=10_000, **options):
+        got[positions] = out
+    assert got.tolist() == [sum(row) for row in inputs]
+
+
+@pytest.mark.parametrize("options", [{"streams": 2, "threads": 2}, {"prefetch": True}])
+def test_errors_propagate_and_stop_the_rest(options):
+    calls = []
+
+    def broken(batch):
+        calls.append(1)
+        raise RuntimeError("shape mismatch in matmul")
+
+    inputs = _toy_inputs(n=200)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        list(run_batches(inputs, broken, pad_id=0, device=torch.device("cpu"), max_batch_size=2,
+                         max_batch_tokens=100, **options))
+    assert len(calls) < 10  # queued batches were cancelled, not all 100 run
+
+
+def test_an_abandoned_stream_run_leaves_the_workers_usable():
+    inputs = _toy_inputs(n=100)
+    run = run_batches(inputs, _sum_forward, pad_id=0, device=torch.device("cpu"), max_batch_size=2,
+                      max_batch_tokens=100, streams=2, threads=2)
+    next(run)
+    run.close()
+    _, pairs, _ = _collect(streams=2, threads=2)
+    assert sum(p.size for p, _ in pairs) == 120
+
+
+def test_embedder_streams_match_one_stream(models, paragraphs):
+    """CPU streams give exactly the single-stream vectors, in input order, fp32 and the default."""
+    texts = paragraphs[:90]
+    for precision in ("fp32", "auto"):
+        emb = Embedder(models.dense, precision=precision, max_batch_tokens=600)
+        with cpu_execution(streams=1, threads=1):
+            one = emb.encode_documents(texts)
+        with cpu_execution(streams=2, threads=2):  # two single-threaded streams on any machine
+            two = emb.encode_documents(texts)
+        np.testing.assert_array_equal(one, two)

@@ -64,3 +64,91 @@ def test_reduced_precision_reranker_returns_python_floats(models, paragraphs):
     assert all(type(s) is float for s in scores)
     reference = Reranker(models.reranker, precision="fp32").score([(paragraphs[0], paragraphs[1])])[0]
     assert scores[0] == pytest.approx(reference, abs=0.05)
+
+
+# --------------------------------------------------------------------------- CPUs the process may use
+def _fake_root(tmp_path, cgroup, mounts, files):
+    """A fake filesystem root: /proc/self/cgroup, /proc/self/mountinfo and cgroup files."""
+    (tmp_path / "proc/self").mkdir(parents=True)
+    (tmp_path / "proc/self/cgroup").write_text(cgroup)
+    (tmp_path / "proc/self/mountinfo").write_text(mounts)
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path
+
+
+V2_MOUNT = "41 31 0:38 / /sys/fs/cgroup rw,relatime - cgroup2 cgroup2 rw\n"
+V1_MOUNTS = (
+    "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n"
+    "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct\n"
+    "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+)
+
+
+def test_cgroup_v2_quota_rounds_up(tmp_path):
+    root = _fake_root(tmp_path, "0::/kubepods/pod1\n", V2_MOUNT, {
+        "sys/fs/cgroup/cpu.max": "max 100000\n",
+        "sys/fs/cgroup/kubepods/pod1/cpu.max": "150000 100000\n",
+    })
+    assert devices.cgroup_cpu_quota(root) == pytest.approx(1.5)
+    assert devices.available_cpus(root, affinity=8) == 2
+    assert devices.available_cpus(root, affinity=1) == 1  # the affinity mask can be smaller still
+
+
+def test_cgroup_v2_smallest_quota_of_the_ancestors_wins(tmp_path):
+    root = _fake_root(tmp_path, "0::/a/b\n", V2_MOUNT, {
+        "sys/fs/cgroup/a/cpu.max": "100000 100000\n",
+        "sys/fs/cgroup/a/b/cpu.max": "max 100000\n",
+    })
+    assert devices.cgroup_cpu_quota(root) == pytest.approx(1.0)
+    assert devices.available_cpus(root, affinity=16) == 1
+
+
+def test_cgroup_v2_without_quota(tmp_path):
+    root = _fake_root(tmp_path, "0::/\n", V2_MOUNT, {"sys/fs/cgroup/cpu.max": "max 100000\n"})
+    assert devices.cgroup_cpu_quota(root) is None
+    assert devices.available_cpus(root, affinity=6) == 6
+
+
+def test_cgroup_v2_in_a_cgroup_namespace_reads_the_mount_top(tmp_path):
+    # inside a container /proc/self/cgroup can name a path that the container's mount does not show
+    root = _fake_root(tmp_path, "0::/docker/abc123\n", V2_MOUNT, {"sys/fs/cgroup/cpu.max": "250000 100000\n"})
+    assert devices.available_cpus(root, affinity=64) == 3
+
+
+def test_cgroup_v1_cfs_quota(tmp_path):
+    root = _fake_root(tmp_path, "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n", V1_MOUNTS, {
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+        "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+    })
+    assert devices.cgroup_cpu_quota(root) == pytest.approx(0.5)
+    assert devices.available_cpus(root, affinity=4) == 1  # never below one CPU
+
+
+def test_cgroup_v1_unlimited_and_missing_files(tmp_path):
+    root = _fake_root(tmp_path, "4:cpu,cpuacct:/\n", V1_MOUNTS, {
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+    })
+    assert devices.cgroup_cpu_quota(root) is None
+    assert devices.available_cpus(root, affinity=3) == 3
+    assert devices.cgroup_cpu_quota(tmp_path / "nothing-here") is None
+
+
+def test_v1_quota_of_another_controller_is_ignored(tmp_path):
+    # a memory hierarchy holding files named like cpu quota files must not count
+    root = _fake_root(tmp_path, "3:memory:/x\n", V1_MOUNTS, {
+        "sys/fs/cgroup/memory/x/cpu.cfs_quota_us": "10000\n",
+        "sys/fs/cgroup/memory/x/cpu.cfs_period_us": "100000\n",
+    })
+    assert devices.cgroup_cpu_quota(root) is None
+
+
+def test_available_cpus_on_this_machine_is_within_the_affinity_mask():
+    import os
+
+    assert devices.affinity_cpus() == len(os.sched_getaffinity(0))
+    assert 1 <= devices.available_cpus() <= devices.affinity_cpus()
