@@ -2,7 +2,8 @@
 # One-command setup for a fresh clone. Each command makes its own virtualenv and installs what it needs.
 #   ./dev.sh demo [bge-rag demo options]   -> .venv-demo, runs `bge-rag demo`
 #   ./dev.sh test [pytest options]         -> .venv-test, runs the whole test suite
-#   ./dev.sh bench [bench.py options]      -> .venv-bench (+ fastembed, onnx), runs benchmarks/bench.py
+#   ./dev.sh bench [bench.py options]      -> .venv-bench (+ fastembed, onnx) and .venv-bench-ov, runs benchmarks/bench.py
+#   ./dev.sh gpu [gpu.py options]          -> .venv-bench, runs benchmarks/gpu.py (on a CUDA machine; --dry-run on CPU)
 #   ./dev.sh tf4 [pytest args]             -> .venv-tf4 only (transformers 4.x); no args: the TF4_TESTS list
 # torch is pinned here (CPU build 2.13.0) only to keep installs quick; set BGE_RAG_TORCH to choose
 # another (e.g. BGE_RAG_TORCH="torch" for your platform's default build). The package itself
@@ -75,6 +76,24 @@ run_tf4() {  # run_tf4 [pytest args]: the tf4 list plus the options given, unles
 }
 # ----------------------------------------------------------------------------------------------------
 
+# --- benchmark side environment (helper G) -------------------------------------------------------
+# sentence-transformers' ONNX and OpenVINO backends (optimum-onnx / optimum-intel) need transformers
+# 4.x, so benchmarks/bench.py runs them from .venv-bench-ov; rebuilt only when this list changes.
+BENCH_OV_REQUIREMENTS=(
+  "sentence-transformers[onnx,openvino]>=5,<6"
+)
+
+setup_bench_ov() {
+  local venv=.venv-bench-ov stamp=.venv-bench-ov/.requirements-sha256 want
+  want=$(printf '%s\n' "$PYTHON" "$TORCH" "${BENCH_OV_REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  echo "dev.sh: building $venv (sentence-transformers ONNX/OpenVINO backends)" >&2
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH" "${BENCH_OV_REQUIREMENTS[@]}"
+  echo "$want" >"$stamp"
+}
+# ----------------------------------------------------------------------------------------------------
 # --- Chromium for the server's web-page test (helper D) -----------------------------------------------
 # Named ensure_chromium, not chromium: a shell function called chromium would make `type chromium` /
 # `command -v chromium` find the function itself and never the browser. `type -P` finds files only.
@@ -153,7 +172,13 @@ case "${1:-}" in
     shift
     setup .venv-bench test
     .venv-bench/bin/python -m pip install --quiet --disable-pip-version-check fastembed onnx onnxruntime
-    exec .venv-bench/bin/python benchmarks/bench.py "$@"
+    setup_bench_ov
+    exec .venv-bench/bin/python benchmarks/bench.py --ov-python .venv-bench-ov/bin/python "$@"
+    ;;
+  gpu)
+    shift
+    setup .venv-bench test
+    exec .venv-bench/bin/python benchmarks/gpu.py "$@"
     ;;
   bench-serve)  # bge-rag serve against infinity-emb (own venv: it needs transformers 4.x)
     shift
@@ -165,7 +190,7 @@ case "${1:-}" in
     exec .venv-test/bin/python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|tf4|bench|bench-serve [args...]" >&2
+    echo "usage: ./dev.sh demo|test|tf4|bench|bench-serve|gpu [args...]" >&2
     exit 64
     ;;
 esac
