@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -39,7 +40,25 @@ def fixture_server() -> Iterator[str]:
             yield url
 
 
-def main() -> None:
+def main() -> int:
+    """Run the example; a missing server or model gets a one-line hint, not a traceback."""
+    from bge_core.errors import BGEError
+
+    try:
+        run()
+    except httpx.ConnectError as exc:
+        print(f"No bge-rag server answers there ({exc}). Start one with `bge-rag serve --model BAAI/bge-m3 "
+              f"--reranker BAAI/bge-reranker-v2-m3`, or run this example with --offline-fixture.", file=sys.stderr)
+        return 1
+    except BGEError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(f"Could not load the model ({first}). Offline, only models already in the Hugging Face cache load; "
+              f"run this example with --offline-fixture to use the packaged fixture models.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000", help="the server's base URL")
     parser.add_argument("--api-key", default=os.environ.get("BGE_RAG_API_KEY", "unused"))
@@ -60,11 +79,13 @@ def main() -> None:
         print(f"OpenAI client: {len(response.data)} vectors of {len(response.data[0].embedding)} dims "
               f"(dimensions=256), {response.usage.total_tokens} tokens")
 
-        # 2. LangChain: documents as they are, queries with input_type=query (BGE's query instruction).
+        # 2. LangChain: documents as they are, queries through the query alias (BGE's query instruction).
         common = {"model": "bge", "base_url": f"{url}/v1", "api_key": args.api_key, "check_embedding_ctx_length": False}
         store = InMemoryVectorStore(OpenAIEmbeddings(**common))
         store.add_documents([Document(page_content=d) for d in docs])
-        queries = OpenAIEmbeddings(**common, model_kwargs={"extra_body": {"input_type": "query"}})
+        # Queries get BGE's query instruction through the served query alias ("<model>-query"; a base URL
+        # of .../query/v1 does the same), for clients that cannot send input_type.
+        queries = OpenAIEmbeddings(**{**common, "model": f"{info['embedding_model']['id']}-query"})
         hits = store.similarity_search_by_vector(queries.embed_query(args.query), k=10)
         print(f"\nQ: {args.query}\nLangChain InMemoryVectorStore, top 10 of {len(docs)} by dense similarity")
 
@@ -87,4 +108,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
