@@ -44,19 +44,32 @@ TF4_TESTS=(
   tests/test_registry.py
   tests/test_scoring.py
   tests/test_llm_rerank.py
+  tests/test_decoder_models.py
+  tests/test_engine_notices.py
 )
 
-setup_tf4() {
-  local venv=.venv-tf4 stamp=.venv-tf4/.requirements-sha256 want
-  want=$(printf '%s\n' "$PYTHON" "$TORCH" "${TF4_REQUIREMENTS[@]}" | sha256sum | cut -d' ' -f1)
-  if [ -x "$venv/bin/python" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
-  echo "dev.sh: building $venv (transformers 4.x)" >&2
+# .venv-tf446: transformers 4.46, for the lightweight LLM reranker only: the CostWiseGemma code it ships
+# (FlagEmbedding 1.4.2's) calls Gemma 2 layers with the 4.46 signature and fails on every later release.
+# It runs the tests/test_*_tf446.py files (not collected anywhere else).
+TF446_REQUIREMENTS=(
+  "transformers==4.46.3"
+  "FlagEmbedding==1.4.2"
+  "sentence-transformers>=5,<6"
+  "pytest>=9.0.3"
+)
+
+setup_side() {  # setup_side VENV REQUIREMENTS_ARRAY_NAME: (re)build a cached side environment
+  local venv=$1 want
+  local -n reqs=$2
+  want=$(printf '%s\n' "$PYTHON" "$TORCH" "${reqs[@]}" | sha256sum | cut -d' ' -f1)
+  if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.requirements-sha256" 2>/dev/null)" = "$want" ]; then return 0; fi
+  echo "dev.sh: building $venv" >&2
   # Explicit `|| return`: run_tf4 is called in `||` context, where `set -e` does not apply.
   rm -rf "$venv" && "$PYTHON" -m venv "$venv" || return 1
   # bge-rag itself with its core dependencies only; torch pinned in the same resolution.
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH" "${TF4_REQUIREMENTS[@]}" -e . \
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH" "${reqs[@]}" -e . \
     || { echo "dev.sh: building $venv failed" >&2; return 1; }
-  echo "$want" >"$stamp"
+  echo "$want" >"$venv/.requirements-sha256"
 }
 
 tf4_tests() {  # the TF4_TESTS list plus every tests/test_*_tf4.py
@@ -66,13 +79,20 @@ tf4_tests() {  # the TF4_TESTS list plus every tests/test_*_tf4.py
   return 0
 }
 
-run_tf4() {  # run_tf4 [pytest args]: the tf4 list plus the options given, unless test paths are given
-  local arg files=()
-  setup_tf4 || return 1
+run_tf4() {  # run_tf4 [pytest args]: the tf4 list (+ the tf446 files) with the options given, or the paths given
+  local arg files=() rc=0 rc446=0 tf446=()
+  setup_side .venv-tf4 TF4_REQUIREMENTS || return 1
   for arg in "$@"; do [ -e "${arg%%::*}" ] && files=(given); done
-  [ ${#files[@]} -gt 0 ] || mapfile -t files < <(tf4_tests)
-  [ "${files[0]}" = given ] && files=()
-  .venv-tf4/bin/python -m pytest "${files[@]}" "$@"
+  if [ ${#files[@]} -gt 0 ]; then .venv-tf4/bin/python -m pytest "$@"; return; fi
+  mapfile -t files < <(tf4_tests)
+  .venv-tf4/bin/python -m pytest "${files[@]}" "$@" || rc=$?
+  for arg in tests/test_*_tf446.py; do [ -e "$arg" ] && tf446+=("$arg"); done
+  if [ ${#tf446[@]} -gt 0 ]; then
+    setup_side .venv-tf446 TF446_REQUIREMENTS || return 1
+    .venv-tf446/bin/python -m pytest "${tf446[@]}" "$@" || rc446=$?
+    [ "$rc" -ne 0 ] || rc=$rc446
+  fi
+  return "$rc"
 }
 # ----------------------------------------------------------------------------------------------------
 
@@ -94,6 +114,8 @@ setup_bench_ov() {
   echo "$want" >"$stamp"
 }
 # ----------------------------------------------------------------------------------------------------
+
+
 # --- Chromium for the server's web-page test (helper D) -----------------------------------------------
 # Named ensure_chromium, not chromium: a shell function called chromium would make `type chromium` /
 # `command -v chromium` find the function itself and never the browser. `type -P` finds files only.

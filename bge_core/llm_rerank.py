@@ -20,7 +20,8 @@ Every pair is built as FlagEmbedding builds it: ``"A: " + query`` tokenized with
 tokens and cut to ``query_max_length``; ``"B: " + passage`` cut to ``max_length``; then
 ``[bos] + query``, ``"\\n" + passage`` (the passage's end removed until the two fit
 ``max_length + len("\\n") + len(prompt)``, the query never cut there), ``"\\n" + prompt``. Rows are
-padded on the tokenizer's padding side (to a multiple of 8, as FlagEmbedding's collator does).
+padded on the tokenizer's padding side (the lightweight kind: always the right, as
+LightWeightFlagLLMReranker sets it), to a multiple of 8, as FlagEmbedding's collator does.
 """
 
 from __future__ import annotations
@@ -295,7 +296,9 @@ class LLMScorer:
         self.kind = kind
         self.yes_id = yes_id
         self.pad_id = tokenizer.pad_token_id
-        self.left = getattr(tokenizer, "padding_side", "right") == "left"
+        # LightWeightFlagLLMReranker sets the tokenizer's padding side to "right" (its compression
+        # refuses left padding); the other two pad on the tokenizer's own side.
+        self.left = kind != "lightweight" and getattr(tokenizer, "padding_side", "right") == "left"
         config = model.config
         if kind == "llm":
             if cutoff_layers is not None or compress_layers is not None or compress_ratio != 1:

@@ -21,11 +21,12 @@ import torch
 
 from . import batching
 from .devices import describe, resolve_device, resolve_precision
-from .errors import ConfigError, InputTypeError, ModelLoadError
+from .errors import ConfigError, InputTypeError, ModelLoadError, TextTooLongError
 from .inputs import as_pairs, as_texts
 from .llm_rerank import LLMPairEncoder, LLMScorer, check_layers, detect_kind, load_llm
 from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
 from .registry import ModelSpec
+from .truncation import TruncationWarner
 from .types import Ranked
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,8 @@ class PairEncoder:
         self.max_length = max_length
         self.query_max_length = query_max_length
         self.n_special = self._rust.num_special_tokens_to_add(True)
+        #: How many pairs of the last ``encode`` call were cut (query cap, passage cap or pair fit).
+        self.last_truncated = 0
         self.with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], Optional[list[list[int]]]]:
@@ -67,7 +70,9 @@ class PairEncoder:
         passages = self._rust.encode_batch([p for _, p in pairs], add_special_tokens=False)
         ids: list[list[int]] = []
         types: list[list[int]] = []
+        self.last_truncated = 0
         for query, passage in zip(queries, passages):
+            cut = len(query) > self.query_max_length or len(passage) > self.max_length
             if len(query) > self.query_max_length:
                 query.truncate(self.query_max_length)
             if len(passage) > self.max_length:
@@ -77,6 +82,8 @@ class PairEncoder:
             # the passage is too short to absorb the excess, leave the pair as it is.
             if 0 < excess < len(passage):
                 passage.truncate(len(passage) - excess)
+                cut = True
+            self.last_truncated += cut
             pair = self._rust.post_process(query, passage, add_special_tokens=True)
             ids.append(pair.ids)
             types.append(pair.type_ids)
@@ -106,6 +113,8 @@ class Reranker:
         compress_ratio, compress_layers: Lightweight LLM reranker only: passage-token compression
             ratio (1, 2, 4 or 8) and the layers where it applies (default ``[8]``), as
             LightWeightFlagLLMReranker takes them.
+        truncation: Pairs are cut as FlagEmbedding cuts them (a warning once per Reranker says how
+            many); with ``False`` a pair that would be cut raises :class:`TextTooLongError`.
         device, precision: As for :class:`~bge_core.Embedder`.
         batch_size: Most pairs in one forward pass.
         max_batch_tokens: Most padded tokens in one forward pass (``None``: per-device default).
@@ -140,8 +149,11 @@ class Reranker:
         cutoff_layers: Union[int, Sequence[int], None] = None,
         compress_ratio: int = 1,
         compress_layers: Union[int, Sequence[int], None] = None,
+        truncation: bool = True,
     ) -> None:
         self.normalize = bool(normalize)
+        self.truncation = bool(truncation)
+        self._truncation_warner = TruncationWarner("Reranker", unit="pairs")
         self.batch_size = batching.check_positive("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
@@ -310,6 +322,7 @@ class Reranker:
         scores = np.empty((scorer.n_outputs, len(pairs)), dtype=np.float32)
         with backbone.lock:
             encoded = self._llm_pairs.encode(pairs)
+            self._check_truncation(encoded.truncated, len(pairs))
             rows = encoded.input_ids
 
             def forward(batch: batching.Batch) -> np.ndarray:
@@ -334,6 +347,17 @@ class Reranker:
             logger.warning("The reranker produced non-finite scores on %s; try precision='fp32'.", where)
         return scores.tolist()
 
+    def _check_truncation(self, truncated: int, total: int) -> None:
+        if truncated and not self.truncation:
+            raise TextTooLongError(
+                f"{truncated} of {total} pairs are longer than the reranker's limits (query_max_length="
+                f"{self.query_max_length}, max_length={self.max_length}) and truncation=False; shorten them or "
+                f"raise max_length."
+            )
+        self._truncation_warner.report(
+            truncated=truncated, total=total, max_length=self.max_length, limit=self.model_max_length
+        )
+
     def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[float]:
         if not pairs:
             return []
@@ -354,6 +378,7 @@ class Reranker:
 
         with backbone.lock:
             input_ids, token_type_ids = self._pairs.encode(pairs)
+            self._check_truncation(self._pairs.last_truncated, len(pairs))
             for positions, out in batching.run_batches(
                 input_ids,
                 forward,

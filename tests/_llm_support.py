@@ -189,9 +189,18 @@ def build_lightweight_reranker(dest: Path, *, seed: int = SEED, padding_side: Li
         layer_wise=True, tie_word_embeddings=False, use_cache=False,
     )
     config.architectures = ["CostWiseGemmaForCausalLM"]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = CostWiseGemmaForCausalLM(config)
+    # transformers 4.46's GenerationConfig.validate logs a malformed warning for Gemma 2 configs
+    # ("not all arguments converted"), which pytest's log capture turns into an error: keep it quiet.
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = CostWiseGemmaForCausalLM(config)
+    finally:
+        hf_logging.set_verbosity(level)
     _init(model, seed, 0.1)
     _save(model, dest)
     _copy_code(dest, ("gemma_config.py", "gemma_model.py"))

@@ -126,3 +126,18 @@ def test_remote_code_kinds_need_trust_and_transformers_4(tmp_path, kind, mark):
     if TRANSFORMERS_MAJOR >= 5:
         with pytest.raises(UnsupportedModelError, match="transformers 4"):
             Reranker(folder, precision="fp32", trust_remote_code=True)
+
+
+def test_llm_truncation_warns_once_and_can_refuse(causal, pairs, caplog):
+    from bge_core import TextTooLongError
+
+    rr = Reranker(causal["gemma"], precision="fp32", max_length=32)
+    with caplog.at_level("WARNING", logger="bge_core.truncation"):
+        rr.score(pairs)
+        rr.score(pairs)
+    warnings = [r for r in caplog.records if r.name == "bge_core.truncation"]
+    assert len(warnings) == 1 and "max_length=32" in warnings[0].getMessage()
+    strict = Reranker(causal["gemma"], precision="fp32", max_length=32, truncation=False)
+    with pytest.raises(TextTooLongError):
+        strict.score(pairs)
+    assert strict.score(("q", "p")) == pytest.approx(rr.score(("q", "p")), abs=1e-6)

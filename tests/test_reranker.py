@@ -170,3 +170,20 @@ def test_rerank_per_call_batch_size(reranker, paragraphs):
     small, default = reranker.rerank("query", docs, batch_size=3), reranker.rerank("query", docs)
     assert [r.score for r in small] == pytest.approx([r.score for r in default], abs=1e-5)
     assert sorted(r.index for r in small) == list(range(12))
+
+
+def test_truncation_warns_once_and_can_refuse(models, pairs, caplog):
+    """Truncated pairs are cut as FlagReranker cuts them, with one warning per Reranker naming the count."""
+    from bge_core import TextTooLongError
+
+    rr = Reranker(models.reranker, precision="fp32", max_length=64)
+    with caplog.at_level("WARNING", logger="bge_core.truncation"):
+        rr.score(pairs)
+        rr.score(pairs)
+    warnings = [r for r in caplog.records if r.name == "bge_core.truncation"]
+    assert len(warnings) == 1
+    assert "pairs were longer than max_length=64" in warnings[0].getMessage()
+    strict = Reranker(models.reranker, precision="fp32", max_length=64, truncation=False)
+    with pytest.raises(TextTooLongError, match="truncation=False"):
+        strict.score(pairs)
+    assert strict.score(("short query", "short passage")) == pytest.approx(rr.score(("short query", "short passage")))
