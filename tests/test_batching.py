@@ -261,3 +261,21 @@ def test_embedder_streams_match_one_stream(models, paragraphs):
         with cpu_execution(streams=2, threads=2):  # two single-threaded streams on any machine
             two = emb.encode_documents(texts)
         np.testing.assert_array_equal(one, two)
+
+
+def test_thread_control_finds_torchs_openmp_when_other_runtimes_are_loaded():
+    """sentencepiece (loaded by XLM-R tokenizers) maps its own libgomp; torch's must be the one set."""
+    import sentencepiece  # noqa: F401
+
+    control = batching.thread_control.__wrapped__()
+    assert control is not None
+    seen = []
+
+    def probe():
+        control(1)
+        seen.append(torch.get_num_threads())
+
+    t = threading.Thread(target=probe)
+    t.start()
+    t.join()
+    assert seen == [1]
