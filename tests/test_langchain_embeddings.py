@@ -186,3 +186,59 @@ async def test_async_calls_leave_the_loop_free_and_queue_on_one_thread(en, parag
 def test_is_a_langchain_embeddings(en):
     assert isinstance(en, Embeddings)
     assert en.dimension == len(en.embed_query("x")) == 384
+
+
+@pytest.mark.parametrize(
+    "option",
+    [{"truncate_dim": 64}, {"pooling": "mean"}, {"document_instruction": "passage: "}, {"normalize": False,
+                                                                                       "truncate_dim": 32}],
+    ids=["truncate_dim", "pooling", "document_instruction", "raw-truncated"],
+)
+def test_engine_options_give_the_engines_outputs(registry_folders, paragraphs, option):  # noqa: F811
+    emb = BGEEmbeddings(model_name=registry_folders.en, **option, precision="fp32", max_length=MAX_LENGTH)
+    engine = Embedder(registry_folders.en, **option, precision="fp32", max_length=MAX_LENGTH)
+    assert emb.embed_documents(paragraphs[:4]) == engine.encode_documents(paragraphs[:4]).tolist()
+    assert emb.embed_query("what is a list?") == engine.encode_queries("what is a list?").tolist()
+    if "document_instruction" in option:
+        assert emb.document_instruction == "passage: "
+        plain = Embedder(registry_folders.en, precision="fp32", max_length=MAX_LENGTH)
+        assert emb.embed_documents(["x"]) == plain.encode_documents(["passage: x"]).tolist()
+
+
+def test_icl_examples_reach_the_engine(tmp_path_factory, registry_folders):  # noqa: F811
+    from bge_core.testing import build_decoder_model
+
+    folder = str(build_decoder_model(tmp_path_factory.mktemp("icl") / "bge-en-icl", "mistral"))
+    examples = [{"instruct": "Given a question, retrieve passages that answer it.", "query": "what is a panda?",
+                 "response": "The giant panda is a bear native to China."}]
+    emb = BGEEmbeddings(model_name=folder, examples=examples, precision="fp32")
+    engine = Embedder(folder, examples=examples, precision="fp32")
+    plain = BGEEmbeddings(model_name=folder, precision="fp32")
+    query = "where do pandas live?"
+    assert emb.embed_query(query) == engine.encode_queries(query).tolist() != plain.embed_query(query)
+    assert emb.embed_documents(["Pandas live in bamboo forests."]) == plain.embed_documents(
+        ["Pandas live in bamboo forests."])  # examples go before queries only
+    assert emb.model_copy(update={"examples": None}).embed_query(query) == plain.embed_query(query)
+    with pytest.raises(ConfigError, match="bge-en-icl"):
+        BGEEmbeddings(model_name=registry_folders.en, examples=examples)
+
+
+def test_defaults_run_bf16_within_a_cosine_of_fp32(registry_folders, en, paragraphs):  # noqa: F811
+    """precision="auto" (bf16 on CPUs with native bf16, as here) stays within min cosine 0.999 of fp32."""
+    import numpy as np
+    import torch
+
+    from bge_core.devices import cpu_supports_bf16, resolve_device, resolve_precision
+
+    default = BGEEmbeddings(model_name=registry_folders.en, max_length=MAX_LENGTH)
+    assert default.precision == "auto"
+    assert default._engine.dtype == resolve_precision("auto", resolve_device(None))
+    if cpu_supports_bf16() and not torch.cuda.is_available():
+        assert default._engine.dtype == torch.bfloat16
+    texts = paragraphs[:48]
+    for got, want in ((default.embed_documents(texts), en.embed_documents(texts)),
+                      ([default.embed_query(t[:80]) for t in texts[:8]], [en.embed_query(t[:80]) for t in texts[:8]])):
+        a, b = np.asarray(got), np.asarray(want)
+        cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cosine.min() >= 0.999
+        assert not np.array_equal(a, b) or default._engine.dtype == torch.float32  # bf16 really ran

@@ -90,3 +90,25 @@ def test_creating_a_sparse_model_registers_it_with_langchain_milvus(models):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_every_engine_field_is_an_engine_parameter():
+    """A field added to an adapter class but not wired to the engine (or misspelt) fails here."""
+    import inspect
+
+    from langchain_bge import embeddings, rerankers, retrievers, sparse
+
+    from bge_core import Embedder, Reranker
+
+    for module, engine in ((embeddings, Embedder), (sparse, Embedder), (retrievers, Embedder),
+                           (rerankers, Reranker)):
+        accepted = set(inspect.signature(engine).parameters)
+        names = {"cache_dir" if name == "cache_folder" else name for name in module._ENGINE_FIELDS}
+        assert names <= accepted, (module.__name__, names - accepted)
+    own = {embeddings.BGEEmbeddings: {"model_name"}, sparse.BGESparseEmbeddings: {"model_name", "output_format"},
+           rerankers.BGEReranker: {"model_name", "top_n", "score_threshold"},
+           retrievers.BGEM3Retriever: {"model_name", "docs", "k", "weights", "fusion", "rrf_k", "name", "tags",
+                                       "metadata"}}
+    for cls, fields in own.items():
+        module = sys.modules[cls.__module__]
+        assert set(cls.model_fields) == fields | set(module._ENGINE_FIELDS), cls.__name__

@@ -170,3 +170,30 @@ def test_cross_encoder_reranker_takes_it_as_model(pipeline):
     base, reranker, expected = pipeline
     docs = compressors.CrossEncoderReranker(model=reranker, top_n=3).compress_documents(base.invoke(QUERY), QUERY)
     assert [d.metadata["n"] for d in docs] == [n for n, _ in expected]
+
+
+def test_defaults_run_the_engines_default_precision_within_a_bound(models, reranker, documents):
+    """precision="auto" (bf16 on CPUs with native bf16): sigmoid scores within 0.01 of fp32."""
+    from bge_core.devices import resolve_device, resolve_precision
+
+    default = BGEReranker(model_name=str(models.reranker), max_length=MAX_LENGTH, top_n=None)
+    assert default._engine.dtype == resolve_precision("auto", resolve_device(None))
+    pairs = [(QUERY, d.page_content) for d in documents]
+    np.testing.assert_allclose(default.score(pairs), reranker.score(pairs), atol=0.01)
+
+
+def test_llm_rerankers_by_model_name_with_their_options(tmp_path_factory, paragraphs):
+    """An LLM reranker folder (FlagLLMReranker's kind) runs through BGEReranker like a cross-encoder."""
+    from _llm_support import build_causal_reranker
+
+    folder = str(build_causal_reranker(tmp_path_factory.mktemp("llm") / "gemma", "gemma"))
+    pairs = [(QUERY, p) for p in paragraphs[:6]]
+    prompt = "Does the passage answer the query? Answer Yes or No."
+    for options in ({}, {"prompt": prompt, "query_max_length": 16}):
+        adapter = BGEReranker(model_name=folder, precision="fp32", normalize=False, top_n=2, **options)
+        engine = Reranker(folder, precision="fp32", **options)
+        assert adapter.score(pairs) == engine.score(pairs)
+        best = adapter.compress_documents([Document(page_content=p) for _, p in pairs], QUERY)
+        assert [d.metadata["relevance_score"] for d in best] == sorted(engine.score(pairs), reverse=True)[:2]
+    assert BGEReranker(model_name=folder, precision="fp32", prompt=prompt).score(pairs) != BGEReranker(
+        model_name=folder, precision="fp32").score(pairs)

@@ -68,7 +68,7 @@ class EngineSlot:
 
 
 #: Options left to the engine's default when the field is ``None``.
-_ENGINE_DEFAULT_IF_NONE = ("batch_size", "examples", "examples_instruction_format")
+_ENGINE_DEFAULT_IF_NONE = ("batch_size", "compress_ratio")
 
 
 def _plain(value: Any) -> Any:
@@ -78,8 +78,8 @@ def _plain(value: Any) -> Any:
 def engine_options(fields: dict[str, Any]) -> dict[str, Any]:
     """Engine keyword arguments from adapter fields.
 
-    Secrets are revealed, ``None`` is left out where the engine's own default applies
-    (``batch_size``, ``examples``), and ``cache_folder`` becomes the engine's ``cache_dir``.
+    Secrets are revealed, ``None`` is left out where the engine takes no ``None`` and has a
+    default of its own (``batch_size``, ``compress_ratio``), and ``cache_folder`` becomes the engine's ``cache_dir``.
     """
     options = {name: _plain(value) for name, value in fields.items()}
     for name in _ENGINE_DEFAULT_IF_NONE:

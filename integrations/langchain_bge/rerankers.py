@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 DEFAULT_RERANKER_NAME = "BAAI/bge-reranker-v2-m3"
 SCORE_KEY = "relevance_score"
 #: The fields that select the engine (the others select what ``compress_documents`` keeps).
-_ENGINE_FIELDS = ("normalize", "device", "precision", "batch_size", "max_length", "trust_remote_code",
-                  "cache_folder", "revision", "token", "show_progress")
+_ENGINE_FIELDS = ("normalize", "device", "precision", "batch_size", "max_length", "query_max_length", "prompt",
+                  "cutoff_layers", "compress_ratio", "compress_layers", "trust_remote_code", "cache_folder",
+                  "revision", "token", "show_progress")
 
 
 class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
@@ -72,7 +73,17 @@ class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
     batch_size: Optional[int] = None
     """Most pairs in one forward pass (also capped by a token budget); ``None``: the engine's default."""
     max_length: Optional[int] = None
-    """Tokens per (query, passage) pair; ``None`` takes the model's default (512)."""
+    """Tokens per (query, passage) pair (LLM rerankers: of the passage); ``None`` takes the model's default (512)."""
+    query_max_length: Optional[int] = None
+    """Tokens of the query at most; ``None``: 3/4 of ``max_length``, as FlagReranker."""
+    prompt: Optional[str] = None
+    """LLM rerankers only: the instruction after the pair; ``None`` takes FlagEmbedding's."""
+    cutoff_layers: Optional[Union[int, list[int]]] = None
+    """Layer-wise and lightweight LLM rerankers: the layer whose score head is used (``None``: the last)."""
+    compress_ratio: Optional[int] = None
+    """Lightweight LLM reranker only: passage-token compression ratio (1, 2, 4 or 8; ``None``: 1)."""
+    compress_layers: Optional[Union[int, list[int]]] = None
+    """Lightweight LLM reranker only: the layers where compression applies (``None``: ``[8]``)."""
     trust_remote_code: Optional[bool] = None
     """Allow the model folder's own code; ``None`` takes the registry's choice."""
     cache_folder: Optional[str] = None
