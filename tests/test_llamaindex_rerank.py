@@ -140,3 +140,13 @@ def test_m3_rerank_equals_compute_score(models, nodes, weights):
 def test_m3_rerank_rejects_bad_weights(models):
     with pytest.raises(ConfigError, match="weights"):
         BGEM3Rerank(model=str(models.m3), weights=(0.0, 0.0, 0.0), precision="fp32")
+
+
+def test_defaults_run_bf16_here_within_a_bound_of_fp32(models, nodes, reference_scores):
+    # precision="auto" (bf16 on this CPU) and max_length=128 as the reference; scores in logits.
+    default = BGERerank(str(models.reranker), top_n=None, max_length=128)
+    assert default.precision == "auto"
+    out = {n.node.node_id: n.score for n in default.postprocess_nodes(nodes, query_str=QUERY)}
+    got = [out[n.node.node_id] for n in nodes]
+    # Measured on this fixture: logits within 0.018 of fp32 (README, precision table).
+    np.testing.assert_allclose(got, reference_scores, rtol=0, atol=0.05)

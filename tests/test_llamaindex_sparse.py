@@ -1,12 +1,9 @@
-"""BGE-M3 sparse weights for LlamaIndex: BaseSparseEmbedding, Qdrant callables, Milvus function."""
+"""BGE-M3 sparse weights for LlamaIndex: BaseSparseEmbedding and Qdrant callables (Milvus: test_milvus_llamaindex.py)."""
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import pickle
-import sys
-import types
 
 import numpy as np
 import pytest
@@ -14,7 +11,7 @@ from _llamaindex_support import QUESTIONS
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding
 from llama_index.core.schema import TextNode
-from llama_index.embeddings.bge import BGEEmbedding, BGEMilvusSparseFunction, BGESparseEmbedding
+from llama_index.embeddings.bge import BGEEmbedding, BGESparseEmbedding
 
 from bge_core import Embedder, InputTypeError, lexical_scores
 
@@ -99,28 +96,6 @@ def test_real_hybrid_query_against_qdrant_in_memory(models, sparse, reference, p
     assert 0 < len(fused) <= 5 and all(type(h.score) is float for h in fused)
     assert [h.score for h in fused] == sorted((h.score for h in fused), reverse=True)
     assert corpus[best[0]] in {h.node.get_content() for h in fused}
-
-
-def test_milvus_function_has_the_shape_milvus_checks(sparse, reference, texts, monkeypatch):
-    # Milvus is not installed here; a stand-in module carries its ABC, as
-    # llama_index.vector_stores.milvus.utils defines it, so the isinstance check can be tested.
-    class BaseSparseEmbeddingFunction(abc.ABC):
-        @abc.abstractmethod
-        def encode_queries(self, queries): ...
-
-        @abc.abstractmethod
-        def encode_documents(self, documents): ...
-
-    stand_in = types.ModuleType("llama_index.vector_stores.milvus.utils")
-    stand_in.BaseSparseEmbeddingFunction = BaseSparseEmbeddingFunction
-    monkeypatch.setitem(sys.modules, "llama_index.vector_stores.milvus.utils", stand_in)
-
-    function = sparse.milvus_function()
-    assert isinstance(function, BGEMilvusSparseFunction) and isinstance(function, BaseSparseEmbeddingFunction)
-    expected = [v.to_dict() for v in reference_sparse(reference, texts)]
-    assert function.encode_documents(texts) == expected
-    assert function.encode_queries([QUESTIONS[0]]) == [reference_sparse(reference, QUESTIONS[0], "query").to_dict()]
-    assert asyncio.run(function.async_encode_documents(texts[:2])) == expected[:2]
 
 
 def test_pickle_and_dump_leave_the_model_out(sparse, texts):

@@ -5,22 +5,26 @@ One model, three shapes:
 - :class:`BGESparseEmbedding` is LlamaIndex's ``BaseSparseEmbedding`` (``{token_id: weight}``);
 - its :meth:`~BGESparseEmbedding.sparse_doc_fn` / :meth:`~BGESparseEmbedding.sparse_query_fn`
   are Qdrant's ``SparseEncoderCallable`` (``QdrantVectorStore(enable_hybrid=True, ...)``);
-- :meth:`~BGESparseEmbedding.milvus_function` gives Milvus's ``BaseSparseEmbeddingFunction``
-  (``MilvusVectorStore(enable_sparse=True, sparse_embedding_function=...)``).
+- :class:`BGEMilvusSparseFunction` (also :meth:`~BGESparseEmbedding.milvus_function`) is Milvus's
+  ``BaseSparseEmbeddingFunction`` (``MilvusVectorStore(enable_sparse=True,
+  sparse_embedding_function=...)``), returning ``{token_id: weight}`` dicts.
 
 No vector store package is imported by this module.
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
-from bge_core import Embedder, InputTypeError, shared_embedder
+from bge_core.errors import InputTypeError
 
-from ._runtime import EngineSlot, engine_options
+from ._runtime import EngineOwner, EngineSlot, engine_options, shared_embedder
+
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 DEFAULT_SPARSE_MODEL = "BAAI/bge-m3"
 
@@ -28,10 +32,11 @@ DEFAULT_SPARSE_MODEL = "BAAI/bge-m3"
 QdrantBatch = tuple[list[list[int]], list[list[float]]]
 
 
-class BGESparseEmbedding(BaseSparseEmbedding):
+class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
     """BGE-M3 lexical weights as LlamaIndex sparse embeddings (``dict[int, float]``).
 
-    Weights are FlagEmbedding's exactly: ``relu(sparse_linear(h))`` per token, the tokenizer's
+    Weights are FlagEmbedding's exactly at ``precision="fp32"`` (bf16, the CPU default, moves
+    them slightly): ``relu(sparse_linear(h))`` per token, the tokenizer's
     cls/eos/pad/unk ids dropped, repeated tokens merged by maximum, only weights > 0 kept.
     The model folder must have BGE-M3's ``sparse_linear.pt`` (``MissingHeadError`` otherwise;
     a random head is never made up).
@@ -40,6 +45,7 @@ class BGESparseEmbedding(BaseSparseEmbedding):
         model_name: Hugging Face Hub id or local folder of a BGE-M3 model.
         device, precision, max_length, trust_remote_code: As for ``BGEEmbedding``.
         query_instruction: ``None`` takes the registry's (none for BGE-M3), ``""`` means none.
+        document_instruction: ``None`` takes the registry's (none for BGE-M3), ``""`` means none.
         embed_batch_size: Texts per engine call in batch methods (default 64).
 
     Example:
@@ -58,6 +64,9 @@ class BGESparseEmbedding(BaseSparseEmbedding):
     max_length: Optional[int] = Field(default=None, description="Tokens per text; None takes the registry's.")
     query_instruction: Optional[str] = Field(
         default=None, description="Query instruction: None takes the registry's, '' means none."
+    )
+    document_instruction: Optional[str] = Field(
+        default=None, description="Document instruction: None takes the registry's, '' means none."
     )
     trust_remote_code: Optional[bool] = Field(default=None, description="Allow the model's own code.")
 
@@ -79,7 +88,8 @@ class BGESparseEmbedding(BaseSparseEmbedding):
     def _engine(self) -> Embedder:
         options = engine_options(  # normalize=True as BGEEmbedding's default: one shared engine for both
             device=self.device, precision=self.precision, max_length=self.max_length,
-            query_instruction=self.query_instruction, normalize=True, trust_remote_code=self.trust_remote_code,
+            query_instruction=self.query_instruction, document_instruction=self.document_instruction,
+            normalize=True, trust_remote_code=self.trust_remote_code,
         )
         return self._slot.get(shared_embedder, self.model_name, options)
 
@@ -132,30 +142,53 @@ class BGESparseEmbedding(BaseSparseEmbedding):
 
     # ------------------------------------------------------------------ Milvus
     def milvus_function(self) -> BGEMilvusSparseFunction:
-        """This model as Milvus's ``BaseSparseEmbeddingFunction``.
+        """This model as Milvus's ``BaseSparseEmbeddingFunction`` (same as ``BGEMilvusSparseFunction(self)``).
 
         Pass as ``MilvusVectorStore(enable_sparse=True, sparse_embedding_function=...)``.
         """
-        BGEMilvusSparseFunction.register_with_milvus()
         return BGEMilvusSparseFunction(self)
 
 
 class BGEMilvusSparseFunction:
-    """Milvus's ``BaseSparseEmbeddingFunction`` shape over a :class:`BGESparseEmbedding`.
+    """Milvus's sparse embedding-function contract over a :class:`BGESparseEmbedding`.
 
-    ``llama-index-vector-stores-milvus`` checks ``isinstance(f, BaseSparseEmbeddingFunction)``
-    (an ABC with ``encode_queries`` / ``encode_documents`` returning ``list[dict[int, float]]``
-    and their ``async_`` variants). This class has that shape without importing Milvus;
-    :meth:`register_with_milvus` (called by :meth:`BGESparseEmbedding.milvus_function`)
-    registers it as a virtual subclass of that ABC when the Milvus package is installed.
+    ``llama-index-vector-stores-milvus`` takes a ``BaseSparseEmbeddingFunction`` (an ABC in
+    ``llama_index.vector_stores.milvus.utils``): ``encode_queries`` / ``encode_documents``
+    returning one ``{token_id: weight}`` dict per text (what a Milvus ``SPARSE_FLOAT_VECTOR``
+    field stores), and their ``async_`` variants. This class implements it without importing
+    Milvus at module import. Constructing one registers the class as a virtual subclass of
+    that ABC when the Milvus store package is installed (``ABC.register``, idempotent), so
+    ``MilvusVectorStore`` accepts it with no step of yours.
+
+    Its outputs are always dicts of Python ``int`` -> ``float``; Qdrant's
+    ``(indices, values)`` batches (:meth:`BGESparseEmbedding.sparse_doc_fn`) are a different
+    method and never come out of this class.
+
+    Args:
+        embedding: The BGE-M3 sparse embedding to run.
+
+    Raises:
+        InputTypeError: ``embedding`` is not a :class:`BGESparseEmbedding`.
+
+    Example:
+        >>> store = MilvusVectorStore(uri="./milvus.db", dim=1024, enable_sparse=True,
+        ...                           sparse_embedding_function=BGEMilvusSparseFunction(sparse))
     """
 
     def __init__(self, embedding: BGESparseEmbedding) -> None:
+        if not isinstance(embedding, BGESparseEmbedding):
+            raise InputTypeError(
+                f"BGEMilvusSparseFunction wraps a BGESparseEmbedding, got {type(embedding).__name__}"
+            )
         self.embedding = embedding
+        self.register_with_milvus()
 
     @staticmethod
     def register_with_milvus() -> bool:
-        """Register with Milvus's ABC; ``False`` when the Milvus package is not installed."""
+        """Register with Milvus's ABC; ``False`` when the Milvus store package is not installed.
+
+        Called by the constructor; you never need to call it yourself.
+        """
         try:
             from llama_index.vector_stores.milvus.utils import BaseSparseEmbeddingFunction
         except ImportError:
@@ -164,7 +197,7 @@ class BGEMilvusSparseFunction:
         return True
 
     def encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
-        """``{token_id: weight}`` per query."""
+        """``{token_id: weight}`` per query (the query instruction applies, if any)."""
         return self.embedding._dicts(queries, "query")
 
     def encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
@@ -172,9 +205,11 @@ class BGEMilvusSparseFunction:
         return self.embedding._dicts(documents, "document")
 
     async def async_encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
+        """:meth:`encode_queries` on the model's worker thread."""
         return await self.embedding._slot.run(self.embedding, self.encode_queries, queries)
 
     async def async_encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
+        """:meth:`encode_documents` on the model's worker thread."""
         return await self.embedding._slot.run(self.embedding, self.encode_documents, documents)
 
 

@@ -4,8 +4,18 @@ Part of bge-rag (``pip install "bge-rag[llama-index]"``); the model work is done
 
 Example:
     >>> from llama_index.postprocessor.bge_rerank import BGERerank
-    >>> rerank = BGERerank(model="BAAI/bge-reranker-v2-m3", top_n=3)
+    >>> rerank = BGERerank("BAAI/bge-reranker-v2-m3", top_n=3)
 """
+
+try:
+    import llama_index.core  # noqa: F401
+except ImportError as exc:
+    from bge_core.errors import MissingExtraError
+
+    raise MissingExtraError(
+        f"llama_index.postprocessor.bge_rerank needs LlamaIndex (llama-index-core), which is not installed ({exc}): "
+        "pip install 'bge-rag[llama-index]'"
+    ) from exc
 
 from .base import BGEM3Rerank, BGERerank
 
