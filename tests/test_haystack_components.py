@@ -36,8 +36,9 @@ COMMON = {"model": "org/some-model", "device": CPU, "token": TOKEN, "max_length"
 DOCS = {"batch_size": 8, "progress_bar": False, "meta_fields_to_embed": ["title"], "embedding_separator": " | "}
 DENSE = {"pooling": "mean", "normalize_embeddings": False, "truncate_dim": 128}
 CUSTOM = {
-    BGETextEmbedder: {**COMMON, **DENSE, "query_instruction": "query: "},
-    BGEDocumentEmbedder: {**COMMON, **DENSE, **DOCS},
+    BGETextEmbedder: {**COMMON, **DENSE, "query_instruction": "query: ", "prefix": "Q: ", "suffix": " ?",
+                      "examples": [{"query": "q", "response": "r"}], "examples_instruction_format": "{}|{}|{}"},
+    BGEDocumentEmbedder: {**COMMON, **DENSE, **DOCS, "prefix": "D: ", "suffix": " .", "document_instruction": "p: "},
     BGESparseTextEmbedder: COMMON,
     BGESparseDocumentEmbedder: {**COMMON, **DOCS},
     BGERanker: {**COMMON, "top_k": 4, "scale_score": False, "calibration_factor": 0.5, "score_threshold": 0.2,
@@ -66,6 +67,35 @@ def test_text_embedder_to_dict():
             "truncate_dim": None,
             "trust_remote_code": None,
             "revision": None,
+            "prefix": "",
+            "suffix": "",
+            "examples": None,
+            "examples_instruction_format": None,
+        },
+    }
+
+
+def test_document_embedder_to_dict():
+    assert BGEDocumentEmbedder(device=CPU).to_dict() == {
+        "type": "haystack_integrations.components.embedders.bge.document_embedder.BGEDocumentEmbedder",
+        "init_parameters": {
+            "model": "BAAI/bge-small-en-v1.5",
+            "device": {"type": "single", "device": "cpu"},
+            "token": {"type": "env_var", "env_vars": ["HF_API_TOKEN", "HF_TOKEN"], "strict": False},
+            "batch_size": 256,
+            "progress_bar": True,
+            "meta_fields_to_embed": [],
+            "embedding_separator": "\n",
+            "max_length": None,
+            "precision": "auto",
+            "pooling": None,
+            "normalize_embeddings": True,
+            "truncate_dim": None,
+            "trust_remote_code": None,
+            "revision": None,
+            "prefix": "",
+            "suffix": "",
+            "document_instruction": None,
         },
     }
 

@@ -8,16 +8,34 @@ document embedders, or its dense and sparse BGE-M3 embedders) hold one engine.
 
 from __future__ import annotations
 
-from typing import Any
+from math import inf
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document
 from haystack.dataclasses import SparseEmbedding
 from haystack.utils import ComponentDevice, Secret
 
-from bge_core import ConfigError, Embedder, InputTypeError, SparseVector
+from bge_core.errors import ConfigError, InputTypeError
+
+if TYPE_CHECKING:
+    from bge_core import Embedder  # noqa: F401
 
 #: Haystack's default for Hugging Face tokens: read from the environment, optional.
 DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
+
+
+def shared_embedder(model: str, **options: Any) -> Any:
+    """:func:`bge_core.shared_embedder`, imported (with torch) at warm-up, not at import."""
+    from bge_core.shared import shared_embedder as load
+
+    return load(model, **options)
+
+
+def shared_reranker(model: str, **options: Any) -> Any:
+    """:func:`bge_core.shared_reranker`, imported (with torch) at warm-up, not at import."""
+    from bge_core.shared import shared_reranker as load
+
+    return load(model, **options)
 
 
 def resolve_device(device: ComponentDevice | None) -> ComponentDevice:
@@ -66,6 +84,9 @@ def engine_options(
 def embedder_options(
     *,
     query_instruction: str | None = None,
+    document_instruction: str | None = None,
+    examples: list[dict[str, str]] | None = None,
+    examples_instruction_format: str | None = None,
     pooling: str | None = None,
     normalize_embeddings: bool = True,
     truncate_dim: int | None = None,
@@ -74,6 +95,9 @@ def embedder_options(
     """:func:`engine_options` plus the ``Embedder``-only settings (defaults as the engine's)."""
     return engine_options(
         query_instruction=query_instruction,
+        document_instruction=document_instruction,
+        examples=examples,
+        examples_instruction_format=examples_instruction_format,
         pooling=pooling,
         normalize=normalize_embeddings,
         truncate_dim=truncate_dim,
@@ -113,12 +137,54 @@ def document_texts(documents: list[Document], meta_fields_to_embed: list[str], s
     return texts
 
 
-def to_sparse_embedding(vector: SparseVector) -> SparseEmbedding:
+def with_affixes(texts: list[str], prefix: str, suffix: str) -> list[str]:
+    """``prefix + text + suffix`` for each text, as Haystack's sentence-transformers embedders do.
+
+    The model's own instruction (``query_instruction`` / ``document_instruction``) is put
+    before the result by the engine, in the model's instruction format.
+    """
+    return [prefix + text + suffix for text in texts] if prefix or suffix else texts
+
+
+def check_affixes(prefix: str, suffix: str, instruction: str | None, setting: str) -> None:
+    """Refuse a ``prefix`` that repeats the instruction the engine already adds.
+
+    Code moving from ``SentenceTransformersTextEmbedder(prefix="Represent this sentence ...")``
+    would otherwise embed the instruction twice, silently.
+    """
+    for name, value in (("prefix", prefix), ("suffix", suffix)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {type(value).__name__}")
+    if instruction and prefix and prefix.strip() and instruction.strip().startswith(prefix.strip()[:40]):
+        raise ConfigError(
+            f"prefix {prefix!r} repeats the instruction bge_core already puts before each text ({instruction!r}). "
+            f"Drop the prefix, or pass {setting}='' to use the prefix alone."
+        )
+
+
+def deduplicate_documents(documents: list[Document]) -> list[Document]:
+    """One Document per id, in order of first appearance: the highest-scoring duplicate.
+
+    The semantics of Haystack's rankers (its private ``haystack.utils.misc._deduplicate_documents``):
+    a ``None`` score counts as lower than any score, and among equal scores the first one seen is
+    kept. The Documents themselves are returned, not copies.
+    """
+    best: dict[str, Document] = {}
+    for doc in documents:
+        kept = best.get(doc.id)
+        if kept is None or (doc.score if doc.score is not None else -inf) > (
+            kept.score if kept.score is not None else -inf
+        ):
+            best[doc.id] = doc
+    return list(best.values())
+
+
+def to_sparse_embedding(vector: Any) -> SparseEmbedding:
     """Haystack's ``SparseEmbedding`` (Python ints and floats) from a bge_core ``SparseVector``."""
     return SparseEmbedding(indices=vector.indices.tolist(), values=vector.values.tolist())
 
 
-def require_m3_heads(embedder: Embedder, *, colbert: bool = False) -> None:
+def require_m3_heads(embedder: Any, *, colbert: bool = False) -> None:
     """Fail at warm-up, not at the first document, when the model lacks ``sparse_linear.pt`` (or,
     with ``colbert``, ``colbert_linear.pt``): raises :class:`~bge_core.MissingHeadError`."""
     embedder.require_heads(sparse=True, colbert=colbert)

@@ -3,14 +3,25 @@
 # No `from __future__ import annotations` here: Haystack reads run()'s annotations as socket types.
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
-from bge_core import Embedder, shared_embedder
+from ._common import (
+    DEFAULT_TOKEN,
+    check_affixes,
+    check_documents,
+    check_positive,
+    document_texts,
+    embedder_options,
+    resolve_device,
+    shared_embedder,
+    with_affixes,
+)
 
-from ._common import DEFAULT_TOKEN, check_documents, check_positive, document_texts, embedder_options, resolve_device
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 
 @component
@@ -50,6 +61,9 @@ class BGEDocumentEmbedder:
         truncate_dim: int | None = None,
         trust_remote_code: bool | None = None,
         revision: str | None = None,
+        prefix: str = "",
+        suffix: str = "",
+        document_instruction: str | None = None,
     ) -> None:
         """
         Create a BGEDocumentEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
@@ -70,6 +84,12 @@ class BGEDocumentEmbedder:
         :param truncate_dim: Keep only the first dimensions (Matryoshka-style), before normalization.
         :param trust_remote_code: Allow a model's own code; `None` takes the registry's choice.
         :param revision: A model revision (branch, tag or commit) on the Hub.
+        :param prefix: Text put before each document's text (after the meta fields are joined), as in
+            Haystack's `SentenceTransformersDocumentEmbedder`: `prefix + meta + separator + content + suffix`.
+            A document instruction (below) still comes first; a prefix that repeats it is refused.
+        :param suffix: Text put after each document's text.
+        :param document_instruction: Text bge_core puts before each document; `None` takes the model
+            registry's (`"passage: "` for E5 models, none for BGE), `""` none.
         """
         self.model = str(model)
         self.device = resolve_device(device)
@@ -85,19 +105,25 @@ class BGEDocumentEmbedder:
         self.truncate_dim = truncate_dim
         self.trust_remote_code = trust_remote_code
         self.revision = revision
+        self.prefix = prefix
+        self.suffix = suffix
+        self.document_instruction = document_instruction
         self._embedder: Embedder | None = None
 
     def warm_up(self) -> None:
         """Load the model (once; components with the same settings share it)."""
         if self._embedder is None:
-            self._embedder = shared_embedder(
+            embedder = shared_embedder(
                 self.model,
                 **embedder_options(
                     device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
                     trust_remote_code=self.trust_remote_code, revision=self.revision, pooling=self.pooling,
                     normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
+                    document_instruction=self.document_instruction,
                 ),
             )
+            check_affixes(self.prefix, self.suffix, embedder.document_instruction, "document_instruction")
+            self._embedder = embedder
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, Any]:
@@ -114,7 +140,9 @@ class BGEDocumentEmbedder:
             return {"documents": []}
         self.warm_up()
         assert self._embedder is not None
-        texts = document_texts(documents, self.meta_fields_to_embed, self.embedding_separator)
+        texts = with_affixes(
+            document_texts(documents, self.meta_fields_to_embed, self.embedding_separator), self.prefix, self.suffix
+        )
         vectors = self._embedder.encode_documents(texts, batch_size=self.batch_size, show_progress=self.progress_bar)
         return {"documents": [replace(doc, embedding=row) for doc, row in zip(documents, vectors.tolist())]}
 
@@ -136,6 +164,9 @@ class BGEDocumentEmbedder:
             truncate_dim=self.truncate_dim,
             trust_remote_code=self.trust_remote_code,
             revision=self.revision,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            document_instruction=self.document_instruction,
         )
 
     @classmethod

@@ -3,12 +3,10 @@
 # No `from __future__ import annotations` here: Haystack reads run()'s annotations as socket types.
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
-
-from bge_core import Embedder, shared_embedder
 
 from ._common import (
     DEFAULT_TOKEN,
@@ -18,8 +16,12 @@ from ._common import (
     embedder_options,
     require_m3_heads,
     resolve_device,
+    shared_embedder,
     to_sparse_embedding,
 )
+
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 
 @component

@@ -2,13 +2,11 @@
 
 # No `from __future__ import annotations` here: Haystack reads run()'s annotations as socket types.
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import component, default_from_dict, default_to_dict
 from haystack.dataclasses import SparseEmbedding
 from haystack.utils import ComponentDevice, Secret
-
-from bge_core import Embedder, shared_embedder
 
 from ._common import (
     DEFAULT_TOKEN,
@@ -16,15 +14,20 @@ from ._common import (
     embedder_options,
     require_m3_heads,
     resolve_device,
+    shared_embedder,
     to_sparse_embedding,
 )
+
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 
 @component
 class BGESparseTextEmbedder:
     """Embeds a query as BGE-M3 lexical weights (token id -> weight), for a sparse or hybrid retriever.
 
-    The weights are exactly BGE-M3's (``relu(sparse_linear(h))``, special tokens dropped as
+    At ``precision="fp32"`` the weights are exactly BGE-M3's as FlagEmbedding computes them (bf16, the CPU
+    default, moves them slightly) (``relu(sparse_linear(h))``, special tokens dropped as
     FlagEmbedding does), from the model's own ``sparse_linear.pt``: a model folder without it is
     refused with :class:`~bge_core.MissingHeadError` at warm-up, never given a random head.
     With the same settings as a :class:`BGETextEmbedder` (and :class:`BGESparseDocumentEmbedder`)

@@ -2,14 +2,15 @@
 
 # No `from __future__ import annotations` here: Haystack reads run()'s annotations as socket types.
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
-from bge_core import Embedder, shared_embedder
+from ._common import DEFAULT_TOKEN, check_affixes, check_text, embedder_options, resolve_device, shared_embedder
 
-from ._common import DEFAULT_TOKEN, check_text, embedder_options, resolve_device
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 
 @component
@@ -46,6 +47,10 @@ class BGETextEmbedder:
         truncate_dim: int | None = None,
         trust_remote_code: bool | None = None,
         revision: str | None = None,
+        prefix: str = "",
+        suffix: str = "",
+        examples: list[dict[str, str]] | None = None,
+        examples_instruction_format: str | None = None,
     ) -> None:
         """
         Create a BGETextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
@@ -62,6 +67,18 @@ class BGETextEmbedder:
         :param truncate_dim: Keep only the first dimensions (Matryoshka-style), before normalization.
         :param trust_remote_code: Allow a model's own code; `None` takes the registry's choice.
         :param revision: A model revision (branch, tag or commit) on the Hub.
+        :param prefix: Text put before the query, as in Haystack's `SentenceTransformersTextEmbedder`.
+            The model's query instruction still comes first, in the model's instruction format:
+            the embedded text is `instruction + prefix + text + suffix` (for BGE v1.5). A prefix
+            that repeats that instruction is refused (`ConfigError` at warm-up): code moving from
+            `SentenceTransformersTextEmbedder(prefix="Represent this sentence ...")` drops the
+            prefix, or keeps it and passes `query_instruction=""`.
+        :param suffix: Text put after the query.
+        :param examples: bge-en-icl only: in-context examples put before every query, as
+            FlagICLModel's `examples_for_task`: dicts with `"query"`, `"response"` and optionally
+            `"instruct"`. Other models refuse them (`ConfigError` at warm-up).
+        :param examples_instruction_format: bge-en-icl only: template of one example (`None`:
+            FlagICLModel's `"<instruct>{}\n<query>{}\n<response>{}"`).
         """
         self.model = str(model)
         self.device = resolve_device(device)
@@ -74,20 +91,27 @@ class BGETextEmbedder:
         self.truncate_dim = truncate_dim
         self.trust_remote_code = trust_remote_code
         self.revision = revision
+        self.prefix = prefix
+        self.suffix = suffix
+        self.examples = [dict(e) for e in examples] if examples is not None else None
+        self.examples_instruction_format = examples_instruction_format
         self._embedder: Embedder | None = None
 
     def warm_up(self) -> None:
         """Load the model (once; components with the same settings share it)."""
         if self._embedder is None:
-            self._embedder = shared_embedder(
+            embedder = shared_embedder(
                 self.model,
                 **embedder_options(
                     device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
                     trust_remote_code=self.trust_remote_code, revision=self.revision,
                     query_instruction=self.query_instruction, pooling=self.pooling,
                     normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
+                    examples=self.examples, examples_instruction_format=self.examples_instruction_format,
                 ),
             )
+            check_affixes(self.prefix, self.suffix, embedder.query_instruction, "query_instruction")
+            self._embedder = embedder
 
     @component.output_types(embedding=list[float])
     def run(self, text: str) -> dict[str, Any]:
@@ -101,7 +125,7 @@ class BGETextEmbedder:
         check_text(text, "BGETextEmbedder", "BGEDocumentEmbedder")
         self.warm_up()
         assert self._embedder is not None
-        return {"embedding": self._embedder.encode_queries(text).tolist()}
+        return {"embedding": self._embedder.encode_queries(self.prefix + text + self.suffix).tolist()}
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
@@ -118,6 +142,10 @@ class BGETextEmbedder:
             truncate_dim=self.truncate_dim,
             trust_remote_code=self.trust_remote_code,
             revision=self.revision,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            examples=self.examples,
+            examples_instruction_format=self.examples_instruction_format,
         )
 
     @classmethod

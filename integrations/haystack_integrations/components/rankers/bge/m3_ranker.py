@@ -3,22 +3,26 @@
 # No `from __future__ import annotations` here: Haystack reads run()'s annotations as socket types.
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
-from haystack.utils.misc import _deduplicate_documents
 from haystack_integrations.components.embedders.bge._common import (
     DEFAULT_TOKEN,
     check_documents,
     check_positive,
+    deduplicate_documents,
     document_texts,
     embedder_options,
     require_m3_heads,
     resolve_device,
+    shared_embedder,
 )
 
-from bge_core import ConfigError, Embedder, InputTypeError, shared_embedder
+from bge_core.errors import ConfigError, InputTypeError
+
+if TYPE_CHECKING:
+    from bge_core import Embedder
 
 #: The scores ``Embedder.compute_score`` returns, as ``BGEM3FlagModel.compute_score`` names them.
 MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
@@ -149,7 +153,7 @@ class BGEM3Ranker:
             return {"documents": []}
         self.warm_up()
         assert self._embedder is not None
-        candidates = _deduplicate_documents(documents)
+        candidates = deduplicate_documents(documents)
         texts = document_texts(candidates, self.meta_fields_to_embed, self.embedding_separator)
         scores = self._embedder.compute_score(
             [(query, text) for text in texts], weights=self.weights, batch_size=self.batch_size
