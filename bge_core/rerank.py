@@ -331,21 +331,9 @@ class Reranker:
                 lengths = [encoded.query_lengths[i] for i in batch.positions]
                 return scorer.forward(ids, mask, lengths, encoded.prompt_length)
 
-            for positions, out in batching.run_batches(
-                rows,
-                forward,
-                pad_id=backbone.tokenizer.pad_token_id,
-                device=self.device,
-                max_batch_size=batch_size,
-                max_batch_tokens=self.max_batch_tokens,
-                show_progress=show_progress,
-                desc="Reranking",
-            ):
+            for positions, out in self._batches(rows, forward, batch_size, show_progress):
                 scores[:, positions] = out
-        if not np.all(np.isfinite(scores)):
-            where = describe(self.device, self.dtype)
-            logger.warning("The reranker produced non-finite scores on %s; try precision='fp32'.", where)
-        return scores.tolist()
+        return self._checked(scores).tolist()
 
     def _check_truncation(self, truncated: int, total: int) -> None:
         if truncated and not self.truncation:
@@ -379,22 +367,30 @@ class Reranker:
         with backbone.lock:
             input_ids, token_type_ids = self._pairs.encode(pairs)
             self._check_truncation(self._pairs.last_truncated, len(pairs))
-            for positions, out in batching.run_batches(
-                input_ids,
-                forward,
-                pad_id=backbone.tokenizer.pad_token_id,
-                device=self.device,
-                max_batch_size=batch_size,
-                max_batch_tokens=self.max_batch_tokens,
-                token_type_ids=token_type_ids,
-                show_progress=show_progress,
-                desc="Reranking",
-            ):
+            for positions, out in self._batches(input_ids, forward, batch_size, show_progress, token_type_ids):
                 scores[positions] = out
+        return self._checked(scores).tolist()
+
+    def _batches(self, rows, forward, batch_size: int, show_progress: Optional[bool], token_type_ids=None):
+        """``batching.run_batches`` with this reranker's padding, device and token budget."""
+        return batching.run_batches(
+            rows,
+            forward,
+            pad_id=self._backbone.tokenizer.pad_token_id,
+            device=self.device,
+            max_batch_size=batch_size,
+            max_batch_tokens=self.max_batch_tokens,
+            token_type_ids=token_type_ids,
+            show_progress=show_progress,
+            desc="Reranking",
+        )
+
+    def _checked(self, scores: np.ndarray) -> np.ndarray:
+        """Warn (once per call) when low precision produced non-finite scores."""
         if not np.all(np.isfinite(scores)):
             where = describe(self.device, self.dtype)
             logger.warning("The reranker produced non-finite scores on %s; try precision='fp32'.", where)
-        return scores.tolist()
+        return scores
 
 
 __all__ = ["PairEncoder", "Reranker", "sigmoid"]
