@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bge_core import BGEOutOfMemoryError, Embedder
+from bge_core import batching
 from bge_core.batching import is_out_of_memory, plan_batches, run_batches
 
 
@@ -68,7 +69,23 @@ def test_out_of_memory_splits_batches_and_finishes():
     ):
         got[positions] = out
     assert got.tolist() == [sum(row) for row in inputs]
-    assert max(seen_sizes) == 16 and min(seen_sizes) <= 3
+    planned = plan_batches([len(r) for r in inputs], 16, 10_000, max_padding=batching.CPU_MAX_PADDING)
+    assert max(seen_sizes) == max(b.size for b in planned) > 3 and min(seen_sizes) <= 3
+
+
+def test_cpu_batches_stop_before_much_shorter_texts():
+    lengths = [34, 25, 25, 24, 23, 22, 19, 18, 18, 16, 15, 14, 13, 11, 10, 9, 8, 8, 7, 7]
+    plain = plan_batches(lengths, 32, 10_000)
+    assert len(plain) == 1  # one batch, every row padded to 34 tokens
+    split = plan_batches(lengths, 32, 10_000, max_padding=0.25)
+    assert sorted(x for b in split for x in b.tolist()) == list(range(len(lengths)))
+    for batch in split:
+        rows = [lengths[i] for i in batch.tolist()]
+        assert len(rows) <= 4 or min(rows[4:]) >= max(rows) / 1.25  # beyond 4 rows, padding <= 25%
+    padded = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in split)
+    assert padded < 0.75 * len(lengths) * 34
+    # the token budget and the row limit still come first
+    assert [b.size for b in plan_batches([10] * 12, 5, 10_000, max_padding=0.25)] == [5, 5, 2]
 
 
 def test_other_runtime_errors_are_not_swallowed():
@@ -202,6 +219,37 @@ def test_streams_give_the_sequential_results_in_plan_order():
     t.start()
     t.join()
     assert torch.get_num_threads() == before and later == [before]
+
+
+def test_split_for_streams():
+    one = [np.arange(7)]
+    halves = batching.split_for_streams(one, 2)
+    assert [b.tolist() for b in halves] == [[0, 1, 2, 3], [4, 5, 6]]
+    quarters = batching.split_for_streams(one, 4)
+    assert sorted(x for b in quarters for x in b.tolist()) == list(range(7)) and len(quarters) == 4
+    assert [b.tolist() for b in batching.split_for_streams([np.arange(1), np.arange(1, 3)], 4)] == [[0], [1], [2]]
+    assert batching.split_for_streams([], 2) == []
+    many = [np.arange(i, i + 2) for i in range(0, 10, 2)]
+    assert batching.split_for_streams(many, 2) == many  # enough batches already: unchanged
+
+
+def test_a_one_batch_job_is_split_across_the_streams():
+    """A server's coalesced queries fit one batch; with two streams each runs half on its own worker."""
+    inputs = [[i + 5] * 10 for i in range(6)]  # equal lengths: one batch by every rule
+
+    def run(**options):
+        seen = []
+        got = {}
+        for positions, out in run_batches(inputs, _record_forward(seen), pad_id=0, device=torch.device("cpu"),
+                                          max_batch_size=8, max_batch_tokens=10_000, **options):
+            got.update(zip(positions.tolist(), out.tolist()))
+        return got, seen
+
+    whole, seen_one = run(streams=1, threads=torch.get_num_threads())
+    split, seen_two = run(streams=2, threads=2)
+    assert len(seen_one) == 1 and len(seen_two) == 2  # one batch, or its two halves
+    assert {name.startswith("bge-rag-cpu") for name, _ in seen_two} == {True}
+    assert split == whole and sorted(whole) == list(range(6))
 
 
 def test_prefetch_gives_the_sequential_results_in_plan_order():
