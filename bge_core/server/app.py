@@ -254,7 +254,7 @@ class _Service:
         if body.encoding_format == "base64":
             embeddings: list[Any] = [b64_float32(v) for v in vectors]
         else:
-            embeddings = vectors.tolist()
+            embeddings = list(vectors)  # float32 rows: orjson writes each float32 exactly (responses.py)
         tokens = sum(part.token_counts)
         return _json({
             "object": "list",
@@ -295,14 +295,14 @@ class _Service:
         for i in range(len(texts)):
             item: dict[str, Any] = {"object": "encoding", "index": i}
             if part.dense is not None:
-                item["dense"] = b64_float32(part.dense[i]) if b64 else part.dense[i].tolist()
+                item["dense"] = b64_float32(part.dense[i]) if b64 else part.dense[i]
             if part.sparse is not None:
                 item["sparse"] = part.sparse[i].to_qdrant()
                 if part.tokens is not None:
                     item["sparse"]["tokens"] = [[t, w] for t, w in part.tokens[i]]
             if part.colbert is not None:
                 matrix = part.colbert[i]
-                item["colbert"] = b64_float32(matrix) if b64 else matrix.tolist()
+                item["colbert"] = b64_float32(matrix) if b64 else matrix
                 item["colbert_shape"] = list(matrix.shape)
             data.append(item)
         tokens = sum(part.token_counts)

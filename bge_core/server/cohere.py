@@ -123,7 +123,7 @@ def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
             vectors = truncate_dims(vectors, dims, embedder.normalize)
         embeddings: dict[str, Any] = {}
         if "float" in types:
-            embeddings["float"] = vectors.tolist()
+            embeddings["float"] = vectors
         if "base64" in types:
             embeddings["base64"] = [b64_float32(v) for v in vectors]
         return json_response({

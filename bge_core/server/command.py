@@ -103,7 +103,7 @@ def _import_server():
 
         from .app import create_app
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette", "prometheus_client", "pydantic"):
+        if (exc.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette", "prometheus_client", "pydantic", "orjson"):
             raise
         raise MissingExtraError(f"bge-rag serve needs the server extra ({exc}): pip install 'bge-rag[server]'") from exc
     return uvicorn, create_app

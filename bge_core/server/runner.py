@@ -2,7 +2,8 @@
 
 :func:`uvicorn_options` adds what uvicorn lacks: a header timeout (a connection that opens and
 sends its request headers slowly, or not at all, is answered 408 and closed) and the connection
-limit of :class:`~bge_core.server.ServerSettings`.
+limit of :class:`~bge_core.server.ServerSettings`. The HTTP parser is httptools (C) when installed
+(the ``server`` extra installs it), else h11; uvicorn runs on uvloop when that is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 import uvicorn
-from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .settings import ServerSettings
 
@@ -26,26 +26,55 @@ _TIMEOUT_RESPONSE = (
 )
 
 
-def header_timeout_protocol(timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, closing connections whose request headers take over ``timeout`` s."""
+def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
+    """uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
+    per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # httptools not installed
+        from uvicorn.protocols.http.h11_impl import H11Protocol
+
+        return H11Protocol, "h11"
+    return HttpToolsProtocol, "httptools"
+
+
+def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol, closing connections whose request headers take over ``timeout`` s.
+
+    ``parser`` is ``"httptools"`` or ``"h11"``; by default httptools when it is installed.
+    """
     body = (
         b'{"error":{"message":"The request headers did not arrive in time.","type":"invalid_request_error",'
         b'"param":null,"code":"timeout"}}'
     )
     response = _TIMEOUT_RESPONSE.replace(b"116", str(len(body)).encode()) + body
+    if parser is None:
+        base, parser = _base_protocol()
+    elif parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+    elif parser == "h11":
+        from uvicorn.protocols.http.h11_impl import H11Protocol as base
+    else:
+        raise ValueError(f"parser must be 'httptools' or 'h11', not {parser!r}")
 
-    class HeaderTimeoutProtocol(H11Protocol):
+    class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
         _header_timer: Optional[asyncio.TimerHandle] = None
+        http_parser = parser
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             self._arm()
 
-        def handle_events(self) -> None:
-            before = self.cycle
-            super().handle_events()
-            if self.cycle is not before:  # a request's headers arrived
-                self._disarm()
+        if parser == "h11":
+            def handle_events(self) -> None:
+                before = self.cycle
+                super().handle_events()
+                if self.cycle is not before:  # a request's headers arrived
+                    self._disarm()
+        else:
+            def on_headers_complete(self) -> None:
+                self._disarm()  # a request's headers arrived
+                super().on_headers_complete()
 
         def on_response_complete(self) -> None:
             super().on_response_complete()

@@ -132,7 +132,7 @@ def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
         vectors = part.dense
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize if body.normalize is None else body.normalize)
-        return json_response(vectors.tolist())
+        return json_response(vectors)
 
     if service.embedder is not None:
         app.post("/", dependencies=auth)(embed)  # TEI serves its model's main route at POST /
