@@ -88,6 +88,18 @@ STREAMS_ENV = "BGE_RAG_CPU_STREAMS"
 #: more than the caller's ``torch.get_num_threads()``).
 THREADS_ENV = "BGE_RAG_CPU_THREADS"
 
+#: Texts per chunk when a large ``Embedder.encode`` call tokenizes ahead (see ``TOKENIZE_AHEAD_ENV``).
+TOKENIZE_AHEAD_TEXTS = 4096
+#: Environment variable: ``0`` turns off tokenizing the next chunk of a large call on a helper
+#: thread while an accelerator runs the current one (``1`` forces it, also on CPUs, for tests).
+TOKENIZE_AHEAD_ENV = "BGE_RAG_TOKENIZE_AHEAD"
+
+
+def tokenize_ahead_setting() -> Optional[bool]:
+    """``BGE_RAG_TOKENIZE_AHEAD`` as a flag, or ``None`` when unset (the default: accelerators only)."""
+    return _env_flag(TOKENIZE_AHEAD_ENV)
+
+
 #: Environment variable: ``0`` turns off prefetching on accelerators (``1`` forces it, also on CPUs).
 PREFETCH_ENV = "BGE_RAG_PREFETCH"
 
@@ -277,10 +289,11 @@ def plan_batches(
         max_batch_size: most rows in a batch.
         max_batch_tokens: most padded tokens (rows x longest row) in a batch; a text longer than
             this still gets a batch of its own.
-        max_padding: If set, a batch of at least ``min_rows`` rows also ends before a text whose
-            length is under ``longest / (1 + max_padding)``: a batch of short texts of mixed
-            lengths (a server's coalesced queries: 7 to 34 tokens) is not padded to its longest
-            text, which on a CPU can more than double the work.
+        max_padding: If set, a batch whose padding exceeds this fraction of its real tokens ends,
+            after at least ``min_rows`` rows, before the first text under ``longest / (1 +
+            max_padding)``: a batch of short texts of mixed lengths (a server's coalesced queries:
+            7 to 34 tokens) is not padded to its longest text, which on a CPU can more than double
+            the work. Batches of a large sorted job are close in length and stay as they were.
 
     Returns:
         Arrays of input positions, one per batch, covering every input exactly once.
@@ -293,28 +306,29 @@ def plan_batches(
         longest = max(int(lengths[order[start]]), 1)
         size = max(1, min(max_batch_size, max_batch_tokens // longest))
         if max_padding is not None and size > min_rows:
-            floor = longest / (1.0 + max_padding)
             window = lengths[order[start : start + size]]
-            short = np.nonzero(window[min_rows:] < floor)[0]
-            if short.size:
-                size = min_rows + int(short[0])
+            if window.size * longest > (1.0 + max_padding) * max(int(window.sum()), 1):  # much padding
+                short = np.nonzero(window[min_rows:] < longest / (1.0 + max_padding))[0]
+                if short.size:
+                    size = min_rows + int(short[0])
         batches.append(order[start : start + size])
         start += size
     return batches
 
 
-def split_for_streams(batches: list[np.ndarray], streams: int) -> list[np.ndarray]:
-    """``batches`` with the largest split in halves until there are ``streams`` of them (or every
-    batch holds one text), so that a small job (a server's coalesced queries: one batch by the
-    token budget) still keeps every CPU stream busy instead of running on one stream's threads.
+def split_for_streams(batches: list[np.ndarray], streams: int, min_rows: int = 4) -> list[np.ndarray]:
+    """``batches`` with the largest split in halves until there are ``streams`` of them, so that a
+    small job (a server's coalesced queries: one batch by the token budget) still keeps every CPU
+    stream busy instead of running on one stream's threads. Halves keep at least ``min_rows``
+    rows: a few texts stay in one batch, so equal texts keep bit-equal outputs (a GEMM's rounding
+    can depend on its row count), and reranker ties keep their input order.
 
-    Splitting only shrinks batches, so each stays within the token budget; each text's output
-    does not depend on the texts it is batched with.
+    Splitting only shrinks batches, so each stays within the token budget.
     """
     out = list(batches)
     while len(out) < streams:
         largest = max(range(len(out)), key=lambda i: out[i].size, default=None)
-        if largest is None or out[largest].size < 2:
+        if largest is None or out[largest].size < 2 * min_rows:
             break
         batch = out[largest]
         half = (batch.size + 1) // 2
@@ -548,6 +562,9 @@ __all__ = [
     "PREFETCH_ENV",
     "STREAMS_ENV",
     "THREADS_ENV",
+    "TOKENIZE_AHEAD_ENV",
+    "TOKENIZE_AHEAD_TEXTS",
+    "tokenize_ahead_setting",
     "check_positive",
     "collate",
     "cpu_execution",

@@ -247,9 +247,12 @@ class Embedder:
         if not items:
             return self._empty(dense, sparse, colbert)
         with self._backbone.lock:
-            input_ids = self._tokenize_kind(items, kind)
-            out = self._run(input_ids, dense, heads, size, show_progress)
-        counts = [len(row) for row in input_ids]
+            if self._tokenizes_ahead(items, kind):
+                out, counts = self._encode_ahead(items, kind, dense, heads, size, show_progress)
+            else:
+                input_ids = self._tokenize_kind(items, kind)
+                out = self._run(input_ids, dense, heads, size, show_progress)
+                counts = [len(row) for row in input_ids]
         if single:
             return Encoded(
                 dense=None if out.dense is None else out.dense[0],
@@ -403,6 +406,73 @@ class Embedder:
         if kind == "document" and self.document_instruction:
             return [self.document_instruction + t for t in texts]
         return texts
+
+    def _tokenizes_ahead(self, items: list[str], kind: Kind) -> bool:
+        """Whether this call tokenizes its next chunk on a helper thread while the model runs:
+        on an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
+        with truncation on and not bge-en-icl queries (their paths tokenize differently)."""
+        wanted = batching.tokenize_ahead_setting()
+        if wanted is None:
+            wanted = self.device.type != "cpu"
+        return (wanted and self.truncation and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+                and not (kind == "query" and self.spec.icl))
+
+    def _encode_ahead(
+        self, items: list[str], kind: Kind, dense: bool, heads: M3Heads, batch_size: int,
+        show_progress: Optional[bool],
+    ) -> tuple[Encoded, list[int]]:
+        """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
+        a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
+        does not wait for the CPU to tokenize a whole large call first. Each text gets the same
+        tokens as in one call; texts are sorted by length within their chunk."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        texts = self._with_instruction(items, kind)
+        step = batching.TOKENIZE_AHEAD_TEXTS
+        pieces = [texts[i : i + step] for i in range(0, len(texts), step)]
+        tokenizer, max_length = self._backbone.tokenizer, self.max_length
+        options = {"return_attention_mask": False, "return_token_type_ids": False}
+
+        def tokenize(piece: list[str]) -> tuple[list[list[int]], int]:
+            ids = tokenizer(piece, truncation=True, max_length=max_length, **options)["input_ids"]
+            cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, piece, ids, max_length)
+            return ids, cut
+
+        if show_progress is None:
+            show_progress = self.show_progress
+        if show_progress is None:
+            show_progress = len(texts) >= batching.PROGRESS_THRESHOLD
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(texts), desc="Embedding", unit="text")
+        parts: list[Encoded] = []
+        counts: list[int] = []
+        truncated = 0
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bge-rag-tokenize") as pool:
+                future = pool.submit(tokenize, pieces[0])
+                for k in range(len(pieces)):
+                    ids, cut = future.result()
+                    if k + 1 < len(pieces):
+                        future = pool.submit(tokenize, pieces[k + 1])
+                    parts.append(self._run(ids, dense, heads, batch_size, False))
+                    counts.extend(len(row) for row in ids)
+                    truncated += cut
+                    if progress is not None:
+                        progress.update(len(ids))
+        finally:
+            if progress is not None:
+                progress.close()
+        self._truncation_warner.report(
+            truncated=truncated, total=len(texts), max_length=max_length, limit=self.model_max_length
+        )
+        return Encoded(
+            dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),  # type: ignore[misc]
+            sparse=None if parts[0].sparse is None else [v for p in parts for v in p.sparse],  # type: ignore[union-attr]
+            colbert=None if parts[0].colbert is None else [m for p in parts for m in p.colbert],  # type: ignore[union-attr]
+        ), counts
 
     def _tokenize_kind(self, items: list[str], kind: Kind) -> list[list[int]]:
         """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""

@@ -222,12 +222,14 @@ def test_streams_give_the_sequential_results_in_plan_order():
 
 
 def test_split_for_streams():
-    one = [np.arange(7)]
+    one = [np.arange(9)]
     halves = batching.split_for_streams(one, 2)
-    assert [b.tolist() for b in halves] == [[0, 1, 2, 3], [4, 5, 6]]
-    quarters = batching.split_for_streams(one, 4)
-    assert sorted(x for b in quarters for x in b.tolist()) == list(range(7)) and len(quarters) == 4
-    assert [b.tolist() for b in batching.split_for_streams([np.arange(1), np.arange(1, 3)], 4)] == [[0], [1], [2]]
+    assert [b.tolist() for b in halves] == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+    quarters = batching.split_for_streams([np.arange(16)], 4)
+    assert [b.size for b in quarters] == [4, 4, 4, 4]
+    assert sorted(x for b in quarters for x in b.tolist()) == list(range(16))
+    assert [b.size for b in batching.split_for_streams([np.arange(9)], 4)] == [5, 4]  # halves keep 4 rows
+    assert [b.size for b in batching.split_for_streams([np.arange(7)], 2)] == [7]  # too few to split
     assert batching.split_for_streams([], 2) == []
     many = [np.arange(i, i + 2) for i in range(0, 10, 2)]
     assert batching.split_for_streams(many, 2) == many  # enough batches already: unchanged
@@ -235,7 +237,7 @@ def test_split_for_streams():
 
 def test_a_one_batch_job_is_split_across_the_streams():
     """A server's coalesced queries fit one batch; with two streams each runs half on its own worker."""
-    inputs = [[i + 5] * 10 for i in range(6)]  # equal lengths: one batch by every rule
+    inputs = [[i + 5] * 10 for i in range(8)]  # equal lengths: one batch by every rule
 
     def run(**options):
         seen = []
@@ -249,7 +251,7 @@ def test_a_one_batch_job_is_split_across_the_streams():
     split, seen_two = run(streams=2, threads=2)
     assert len(seen_one) == 1 and len(seen_two) == 2  # one batch, or its two halves
     assert {name.startswith("bge-rag-cpu") for name, _ in seen_two} == {True}
-    assert split == whole and sorted(whole) == list(range(6))
+    assert split == whole and sorted(whole) == list(range(8))
 
 
 def test_prefetch_gives_the_sequential_results_in_plan_order():
