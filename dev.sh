@@ -171,17 +171,31 @@ case "${1:-}" in
   test)
     shift
     setup .venv-test test
+    given=0; for arg in "$@"; do [ -e "${arg%%::*}" ] && given=1; done
+    side_pid=""
+    if [ "$given" = 0 ]; then
+      # Build (or check) the transformers-4 side environments while the main suite runs: pip is mostly
+      # download and unpacking, and on a fresh clone this saves minutes. run_tf4 checks them again
+      # below, so a build that failed here is retried there and fails with pip's own message.
+      side_log=$(mktemp)
+      { setup_side .venv-tf4 TF4_REQUIREMENTS && setup_side .venv-tf446 TF446_REQUIREMENTS; } >"$side_log" 2>&1 &
+      side_pid=$!
+    fi
     ensure_chromium
     # Main suite (transformers 5) in .venv-test, then the TF4 list in .venv-tf4 with the same
     # pytest options; both always run, and any non-zero pytest exit (5 = no tests) fails.
     # Test paths given: they run in .venv-test only (`./dev.sh tf4 PATHS` runs them in .venv-tf4).
     main_rc=0; tf4_rc=0
     .venv-test/bin/python -m pytest "$@" || main_rc=$?
-    given=0; for arg in "$@"; do [ -e "${arg%%::*}" ] && given=1; done
     if [ "$given" = 1 ]; then
       echo "dev.sh test: test paths given, so the transformers-4 run is left out (./dev.sh tf4 PATHS runs them there)" >&2
       exit "$main_rc"
     fi
+    if ! wait "$side_pid"; then
+      echo "dev.sh test: building the side environments in the background failed; retrying:" >&2
+      tail -20 "$side_log" >&2
+    fi
+    cat "$side_log" >&2; rm -f "$side_log"
     run_tf4 "$@" || tf4_rc=$?
     echo "dev.sh test: main suite (.venv-test) pytest exit $main_rc; transformers-4 suite (.venv-tf4) pytest exit $tf4_rc" >&2
     [ "$main_rc" -eq 0 ] && [ "$tf4_rc" -eq 0 ]
