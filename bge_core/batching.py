@@ -394,6 +394,18 @@ def _free_cache(device: torch.device) -> None:
         torch.mps.empty_cache()
 
 
+def progress_bar(total: int, show_progress: Optional[bool], desc: str) -> Any:
+    """A tqdm bar over ``total`` texts, or ``None``: ``show_progress=None`` shows one from
+    ``PROGRESS_THRESHOLD`` texts on."""
+    if show_progress is None:
+        show_progress = total >= PROGRESS_THRESHOLD
+    if not show_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text")
+
+
 def run_batches(
     input_ids: Sequence[Sequence[int]],
     forward: Callable[[Batch], T],
@@ -423,13 +435,7 @@ def run_batches(
     lengths = [len(ids) for ids in input_ids]
     batches = plan_batches(lengths, max_batch_size, max_batch_tokens,
                            max_padding=CPU_MAX_PADDING if device.type == "cpu" else None)
-    if show_progress is None:
-        show_progress = len(lengths) >= PROGRESS_THRESHOLD
-    progress = None
-    if show_progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=len(lengths), desc=desc, unit="text")
+    progress = progress_bar(len(lengths), show_progress, desc)
 
     def make(positions: np.ndarray) -> Batch:
         return collate(input_ids, positions, pad_id, device, token_type_ids)

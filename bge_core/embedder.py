@@ -32,7 +32,7 @@ from .registry import ModelSpec, check_pooling
 from .scoring import check_weights, colbert_scores, hybrid_scores
 from .st_modules import NormalizeLayer, PostPooling, load_post_pooling
 from .truncation import TruncationWarner, count_truncated
-from .types import Encoded, SparseVector
+from .types import Encoded, SparseVector, join_parts
 
 logger = logging.getLogger(__name__)
 
@@ -430,33 +430,19 @@ class Embedder:
         texts = self._with_instruction(items, kind)
         step = batching.TOKENIZE_AHEAD_TEXTS
         pieces = [texts[i : i + step] for i in range(0, len(texts), step)]
-        tokenizer, max_length = self._backbone.tokenizer, self.max_length
-        options = {"return_attention_mask": False, "return_token_type_ids": False}
-
-        def tokenize(piece: list[str]) -> tuple[list[list[int]], int]:
-            ids = tokenizer(piece, truncation=True, max_length=max_length, **options)["input_ids"]
-            cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, piece, ids, max_length)
-            return ids, cut
-
-        if show_progress is None:
-            show_progress = self.show_progress
-        if show_progress is None:
-            show_progress = len(texts) >= batching.PROGRESS_THRESHOLD
-        progress = None
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(texts), desc="Embedding", unit="text")
+        max_length = self.max_length
+        progress = batching.progress_bar(
+            len(texts), self.show_progress if show_progress is None else show_progress, "Embedding")
         parts: list[Encoded] = []
         counts: list[int] = []
         truncated = 0
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bge-rag-tokenize") as pool:
-                future = pool.submit(tokenize, pieces[0])
+                future = pool.submit(self._tokenize_truncated, pieces[0], max_length)
                 for k in range(len(pieces)):
                     ids, cut = future.result()
                     if k + 1 < len(pieces):
-                        future = pool.submit(tokenize, pieces[k + 1])
+                        future = pool.submit(self._tokenize_truncated, pieces[k + 1], max_length)
                     parts.append(self._run(ids, dense, heads, batch_size, False))
                     counts.extend(len(row) for row in ids)
                     truncated += cut
@@ -468,11 +454,7 @@ class Embedder:
         self._truncation_warner.report(
             truncated=truncated, total=len(texts), max_length=max_length, limit=self.model_max_length
         )
-        return Encoded(
-            dense=None if parts[0].dense is None else np.concatenate([p.dense for p in parts]),  # type: ignore[misc]
-            sparse=None if parts[0].sparse is None else [v for p in parts for v in p.sparse],  # type: ignore[union-attr]
-            colbert=None if parts[0].colbert is None else [m for p in parts for m in p.colbert],  # type: ignore[union-attr]
-        ), counts
+        return join_parts(parts), counts
 
     def _tokenize_kind(self, items: list[str], kind: Kind) -> list[list[int]]:
         """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""
@@ -480,15 +462,23 @@ class Embedder:
             return self._tokenize_icl(items)
         return self._tokenize(self._with_instruction(items, kind), self.max_length)
 
+    def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
+        """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
+        has been given: counting needs a second tokenizer pass)."""
+        tokenizer = self._backbone.tokenizer
+        ids = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
+                        return_token_type_ids=False)["input_ids"]
+        cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, texts, ids, max_length)
+        return ids, cut
+
     def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
         tokenizer = self._backbone.tokenizer
         options = {"return_attention_mask": False, "return_token_type_ids": False}
         if self.truncation:
-            ids = tokenizer(texts, truncation=True, max_length=max_length, **options)["input_ids"]
+            ids, cut = self._tokenize_truncated(texts, max_length)
             if not self._truncation_warner.warned:
                 self._truncation_warner.report(
-                    truncated=count_truncated(tokenizer, texts, ids, max_length), total=len(texts),
-                    max_length=max_length, limit=self.model_max_length,
+                    truncated=cut, total=len(texts), max_length=max_length, limit=self.model_max_length
                 )
             return ids
         # verbose=False: no "Token indices sequence length is longer than ..." before our error.

@@ -7,15 +7,15 @@ a batch out (a 2-D array, a list of vectors, a list of matrices), always in inpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Union
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import numpy as np
 
 from .errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
 
 @dataclass(frozen=True, eq=False)
@@ -107,6 +107,26 @@ class Encoded:
     sparse: SparseOutput | None = None
     colbert: ColbertOutput | None = None
     token_counts: list[int] | int | None = None
+
+
+P = TypeVar("P")
+
+
+def join_parts(parts: "Sequence[P]") -> P:
+    """Consecutive pieces of one batch of texts (dataclasses of the same type, such as
+    :class:`Encoded`) joined back in order: arrays concatenated, lists chained, ``None`` kept."""
+    if len(parts) == 1:
+        return parts[0]
+    joined: dict[str, Any] = {}
+    for f in fields(parts[0]):  # type: ignore[arg-type]
+        values = [getattr(p, f.name) for p in parts]
+        if values[0] is None:
+            joined[f.name] = None
+        elif isinstance(values[0], np.ndarray):
+            joined[f.name] = np.concatenate(values)
+        else:
+            joined[f.name] = [x for v in values for x in v]
+    return type(parts[0])(**joined)
 
 
 @dataclass(frozen=True)

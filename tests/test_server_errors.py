@@ -225,3 +225,7 @@ def test_json_answers_keep_float32_exactly_and_refuse_nan():
     for bad in ({"v": np.array([0.1, np.nan], dtype=np.float32)}, [[{"x": float("inf")}]], {"s": [1.0, -np.inf]}):
         with pytest.raises(ValueError, match="not JSON compliant"):
             json_bytes(bad)
+    # An answer with a real null (an absent document) is still written, and still checked.
+    assert json.loads(json_bytes({"document": None, "text": "null", "v": vectors[0]}))["document"] is None
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_bytes({"document": None, "v": np.array([np.nan], dtype=np.float32)})

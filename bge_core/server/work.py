@@ -17,7 +17,7 @@ import numpy as np
 
 from ..embedder import Embedder
 from ..rerank import Reranker, sigmoid
-from ..types import SparseVector
+from ..types import SparseVector, join_parts
 
 
 @dataclass(frozen=True)
@@ -102,16 +102,7 @@ def encode_process(embedder: Embedder, cutter: Optional[ServerTokenizer] = None)
 
 def merge_parts(parts: list[EncodedPart]) -> EncodedPart:
     """The pieces of one split request joined back, in order."""
-    if len(parts) == 1:
-        return parts[0]
-
-    def joined(name: str) -> Optional[list[Any]]:
-        values = [getattr(p, name) for p in parts]
-        return None if values[0] is None else [x for v in values for x in v]
-
-    dense = None if parts[0].dense is None else np.concatenate([p.dense for p in parts])  # type: ignore[misc]
-    return EncodedPart(dense=dense, sparse=joined("sparse"), colbert=joined("colbert"), tokens=joined("tokens"),
-                       token_counts=[n for p in parts for n in p.token_counts])
+    return join_parts(parts)
 
 
 def merge_scores(parts: list[list[float]]) -> list[float]:
