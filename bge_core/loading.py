@@ -244,6 +244,32 @@ def _load(folder: Path, task: Task, dtype: torch.dtype, trust_remote_code: bool)
     return model, tokenizer
 
 
+def lowercase_tokenizer(tokenizer: Any, folder: Path) -> None:
+    """Make ``tokenizer`` lowercase its input exactly as sentence-transformers 6 does for
+    ``do_lower_case: true``: a ``Lowercase`` normalizer put before the tokenizer's own, unless its
+    normalizer already has one (a ``BertNormalizer``'s lowercasing does not count, as there).
+    The normalizer keeps offsets into the original text, and copies of the tokenizer (the
+    server's) lowercase too.
+
+    Raises:
+        UnsupportedModelError: a slow (Python) tokenizer, which has no normalizer to extend.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise UnsupportedModelError(
+            f"{str(folder)!r} asks for lowercased inputs (sentence_bert_config.json: do_lower_case) and its "
+            f"tokenizer is a slow (Python) one; bge_core lowercases only through a fast tokenizer's normalizer. "
+            f"Save the folder with a fast tokenizer (tokenizer.json)."
+        )
+    from tokenizers import normalizers
+
+    backend = tokenizer.backend_tokenizer
+    current = backend.normalizer
+    steps = list(current) if isinstance(current, normalizers.Sequence) else [] if current is None else [current]
+    if any(isinstance(step, normalizers.Lowercase) for step in steps):
+        return
+    backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *steps])
+
+
 @dataclass(eq=False)
 class Backbone:
     """A loaded transformer with its tokenizer, device, dtype and the lock that guards both."""
@@ -277,12 +303,14 @@ def load_backbone(
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
+    lowercase: bool = False,
 ) -> Backbone:
     """Load (or reuse) the transformer in ``folder`` for ``task`` on ``device`` in ``dtype``.
 
+    ``lowercase``: the tokenizer lowercases its input (see :func:`lowercase_tokenizer`).
     A backbone stays shared while any object holds it; it is freed with its last user.
     """
-    key = (str(folder.resolve()), task, str(device), str(dtype), bool(trust_remote_code))
+    key = (str(folder.resolve()), task, str(device), str(dtype), bool(trust_remote_code), bool(lowercase))
     with _SHARED_LOCK:
         backbone = _SHARED.get(key)
         if backbone is None:
@@ -293,6 +321,8 @@ def load_backbone(
             if tokenizer.pad_token_id is None:
                 # LLM tokenizers without a pad token: padded positions are masked, any id works.
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+            if lowercase:
+                lowercase_tokenizer(tokenizer, folder)
             backbone = Backbone(folder, task, model, tokenizer, device, dtype)
             _SHARED[key] = backbone
         return backbone
@@ -344,7 +374,8 @@ def open_model(
         The model's spec, its loaded backbone, and the longest input it accepts in tokens.
     """
     folder, spec, trust = locate(model, task, trust_remote_code, cache_dir, revision, token)
-    backbone = load_backbone(folder, task=task, device=device, dtype=dtype, trust_remote_code=trust)
+    backbone = load_backbone(folder, task=task, device=device, dtype=dtype, trust_remote_code=trust,
+                             lowercase=spec.lowercase)
     return spec, backbone, spec.max_length or max_positions(backbone.config, backbone.tokenizer)
 
 
@@ -362,6 +393,7 @@ __all__ = [
     "has_weights",
     "load_backbone",
     "locate",
+    "lowercase_tokenizer",
     "max_positions",
     "open_model",
     "quiet_transformers",

@@ -55,6 +55,10 @@ class ModelSpec:
             ``include_prompt: false`` (the instruction's tokens are left out of mean pooling).
         icl: Queries use FlagEmbedding's in-context-learning format (``FlagICLModel``,
             bge-en-icl): optional few-shot examples before the query, ``"\\n<response>"`` after it.
+        lowercase: Texts are lowercased by the tokenizer (a ``Lowercase`` normalizer put first),
+            as sentence-transformers does for a folder whose ``sentence_bert_config.json`` says
+            ``do_lower_case: true``. Set only for folders described from their own files:
+            registered models follow FlagEmbedding, which reads the tokenizer as it is.
     """
 
     name: str
@@ -72,6 +76,7 @@ class ModelSpec:
     registered: bool = True
     icl: bool = False
     pooling_includes_prompt: bool = True
+    lowercase: bool = False
 
     def format_query(self, instruction: str, text: str) -> str:
         """Apply ``query_instruction_format`` exactly as FlagEmbedding does."""
@@ -310,8 +315,9 @@ def describe_folder(folder: Path) -> ModelSpec:
     Pooling comes from the folder's sentence-transformers pooling config; without one it is
     last-token pooling for a decoder-only (LLM) model (see :func:`folder_architecture`), as
     FlagEmbedding's ``FlagLLMModel`` does, and CLS (BGE's pooling) for an encoder. The default
-    truncation length comes from ``sentence_bert_config.json``'s ``max_seq_length``, and the query
-    instruction from a ``"query"`` prompt in ``config_sentence_transformers.json``.
+    truncation length comes from ``sentence_bert_config.json``'s ``max_seq_length`` (and its
+    ``do_lower_case``: lowercased inputs), and the query instruction from a ``"query"`` prompt in
+    ``config_sentence_transformers.json``.
     """
     architecture = folder_architecture(folder)
     pooling = st_pooling(folder) or ("last_token" if architecture == "decoder" else "cls")
@@ -330,6 +336,7 @@ def describe_folder(folder: Path) -> ModelSpec:
         architecture=architecture,
         registered=False,
         pooling_includes_prompt=pooling_config.get("include_prompt", True) is not False,
+        lowercase=st_config.get("do_lower_case") is True,
     )
 
 

@@ -99,6 +99,8 @@ class _Settings:
     #: Module names after Pooling in the source folder's own modules.json (an ST folder), e.g. ("Normalize",).
     post_modules: tuple[str, ...]
     registered: bool
+    #: The engine lowercases inputs (an unregistered folder whose sentence_bert_config.json says so).
+    lowercase: bool
 
 
 def _query_prompt(embedder: Embedder) -> str:
@@ -134,6 +136,7 @@ def _embedding_settings(model: Union[str, Path], trust_remote_code: Optional[boo
         trust_remote_code=trust,
         post_modules=_post_pooling_modules(embedder.folder),
         registered=embedder.spec.registered,
+        lowercase=embedder.spec.lowercase,
     )
 
 
@@ -147,17 +150,22 @@ def _post_pooling_modules(folder: Path) -> tuple[str, ...]:
 
 
 def _transformer(
-    folder: Path, max_length: int, trust_remote_code: bool, task: str = "feature-extraction"
+    folder: Path, max_length: int, trust_remote_code: bool, task: str = "feature-extraction", lowercase: bool = False
 ) -> Transformer:
     hub = {"trust_remote_code": True} if trust_remote_code else {}
     return Transformer(
         str(folder),
         transformer_task=task,
         max_seq_length=max_length,
+        do_lower_case=lowercase,
         model_kwargs=dict(hub),
         processor_kwargs=dict(hub),
         config_kwargs=dict(hub),
     )
+
+
+def _embedding_transformer(settings: _Settings) -> Transformer:
+    return _transformer(settings.folder, settings.max_length, settings.trust_remote_code, lowercase=settings.lowercase)
 
 
 def _skipped_first_token(tokenizer: Any, folder: Path) -> str:
@@ -215,7 +223,7 @@ def build_sentence_transformer(
             f"({' -> '.join(settings.post_modules)}); the dense export writes Transformer -> Pooling -> Normalize "
             f"only and would drop them. Load that folder in sentence-transformers as it is."
         )
-    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    transformer = _embedding_transformer(settings)
     modules: list[torch.nn.Module] = [
         transformer,
         Pooling(transformer.get_embedding_dimension(), pooling_mode=_ST_POOLING[settings.pooling]),
@@ -261,7 +269,7 @@ def build_multi_vector_encoder(
         max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
     )
     head = load_head(settings.folder, "colbert", settings.hidden_size, _CPU, torch.float32)
-    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    transformer = _embedding_transformer(settings)
     dense = Dense(
         settings.hidden_size,
         head.out_features,
@@ -319,7 +327,7 @@ def build_sparse_encoder(
     if head.out_features != 1:
         raise ModelLoadError(f"{settings.folder / 'sparse_linear.pt'} must be a Linear(hidden, 1) head, "
                              f"it has {head.out_features} outputs.")
-    transformer = _transformer(settings.folder, settings.max_length, settings.trust_remote_code)
+    transformer = _embedding_transformer(settings)
     tokenizer = transformer.tokenizer
     lexical = lexical_weights_class()(
         settings.hidden_size,
@@ -428,7 +436,7 @@ def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransform
             raise ModelLoadError(f"No sentence-transformers 5.x name for the module {entry['type']!r}.")
         entry["type"] = _LEGACY_DENSE_TYPES[short]
     modules_path.write_text(json.dumps(modules, indent=2), encoding="utf-8")
-    config = {"max_seq_length": built.max_seq_length, "do_lower_case": False}
+    config = {"max_seq_length": built.max_seq_length, "do_lower_case": bool(built[0].do_lower_case)}
     (out_dir / "sentence_bert_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     pooling = next(module for module in built if isinstance(module, Pooling))
     mode = pooling.pooling_mode
