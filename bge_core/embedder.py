@@ -399,7 +399,11 @@ class Embedder:
             return self.max_length
         return resolve_max_length(requested, self.spec, self._backbone, self.model_max_length, self.model_name)
 
-    def _with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
+    def with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
+        """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer: the query
+        instruction (in ``query_instruction_format``) before queries, the document instruction
+        (E5) before documents, else unchanged. bge-en-icl queries also get their few-shot prefix
+        at tokenization, which this does not add."""
         if kind == "query" and self.query_instruction:
             fmt = self.query_instruction_format.replace("\\n", "\n")
             return [fmt.format(self.query_instruction, t) for t in texts]
@@ -427,7 +431,7 @@ class Embedder:
         tokens as in one call; texts are sorted by length within their chunk."""
         from concurrent.futures import ThreadPoolExecutor
 
-        texts = self._with_instruction(items, kind)
+        texts = self.with_instruction(items, kind)
         step = batching.TOKENIZE_AHEAD_TEXTS
         pieces = [texts[i : i + step] for i in range(0, len(texts), step)]
         max_length = self.max_length
@@ -460,7 +464,7 @@ class Embedder:
         """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""
         if kind == "query" and self.spec.icl:
             return self._tokenize_icl(items)
-        return self._tokenize(self._with_instruction(items, kind), self.max_length)
+        return self._tokenize(self.with_instruction(items, kind), self.max_length)
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
@@ -493,7 +497,7 @@ class Embedder:
 
     def _tokenize_icl(self, items: list[str]) -> list[list[int]]:
         """bge-en-icl queries, tokenized exactly as ``FlagICLModel.encode_queries``."""
-        texts = self._with_instruction(items, "query")
+        texts = self.with_instruction(items, "query")
         tokenizer = self._backbone.tokenizer
         ids, cut = icl.tokenize_queries(tokenizer, texts, self._icl_prefix, self.max_length)
         truncated = [i for i, n in enumerate(cut) if n]

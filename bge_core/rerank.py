@@ -218,6 +218,11 @@ class Reranker:
         """The local folder the model was loaded from."""
         return self._backbone.folder
 
+    @property
+    def tokenizer(self) -> Any:
+        """The Hugging Face tokenizer (shared; do not change its settings)."""
+        return self._backbone.tokenizer
+
     def score(
         self,
         pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],

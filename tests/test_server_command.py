@@ -40,6 +40,8 @@ def test_register_adds_serve_and_its_settings(monkeypatch):
     assert settings_from_args(_parse(["serve", "--model", "m", "--api-key", "flag"])).api_key == "flag"
     monkeypatch.delenv(API_KEY_ENV)
     assert settings_from_args(_parse(["serve", "--model", "m"])).api_key is None
+    assert settings_from_args(_parse(["serve", "--model", "m"])).cut_long_texts is True
+    assert settings_from_args(_parse(["serve", "--model", "m", "--no-cut-long-texts"])).cut_long_texts is False
 
 
 def test_serve_without_a_model_or_with_bad_limits_exits_2(capsys):

@@ -19,6 +19,7 @@ from _server_support import m3_embedder, reranker, serve
 from prometheus_client.parser import text_string_to_metric_families
 
 from bge_core import Embedder
+from bge_core.errors import ConfigError
 from bge_core.server import ServerSettings, create_app
 
 
@@ -239,6 +240,16 @@ def test_long_texts_are_cut_before_tokenizing_with_the_same_result(embedder, mod
     scores = {r["index"]: r["relevance_score"] for r in ranked["results"]}
     assert [scores[0], scores[1]] == rr.score([(long_text, long_text), (long_text, "short")], normalize=True)
     assert app.state.service.rerank_tokenizer.cut_count == 3  # the query twice, the long document once
+    # --no-cut-long-texts: every text goes whole, with the same answers.
+    whole = create_app(embedder, rr, settings=ServerSettings(cut_long_texts=False))
+    with serve(whole) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+        again = client.post("/v1/embeddings", json={"input": [long_text, "short"]}).json()
+        reranked = client.post("/v1/rerank", json={"query": "q", "documents": [long_text]}).json()
+    np.testing.assert_array_equal(np.asarray([d["embedding"] for d in again["data"]], np.float32), got[[0, 2]])
+    assert reranked["results"][0]["relevance_score"] == rr.score([("q", long_text)], normalize=True)[0]
+    assert whole.state.service.embed_tokenizer.cut_count == 0 and whole.state.service.rerank_tokenizer.cut_count == 0
+    with pytest.raises(ConfigError, match="cut_long_texts"):
+        ServerSettings(cut_long_texts="no")
 
 
 def test_no_progress_bars_in_the_server_log(embedder, capfd):

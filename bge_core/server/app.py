@@ -129,15 +129,17 @@ class _Service:
             embedder.require_heads(**self.heads)  # load them now, not on a first request
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
             self.embed_batcher = DynamicBatcher(
-                embedder, encode_process(embedder, self.embed_tokenizer), merge=merge_parts,
+                embedder, encode_process(embedder, self.embed_tokenizer if settings.cut_long_texts else None),
+                merge=merge_parts,
                 on_batch=self.metrics.batch_observer("embedder"), **limits,
             )
             self.metrics.queue.labels("embedder").set_function(lambda: self.embed_batcher.queued_items)
         if reranker is not None:
             self.reranker_name = served_name(reranker, settings.reranker_name)
-            self.rerank_tokenizer = ServerTokenizer.for_engine(reranker._backbone.tokenizer)
+            self.rerank_tokenizer = ServerTokenizer.for_engine(reranker.tokenizer)
             self.rerank_batcher = DynamicBatcher(
-                reranker, rerank_process(reranker, self.rerank_tokenizer), merge=merge_scores,
+                reranker, rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
+                merge=merge_scores,
                 on_batch=self.metrics.batch_observer("reranker"), **limits,
             )
             self.metrics.queue.labels("reranker").set_function(lambda: self.rerank_batcher.queued_items)

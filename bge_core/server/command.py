@@ -68,6 +68,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                    help=f"seconds a client may take to send request headers (default {_DEFAULTS.header_timeout:g})")
     p.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout,
                    help=f"seconds a client may take to send a request body (default {_DEFAULTS.body_timeout:g})")
+    p.add_argument("--no-cut-long-texts", dest="cut_long_texts", action="store_false",
+                   help="give the model every text whole, instead of cutting a text far longer than max_length "
+                   "tokens to a prefix with the same tokens before tokenizing it")
     p.add_argument("--trust-remote-code", action="store_true", help="allow the models' own code")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
                    help="uvicorn log level (default info)")
@@ -94,6 +97,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
+        cut_long_texts=args.cut_long_texts,
     )
 
 

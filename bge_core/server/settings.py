@@ -44,6 +44,10 @@ class ServerSettings:
             opens or its previous answer was sent (then 408 and the connection is closed).
         max_connections: Open connections (and requests in progress) at most; beyond, uvicorn
             answers 503. ``None``: no limit.
+        cut_long_texts: Cut a text far longer than ``max_length`` tokens can use to a prefix that
+            keeps the same tokens before tokenizing it (the same vectors and scores, tested);
+            ``False`` gives the engine every text whole (for comparing, or a tokenizer whose words
+            are not split at whitespace).
     """
 
     model_name: Optional[str] = None
@@ -62,6 +66,7 @@ class ServerSettings:
     body_timeout: float = 30.0
     header_timeout: float = 10.0
     max_connections: Optional[int] = None
+    cut_long_texts: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items",
@@ -82,6 +87,8 @@ class ServerSettings:
             raise ConfigError(f"Invalid rerank_scores {self.rerank_scores!r}. Valid values are: sigmoid, raw.")
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key must not be empty; pass None to turn authentication off.")
+        if not isinstance(self.cut_long_texts, bool):
+            raise ConfigError(f"cut_long_texts must be True or False, got {self.cut_long_texts!r}")
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
 
 

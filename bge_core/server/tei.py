@@ -159,7 +159,7 @@ def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
         s = service.settings
         texts = check_texts(body.inputs, "inputs", max_items=s.max_inputs, max_chars=s.max_input_chars)
         if prompt_kind(body.prompt_name) == "query" and service.embedder is not None:
-            texts = service.embedder._with_instruction(texts, "query")
+            texts = service.embedder.with_instruction(texts, "query")
         return json_response(await service.tokenize(texts, body.add_special_tokens))
 
     @app.post("/decode", dependencies=auth)
