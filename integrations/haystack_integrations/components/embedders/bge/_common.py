@@ -8,6 +8,7 @@ document embedders, or its dense and sparse BGE-M3 embedders) hold one engine.
 
 from __future__ import annotations
 
+import inspect
 from math import inf
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,14 @@ def shared_reranker(model: str, **options: Any) -> Any:
     from bge_core.shared import shared_reranker as load
 
     return load(model, **options)
+
+
+def init_parameters(component: Any) -> dict[str, Any]:
+    """Every ``__init__`` parameter of ``component``, in order, from the attribute of the same name
+    (each BGE component keeps its parameters so): what ``to_dict`` writes and ``from_dict`` reads
+    back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline."""
+    names = [name for name in inspect.signature(type(component).__init__).parameters if name != "self"]
+    return {name: getattr(component, name) for name in names}
 
 
 def resolve_device(device: ComponentDevice | None) -> ComponentDevice:

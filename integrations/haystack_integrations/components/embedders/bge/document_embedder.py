@@ -15,6 +15,7 @@ from ._common import (
     check_positive,
     document_texts,
     embedder_options,
+    init_parameters,
     resolve_device,
     shared_embedder,
     with_affixes,
@@ -148,26 +149,7 @@ class BGEDocumentEmbedder:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            token=self.token,
-            batch_size=self.batch_size,
-            progress_bar=self.progress_bar,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            max_length=self.max_length,
-            precision=self.precision,
-            pooling=self.pooling,
-            normalize_embeddings=self.normalize_embeddings,
-            truncate_dim=self.truncate_dim,
-            trust_remote_code=self.trust_remote_code,
-            revision=self.revision,
-            prefix=self.prefix,
-            suffix=self.suffix,
-            document_instruction=self.document_instruction,
-        )
+        return default_to_dict(self, **init_parameters(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BGEDocumentEmbedder":

@@ -12,6 +12,7 @@ from ._common import (
     DEFAULT_TOKEN,
     check_text,
     embedder_options,
+    init_parameters,
     require_m3_heads,
     resolve_device,
     shared_embedder,
@@ -105,16 +106,7 @@ class BGESparseTextEmbedder:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            token=self.token,
-            max_length=self.max_length,
-            precision=self.precision,
-            trust_remote_code=self.trust_remote_code,
-            revision=self.revision,
-        )
+        return default_to_dict(self, **init_parameters(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BGESparseTextEmbedder":

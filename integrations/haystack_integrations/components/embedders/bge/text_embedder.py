@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Any
 from haystack import component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
-from ._common import DEFAULT_TOKEN, check_affixes, check_text, embedder_options, resolve_device, shared_embedder
+from ._common import (
+    DEFAULT_TOKEN,
+    check_affixes,
+    check_text,
+    embedder_options,
+    init_parameters,
+    resolve_device,
+    shared_embedder,
+)
 
 if TYPE_CHECKING:
     from bge_core import Embedder
@@ -129,24 +137,7 @@ class BGETextEmbedder:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            token=self.token,
-            query_instruction=self.query_instruction,
-            max_length=self.max_length,
-            precision=self.precision,
-            pooling=self.pooling,
-            normalize_embeddings=self.normalize_embeddings,
-            truncate_dim=self.truncate_dim,
-            trust_remote_code=self.trust_remote_code,
-            revision=self.revision,
-            prefix=self.prefix,
-            suffix=self.suffix,
-            examples=self.examples,
-            examples_instruction_format=self.examples_instruction_format,
-        )
+        return default_to_dict(self, **init_parameters(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BGETextEmbedder":

@@ -14,6 +14,7 @@ from haystack_integrations.components.embedders.bge._common import (
     deduplicate_documents,
     document_texts,
     embedder_options,
+    init_parameters,
     require_m3_heads,
     resolve_device,
     shared_embedder,
@@ -168,23 +169,7 @@ class BGEM3Ranker:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            token=self.token,
-            top_k=self.top_k,
-            mode=self.mode,
-            weights=self.weights,
-            score_threshold=self.score_threshold,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            precision=self.precision,
-            trust_remote_code=self.trust_remote_code,
-            revision=self.revision,
-        )
+        return default_to_dict(self, **init_parameters(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BGEM3Ranker":

@@ -15,6 +15,7 @@ from haystack_integrations.components.embedders.bge._common import (
     deduplicate_documents,
     document_texts,
     engine_options,
+    init_parameters,
     resolve_device,
     shared_reranker,
 )
@@ -170,23 +171,7 @@ class BGERanker:
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize this component to a dictionary."""
-        return default_to_dict(
-            self,
-            model=self.model,
-            device=self.device,
-            token=self.token,
-            top_k=self.top_k,
-            scale_score=self.scale_score,
-            calibration_factor=self.calibration_factor,
-            score_threshold=self.score_threshold,
-            meta_fields_to_embed=self.meta_fields_to_embed,
-            embedding_separator=self.embedding_separator,
-            batch_size=self.batch_size,
-            max_length=self.max_length,
-            precision=self.precision,
-            trust_remote_code=self.trust_remote_code,
-            revision=self.revision,
-        )
+        return default_to_dict(self, **init_parameters(self))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BGERanker":
