@@ -229,3 +229,5 @@ def test_json_answers_keep_float32_exactly_and_refuse_nan():
     assert json.loads(json_bytes({"document": None, "text": "null", "v": vectors[0]}))["document"] is None
     with pytest.raises(ValueError, match="not JSON compliant"):
         json_bytes({"document": None, "v": np.array([np.nan], dtype=np.float32)})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        json_bytes({"document": None, "score": np.float32("nan")})  # a numpy scalar, not a Python float

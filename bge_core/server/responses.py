@@ -31,7 +31,7 @@ def check_finite(payload: Any) -> None:
     if isinstance(payload, np.ndarray):
         if payload.dtype.kind in "fc" and not np.isfinite(payload).all():
             raise ValueError("Out of range float values are not JSON compliant (the model produced NaN or inf)")
-    elif isinstance(payload, float):
+    elif isinstance(payload, (float, np.floating)):
         if not math.isfinite(payload):
             raise ValueError("Out of range float values are not JSON compliant (the model produced NaN or inf)")
     elif isinstance(payload, dict):
