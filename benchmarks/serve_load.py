@@ -1,7 +1,7 @@
 """`bge-rag serve` against infinity-emb (torch engine) on the same model folder, under the same load.
 
-Each server runs alone on a loopback port (ours first, then Infinity's; ``--rounds`` alternates
-them again), and gets the same two bounded loads from this process:
+Each server runs alone on a loopback port (ours first, then Infinity at each ``--infinity-dtype``;
+``--rounds`` repeats the sequence), and gets the same two bounded loads from this process:
 
 1. **query traffic**: ``--query-clients`` (32) concurrent clients, each request one short text
    (4-12 words, like a chat app's queries), ``--query-requests`` requests in all;
@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import os
 
-# The load generator's numpy checks run on one BLAS thread: OpenBLAS's idle workers spin, and here
-# they took ~30 ms of CPU per indexing request from the server under test. The servers get the
-# environment as it was (see Server).
+# Run as a script, the load generator's numpy checks run on one BLAS thread: OpenBLAS's idle workers
+# spin, and here they took ~30 ms of CPU per indexing request from the server under test. It must be
+# set before numpy loads; the servers get the environment as it was (see Server). Imported (a test),
+# nothing is changed.
 _SERVER_BLAS_THREADS = os.environ.get("OPENBLAS_NUM_THREADS")
-os.environ["OPENBLAS_NUM_THREADS"] = "1"
+if __name__ == "__main__":
+    os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
@@ -85,10 +87,11 @@ class Server:
     def __init__(self, name: str, command: list[str], port: int, path: str, env: Optional[dict] = None) -> None:
         self.name, self.command, self.path = name, command, path
         self.url = f"http://127.0.0.1:{port}"
-        self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-        self.env.pop("OPENBLAS_NUM_THREADS")
+        base = dict(os.environ)
+        base.pop("OPENBLAS_NUM_THREADS", None)
         if _SERVER_BLAS_THREADS is not None:
-            self.env["OPENBLAS_NUM_THREADS"] = _SERVER_BLAS_THREADS
+            base["OPENBLAS_NUM_THREADS"] = _SERVER_BLAS_THREADS
+        self.env = {**base, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
         self.proc: Optional[subprocess.Popen] = None
 
     def __enter__(self) -> "Server":
@@ -150,20 +153,37 @@ class Connection:
     A load generator sharing the CPUs with the server under test must cost little per request:
     httpx took ~5-6 ms of CPU per request here, so at 150+ requests/s the generator alone held
     most of a core, and both servers' figures were the generator's. This costs ~0.1 ms plus
-    parsing: a prepared request line and headers, one read per answer by Content-Length.
+    parsing: a prepared request line and headers, one read per answer by Content-Length. It
+    reads what uvicorn servers send (a Content-Length on every answer); a chunked or 1xx answer
+    is an error naming it. A server that closes the connection (``Connection: close``) gets a
+    new one for the next request.
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str) -> None:
-        self.reader, self.writer, self.host = reader, writer, host
+    TIMEOUT = 600.0  # seconds per request, as the httpx client had
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.host, self.port = host, int(port)
+        self.reader: Optional[asyncio.StreamReader] = None
+        self.writer: Optional[asyncio.StreamWriter] = None
 
     @classmethod
     async def open(cls, url: str) -> "Connection":
-        host, port = url.removeprefix("http://").split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))
-        return cls(reader, writer, f"{host}:{port}")
+        connection = cls(url)
+        await connection._connect()
+        return connection
+
+    async def _connect(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
 
     async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+        return await asyncio.wait_for(self._post(path, body), self.TIMEOUT)
+
+    async def _post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None:
+            await self._connect()
+        assert self.reader is not None and self.writer is not None
+        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         header = await self.reader.readuntil(b"\r\n\r\n")
@@ -171,12 +191,17 @@ class Connection:
         status = int(lines[0].split(" ", 2)[1])
         fields = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
         if "content-length" not in fields:
-            raise RuntimeError(f"answer without Content-Length (status {status}): {fields}")
-        return status, await self.reader.readexactly(int(fields["content-length"]))
+            raise RuntimeError(f"answer {status} without Content-Length (this client reads no other framing): {fields}")
+        answer = await self.reader.readexactly(int(fields["content-length"]))
+        if fields.get("connection", "").lower() == "close":
+            await self.close()
+        return status, answer
 
     async def close(self) -> None:
-        self.writer.close()
-        await self.writer.wait_closed()
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+        self.reader = self.writer = None
 
 
 async def load(server: Server, requests: list[list[int]], texts: list[str], clients: int,
