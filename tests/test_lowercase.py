@@ -123,3 +123,19 @@ def test_export_keeps_lowercasing(folders, tmp_path):
 def test_slow_tokenizer_is_refused(tmp_path):
     with pytest.raises(UnsupportedModelError, match="do_lower_case"):
         lowercase_tokenizer(object(), tmp_path)
+
+
+def test_lowercase_and_plain_engines_never_share_a_tokenizer(folders):
+    """The backbone cache is keyed by lowercasing too: the same files loaded with and without it
+    give two tokenizers, and only one of them lowercases."""
+    import torch
+
+    from bge_core.loading import load_backbone
+
+    options = {"task": "embedding", "device": torch.device("cpu"), "dtype": torch.float32}
+    plain = load_backbone(folders[True], lowercase=False, **options)
+    lower = load_backbone(folders[True], lowercase=True, **options)
+    assert plain is not lower and plain.tokenizer is not lower.tokenizer
+    assert lower.tokenizer("ABC")["input_ids"] == lower.tokenizer("abc")["input_ids"]
+    assert plain.tokenizer("ABC")["input_ids"] != plain.tokenizer("abc")["input_ids"]
+    assert load_backbone(folders[True], lowercase=True, **options) is lower  # still shared among equals

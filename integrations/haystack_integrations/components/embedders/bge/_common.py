@@ -42,7 +42,8 @@ def shared_reranker(model: str, **options: Any) -> Any:
 def init_parameters(component: Any) -> dict[str, Any]:
     """Every ``__init__`` parameter of ``component``, in order, from the attribute of the same name
     (each BGE component keeps its parameters so): what ``to_dict`` writes and ``from_dict`` reads
-    back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline."""
+    back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline. A
+    subclass that adds ``__init__`` parameters must keep them as attributes of the same name too."""
     names = [name for name in inspect.signature(type(component).__init__).parameters if name != "self"]
     return {name: getattr(component, name) for name in names}
 
