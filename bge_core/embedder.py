@@ -476,17 +476,15 @@ class Embedder:
         return ids, cut
 
     def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        tokenizer = self._backbone.tokenizer
-        options = {"return_attention_mask": False, "return_token_type_ids": False}
         if self.truncation:
-            ids, cut = self._tokenize_truncated(texts, max_length)
-            if not self._truncation_warner.warned:
-                self._truncation_warner.report(
-                    truncated=cut, total=len(texts), max_length=max_length, limit=self.model_max_length
-                )
+            ids, cut = self._tokenize_truncated(texts, max_length)  # cut is 0 once warned: report is a no-op
+            self._truncation_warner.report(
+                truncated=cut, total=len(texts), max_length=max_length, limit=self.model_max_length
+            )
             return ids
         # verbose=False: no "Token indices sequence length is longer than ..." before our error.
-        ids = tokenizer(texts, truncation=False, verbose=False, **options)["input_ids"]
+        ids = self._backbone.tokenizer(texts, truncation=False, verbose=False, return_attention_mask=False,
+                                       return_token_type_ids=False)["input_ids"]
         for i, row in enumerate(ids):
             if len(row) > max_length:
                 raise TextTooLongError(

@@ -15,7 +15,8 @@ from _server_support import m3_embedder
 
 from bge_core import Embedder, TextTooLongError
 from bge_core.server.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
-from bge_core.server.work import EncodeKey, encode_process, merge_parts
+from bge_core.server.work import EncodeKey, encode_process
+from bge_core.types import join_parts
 
 DOC, QUERY = EncodeKey("document"), EncodeKey("query")
 
@@ -173,7 +174,7 @@ async def test_a_large_request_takes_turns_with_small_ones(embedder, paragraphs)
     requests that arrived after it, instead of making them wait for all 8."""
     gated = Gated(encode_process(embedder))
     batcher = DynamicBatcher(embedder, gated, max_batch_items=64, max_queue_items=64, max_piece_items=2,
-                             merge=merge_parts)
+                             merge=join_parts)
     big, small = paragraphs[:8], ["small"]
     try:
         first = await _busy(batcher, gated)

@@ -42,6 +42,7 @@ from ..embedder import Embedder
 from ..aio import run_serialized
 from ..errors import BGEOutOfMemoryError, ConfigError, InvalidInputError, MissingHeadError, TextTooLongError
 from ..rerank import Reranker
+from ..types import join_parts
 from .batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
 from .middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from .schemas import (
@@ -67,7 +68,6 @@ from .work import (
     ServerTokenizer,
     b64_float32,
     encode_process,
-    merge_parts,
     merge_scores,
     rank,
     rerank_process,
@@ -130,7 +130,7 @@ class _Service:
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
             self.embed_batcher = DynamicBatcher(
                 embedder, encode_process(embedder, self.embed_tokenizer if settings.cut_long_texts else None),
-                merge=merge_parts,
+                merge=join_parts,  # a split request's EncodedParts, in order
                 on_batch=self.metrics.batch_observer("embedder"), **limits,
             )
             self.metrics.queue.labels("embedder").set_function(lambda: self.embed_batcher.queued_items)

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..embedder import Embedder
 from ..rerank import Reranker, sigmoid
-from ..types import SparseVector, join_parts
+from ..types import SparseVector
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,6 @@ def encode_process(embedder: Embedder, cutter: Optional[ServerTokenizer] = None)
         return parts
 
     return process
-
-
-def merge_parts(parts: list[EncodedPart]) -> EncodedPart:
-    """The pieces of one split request joined back, in order."""
-    return join_parts(parts)
 
 
 def merge_scores(parts: list[list[float]]) -> list[float]:
@@ -224,7 +219,6 @@ __all__ = [
     "b64_float32",
     "ServerTokenizer",
     "encode_process",
-    "merge_parts",
     "merge_scores",
     "rank",
     "rerank_process",
