@@ -22,6 +22,7 @@ import torch
 
 from .batching import check_positive
 from .errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
+from .prepack import prepack_encoder
 from .registry import ModelSpec, lookup, resolve_spec
 
 logger = logging.getLogger(__name__)
@@ -318,6 +319,7 @@ def load_backbone(
             model.to(device)
             model.eval()
             model.requires_grad_(False)
+            prepack_encoder(model, device, dtype)
             if tokenizer.pad_token_id is None:
                 # LLM tokenizers without a pad token: padded positions are masked, any id works.
                 tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
