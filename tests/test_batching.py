@@ -69,23 +69,62 @@ def test_out_of_memory_splits_batches_and_finishes():
     ):
         got[positions] = out
     assert got.tolist() == [sum(row) for row in inputs]
-    planned = plan_batches([len(r) for r in inputs], 16, 10_000, max_padding=batching.CPU_MAX_PADDING)
+    planned = plan_batches([len(r) for r in inputs], 16, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)
     assert max(seen_sizes) == max(b.size for b in planned) > 3 and min(seen_sizes) <= 3
 
 
-def test_cpu_batches_stop_before_much_shorter_texts():
-    lengths = [34, 25, 25, 24, 23, 22, 19, 18, 18, 16, 15, 14, 13, 11, 10, 9, 8, 8, 7, 7]
-    plain = plan_batches(lengths, 32, 10_000)
+def _plan_cost(lengths, batches, overhead):
+    return sum(overhead + len(b) * max(lengths[i] for i in b.tolist()) for b in batches)
+
+
+def test_cpu_plan_is_the_cheapest_partition():
+    """With a per-batch overhead, the plan minimizes overhead + padded tokens over every way of
+    cutting the sorted texts into batches within the limits (checked by brute force)."""
+    import itertools
+
+    rng = np.random.default_rng(3)
+    for trial in range(40):
+        n = int(rng.integers(1, 11))
+        lengths = rng.integers(1, 60, n).tolist()
+        max_size, max_tokens, overhead = int(rng.integers(1, 8)), int(rng.integers(60, 300)), int(rng.integers(0, 200))
+        plan = plan_batches(lengths, max_size, max_tokens, batch_overhead=overhead)
+        assert sorted(x for b in plan for x in b.tolist()) == list(range(n))
+        ordered = sorted(lengths, reverse=True)
+        assert [lengths[i] for b in plan for i in b.tolist()] == ordered  # longest first, contiguous
+        for b in plan:  # the limits (a text over the budget alone in its batch)
+            rows = [lengths[i] for i in b.tolist()]
+            assert len(rows) <= max_size and (len(rows) * max(rows) <= max_tokens or len(rows) == 1)
+        best = None
+        for cuts in itertools.product([False, True], repeat=n - 1):
+            sizes, run = [], 1
+            for cut in cuts:
+                if cut:
+                    sizes.append(run)
+                    run = 1
+                else:
+                    run += 1
+            sizes.append(run)
+            bounds = np.cumsum([0] + sizes)
+            parts = [ordered[bounds[j]:bounds[j + 1]] for j in range(len(sizes))]
+            if all(len(p) <= max_size and (len(p) * p[0] <= max_tokens or len(p) == 1) for p in parts):
+                cost = sum(overhead + len(p) * p[0] for p in parts)
+                best = cost if best is None else min(best, cost)
+        assert _plan_cost(lengths, plan, overhead) == best, (trial, lengths)
+
+
+def test_cpu_batches_split_mixed_short_texts_only_where_it_pays():
+    lengths = [34, 25, 25, 24, 23, 22, 19, 18, 18, 16, 15, 14, 13, 11, 10, 9, 8, 8, 7, 7] * 2
+    plain = plan_batches(lengths, 64, 10_000)
     assert len(plain) == 1  # one batch, every row padded to 34 tokens
-    split = plan_batches(lengths, 32, 10_000, max_padding=0.25)
-    assert sorted(x for b in split for x in b.tolist()) == list(range(len(lengths)))
-    for batch in split:
-        rows = [lengths[i] for i in batch.tolist()]
-        assert len(rows) <= 4 or min(rows[4:]) >= max(rows) / 1.25  # beyond 4 rows, padding <= 25%
-    padded = sum(len(b) * max(lengths[i] for i in b.tolist()) for b in split)
-    assert padded < 0.75 * len(lengths) * 34
+    split = plan_batches(lengths, 64, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)
+    assert 1 < len(split) <= 4  # padding 40 rows to 34 costs more than more batches
+    assert _plan_cost(lengths, split, batching.CPU_BATCH_OVERHEAD) < _plan_cost(lengths, plain, batching.CPU_BATCH_OVERHEAD)
+    # A few short queries of similar lengths stay in one batch: another batch would cost more.
+    assert len(plan_batches([12, 11, 10, 9, 9, 8, 7, 6], 64, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)) == 1
+    # No overhead: every batch as long as its own texts (equal lengths together).
+    assert [b.size for b in plan_batches([5, 5, 3, 3, 3], 64, 10_000, batch_overhead=0)] == [2, 3]
     # the token budget and the row limit still come first
-    assert [b.size for b in plan_batches([10] * 12, 5, 10_000, max_padding=0.25)] == [5, 5, 2]
+    assert [b.size for b in plan_batches([10] * 12, 5, 10_000, batch_overhead=128)] == [5, 5, 2]
 
 
 def test_other_runtime_errors_are_not_swallowed():
