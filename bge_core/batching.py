@@ -286,6 +286,7 @@ class Batch:
 
 def plan_batches(
     lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int, *, batch_overhead: Optional[int] = None,
+    min_rows: int = 4,
 ) -> list[np.ndarray]:
     """Group input positions into batches, longest texts first.
 
@@ -296,8 +297,9 @@ def plan_batches(
             this still gets a batch of its own.
         batch_overhead: If set (CPUs), the cost of one batch in padded tokens besides its own; the
             batches of the sorted texts are then chosen to minimize the total cost, padded tokens
-            plus this per batch, within the limits above (an exact dynamic programme, linear in
-            the number of texts). Mixed short texts (a server's coalesced queries: 6 to 34
+            plus this per batch, within the limits above and with at least ``min_rows`` rows per
+            batch where the limits allow (an exact dynamic programme, linear in the number of
+            texts). Mixed short texts (a server's coalesced queries: 6 to 34
             tokens) are split where padding would cost more than another batch, and only there.
             Without it, each batch takes as many texts as the limits allow (accelerators, where
             fewer and larger batches are what counts).
@@ -321,7 +323,15 @@ def plan_batches(
         take = np.zeros(n, dtype=np.int64)
         for i in range(n - 1, -1, -1):
             k = int(min(limits[i], n - i))
-            options = batch_overhead + np.arange(1, k + 1) * sorted_lengths[i] + cost[i + 1 : i + k + 1]
+            sizes_i = np.arange(1, k + 1)
+            options = batch_overhead + sizes_i * sorted_lengths[i] + cost[i + 1 : i + k + 1]
+            # At least min_rows rows per batch, and no smaller batch left behind, unless the limits
+            # leave no choice: a few texts stay together, so equal or repeated texts get bit-equal
+            # outputs (a GEMM's rounding can depend on its row count; one row is a different kernel).
+            left = n - i - sizes_i
+            allowed = (sizes_i >= min(min_rows, k)) & ((left == 0) | (left >= min_rows))
+            if allowed.any():
+                options = np.where(allowed, options, np.inf)
             best = k - 1 - int(np.argmin(options[::-1]))  # ties: the larger batch
             cost[i], take[i] = options[best], best + 1
         sizes, start = [], 0

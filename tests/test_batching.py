@@ -78,8 +78,8 @@ def _plan_cost(lengths, batches, overhead):
 
 
 def test_cpu_plan_is_the_cheapest_partition():
-    """With a per-batch overhead, the plan minimizes overhead + padded tokens over every way of
-    cutting the sorted texts into batches within the limits (checked by brute force)."""
+    """With a per-batch overhead (and no row minimum), the plan minimizes overhead + padded tokens
+    over every way of cutting the sorted texts into batches within the limits (checked by brute force)."""
     import itertools
 
     rng = np.random.default_rng(3)
@@ -87,7 +87,7 @@ def test_cpu_plan_is_the_cheapest_partition():
         n = int(rng.integers(1, 11))
         lengths = rng.integers(1, 60, n).tolist()
         max_size, max_tokens, overhead = int(rng.integers(1, 8)), int(rng.integers(60, 300)), int(rng.integers(0, 200))
-        plan = plan_batches(lengths, max_size, max_tokens, batch_overhead=overhead)
+        plan = plan_batches(lengths, max_size, max_tokens, batch_overhead=overhead, min_rows=1)
         assert sorted(x for b in plan for x in b.tolist()) == list(range(n))
         ordered = sorted(lengths, reverse=True)
         assert [lengths[i] for b in plan for i in b.tolist()] == ordered  # longest first, contiguous
@@ -122,9 +122,24 @@ def test_cpu_batches_split_mixed_short_texts_only_where_it_pays():
     # A few short queries of similar lengths stay in one batch: another batch would cost more.
     assert len(plan_batches([12, 11, 10, 9, 9, 8, 7, 6], 64, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)) == 1
     # No overhead: every batch as long as its own texts (equal lengths together).
-    assert [b.size for b in plan_batches([5, 5, 3, 3, 3], 64, 10_000, batch_overhead=0)] == [2, 3]
+    assert [b.size for b in plan_batches([5, 5, 3, 3, 3], 64, 10_000, batch_overhead=0, min_rows=1)] == [2, 3]
     # the token budget and the row limit still come first
     assert [b.size for b in plan_batches([10] * 12, 5, 10_000, batch_overhead=128)] == [5, 5, 2]
+
+
+def test_cpu_batches_keep_a_few_texts_together():
+    """A batch has at least 4 rows where the limits allow, and leaves no smaller batch behind: one
+    long text and two short ones stay one batch (a lone row is a different GEMM kernel, so the long
+    text's vector would depend on what else was sent)."""
+    overhead = batching.CPU_BATCH_OVERHEAD
+    assert [b.size for b in plan_batches([64, 3, 3], 256, 1024, batch_overhead=overhead)] == [3]
+    assert [b.size for b in plan_batches([64, 3, 3], 256, 1024, batch_overhead=overhead, min_rows=1)] == [1, 2]
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        lengths = rng.integers(1, 128, int(rng.integers(4, 60))).tolist()  # >= 8 rows fit the budget
+        plan = plan_batches(lengths, 256, 1024, batch_overhead=overhead)
+        assert sorted(x for b in plan for x in b.tolist()) == list(range(len(lengths)))
+        assert min(b.size for b in plan) >= 4, (lengths, [p.tolist() for p in plan])
 
 
 def test_other_runtime_errors_are_not_swallowed():
