@@ -68,8 +68,8 @@ CPU_ACTIVATION_BUDGET = 1 << 21
 #: are planned to minimize this overhead plus padded tokens (see :func:`plan_batches`), so a
 #: server's coalesced queries of mixed lengths are neither padded to the longest one nor cut into
 #: many tiny batches. 64 (not the one-thread figure) measured best with two streams, which need
-#: batches enough to share out: engine alone on 8-64 mixed short queries and on 64 paragraphs,
-#: 5-35% more texts/s than the earlier rule (a batch stopped before a text 25% shorter).
+#: batches enough to share out: engine alone on 8-32 mixed short queries and on 64 paragraphs,
+#: 3-23% more texts/s than the earlier rule (a batch stopped before a text 25% shorter).
 CPU_BATCH_OVERHEAD = 64
 #: Inputs at least this long show a progress bar when ``show_progress`` is left as ``None``.
 PROGRESS_THRESHOLD = 2048
