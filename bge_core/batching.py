@@ -299,8 +299,8 @@ def plan_batches(
             batches of the sorted texts are then chosen to minimize the total cost, padded tokens
             plus this per batch, within the limits above and with at least ``min_rows`` rows per
             batch where the limits allow (an exact dynamic programme, linear in the number of
-            texts). Mixed short texts (a server's coalesced queries: 6 to 34
-            tokens) are split where padding would cost more than another batch, and only there.
+            texts). Mixed short texts (a server's coalesced queries: 6 to 34 tokens) are split
+            where padding would cost more than another batch, and only there.
             Without it, each batch takes as many texts as the limits allow (accelerators, where
             fewer and larger batches are what counts).
 
@@ -312,13 +312,10 @@ def plan_batches(
     sorted_lengths = np.maximum(lengths[order], 1)
     n = order.size
     limits = np.minimum(max_batch_size, np.maximum(1, max_batch_tokens // sorted_lengths))
-    if batch_overhead is None:
-        sizes, start = [], 0
-        while start < n:
-            sizes.append(int(limits[start]))
-            start += sizes[-1]
-    else:
-        # cost[i]: the cheapest plan for the texts from i on; take[i]: its first batch's size.
+    # take[i]: the size of the batch that starts at sorted position i.
+    take = limits
+    if batch_overhead is not None:
+        # cost[i]: the cheapest plan for the texts from i on.
         cost = np.zeros(n + 1, dtype=np.float64)
         take = np.zeros(n, dtype=np.int64)
         for i in range(n - 1, -1, -1):
@@ -334,10 +331,10 @@ def plan_batches(
                 options = np.where(allowed, options, np.inf)
             best = k - 1 - int(np.argmin(options[::-1]))  # ties: the larger batch
             cost[i], take[i] = options[best], best + 1
-        sizes, start = [], 0
-        while start < n:
-            sizes.append(int(take[start]))
-            start += sizes[-1]
+    sizes, start = [], 0
+    while start < n:
+        sizes.append(int(take[start]))
+        start += sizes[-1]
     bounds = np.cumsum([0] + sizes)
     return [order[bounds[j] : bounds[j + 1]] for j in range(len(sizes))]
 

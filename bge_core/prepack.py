@@ -25,18 +25,19 @@ and heads are left alone.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .batching import _env_flag
+
 logger = logging.getLogger(__name__)
 
-#: Environment variable: ``0`` turns prepacking off (``1`` or unset: on where it is exact).
+#: Environment variable: ``0`` turns prepacking off (``1`` or unset: on where it is as accurate).
 PREPACK_ENV = "BGE_RAG_PREPACK"
-#: Row counts the exactness check runs each layer shape with (a server's single query, small
+#: Row counts the accuracy check runs each layer shape with (a server's single query, small
 #: coalesced batches, a CPU token-budget batch).
 CHECK_ROWS = (1, 3, 12, 37, 300)
 
@@ -52,8 +53,9 @@ def _ops() -> Optional[tuple[Any, Any]]:
 
 
 def prepack_setting() -> bool:
-    """``BGE_RAG_PREPACK``: off only when set to ``0`` / ``false`` / ``no`` / ``off``."""
-    return os.environ.get(PREPACK_ENV, "").strip().lower() not in ("0", "false", "no", "off")
+    """``BGE_RAG_PREPACK``: off only when set to ``0`` / ``false`` / ``no`` / ``off`` (any other
+    value but ``1`` / ``true`` / ``yes`` / ``on`` is a ``ConfigError``, as for the other flags)."""
+    return _env_flag(PREPACK_ENV) is not False
 
 
 def _as_accurate(in_features: int, out_features: int, bias: bool, dtype: torch.dtype, ops: tuple[Any, Any]) -> bool:
@@ -92,7 +94,7 @@ class _PackedForward:
 
 
 def prepack_encoder(model: nn.Module, device: torch.device, dtype: torch.dtype) -> int:
-    """Prepack the Linear weights of ``model``'s encoder layers where that is exact; returns how many.
+    """Prepack the Linear weights of ``model``'s encoder layers where that is as accurate; returns how many.
 
     Must run before the first forward and only on a model used for inference (the packed layers
     have no weight parameter any more).

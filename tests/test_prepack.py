@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bge_core import Embedder, Reranker, prepack
-from bge_core.devices import cpu_supports_bf16
+from bge_core.errors import ConfigError
 
 
 def _packed_layers(model: nn.Module) -> int:
@@ -102,6 +102,9 @@ def test_never_packed_off_cpu_bf16_or_when_turned_off(monkeypatch):
     monkeypatch.setenv(prepack.PREPACK_ENV, "0")
     model = _encoder()
     assert prepack.prepack_encoder(model, torch.device("cpu"), torch.bfloat16) == 0 and _packed_layers(model) == 0
+    monkeypatch.setenv(prepack.PREPACK_ENV, "maybe")  # a typo is an error, not silently "on"
+    with pytest.raises(ConfigError, match="BGE_RAG_PREPACK"):
+        prepack.prepack_encoder(_encoder(), torch.device("cpu"), torch.bfloat16)
 
 
 def test_an_inaccurate_op_is_refused(monkeypatch):
