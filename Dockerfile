@@ -19,6 +19,7 @@ RUN pip install --index-url "$TORCH_INDEX" "$TORCH"
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY bge_core ./bge_core
+COPY bge_rag ./bge_rag
 COPY integrations ./integrations
 RUN pip install ".[server]" && rm -rf /src
 

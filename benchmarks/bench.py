@@ -50,7 +50,7 @@ RESULTS = HERE / "results"
 # --------------------------------------------------------------------------- corpora
 def build_corpora(tokenizer: Any, quick: bool) -> dict[str, list[str]]:
     """Three real-text sets: mixed-length paragraphs, short queries, near-512-token documents."""
-    from bge_core.sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     paragraphs = python_docs_paragraphs()
     realistic = paragraphs[: 300 if quick else 1200]
@@ -135,7 +135,7 @@ SHAPE_LABELS = {"minilm": "MiniLM (6x384, real weights)", **{k: v["label"] for k
 def build_shape(name: str, dest: Path, seed: int = 0) -> Path:
     """A BERT folder with a real BGE configuration and random weights (MiniLM's tokenizer, whose
     30522-token vocabulary is BGE English's). ``minilm`` is the real-weight fixture."""
-    from bge_core.testing import build_dense_model, minilm_folder
+    from bge_rag.testing import build_dense_model, minilm_folder
 
     if name == "minilm":
         return build_dense_model(dest)
@@ -434,7 +434,7 @@ def export_st_backends(folder: Path, ov_python: str, backends: list[str]) -> Non
 def build_folders(work: Path, shapes: list[str], wanted: list[System], ov_python: str) -> dict[str, Any]:
     from transformers import AutoConfig
 
-    from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model
+    from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model
 
     tasks = {s.task for s in wanted}
     folders: dict[str, Any] = {"shapes": {}}

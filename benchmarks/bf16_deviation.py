@@ -2,7 +2,7 @@
 
 Prints, per fixture model, the minimum cosine between bf16 and fp32 dense vectors (and for
 BGE-M3 ColBERT token vectors, and the largest sparse-weight change), over real paragraphs
-plus edge cases. Fixtures are built offline (``bge_core.testing``); nothing is downloaded.
+plus edge cases. Fixtures are built offline (``bge_rag.testing``); nothing is downloaded.
 
     python benchmarks/bf16_deviation.py
 """
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bge_core import Embedder
-from bge_core.sample_data import python_docs_paragraphs
-from bge_core.testing import add_m3_heads, build_decoder_model, build_dense_model, build_xlmr_model
+from bge_rag.sample_data import python_docs_paragraphs
+from bge_rag.testing import add_m3_heads, build_decoder_model, build_dense_model, build_xlmr_model
 
 
 def _texts() -> list[str]:

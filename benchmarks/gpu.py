@@ -65,7 +65,7 @@ def build_bert(dest: Path, shape: dict[str, int], *, reranker: bool = False, see
     import torch
     from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-    from bge_core.testing import minilm_folder
+    from bge_rag.testing import minilm_folder
 
     config = BertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2, **shape)
     torch.manual_seed(seed)
@@ -84,7 +84,7 @@ def build_bert(dest: Path, shape: dict[str, int], *, reranker: bool = False, see
 
 def corpus(n: int) -> list[str]:
     """Real mixed-length English paragraphs (repeated when more are asked than exist)."""
-    from bge_core.sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     paragraphs = python_docs_paragraphs()
     return [paragraphs[i % len(paragraphs)] for i in range(n)]

@@ -39,7 +39,7 @@ def build_model(dest: Path, layers: int, seed: int = 7) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GemmaConfig, GemmaForCausalLM, PreTrainedTokenizerFast
 
-    from bge_core.sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     dest.mkdir(parents=True, exist_ok=True)
     rust = Tokenizer(models.BPE(unk_token="<unk>"))
@@ -64,7 +64,7 @@ def build_model(dest: Path, layers: int, seed: int = 7) -> Path:
 
 
 def make_pairs(n: int) -> list[tuple[str, str]]:
-    from bge_core.sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     paragraphs = [p for p in python_docs_paragraphs() if len(p) > 200]
     return [(paragraphs[(3 * i + 1) % len(paragraphs)][:120], paragraphs[i % len(paragraphs)][:600]) for i in range(n)]

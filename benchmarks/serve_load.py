@@ -51,7 +51,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bge_core import Embedder  # noqa: E402
-from bge_core.sample_data import python_docs_paragraphs  # noqa: E402
+from bge_rag.sample_data import python_docs_paragraphs  # noqa: E402
 
 
 def add_st_layout(folder: Path) -> Path:
@@ -122,7 +122,7 @@ class Server:
 
 def ours(model: str, args: argparse.Namespace) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "bge_core.server", "serve", "--model", model, "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "bge_rag.server", "serve", "--model", model, "--host", "127.0.0.1",
                "--port", str(port), "--precision", args.precision, "--log-level", "warning",
                "--served-model-name", "bench"]
     return Server("bge-rag serve", command, port, "/v1/embeddings")
@@ -273,7 +273,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
         if model is None:
-            from bge_core.testing import build_dense_model
+            from bge_rag.testing import build_dense_model
 
             model = str(add_st_layout(build_dense_model(Path(tmp) / "minilm-bge-style")))
         texts, loads = workloads(args)

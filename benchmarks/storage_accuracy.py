@@ -15,7 +15,7 @@ import tempfile
 import numpy as np
 
 from bge_core import Embedder, colbert_scores, dense_scores
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 from bge_core.storage import compress, decompress
 
 
@@ -26,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     model = args.model
     if model is None:
-        from bge_core.testing import add_m3_heads, build_dense_model
+        from bge_rag.testing import add_m3_heads, build_dense_model
 
         model = add_m3_heads(build_dense_model(tempfile.mkdtemp() + "/m3-fixture"))
     emb = Embedder(model, precision="fp32")

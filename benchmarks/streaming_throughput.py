@@ -25,7 +25,7 @@ from pathlib import Path
 
 
 def _texts(n: int) -> list[str]:
-    from bge_core.sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     paragraphs = python_docs_paragraphs()
     return [f"{i}. {paragraphs[i % len(paragraphs)]}" for i in range(n)]
@@ -58,11 +58,11 @@ def main() -> None:
     import torch
 
     from bge_core import Embedder
-    from bge_core.streaming import embed_corpus
+    from bge_rag.corpus import embed_corpus
 
     work = Path(tempfile.mkdtemp(prefix="bge-stream-bench-"))
     if args.model is None:
-        from bge_core.testing import build_dense_model
+        from bge_rag.testing import build_dense_model
 
         args.model = str(build_dense_model(work / "model"))
     texts = _texts(args.texts)
@@ -94,7 +94,7 @@ def main() -> None:
     import ray
     import ray.data
 
-    from bge_core.ray import embed_dataset
+    from bge_rag.ray import embed_dataset
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
     context = ray.data.DataContext.get_current()

@@ -40,8 +40,9 @@ from .scoring import (
     hybrid_scores,
     lexical_scores,
     reciprocal_rank_fusion,
+    sigmoid,
 )
-from .types import Encoded, Ranked, SparseVector
+from .types import Encoded, Ranked, SparseVector, join_parts
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -98,7 +99,9 @@ __all__ = [
     "known_models",
     "lexical_scores",
     "lookup",
+    "join_parts",
     "reciprocal_rank_fusion",
     "shared_embedder",
     "shared_reranker",
+    "sigmoid",
 ]

@@ -26,6 +26,7 @@ from .inputs import as_pairs, as_texts
 from .llm_rerank import LLMPairEncoder, LLMScorer, check_layers, detect_kind, load_llm
 from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
 from .registry import ModelSpec
+from .scoring import sigmoid
 from .truncation import TruncationWarner
 from .types import Ranked
 
@@ -33,11 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: Pairs per batch at most by default (FlagReranker's default).
 DEFAULT_RERANK_BATCH_SIZE = 128
-
-
-def sigmoid(logit: float) -> float:
-    """The logistic function, computed as FlagReranker does."""
-    return float(1 / (1 + np.exp(-np.float64(logit))))
 
 
 class PairEncoder:
@@ -398,4 +394,4 @@ class Reranker:
         return scores
 
 
-__all__ = ["PairEncoder", "Reranker", "sigmoid"]
+__all__ = ["PairEncoder", "Reranker"]

@@ -175,8 +175,19 @@ def _squeeze(out: np.ndarray, q_single: bool, d_single: bool) -> Union[np.ndarra
     return out
 
 
+def sigmoid(logit: float) -> float:
+    """The logistic function of one reranker logit, computed as FlagReranker does (in float64).
+
+    Example:
+        >>> sigmoid(0.0)
+        0.5
+    """
+    return float(1 / (1 + np.exp(-np.float64(logit))))
+
+
 __all__ = [
     "check_weights",
+    "sigmoid",
     "colbert_scores",
     "dense_scores",
     "hybrid_scores",

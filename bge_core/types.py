@@ -138,4 +138,4 @@ class Ranked:
     text: str = field(repr=False)
 
 
-__all__ = ["Encoded", "Ranked", "SparseVector"]
+__all__ = ["Encoded", "Ranked", "SparseVector", "join_parts"]

@@ -32,7 +32,7 @@ from haystack_integrations.components.embedders.bge import (
 from haystack_integrations.components.rankers.bge import BGEM3Ranker, BGERanker
 
 from bge_core import BGEError, ModelNotFoundError
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 EMBEDDER, RERANKER, M3 = "BAAI/bge-small-en-v1.5", "BAAI/bge-reranker-base", "BAAI/bge-m3"
 QUERIES = (
@@ -69,19 +69,19 @@ class Models:
 
 
 def dense_fixture(root: Path) -> Path:
-    from bge_core.testing import build_dense_model
+    from bge_rag.testing import build_dense_model
 
     return build_dense_model(root / "minilm-dense-fixture")
 
 
 def reranker_fixture(root: Path) -> Path:
-    from bge_core.testing import build_reranker_model
+    from bge_rag.testing import build_reranker_model
 
     return build_reranker_model(root / "minilm-reranker-fixture")
 
 
 def m3_fixture(root: Path) -> Path:
-    from bge_core.testing import add_m3_heads, build_dense_model
+    from bge_rag.testing import add_m3_heads, build_dense_model
 
     return add_m3_heads(build_dense_model(root / "minilm-m3-fixture"))
 

@@ -6,7 +6,7 @@
 Paragraphs of the Python language reference are indexed in LangChain's InMemoryVectorStore with
 BGEEmbeddings; the 20 nearest are reranked by BGEReranker (BGERerankRetriever), and the best
 three fill a prompt, ready for any chat model (``chain | llm``). Without network access and
-without the models in the Hugging Face cache it says so and uses stand-ins that bge_core.testing
+without the models in the Hugging Face cache it says so and uses stand-ins that bge_rag.testing
 builds offline from the all-MiniLM-L6-v2 weights (their reranker and M3 heads are untrained);
 when even those cannot be built, it prints a one-line hint and exits with status 2.
 """
@@ -26,7 +26,7 @@ from langchain_core.runnables import RunnableParallel, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
 
 from bge_core import BGEError, ModelNotFoundError
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 EMBEDDING_MODEL = "BAAI/bge-small-en-v1.5"
 RERANKER_MODEL = "BAAI/bge-reranker-base"
@@ -41,18 +41,18 @@ PROMPT = ChatPromptTemplate.from_template(
 
 
 def load_models(workdir: Path, hybrid: bool) -> tuple[BGEEmbeddings, BGEReranker, str | None]:
-    """The hub models, or offline stand-ins built by bge_core.testing when the hub is unreachable."""
+    """The hub models, or offline stand-ins built by bge_rag.testing when the hub is unreachable."""
     try:
         embeddings = BGEEmbeddings(model_name=EMBEDDING_MODEL)
         reranker = BGEReranker(model_name=RERANKER_MODEL, top_n=3)
         return embeddings, reranker, M3_MODEL if hybrid else None
     except ModelNotFoundError:
-        from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
+        from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
 
         heads = "reranker and M3 heads" if hybrid else "reranker head"
         print(
             f"Hub unreachable and {EMBEDDING_MODEL} / {RERANKER_MODEL} not cached: using offline stand-ins built "
-            f"from all-MiniLM-L6-v2 by bge_core.testing ({heads} untrained, so those scores are arbitrary)."
+            f"from all-MiniLM-L6-v2 by bge_rag.testing ({heads} untrained, so those scores are arbitrary)."
         )
         embeddings = BGEEmbeddings(model_name=str(minilm_folder()))
         reranker = BGEReranker(model_name=str(build_reranker_model(workdir / "reranker")), top_n=3)

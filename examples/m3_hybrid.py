@@ -25,7 +25,7 @@ from bge_core import (
     lexical_scores,
     reciprocal_rank_fusion,
 )
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
 
     model = args.model
     if args.offline_fixture:
-        from bge_core.testing import add_m3_heads, build_dense_model
+        from bge_rag.testing import add_m3_heads, build_dense_model
 
         model = add_m3_heads(build_dense_model(tempfile.mkdtemp() + "/m3-fixture"))
     try:

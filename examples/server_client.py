@@ -23,15 +23,15 @@ from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 from langchain_openai import OpenAIEmbeddings
 
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 
 @contextlib.contextmanager
 def fixture_server() -> Iterator[str]:
     """A server in this process on fixture models built from the packaged MiniLM weights."""
     from bge_core import Embedder, Reranker
-    from bge_core.server import create_app, serve_in_thread
-    from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model
+    from bge_rag.server import create_app, serve_in_thread
+    from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model
 
     with tempfile.TemporaryDirectory() as tmp:
         embedder = Embedder(add_m3_heads(build_dense_model(f"{tmp}/m3-fixture")), max_length=256)

@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from bge_core.sample_data import python_docs_paragraphs
+from bge_rag.sample_data import python_docs_paragraphs
 
 SEED = 1234
 MULTILINGUAL = [

@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 from bge_core import Embedder, Reranker
-from bge_core.server import ServerSettings, create_app
-from bge_core.server.runner import serve_in_thread
+from bge_rag.server import ServerSettings, create_app
+from bge_rag.server.runner import serve_in_thread
 
 #: The instruction the test servers' embedder puts before queries (fixture folders have none).
 QUERY_INSTRUCTION = "Represent this sentence for searching relevant passages: "

@@ -16,8 +16,8 @@ import types
 
 import pytest
 
-from bge_core.sample_data import python_docs_paragraphs
-from bge_core.testing import FixtureModels, build_fixture_models
+from bge_rag.sample_data import python_docs_paragraphs
+from bge_rag.testing import FixtureModels, build_fixture_models
 
 _LOCAL_HOSTS = ("127.", "::1", "localhost")
 

@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import serve_load  # noqa: E402
 
 from bge_core import Embedder  # noqa: E402
-from bge_core.testing import build_dense_model  # noqa: E402
+from bge_rag.testing import build_dense_model  # noqa: E402
 
 
 def test_the_benchmark_folder_means_cls_pooling_and_normalize_to_both_engines(tmp_path):

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from bge_core.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, hub_id, main, run_demo
+from bge_rag.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, hub_id, main, run_demo
 from bge_core.registry import known_models, lookup
 
 
@@ -98,5 +98,5 @@ def test_embed_checks_pyarrow_before_loading_a_model(monkeypatch, tmp_path, caps
 
 
 def test_console_script_entry_point():
-    result = subprocess.run([sys.executable, "-m", "bge_core.cli", "models"], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "bge_rag.cli", "models"], capture_output=True, text=True)
     assert result.returncode == 0 and "bge-small-en-v1.5" in result.stdout

@@ -13,7 +13,7 @@ import pytest
 from bge_core import Embedder
 from bge_core.errors import ConfigError, TextTooLongError
 from bge_core.registry import WEB_SEARCH_TASK, folder_architecture
-from bge_core.testing import build_decoder_model
+from bge_rag.testing import build_decoder_model
 
 ATOL = 1e-5
 ARCHS = ["qwen2", "qwen3", "mistral", "gemma", "gemma2"]

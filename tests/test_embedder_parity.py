@@ -7,7 +7,7 @@ import pytest
 
 from bge_core import Embedder
 from bge_core.registry import EN_INSTRUCTION
-from bge_core.testing import minilm_folder
+from bge_rag.testing import minilm_folder
 
 ATOL = 1e-5
 

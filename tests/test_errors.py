@@ -152,7 +152,7 @@ def test_pseudo_moe_checkpoint_is_refused(tmp_path):
     bge_core refuses them rather than run them without a domain."""
     import json
 
-    from bge_core.testing import build_decoder_model
+    from bge_rag.testing import build_decoder_model
 
     folder = build_decoder_model(tmp_path / "my-pseudo-moe-embedder", "qwen2")
     (folder / "modeling_moe.py").write_text(

@@ -66,7 +66,7 @@ ICL_EXAMPLES = [{"query": "how do I open a file?", "response": "Use the built-in
 
 
 def test_icl_examples_reach_the_engine(tmp_path):
-    from bge_core.testing import build_decoder_model
+    from bge_rag.testing import build_decoder_model
 
     folder = build_decoder_model(tmp_path / "bge-en-icl", "mistral")
     embedder = BGETextEmbedder(model=str(folder), examples=ICL_EXAMPLES, precision="fp32", token=None)

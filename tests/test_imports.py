@@ -14,9 +14,9 @@ FRAMEWORKS = (
 
 def test_import_bge_core_imports_no_framework():
     code = (
-        "import sys, bge_core, bge_core.cli, bge_core.testing, bge_core.sample_data\n"
-        "import bge_core.server, bge_core.server.command, bge_core.streaming, bge_core.streaming_command\n"
-        "bge_core.cli.build_parser()\n"
+        "import sys, bge_core, bge_rag.cli, bge_rag.testing, bge_rag.sample_data\n"
+        "import bge_rag.server, bge_rag.server.command, bge_rag.corpus, bge_rag.corpus.command\n"
+        "bge_rag.cli.build_parser()\n"
         f"loaded = sorted(m for m in sys.modules if m.split('.')[0] in {FRAMEWORKS!r})\n"
         "print(','.join(loaded))\n"
     )
@@ -69,7 +69,7 @@ def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
         assert f"{package}/__init__.py" in names and f"{package}/py.typed" in names, package
     for namespace in NAMESPACE_DIRS:  # shared with other distributions: no __init__.py of ours there
         assert f"{namespace}/__init__.py" not in names, namespace
-    assert "bge_core/server/index.html" in names
+    assert "bge_rag/server/index.html" in names
     assert not any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names)
 
     target = tmp_path / "installed"

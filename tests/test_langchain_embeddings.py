@@ -206,7 +206,7 @@ def test_engine_options_give_the_engines_outputs(registry_folders, paragraphs, o
 
 
 def test_icl_examples_reach_the_engine(tmp_path_factory, registry_folders):  # noqa: F811
-    from bge_core.testing import build_decoder_model
+    from bge_rag.testing import build_decoder_model
 
     folder = str(build_decoder_model(tmp_path_factory.mktemp("icl") / "bge-en-icl", "mistral"))
     examples = [{"instruct": "Given a question, retrieve passages that answer it.", "query": "what is a panda?",

@@ -1,4 +1,4 @@
-"""examples/langchain_rag.py runs offline (on bge_core.testing's stand-ins) and prints what it promises."""
+"""examples/langchain_rag.py runs offline (on bge_rag.testing's stand-ins) and prints what it promises."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def test_langchain_rag_example_runs_offline():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    assert lines[0].startswith("Hub unreachable") and "bge_core.testing" in lines[0]
+    assert lines[0].startswith("Hub unreachable") and "bge_rag.testing" in lines[0]
     assert lines[1].startswith("Indexed 24 paragraphs")
     reranked = [float(m.group(1)) for m in re.finditer(r"^  \d\. rerank (-?\d+\.\d+)", result.stdout, re.M)]
     assert len(reranked) == 6  # two questions, three documents each

@@ -16,7 +16,7 @@ from llama_index.core.schema import TransformComponent
 from llama_index.embeddings.bge import BGEEmbedding
 
 from bge_core import ConfigError, Embedder, InputTypeError, ModelNotFoundError, lookup
-from bge_core.testing import build_dense_model
+from bge_rag.testing import build_dense_model
 
 INSTRUCTION = "Represent this sentence for searching relevant passages: "
 OPTIONS = {"precision": "fp32", "max_length": 64}
@@ -176,7 +176,7 @@ ICL_EXAMPLES = [
 
 
 def test_icl_examples_reach_the_engine_and_round_trip(tmp_path):
-    from bge_core.testing import build_decoder_model
+    from bge_rag.testing import build_decoder_model
 
     folder = build_decoder_model(tmp_path / "bge-en-icl", "mistral")  # the name gives the ICL format
     fmt = "<instruct>{}\n<query>{}\n<response>{}"

@@ -17,7 +17,7 @@ from llama_index.embeddings.bge import BGEEmbedding
 from llama_index.postprocessor.bge_rerank import BGEM3Rerank, BGERerank
 
 from bge_core import ConfigError, Embedder, InvalidInputError, Reranker
-from bge_core.rerank import sigmoid
+from bge_core import sigmoid
 
 QUERY = QUESTIONS[0]
 

@@ -11,7 +11,7 @@ import transformers
 from _llm_support import build_layerwise_reranker, edge_pairs
 
 from bge_core import ConfigError, Reranker
-from bge_core.rerank import sigmoid
+from bge_core import sigmoid
 
 ATOL = 1e-4
 BF16_ATOL = 0.1

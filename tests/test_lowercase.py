@@ -13,7 +13,7 @@ import pytest
 from bge_core import Embedder
 from bge_core.errors import UnsupportedModelError
 from bge_core.loading import lowercase_tokenizer
-from bge_core.testing import build_xlmr_model
+from bge_rag.testing import build_xlmr_model
 
 ATOL = 1e-5
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -103,7 +103,7 @@ def test_chunk_offsets_point_into_the_original_text(folders):
 
 
 def test_server_tokenizer_copy_lowercases_too(folders):
-    from bge_core.server.work import ServerTokenizer
+    from bge_rag.server.work import ServerTokenizer
 
     engine = Embedder(folders[True], precision="fp32", device="cpu")
     copy = ServerTokenizer.for_engine(engine.tokenizer)

@@ -1,4 +1,4 @@
-"""bge_core.ray.embed_dataset on a local Ray runtime (2 CPUs): same vectors as Embedder, ids and order kept."""
+"""bge_rag.ray.embed_dataset on a local Ray runtime (2 CPUs): same vectors as Embedder, ids and order kept."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import ray.data
 from _streaming_support import assert_close, assert_identical, corpus
 
 from bge_core import ConfigError, Embedder, InputTypeError, InvalidInputError
-from bge_core.ray import BGEEmbedActor, embed_dataset
-from bge_core.streaming import arrow_columns, encoded_from_arrow
+from bge_rag.ray import BGEEmbedActor, embed_dataset
+from bge_rag.corpus import arrow_columns, encoded_from_arrow
 
 OPTIONS = {"precision": "fp32", "max_length": 32}
 _RAY_ENV = {

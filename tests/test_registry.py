@@ -9,7 +9,7 @@ import pytest
 from bge_core import Embedder, lookup
 from bge_core.errors import ConfigError
 from bge_core.registry import EN_INSTRUCTION, ZH_INSTRUCTION, describe_folder, known_models, model_key
-from bge_core.testing import minilm_folder
+from bge_rag.testing import minilm_folder
 
 
 def test_pooling_and_formats_agree_with_flagembedding(flag):

@@ -14,8 +14,8 @@ import pytest
 from _server_support import m3_embedder
 
 from bge_core import Embedder, TextTooLongError
-from bge_core.server.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
-from bge_core.server.work import EncodeKey, encode_process
+from bge_rag.server.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
+from bge_rag.server.work import EncodeKey, encode_process
 from bge_core.types import join_parts
 
 DOC, QUERY = EncodeKey("document"), EncodeKey("query")

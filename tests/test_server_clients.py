@@ -30,7 +30,7 @@ from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
 from bge_core import Embedder, Reranker
-from bge_core.rerank import sigmoid
+from bge_core import sigmoid
 
 NAME = "bge-test"
 

@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 
 from bge_core import Embedder, Reranker
-from bge_core.server import API_KEY_ENV, ServerSettings
-from bge_core.server.command import main, register, settings_from_args
+from bge_rag.server import API_KEY_ENV, ServerSettings
+from bge_rag.server.command import main, register, settings_from_args
 
 WEB_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")
 
@@ -53,7 +53,7 @@ def test_serve_without_a_model_or_with_bad_limits_exits_2(capsys):
 
 def test_importing_the_command_imports_no_web_framework():
     code = (
-        "import sys, bge_core, bge_core.cli, bge_core.server, bge_core.server.command\n"
+        "import sys, bge_core, bge_rag.cli, bge_rag.server, bge_rag.server.command\n"
         f"print(sorted(m for m in sys.modules if m.split('.')[0] in {WEB_MODULES!r}))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -84,7 +84,7 @@ class _Output:
 
 def test_python_m_bge_core_server_serves_and_stops(models, paragraphs):
     command = [
-        sys.executable, "-m", "bge_core.server", "serve", "--model", str(models.m3), "--reranker", str(models.reranker),
+        sys.executable, "-m", "bge_rag.server", "serve", "--model", str(models.m3), "--reranker", str(models.reranker),
         "--port", "0", "--precision", "fp32", "--max-length", "64", "--served-model-name", "bge-cli-test",
         "--log-level", "info",
     ]

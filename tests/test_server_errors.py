@@ -16,7 +16,7 @@ from _server_support import m3_embedder, reranker, serve, serve_engines
 from prometheus_client.parser import text_string_to_metric_families
 
 from bge_core import Embedder
-from bge_core.server import ServerSettings, create_app
+from bge_rag.server import ServerSettings, create_app
 
 LIMITS = {"max_inputs": 8, "max_input_chars": 2000, "max_body_bytes": 50_000}
 
@@ -210,7 +210,7 @@ def test_json_answers_keep_float32_exactly_and_refuse_nan():
     """Vectors are written as float32's shortest form: parsed and cast back, every bit is the same."""
     import json
 
-    from bge_core.server.responses import json_bytes
+    from bge_rag.server.responses import json_bytes
 
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((5, 384)).astype(np.float32) * np.float32(1e-3)

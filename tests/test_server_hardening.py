@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bge_core import Embedder
 from bge_core.errors import ConfigError
-from bge_core.server import ServerSettings, create_app
+from bge_rag.server import ServerSettings, create_app
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def _read_all(sock: socket.socket) -> bytes:
 
 def test_the_server_parses_http_with_httptools():
     """The server extra installs httptools: the C parser is the default, h11 only without it."""
-    from bge_core.server.runner import header_timeout_protocol
+    from bge_rag.server.runner import header_timeout_protocol
 
     assert header_timeout_protocol(1.0).http_parser == "httptools"
     assert header_timeout_protocol(1.0, "h11").http_parser == "h11"
@@ -164,7 +164,7 @@ def test_the_server_parses_http_with_httptools():
 def test_slow_headers_and_slow_bodies_time_out(embedder, parser, monkeypatch):
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    from bge_core.server import runner
+    from bge_rag.server import runner
 
     if parser == "h11":  # as without httptools installed
         monkeypatch.setattr(runner, "_base_protocol", lambda: (H11Protocol, "h11"))

@@ -7,7 +7,7 @@ import pytest
 from _server_support import reranker, serve_engines
 
 from bge_core import Reranker
-from bge_core.rerank import sigmoid
+from bge_core import sigmoid
 
 
 @pytest.fixture(scope="module")

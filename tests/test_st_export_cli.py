@@ -11,7 +11,7 @@ from sentence_transformers import MultiVectorEncoder
 from sentence_transformers_bge import export, load_sparse_encoder
 
 from bge_core import ConfigError, MissingExtraError, MissingHeadError, ModelLoadError, UnsupportedModelError
-from bge_core.cli import main
+from bge_rag.cli import main
 
 
 def test_cli_exports_colbert_folder(models, tmp_path, capsys):

@@ -34,7 +34,7 @@ def _export_all(jobs: dict[str, list[str]], root: Path) -> dict[str, Path]:
         pytest.fail(f"{EXPORTER} is missing: run ./dev.sh test (it builds .venv-test first), "
                     f"or set BGE_RAG_EXPORT_PYTHON to a Python with bge-rag[sentence-transformers].")
     argvs = [["export-st", args[0], str(root / name), *args[1:]] for name, args in jobs.items()]
-    code = ("import json, sys\nfrom bge_core.cli import main\n"
+    code = ("import json, sys\nfrom bge_rag.cli import main\n"
             "sys.exit(max(main(argv) for argv in json.loads(sys.argv[1])))")
     result = subprocess.run([str(EXPORTER), "-c", code, json.dumps(argvs)], capture_output=True, text=True,
                             timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -13,7 +13,7 @@ import torch
 
 from bge_core import Embedder
 from bge_core.errors import UnsupportedModelError
-from bge_core.testing import minilm_folder
+from bge_rag.testing import minilm_folder
 
 ATOL = 1e-5
 

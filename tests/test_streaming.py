@@ -1,4 +1,4 @@
-"""Streaming, resumable corpus encoding (bge_core.streaming): parity, order, resumption, errors."""
+"""Streaming, resumable corpus encoding (bge_rag.corpus): parity, order, resumption, errors."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from bge_core import (
     MissingExtraError,
     MissingHeadError,
 )
-from bge_core.streaming import MANIFEST, embed_corpus, iter_embeddings, read_embeddings
+from bge_rag.corpus import MANIFEST, embed_corpus, iter_embeddings, read_embeddings
 
 ALL = ("dense", "sparse", "colbert")
 
@@ -100,7 +100,7 @@ def _kill_after_two_parts(model: Path, source: Path, out: Path) -> subprocess.Co
     code = f"""
 import os, signal
 from bge_core import Embedder
-from bge_core.streaming import embed_corpus
+from bge_rag.corpus import embed_corpus
 def die(index, rows):
     if index == 1:
         os.kill(os.getpid(), signal.SIGKILL)
@@ -252,7 +252,7 @@ def test_missing_pyarrow_names_the_extra(tiny, tmp_path, monkeypatch):
 
 def test_importing_bge_core_loads_neither_pyarrow_nor_ray():
     code = (
-        "import sys, bge_core, bge_core.cli, bge_core.streaming, bge_core.streaming_command\n"
+        "import sys, bge_core, bge_rag.cli, bge_rag.corpus, bge_rag.corpus.command\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pyarrow', 'ray', 'pandas')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -260,7 +260,7 @@ def test_importing_bge_core_loads_neither_pyarrow_nor_ray():
 
 
 def test_encoded_from_arrow_reads_sliced_and_plain_list_columns(tiny, paragraphs):
-    from bge_core.streaming import arrow_columns, encoded_from_arrow
+    from bge_rag.corpus import arrow_columns, encoded_from_arrow
 
     texts = corpus(paragraphs, 12)
     want = tiny.encode(texts, dense=True, sparse=True, colbert=True)

@@ -1,4 +1,4 @@
-"""``bge-rag embed`` (bge_core.streaming_command): the command, its errors, and bounded memory."""
+"""``bge-rag embed`` (bge_rag.corpus.command): the command, its errors, and bounded memory."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from _streaming_support import assert_close, corpus, write_jsonl
 
 from bge_core import Embedder
-from bge_core.cli import main
-from bge_core.streaming import read_embeddings
-from bge_core.streaming_command import register
+from bge_rag.cli import main
+from bge_rag.corpus import read_embeddings
+from bge_rag.corpus.command import register
 
 
 def test_register_adds_a_working_embed_command(models, paragraphs, tmp_path):
@@ -76,7 +76,7 @@ def test_missing_input_is_reported(models, tmp_path, capsys):
 # (VmHWM) after each job. ru_maxrss is not used: it carries over the parent's peak across exec.
 _MEASURE = """
 import json, sys
-from bge_core.cli import main
+from bge_rag.cli import main
 
 def peak_kib():
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))

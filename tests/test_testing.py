@@ -6,7 +6,7 @@ import filecmp
 
 import torch
 
-from bge_core.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
+from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
 
 
 def test_dense_fixture_has_no_sentence_transformers_files(models):

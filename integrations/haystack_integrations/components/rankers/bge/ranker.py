@@ -156,7 +156,7 @@ class BGERanker:
         assert self._reranker is not None
         candidates = deduplicate_documents(documents)
         texts = document_texts(candidates, self.meta_fields_to_embed, self.embedding_separator)
-        from bge_core.rerank import sigmoid  # torch is loaded by now
+        from bge_core import sigmoid
 
         ranked = []
         # Raw logits, best first; the sigmoid (calibration_factor > 0) keeps that order.

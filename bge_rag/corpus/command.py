@@ -1,7 +1,7 @@
 """``bge-rag embed INPUT OUTPUT --model ...``: streaming, resumable corpus encoding to Parquet.
 
 :func:`register` adds the ``embed`` subcommand to the ``bge-rag`` parser; the work is
-:func:`bge_core.streaming.embed_corpus`, imported only when the command runs.
+:func:`bge_rag.corpus.embed_corpus`, imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import argparse
 import sys
 from typing import Any, Optional, TextIO
 
-from .errors import MissingExtraError
+from bge_core.errors import MissingExtraError
 
-_CHUNK_SIZE = 1024  # bge_core.streaming.DEFAULT_CHUNK_SIZE, repeated so that --help stays light
+_CHUNK_SIZE = 1024  # bge_rag.corpus.DEFAULT_CHUNK_SIZE, repeated so that --help stays light
 _INTERRUPTED = 130
 
 
@@ -72,8 +72,8 @@ def run_embed(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Run ``bge-rag embed`` with parsed arguments; print a summary."""
     out = out or sys.stdout
     _require_pyarrow()  # before a model is loaded: loading one takes seconds to minutes
-    from .embedder import Embedder
-    from .streaming import check_outputs, embed_corpus
+    from bge_core.embedder import Embedder
+    from .encoder import check_outputs, embed_corpus
 
     outputs = check_outputs(args.outputs)
     options = {

@@ -45,11 +45,11 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
-from .errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
-from .types import Encoded, SparseVector
+from bge_core.errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
+from bge_core.types import Encoded, SparseVector
 
 if TYPE_CHECKING:
-    from .embedder import Embedder
+    from bge_core.embedder import Embedder
 
 logger = logging.getLogger(__name__)
 
@@ -629,7 +629,7 @@ def _check_job(outputs: Union[str, Sequence[str]], kind: str, chunk_size: int, d
 
 def _as_embedder(embedder: Any, wanted: tuple[str, ...]) -> Embedder:
     """The caller's Embedder (or one loaded from a name), its M3 heads loaded if needed."""
-    from .embedder import Embedder
+    from bge_core.embedder import Embedder
 
     if isinstance(embedder, (str, os.PathLike)):
         embedder = Embedder(embedder)

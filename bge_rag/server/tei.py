@@ -25,7 +25,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TextTooLongError
+from bge_core.errors import TextTooLongError
 from .responses import json_response
 from .schemas import APIError, RerankRequest, TruncationDirection, check_positive, check_texts, unsupported
 from .work import EncodeKey, truncate_dims

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from ..errors import ConfigError
+from bge_core.errors import ConfigError
 
 #: Environment variable read by ``bge-rag serve`` when ``--api-key`` is not given.
 API_KEY_ENV = "BGE_RAG_API_KEY"

@@ -16,7 +16,7 @@ from typing import Optional, TextIO
 
 import numpy as np
 
-from .errors import BGEError, MissingExtraError, ModelNotFoundError
+from bge_core.errors import BGEError, MissingExtraError, ModelNotFoundError
 
 DEFAULT_DEMO_MODEL = "BAAI/bge-small-en-v1.5"
 DEFAULT_DEMO_RERANKER = "BAAI/bge-reranker-base"
@@ -43,8 +43,8 @@ def _snippet(text: str, width: int = 110) -> str:
 
 
 def _load_demo_models(args: argparse.Namespace, out: TextIO):
-    from .embedder import Embedder
-    from .rerank import Reranker
+    from bge_core.embedder import Embedder
+    from bge_core.rerank import Reranker
 
     options = {"device": args.device, "precision": args.precision}
     fell_back = False
@@ -88,7 +88,7 @@ def _load_demo_models(args: argparse.Namespace, out: TextIO):
 def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Index real paragraphs, answer queries with dense retrieval (+ reranking), print timings."""
     out = out or sys.stdout
-    from .sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     corpus = _read_corpus(Path(args.corpus)) if args.corpus else python_docs_paragraphs(limit=args.limit)
     corpus = corpus[: args.limit]
@@ -148,7 +148,7 @@ def hub_id(name: str) -> str:
 def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     """Print the model registry: the hub ids ``--model`` takes, and what bge-rag applies to each."""
     out = out or sys.stdout
-    from .registry import known_models, lookup
+    from bge_core.registry import known_models, lookup
 
     print(f"{'hub id (--model)':46} {'task':10} {'pooling':10} {'max len':>7}  query instruction", file=out)
     for name in known_models(args.task):
@@ -250,8 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     export_st.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
     export_st.set_defaults(func=run_export_st)
 
-    from .server.command import register as register_serve
-    from .streaming_command import register as register_embed
+    from bge_rag.server.command import register as register_serve
+    from bge_rag.corpus.command import register as register_embed
 
     register_serve(sub)
     register_embed(sub)

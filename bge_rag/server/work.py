@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..embedder import Embedder
-from ..rerank import Reranker, sigmoid
-from ..types import SparseVector
+from bge_core.embedder import Embedder
+from bge_core import Reranker, sigmoid
+from bge_core.types import SparseVector
 
 
 @dataclass(frozen=True)

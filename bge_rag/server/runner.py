@@ -2,7 +2,7 @@
 
 :func:`uvicorn_options` adds what uvicorn lacks: a header timeout (a connection that opens and
 sends its request headers slowly, or not at all, is answered 408 and closed) and the connection
-limit of :class:`~bge_core.server.ServerSettings`. The HTTP parser is httptools (C) when installed
+limit of :class:`~bge_rag.server.ServerSettings`. The HTTP parser is httptools (C) when installed
 (the ``server`` extra installs it), else h11; uvicorn runs on uvloop when that is installed.
 """
 

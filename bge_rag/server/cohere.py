@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import TextTooLongError
+from bge_core.errors import TextTooLongError
 from .responses import json_response
 from .schemas import APIError, check_chars, check_documents, check_positive, check_texts, unsupported
 from .work import EncodeKey, b64_float32, rank, truncate_dims

@@ -26,8 +26,8 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from ..aio import run_serialized
-from ..errors import BGEError
+from bge_core.aio import run_serialized
+from bge_core.errors import BGEError
 
 logger = logging.getLogger(__name__)
 

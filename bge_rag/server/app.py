@@ -37,12 +37,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from ..embedder import Embedder
-from ..aio import run_serialized
-from ..errors import BGEOutOfMemoryError, ConfigError, InvalidInputError, MissingHeadError, TextTooLongError
-from ..rerank import Reranker
-from ..types import join_parts
+from bge_core import __version__
+from bge_core.embedder import Embedder
+from bge_core.aio import run_serialized
+from bge_core.errors import BGEOutOfMemoryError, ConfigError, InvalidInputError, MissingHeadError, TextTooLongError
+from bge_core.rerank import Reranker
+from bge_core import join_parts
 from .batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
 from .middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from .schemas import (

@@ -1,8 +1,8 @@
 """``bge-rag serve``: start the HTTP server (needs ``pip install 'bge-rag[server]'``).
 
 This module imports no web framework; :func:`run_serve` imports FastAPI and uvicorn when the
-command runs. ``bge_core.cli`` adds the subcommand with :func:`register`; ``python -m
-bge_core.server serve ...`` runs the same command.
+command runs. ``bge_rag.cli`` adds the subcommand with :func:`register`; ``python -m
+bge_rag.server serve ...`` runs the same command.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Optional, TextIO
 
-from ..errors import BGEError, MissingExtraError
+from bge_core.errors import BGEError, MissingExtraError
 from .settings import API_KEY_ENV, ServerSettings
 
 _DEFAULTS = ServerSettings()
@@ -120,8 +120,8 @@ def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
         raise MissingModelError("bge-rag serve needs --model (an embedding model), --reranker, or both.")
     settings = settings_from_args(args)
     uvicorn, create_app = _import_server()
-    from ..embedder import Embedder
-    from ..rerank import Reranker
+    from bge_core.embedder import Embedder
+    from bge_core.rerank import Reranker
 
     _quiet_loading()
     options = {"device": args.device, "precision": args.precision, "trust_remote_code": args.trust_remote_code or None}
@@ -156,8 +156,8 @@ class MissingModelError(BGEError, ValueError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """A parser with the ``serve`` subcommand only (``python -m bge_core.server``)."""
-    parser = argparse.ArgumentParser(prog="python -m bge_core.server", description="The bge-rag HTTP server.")
+    """A parser with the ``serve`` subcommand only (``python -m bge_rag.server``)."""
+    parser = argparse.ArgumentParser(prog="python -m bge_rag.server", description="The bge-rag HTTP server.")
     register(parser.add_subparsers(dest="command", required=True))
     return parser
 

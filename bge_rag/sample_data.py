@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from .errors import MissingExtraError
+from bge_core.errors import MissingExtraError
 
 
 def python_docs_paragraphs(min_words: int = 8, limit: Optional[int] = None) -> list[str]:

@@ -1,11 +1,11 @@
 """Corpus-scale embedding on Ray Data: one call, one model per actor.
 
-Import this module explicitly (``from bge_core.ray import embed_dataset``); ``import bge_core``
+Import this module explicitly (``from bge_rag.ray import embed_dataset``); ``import bge_core``
 never imports Ray. Install with ``pip install 'bge-rag[ray]'``.
 
 Example:
     >>> import ray
-    >>> from bge_core.ray import embed_dataset
+    >>> from bge_rag.ray import embed_dataset
     >>> ds = ray.data.read_parquet("s3://bucket/corpus/")          # columns: id, text
     >>> ds = embed_dataset(ds, model="BAAI/bge-m3", outputs=["dense", "sparse"],
     ...                    concurrency=8, num_gpus_per_actor=1, batch_size=512)
@@ -18,17 +18,17 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
-from .errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
+from bge_core.errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
 
 try:
     import pyarrow as pa
     import ray
     import ray.data
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise MissingExtraError(f"bge_core.ray needs Ray Data ({exc}): pip install 'bge-rag[ray]'") from exc
+    raise MissingExtraError(f"bge_rag.ray needs Ray Data ({exc}): pip install 'bge-rag[ray]'") from exc
 
-from .embedder import Embedder
-from .streaming import OUTPUTS, arrow_columns, check_outputs, colbert_dimension
+from bge_core.embedder import Embedder
+from .corpus import OUTPUTS, arrow_columns, check_outputs, colbert_dimension
 
 #: Rows handed to one actor call (one ``Embedder.encode``) unless the caller says otherwise.
 DEFAULT_BATCH_SIZE = 256

@@ -1,16 +1,16 @@
-"""bge_core.server: the HTTP server behind ``bge-rag serve`` (``pip install 'bge-rag[server]'``).
+"""bge_rag.server: the HTTP server behind ``bge-rag serve`` (``pip install 'bge-rag[server]'``).
 
 OpenAI-compatible ``/v1/embeddings``, Cohere/Jina/TEI-style ``/v1/rerank``, BGE-M3 sparse and
 ColBERT outputs at ``/v1/encode``, ``/health``, ``/v1/models``, Prometheus ``/metrics`` and a
 small web page at ``/``, with concurrent requests coalesced into batches on one model worker.
 
-Importing this package imports no web framework (``bge_core.cli`` registers the ``serve``
-command from :mod:`bge_core.server.command`); :func:`create_app` and :func:`serve_in_thread`
+Importing this package imports no web framework (``bge_rag.cli`` registers the ``serve``
+command from :mod:`bge_rag.server.command`); :func:`create_app` and :func:`serve_in_thread`
 import FastAPI and uvicorn when first used.
 
 Example:
     >>> from bge_core import Embedder, Reranker
-    >>> from bge_core.server import ServerSettings, create_app
+    >>> from bge_rag.server import ServerSettings, create_app
     >>> app = create_app(Embedder("BAAI/bge-m3"), Reranker("BAAI/bge-reranker-v2-m3"))
     >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)
 """

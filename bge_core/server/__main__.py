@@ -1,7 +1,0 @@
-"""``python -m bge_core.server serve --model ...``: the same command as ``bge-rag serve``."""
-
-import sys
-
-from .command import main
-
-sys.exit(main())
