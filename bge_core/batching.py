@@ -41,11 +41,12 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Optional, TypeVar
 
 import numpy as np
 import torch
 
+from .checks import check_positive
 from .devices import available_cpus
 from .errors import BGEOutOfMemoryError, ConfigError
 
@@ -259,13 +260,6 @@ def _pool(workers: int) -> ThreadPoolExecutor:
         if pool is None:
             pool = _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="bge-rag-cpu")
         return pool
-
-
-def check_positive(name: str, value: Any) -> int:
-    """Validate a positive integer argument."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 @dataclass(frozen=True)

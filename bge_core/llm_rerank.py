@@ -36,6 +36,7 @@ from typing import Any, Literal, Optional, Union
 import numpy as np
 import torch
 
+from .checks import transformers_version
 from .errors import ConfigError, ModelLoadError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -118,19 +119,6 @@ def detect_kind(folder: Path, name: Optional[str] = None) -> Optional[LLMKind]:
     )
 
 
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
-
-
-def _transformers_version() -> tuple[int, int]:
-    import transformers
-
-    major, minor = transformers.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
 def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
     """Load the tokenizer and causal LM of an LLM reranker folder.
 
@@ -149,7 +137,7 @@ def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_co
             f"{str(folder)!r} is a {kind} LLM reranker whose scoring runs the modelling code shipped in the "
             f"model folder (config.json auto_map); pass trust_remote_code=True to allow it."
         )
-    if remote and _transformers_major() >= 5:
+    if remote and transformers_version() >= (5, 0):
         import transformers
 
         raise UnsupportedModelError(
@@ -157,7 +145,7 @@ def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_co
             f"4.x; this is transformers {transformers.__version__}. Install 'transformers>=4.45,<5' "
             f"(tested on 4.57.6) to run {str(folder)!r}."
         )
-    if kind == "lightweight" and _transformers_version() >= (4, 47):
+    if kind == "lightweight" and transformers_version() >= (4, 47):
         import transformers
 
         raise UnsupportedModelError(

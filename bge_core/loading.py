@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional
 import torch
 
 from .batching import check_positive
+from .checks import transformers_version
 from .errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .prepack import prepack_encoder
 from .registry import ModelSpec, lookup, resolve_spec
@@ -172,10 +173,7 @@ def resolve_max_length(
 
 
 def _dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
-    import transformers
-
-    major, minor = (int(x) for x in transformers.__version__.split(".")[:2])
-    return {"dtype": dtype} if (major, minor) >= (4, 56) else {"torch_dtype": dtype}
+    return {"dtype": dtype} if transformers_version() >= (4, 56) else {"torch_dtype": dtype}
 
 
 # transformers loggers whose load-time output bge_core replaces with its own errors: the weight

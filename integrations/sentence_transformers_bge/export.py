@@ -27,8 +27,8 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from bge_core import Embedder, Reranker
 from bge_core.errors import ConfigError, ModelLoadError, UnsupportedModelError
-from bge_core.loading import quiet_transformers, resolve_model_dir
 from bge_core.heads import load_head, unused_token_ids
+from bge_core.loading import quiet_transformers, resolve_model_dir
 
 from . import m3_lexical_weights
 from .m3_lexical_weights import M3LexicalWeights

@@ -58,13 +58,6 @@ def resolve_device(device: ComponentDevice | None) -> ComponentDevice:
     return resolved
 
 
-def check_positive(name: str, value: Any) -> int:
-    """An ``int`` above zero, or a :class:`~bge_core.ConfigError` naming the argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def engine_options(
     *,
     device: ComponentDevice,

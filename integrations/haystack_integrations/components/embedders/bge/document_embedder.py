@@ -8,11 +8,12 @@ from typing import TYPE_CHECKING, Any
 from haystack import Document, component, default_from_dict, default_to_dict
 from haystack.utils import ComponentDevice, Secret
 
+from bge_core.checks import check_positive
+
 from ._common import (
     DEFAULT_TOKEN,
     check_affixes,
     check_documents,
-    check_positive,
     document_texts,
     embedder_options,
     init_parameters,

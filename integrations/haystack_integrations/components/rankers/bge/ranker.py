@@ -11,7 +11,6 @@ from haystack.utils import ComponentDevice, Secret
 from haystack_integrations.components.embedders.bge._common import (
     DEFAULT_TOKEN,
     check_documents,
-    check_positive,
     deduplicate_documents,
     document_texts,
     engine_options,
@@ -20,6 +19,7 @@ from haystack_integrations.components.embedders.bge._common import (
     shared_reranker,
 )
 
+from bge_core.checks import check_positive
 from bge_core.errors import ConfigError, InputTypeError
 
 if TYPE_CHECKING:
