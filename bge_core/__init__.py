@@ -30,6 +30,7 @@ from .errors import (
     MissingHeadError,
     ModelLoadError,
     ModelNotFoundError,
+    ReadOnlySettingError,
     TextTooLongError,
     UnsupportedModelError,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "ModelNotFoundError",
     "ModelSpec",
     "Ranked",
+    "ReadOnlySettingError",
     "Reranker",
     "SparseVector",
     "TextTooLongError",

@@ -53,6 +53,10 @@ class BGEOutOfMemoryError(BGEError, RuntimeError):
     """A single text does not fit in device memory even in a batch of its own."""
 
 
+class ReadOnlySettingError(BGEError, AttributeError):
+    """An engine's setting was assigned after construction (engines are shared: settings are fixed)."""
+
+
 __all__ = [
     "BGEError",
     "BGEOutOfMemoryError",
@@ -63,6 +67,7 @@ __all__ = [
     "MissingHeadError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "ReadOnlySettingError",
     "TextTooLongError",
     "UnsupportedModelError",
 ]
