@@ -11,7 +11,7 @@ Unknown paths, and routes of plain FastAPI route classes, answer in OpenAI's sha
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, Callable, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,10 +57,6 @@ class ClientGone(Exception):
     """The client disconnected before its answer was ready; its queued work was dropped."""
 
 
-#: Writes an :class:`APIError` as one API's error response.
-ErrorResponse = Callable[[APIError], Response]
-
-
 def openai_error(err: APIError) -> Response:
     """OpenAI's error body ``{"error": {message, type, param, code}}`` (also Infinity's, and this
     server's default)."""
@@ -69,13 +65,15 @@ def openai_error(err: APIError) -> Response:
 
 
 class FamilyRoute(APIRoute):
-    """A route of one API family: its errors are written by ``error_response``.
+    """A route of one API family: its errors are written by :meth:`error_response`.
 
-    A router subclasses it once, setting ``error_response`` to its API's error body, and
-    passes the subclass as ``APIRouter(route_class=...)``.
+    A router subclasses it once, overriding :meth:`error_response` with its API's error body,
+    and registers its routes with that subclass.
     """
 
-    error_response: ClassVar[ErrorResponse] = staticmethod(openai_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` as this route's API writes errors (here OpenAI's shape)."""
+        return openai_error(err)
 
 
 def _http_error(exc: StarletteHTTPException) -> APIError:
@@ -114,7 +112,7 @@ def _validation_error(exc: RequestValidationError) -> APIError:
 
 #: How each failure becomes an :class:`APIError`, looked up along the exception's MRO (the most
 #: specific class first, as Starlette looks up its handlers).
-_TRANSLATIONS: dict[type[BaseException], Callable[[Any], APIError]] = {
+_TRANSLATIONS: dict[type[Exception], Callable[[Any], APIError]] = {
     APIError: lambda exc: exc,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
@@ -144,8 +142,7 @@ def as_api_error(exc: BaseException) -> APIError:
 def error_response(request: Request, err: APIError) -> Response:
     """``err`` in the shape of the API whose route matched ``request`` (OpenAI's when none did)."""
     route = request.scope.get("route")
-    write: ErrorResponse = getattr(route, "error_response", openai_error)
-    return write(err)
+    return route.error_response(err) if isinstance(route, FamilyRoute) else openai_error(err)
 
 
 async def _handle(request: Request, exc: Exception) -> Response:
@@ -171,7 +168,6 @@ def add_error_handlers(app: FastAPI) -> None:
 __all__ = [
     "APIError",
     "ClientGone",
-    "ErrorResponse",
     "FamilyRoute",
     "add_error_handlers",
     "as_api_error",

@@ -89,7 +89,9 @@ def _texts(body: CohereEmbedRequest, max_items: int, max_chars: int) -> list[str
 class CohereRoute(FamilyRoute):
     """A route of Cohere's (or Jina's) API: errors in OpenAI's shape."""
 
-    error_response = staticmethod(openai_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in OpenAI's shape."""
+        return openai_error(err)
 
 
 def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
@@ -134,6 +136,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
             raise unsupported(f"'truncate': 'START' is not supported: this server cuts the end of a text, and this "
                               f"one needs cutting ({exc}).", "truncate") from exc
         vectors = part.dense
+        assert vectors is not None
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize)
         embeddings: dict[str, Any] = {}

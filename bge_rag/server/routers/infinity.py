@@ -16,7 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from ..errors import FamilyRoute, openai_error
+from ..errors import APIError, FamilyRoute, openai_error
 from ..service import Service
 from . import Routes, rerank
 from .openai import EmbeddingsRequest, create_embeddings, model_list
@@ -25,7 +25,9 @@ from .openai import EmbeddingsRequest, create_embeddings, model_list
 class InfinityRoute(FamilyRoute):
     """A route of Infinity's API: errors in its (OpenAI's) shape."""
 
-    error_response = staticmethod(openai_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in Infinity's (OpenAI's) shape."""
+        return openai_error(err)
 
 
 def infinity_document(text: str) -> str:

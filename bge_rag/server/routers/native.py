@@ -47,7 +47,9 @@ class EncodeRequest(Strict):
 class NativeRoute(FamilyRoute):
     """A route of this server's own API: errors in OpenAI's shape."""
 
-    error_response = staticmethod(openai_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in OpenAI's shape."""
+        return openai_error(err)
 
 
 async def encode_outputs(service: Service, body: EncodeRequest, request: Optional[Request] = None) -> Response:

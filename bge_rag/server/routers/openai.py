@@ -44,7 +44,9 @@ class EmbeddingsRequest(Strict):
 class OpenAIRoute(FamilyRoute):
     """A route of OpenAI's API: errors in OpenAI's shape."""
 
-    error_response = staticmethod(openai_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in OpenAI's shape."""
+        return openai_error(err)
 
 
 async def create_embeddings(

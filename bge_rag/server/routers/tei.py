@@ -89,7 +89,9 @@ def tei_error(err: APIError) -> Response:
 class TEIRoute(FamilyRoute):
     """A route of TEI's API: errors in TEI's shape."""
 
-    error_response = staticmethod(tei_error)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in TEI's shape."""
+        return tei_error(err)
 
 
 def prompt_kind(prompt_name: Optional[str]) -> str:
@@ -152,6 +154,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
                            f"dimensions.", param="dimensions")
         part = await encode(body, request, sparse=False)
         vectors = part.dense
+        assert vectors is not None
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize if body.normalize is None else body.normalize)
         return json_response(vectors)
@@ -171,6 +174,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
             raise APIError(424, "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); "
                            "/embed_sparse needs one.", code="missing_head")
         part = await encode(body, request, sparse=True)
+        assert part.sparse is not None
         return json_response([
             [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices.tolist(), vec.values.tolist())]
             for vec in part.sparse
