@@ -11,7 +11,7 @@ import base64
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -101,10 +101,13 @@ def encode_process(embedder: Embedder, cutter: Optional[ServerTokenizer] = None)
 
 
 def merge_scores(parts: list[list[float]]) -> list[float]:
+    """The scores of a split request's parts, in order (the batcher's ``merge`` for a reranker)."""
     return [score for part in parts for score in part]
 
 
-def rerank_process(reranker: Reranker, cutter: Optional[ServerTokenizer] = None):
+def rerank_process(
+    reranker: Reranker, cutter: Optional[ServerTokenizer] = None
+) -> Callable[[Any, list[Sequence[tuple[str, str]]]], list[list[float]]]:
     """The batcher's ``process`` for a :class:`~bge_core.Reranker`: raw logits, one call per batch."""
 
     def process(key: Any, item_lists: list[Sequence[tuple[str, str]]]) -> list[list[float]]:
