@@ -39,6 +39,17 @@ def collate(
 
     On CUDA (``pin_memory=None``) the host tensors are pinned and copied with
     ``non_blocking=True``, so the copy overlaps the work already queued on the device.
+
+    Args:
+        input_ids: Token ids of every input.
+        positions: The inputs of this batch.
+        pad_id: The padding id written after each row.
+        device: Where the tensors go.
+        token_type_ids: Token type ids of every input, padded with zeros, when the model takes them.
+        pin_memory: Pin the host tensors before the copy (default: on CUDA only).
+
+    Returns:
+        The batch: ids, attention mask (1 on real tokens) and token types if given.
     """
     pin = device.type == "cuda" if pin_memory is None else pin_memory
 

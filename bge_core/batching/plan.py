@@ -118,13 +118,22 @@ def plan_batches(
 
 
 def split_for_streams(batches: list[np.ndarray], streams: int, min_rows: int = 4) -> list[np.ndarray]:
-    """``batches`` with the largest split in halves until there are ``streams`` of them, so that a
-    small job (a server's coalesced queries: one batch by the token budget) still keeps every CPU
-    stream busy instead of running on one stream's threads. Halves keep at least ``min_rows``
+    """``batches`` with the largest split in halves until there are ``streams`` of them.
+
+    So a small job (a server's coalesced queries: one batch by the token budget) still keeps every
+    CPU stream busy instead of running on one stream's threads. Halves keep at least ``min_rows``
     rows: a few texts stay in one batch, so equal texts keep bit-equal outputs (a GEMM's rounding
     can depend on its row count), and reranker ties keep their input order.
 
     Splitting only shrinks batches, so each stays within the token budget.
+
+    Args:
+        batches: Input positions of each batch, in plan order.
+        streams: How many batches the job should have at least.
+        min_rows: Rows each half keeps at least (a batch smaller than twice this is not split).
+
+    Returns:
+        The batches, the split halves in place of the batch they came from.
     """
     out = list(batches)
     while len(out) < streams:
