@@ -127,6 +127,7 @@ class Embedder:
             check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
         self.model_name = str(model)
         self.spec: ModelSpec
         self._backbone: Backbone
@@ -415,10 +416,7 @@ class Embedder:
         """Whether this call tokenizes its next chunk on a helper thread while the model runs:
         on an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
         with truncation on and not bge-en-icl queries (their paths tokenize differently)."""
-        wanted = batching.tokenize_ahead_setting()
-        if wanted is None:
-            wanted = self.device.type != "cpu"
-        return (wanted and self.truncation and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+        return (self._executor.tokenize_ahead and self.truncation and len(items) > batching.TOKENIZE_AHEAD_TEXTS
                 and not (kind == "query" and self.spec.icl))
 
     def _encode_ahead(
@@ -530,6 +528,7 @@ class Embedder:
             max_batch_tokens=self.max_batch_tokens,
             show_progress=self.show_progress if show_progress is None else show_progress,
             desc="Embedding",
+            executor=self._executor,
         ):
             if dense_out is not None:
                 dense_out[positions] = out["dense"]
