@@ -93,6 +93,15 @@ class Reranker(FrozenAfterInit):
         show_progress: Progress bar; ``None`` shows one for 2048 pairs or more.
         trust_remote_code, cache_dir, revision, token: As for :class:`~bge_core.Embedder`.
 
+    Raises:
+        ConfigError: an option of another model kind (e.g. ``prompt`` for a cross-encoder,
+            ``compress_ratio`` for a layer-wise reranker; checked before the weights load), a wrong
+            option value, or remote code needed without ``trust_remote_code=True``.
+        ModelLoadError: the folder is not a complete reranker (no classifier head, several labels,
+            missing weights).
+        UnsupportedModelError: a decoder-only model bge_core cannot score exactly, or remote code
+            that cannot run on this transformers version.
+
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")
         >>> rr.score([("what is a panda?", "The giant panda is a bear.")])
