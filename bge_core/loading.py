@@ -383,7 +383,7 @@ def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
         use = "bge_core.Reranker" if spec.task == "reranking" else "bge_core.Embedder"
         raise ConfigError(f"{str(model)!r} is {'a reranker' if spec.task == 'reranking' else 'an embedding model'}; "
                           f"load it with {use}.")
-    # Decoder (LLM) rerankers: bge_core.rerank / bge_core.llm_rerank tell them apart and run them.
+    # Decoder (LLM) rerankers: bge_core.rerank tells them apart and runs them (one scorer per kind).
 
 
 __all__ = [

@@ -57,7 +57,7 @@ def test_short_limits_match_flagreranker(flag, models, pairs, max_length, query_
 
 
 def test_pair_lengths_respect_limits(reranker, pairs):
-    ids, types = reranker._pairs.encode(pairs)
+    ids, types = reranker._scorer.pairs.encode(pairs)
     assert max(len(row) for row in ids) == reranker.max_length == 512
     assert types is not None and all(len(t) == len(i) for t, i in zip(types, ids))
     # BERT pair template: [CLS] query [SEP] passage [SEP], the passage marked with type 1
@@ -76,7 +76,7 @@ def test_empty_passage_keeps_the_pair_template(reranker, flag, models, paragraph
     second text there silently becomes a single-sequence input ([CLS] q [SEP]); that is the one
     pair shape where we differ from it under transformers 5."""
     tok = reranker._backbone.tokenizer
-    ids, types = reranker._pairs.encode([(paragraphs[5], "")])
+    ids, types = reranker._scorer.pairs.encode([(paragraphs[5], "")])
     query_ids = tok(paragraphs[5], add_special_tokens=False)["input_ids"]
     assert ids[0] == [tok.cls_token_id, *query_ids, tok.sep_token_id, tok.sep_token_id]
     assert types is not None and types[0] == [0] * (len(query_ids) + 2) + [1]
@@ -113,7 +113,8 @@ def test_rerank_orders_best_first(reranker, paragraphs):
 
 
 def test_rerank_ties_keep_input_order(reranker, monkeypatch):
-    monkeypatch.setattr(reranker, "score", lambda pairs, **options: [1.0, 0.5, 1.0, 2.0])
+    # on the class: a Reranker's attributes are read-only
+    monkeypatch.setattr(Reranker, "score", lambda self, pairs, **options: [1.0, 0.5, 1.0, 2.0])
     ranked = reranker.rerank("q", ["a", "b", "c", "d"])
     assert [r.index for r in ranked] == [3, 0, 2, 1]
 
@@ -160,7 +161,7 @@ def test_xlmr_reranker_matches_flagreranker(flag, models, pairs, max_length):
     ours = Reranker(models.xlmr_reranker, precision="fp32", max_length=max_length)
     expected = flag_reranker(flag, models.xlmr_reranker, max_length=max_length).compute_score(pairs)
     assert ours.score(pairs) == pytest.approx(expected, abs=ATOL)
-    ids, types = ours._pairs.encode([("a b", "c d")])
+    ids, types = ours._scorer.pairs.encode([("a b", "c d")])
     assert types is None  # XLM-R takes no token type ids
     assert ids[0][0] == 0 and ids[0][-1] == 2 and ids[0].count(2) == 3
 
@@ -187,3 +188,26 @@ def test_truncation_warns_once_and_can_refuse(models, pairs, caplog):
     with pytest.raises(TextTooLongError, match="truncation=False"):
         strict.score(pairs)
     assert strict.score(("short query", "short passage")) == pytest.approx(rr.score(("short query", "short passage")))
+
+
+@pytest.mark.parametrize("name", ["normalize", "show_progress", "batch_size", "max_length", "truncation", "llm_kind"])
+def test_settings_are_read_only(reranker, name):
+    """A Reranker may be shared, so its settings are fixed at construction; per-call arguments vary them."""
+    from bge_core import ReadOnlySettingError
+
+    before = getattr(reranker, name)
+    with pytest.raises(ReadOnlySettingError, match=rf"Reranker\.{name} is read-only"):
+        setattr(reranker, name, before)
+    with pytest.raises(AttributeError):  # ReadOnlySettingError is an AttributeError
+        del reranker.normalize
+    assert getattr(reranker, name) == before
+    with pytest.raises(ReadOnlySettingError):  # the scorer the Reranker delegates to is frozen as well
+        reranker._scorer.model = None
+
+
+def test_cross_encoder_kind_is_picked_at_load(reranker):
+    from bge_core.rerank import SCORERS
+    from bge_core.rerank.cross_encoder import CrossEncoderScorer
+
+    assert type(reranker._scorer) is CrossEncoderScorer is SCORERS["cross-encoder"]
+    assert reranker.llm_kind is None and reranker._scorer.n_outputs == 1

@@ -1,15 +1,17 @@
-"""LLM (decoder-only) rerankers, run as FlagEmbedding's FlagLLMReranker family runs them.
+"""What the LLM (decoder-only) rerankers share, run as FlagEmbedding's FlagLLMReranker family runs them.
 
-Three kinds, told apart by the folder's ``config.json``:
+Three kinds, told apart by the folder's ``config.json`` (:func:`detect_kind`), one module each:
 
-- ``"llm"`` (``FlagLLMReranker``, bge-reranker-v2-gemma): a causal LM; the score is the logit of
-  the ``"Yes"`` token after the prompt, at the pair's last token. Runs with transformers' own
-  model classes (Gemma, Gemma 2, Qwen2: the types parity-tested) on transformers 4.45+ and 5.
-- ``"layerwise"`` (``LayerWiseFlagLLMReranker``, bge-reranker-v2-minicpm-layerwise): MiniCPM
-  with one score head per layer from ``start_layer``; ``cutoff_layers`` picks the layers.
-- ``"lightweight"`` (``LightWeightFlagLLMReranker``, bge-reranker-v2.5-gemma2-lightweight): a
-  Gemma 2 that compresses passage tokens (``compress_ratio``, ``compress_layers``) and scores at
-  ``cutoff_layers``.
+- ``"llm"`` (:mod:`~bge_core.rerank.llm`, ``FlagLLMReranker``, bge-reranker-v2-gemma): a causal LM;
+  the score is the logit of the ``"Yes"`` token after the prompt, at the pair's last token. Runs with
+  transformers' own model classes (Gemma, Gemma 2, Qwen2: the types parity-tested) on transformers
+  4.45+ and 5.
+- ``"layerwise"`` (:mod:`~bge_core.rerank.layerwise`, ``LayerWiseFlagLLMReranker``,
+  bge-reranker-v2-minicpm-layerwise): MiniCPM with one score head per layer from ``start_layer``;
+  ``cutoff_layers`` picks the layers.
+- ``"lightweight"`` (:mod:`~bge_core.rerank.lightweight`, ``LightWeightFlagLLMReranker``,
+  bge-reranker-v2.5-gemma2-lightweight): a Gemma 2 that compresses passage tokens
+  (``compress_ratio``, ``compress_layers``) and scores at ``cutoff_layers``.
 
 The layer-wise and lightweight checkpoints ship their own modelling code (``auto_map`` in
 ``config.json``); bge_core runs that code from the model folder (``trust_remote_code``), never
@@ -28,16 +30,20 @@ from __future__ import annotations
 
 import json
 import logging
+from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import numpy as np
 import torch
 
-from .checks import transformers_version
-from .errors import ConfigError, ModelLoadError, UnsupportedModelError
+from .. import batching
+from ..checks import transformers_version
+from ..errors import ConfigError, ModelLoadError, UnsupportedModelError
+from ..loading import Backbone
+from .base import PairScorer, PreparedPairs
 
 logger = logging.getLogger(__name__)
 
@@ -119,25 +125,19 @@ def detect_kind(folder: Path, name: Optional[str] = None) -> Optional[LLMKind]:
     )
 
 
-def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_code: bool) -> tuple[Any, Any]:
-    """Load the tokenizer and causal LM of an LLM reranker folder.
+def check_remote_code(folder: Path, kind: str, trust_remote_code: bool) -> None:
+    """Refuse to run a folder's own modelling code unless trusted and runnable here.
 
     Raises:
-        ConfigError: the folder's own modelling code is needed and ``trust_remote_code`` is off.
-        UnsupportedModelError: that code cannot run on this transformers version.
-        ModelLoadError: the files are incomplete (weights would be randomly initialized).
+        ConfigError: ``trust_remote_code`` is off.
+        UnsupportedModelError: the code (transformers-4 only) cannot run on this transformers version.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .loading import _dtype_kwargs, quiet_transformers
-
-    remote = kind != "llm"
-    if remote and not trust_remote_code:
+    if not trust_remote_code:
         raise ConfigError(
             f"{str(folder)!r} is a {kind} LLM reranker whose scoring runs the modelling code shipped in the "
             f"model folder (config.json auto_map); pass trust_remote_code=True to allow it."
         )
-    if remote and transformers_version() >= (5, 0):
+    if transformers_version() >= (5, 0):
         import transformers
 
         raise UnsupportedModelError(
@@ -145,21 +145,31 @@ def load_llm(folder: Path, kind: LLMKind, *, dtype: torch.dtype, trust_remote_co
             f"4.x; this is transformers {transformers.__version__}. Install 'transformers>=4.45,<5' "
             f"(tested on 4.57.6) to run {str(folder)!r}."
         )
-    if kind == "lightweight" and transformers_version() >= (4, 47):
-        import transformers
 
-        raise UnsupportedModelError(
-            f"The lightweight LLM reranker's own modelling code (CostWiseGemma, as FlagEmbedding 1.4.2 ships it) "
-            f"calls Gemma 2 layers with the transformers 4.46 signature and fails on later versions (FlagEmbedding "
-            f"asks for transformers==4.46.0); this is transformers {transformers.__version__}. Run {str(folder)!r} "
-            f"with 'transformers==4.46.*'."
-        )
+
+def load_llm(folder: Path, *, dtype: torch.dtype, remote_code: bool) -> tuple[Any, Any]:
+    """Load the tokenizer and causal LM of an LLM reranker folder.
+
+    Args:
+        folder: The model folder.
+        dtype: The weights' dtype.
+        remote_code: Run the folder's own modelling code (checked by :func:`check_remote_code`).
+
+    Raises:
+        UnsupportedModelError: the folder's code cannot run on this transformers version.
+        ModelLoadError: the files are incomplete (weights would be randomly initialized).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..loading import _dtype_kwargs, quiet_transformers
+
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote)
-            model, info = AutoModelForCausalLM.from_pretrained(
-                str(folder), trust_remote_code=remote, output_loading_info=True, **_dtype_kwargs(dtype)
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote_code)
+            loaded: Any = AutoModelForCausalLM.from_pretrained(
+                str(folder), trust_remote_code=remote_code, output_loading_info=True, **_dtype_kwargs(dtype)
             )
+            model, info = loaded
     except ImportError as exc:
         raise UnsupportedModelError(
             f"The modelling code of {str(folder)!r} does not import on this transformers version: {exc}"
@@ -189,11 +199,17 @@ class LLMPairs:
 
 
 class LLMPairEncoder:
-    """Builds FlagEmbedding's LLM-reranker prompt ids for (query, passage) pairs."""
+    """Builds FlagEmbedding's LLM-reranker prompt ids for (query, passage) pairs.
 
-    def __init__(
-        self, tokenizer: Any, kind: LLMKind, max_length: int, query_max_length: int, prompt: Optional[str] = None
-    ) -> None:
+    Args:
+        tokenizer: The model's Hugging Face tokenizer (a fast one; its settings are not touched).
+        max_length: Tokens of the passage at most.
+        query_max_length: Tokens of the query at most.
+        prompt: The instruction after the pair.
+        bos: The ids that start every row (the kind decides: see :meth:`DecoderScorer.bos_ids`).
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int, query_max_length: int, prompt: str, bos: list[int]) -> None:
         backend = getattr(tokenizer, "_tokenizer", None)
         if backend is None:
             raise ModelLoadError("LLM reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the folder.")
@@ -202,29 +218,23 @@ class LLMPairEncoder:
         self._rust = Tokenizer.from_str(backend.to_str())
         self._rust.no_padding()
         self._rust.no_truncation()
-        self.kind = kind
         self.max_length = max_length
         self.query_max_length = query_max_length
-        self.prompt = prompt if prompt is not None else (LIGHTWEIGHT_PROMPT if kind == "lightweight" else LLM_PROMPT)
+        self.prompt = prompt
         self.cut_left = getattr(tokenizer, "truncation_side", "right") == "left"
-        self.prompt_ids = self._ids(self.prompt)
-        self.sep_ids = self._ids(SEPARATOR)
-        bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
-        if kind == "llm":
-            self.bos = [bos] if bos is not None and bos != pad else []
-        else:
-            if bos is None:
-                raise ModelLoadError(f"The {kind} LLM reranker needs a tokenizer with a bos token.")
-            self.bos = [bos]
-        self.yes_id = self._ids("Yes")[0]
+        self.prompt_ids = self.ids(self.prompt)
+        self.sep_ids = self.ids(SEPARATOR)
+        self.bos = bos
 
-    def _ids(self, text: str) -> list[int]:
+    def ids(self, text: str) -> list[int]:
+        """The token ids of ``text``, without special tokens."""
         return list(self._rust.encode(text, add_special_tokens=False).ids)
 
     def _cut(self, ids: list[int], n: int) -> list[int]:
         return ids[-n:] if self.cut_left else ids[:n]
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> LLMPairs:
+        """The rows of ``pairs``, cut as FlagEmbedding cuts them."""
         queries = self._rust.encode_batch([QUERY_PREFIX + q for q, _ in pairs], add_special_tokens=False)
         passages = self._rust.encode_batch([PASSAGE_PREFIX + p for _, p in pairs], add_special_tokens=False)
         budget = self.max_length + len(self.sep_ids) + len(self.prompt_ids)
@@ -266,59 +276,77 @@ def check_layers(name: str, layers: Union[int, Sequence[int], None]) -> Optional
     return out
 
 
-class LLMScorer:
-    """Runs one forward pass of an LLM reranker on a padded batch and returns per-layer scores."""
+class DecoderScorer(PairScorer):
+    """An LLM reranker: FlagEmbedding's prompt rows, padded as its collator pads them, one kind's forward.
+
+    Subclasses give the kind's :meth:`_forward` (and, where they differ, the default prompt, the
+    padding side, the bos rule and the runtime checks).
+
+    Args:
+        backbone: The loaded causal LM (see :meth:`load`).
+        max_length: Tokens of the passage at most (FlagLLMReranker's ``max_length``).
+        query_max_length: Tokens of the query at most.
+        prompt: The instruction after the pair (default: the kind's, as FlagEmbedding has it).
+    """
+
+    #: The kind's default prompt.
+    default_prompt: ClassVar[str] = LLM_PROMPT
+    #: Whether the kind runs modelling code shipped in the model folder.
+    remote_code: ClassVar[bool] = False
+    #: Whether rows are padded on the tokenizer's padding side (else always on the right).
+    pads_on_tokenizer_side: ClassVar[bool] = True
+
+    @classmethod
+    def check_runtime(cls, folder: Path, trust_remote_code: bool) -> None:
+        """Refuse, before loading, a kind whose code cannot run here (see :func:`check_remote_code`)."""
+        if cls.remote_code:
+            check_remote_code(folder, cls.kind, trust_remote_code)
+
+    @classmethod
+    def load(
+        cls, folder: Path, *, model_name: str, device: torch.device, dtype: torch.dtype, trust_remote_code: bool
+    ) -> Backbone:
+        """Load the tokenizer and causal LM of ``folder`` (see :func:`load_llm`) onto ``device``."""
+        cls.check_runtime(folder, trust_remote_code)
+        llm, tokenizer = load_llm(folder, dtype=dtype, remote_code=cls.remote_code)
+        llm.to(device).eval().requires_grad_(False)
+        return Backbone(folder, "reranking", llm, tokenizer, device, dtype)
 
     def __init__(
-        self,
-        model: Any,
-        tokenizer: Any,
-        kind: LLMKind,
-        *,
-        yes_id: int,
-        cutoff_layers: Optional[list[int]] = None,
-        compress_ratio: int = 1,
-        compress_layers: Optional[list[int]] = None,
+        self, backbone: Backbone, *, max_length: int, query_max_length: int, prompt: Optional[str] = None
     ) -> None:
-        self.model = model
-        self.kind = kind
-        self.yes_id = yes_id
+        if prompt is not None and not isinstance(prompt, str):
+            raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
+        tokenizer = backbone.tokenizer
+        self.model = backbone.model
+        self.device = backbone.device
+        self.pairs = LLMPairEncoder(
+            tokenizer, max_length, query_max_length, self.default_prompt if prompt is None else prompt,
+            self.bos_ids(tokenizer),
+        )
         self.pad_id = tokenizer.pad_token_id
-        # LightWeightFlagLLMReranker sets the tokenizer's padding side to "right" (its compression
-        # refuses left padding); the other two pad on the tokenizer's own side.
-        self.left = kind != "lightweight" and getattr(tokenizer, "padding_side", "right") == "left"
-        config = model.config
-        if kind == "llm":
-            if cutoff_layers is not None or compress_layers is not None or compress_ratio != 1:
-                raise ConfigError(
-                    "cutoff_layers, compress_ratio and compress_layers apply to the layer-wise and lightweight "
-                    "LLM rerankers only."
-                )
-            head = model.get_output_embeddings()
-            self._yes_weight = head.weight[yes_id].detach()
-            bias = getattr(head, "bias", None)
-            self._yes_bias = None if bias is None else bias[yes_id].detach()
-            self._softcap = getattr(config, "final_logit_softcapping", None)
-        else:
-            top = int(config.num_hidden_layers)
-            start = int(getattr(config, "start_layer", 0) or 0)
-            for layer in cutoff_layers or ():
-                if not start <= layer <= top:
-                    raise ConfigError(f"cutoff_layers must lie in [{start}, {top}] for this model, got {layer}")
-            if kind == "layerwise" and (compress_layers is not None or compress_ratio != 1):
-                raise ConfigError("compress_ratio and compress_layers apply to the lightweight LLM reranker only.")
-            if compress_ratio not in (1, 2, 4, 8):
-                raise ConfigError(f"compress_ratio must be 1, 2, 4 or 8, got {compress_ratio!r}")
-        self.cutoff_layers = cutoff_layers
-        self.compress_ratio = compress_ratio
-        self.compress_layers = [8] if compress_layers is None else compress_layers
+        self.left = self.pads_on_tokenizer_side and getattr(tokenizer, "padding_side", "right") == "left"
 
-    @property
-    def n_outputs(self) -> int:
-        return 1 if self.kind == "llm" or not self.cutoff_layers else len(self.cutoff_layers)
+    def bos_ids(self, tokenizer: Any) -> list[int]:
+        """The ids that start every row: the bos token, unless it is missing or the pad token."""
+        bos, pad = tokenizer.bos_token_id, tokenizer.pad_token_id
+        return [bos] if bos is not None and bos != pad else []
 
-    def pad(self, rows: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pad rows on the tokenizer's side to a multiple of 8, as FlagEmbedding's collator does."""
+    def prepare(self, pairs: Sequence[tuple[str, str]]) -> PreparedPairs:
+        """FlagEmbedding's prompt rows; each batch padded here (multiple of 8, the kind's side)."""
+        encoded = self.pairs.encode(pairs)
+        rows = encoded.input_ids
+
+        def forward(batch: batching.Batch) -> np.ndarray:
+            picked = [rows[i] for i in batch.positions]
+            ids, mask = self.pad(picked)
+            lengths = [encoded.query_lengths[i] for i in batch.positions]
+            return self._forward(ids, mask, lengths, encoded.prompt_length)
+
+        return PreparedPairs(rows, encoded.truncated, forward)
+
+    def pad(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pad rows on the kind's side to a multiple of 8, as FlagEmbedding's collator does."""
         longest = max(len(r) for r in rows)
         width = -(-longest // PAD_MULTIPLE) * PAD_MULTIPLE
         ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
@@ -327,7 +355,7 @@ class LLMScorer:
             span = slice(width - len(row), width) if self.left else slice(0, len(row))
             ids[i, span] = row
             mask[i, span] = 1
-        return torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device)
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
 
     @staticmethod
     def _last(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -337,34 +365,48 @@ class LLMScorer:
         last = mask.sum(dim=1) - 1
         return values[torch.arange(values.shape[0], device=values.device), last]
 
-    def forward(self, input_ids: torch.Tensor, mask: torch.Tensor, query_lengths: list[int], prompt_length: int) -> np.ndarray:
-        """Scores of one batch: shape (n_outputs, rows), float32."""
-        model = self.model
-        if self.kind == "llm":
-            decoder = model.get_decoder()
-            hidden = decoder(input_ids=input_ids, attention_mask=mask, use_cache=False, return_dict=True).last_hidden_state
-            last = self._last(hidden, mask)
-            logit = last @ self._yes_weight
-            if self._yes_bias is not None:
-                logit = logit + self._yes_bias
-            if self._softcap:
-                logit = torch.tanh(logit / self._softcap) * self._softcap
-            return logit.float().cpu().numpy()[None, :]
-        if self.kind == "layerwise":
-            # use_cache=False: the shipped MiniCPM code's cache path calls DynamicCache.get_usable_length,
-            # which transformers 4.5x removed; without a cache the scores are the same.
-            out = model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
-                        cutoff_layers=self.cutoff_layers)
-            return np.stack([self._last(lg, mask).float().cpu().numpy() for lg in out.logits])
-        out = model(
-            input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
-            compress_layer=self.compress_layers,
-            compress_ratio=self.compress_ratio, query_lengths=list(query_lengths),
-            prompt_lengths=[prompt_length] * len(query_lengths), cutoff_layers=self.cutoff_layers,
-        )
-        return np.stack(
-            [self._last(lg, am).float().cpu().numpy() for lg, am in zip(out.logits, out.attention_masks)]
-        )
+    @abstractmethod
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, query_lengths: list[int], prompt_length: int
+    ) -> np.ndarray:
+        """Scores of one padded batch: shape ``(n_outputs, rows)``, float32."""
+
+
+class LayeredScorer(DecoderScorer):
+    """An LLM reranker with a score head per layer from ``start_layer``, run with its own modelling code.
+
+    Args:
+        backbone, max_length, query_max_length, prompt: As for :class:`DecoderScorer`.
+        cutoff_layers: The layer(s) whose score head is used (default: the last).
+    """
+
+    remote_code = True
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        max_length: int,
+        query_max_length: int,
+        prompt: Optional[str] = None,
+        cutoff_layers: Union[int, Sequence[int], None] = None,
+    ) -> None:
+        super().__init__(backbone, max_length=max_length, query_max_length=query_max_length, prompt=prompt)
+        layers = check_layers("cutoff_layers", cutoff_layers)
+        config = self.model.config
+        top = int(config.num_hidden_layers)
+        start = int(getattr(config, "start_layer", 0) or 0)
+        for layer in layers or ():
+            if not start <= layer <= top:
+                raise ConfigError(f"cutoff_layers must lie in [{start}, {top}] for this model, got {layer}")
+        self.cutoff_layers = layers
+
+    def bos_ids(self, tokenizer: Any) -> list[int]:
+        """The bos token, which these kinds require."""
+        bos = tokenizer.bos_token_id
+        if bos is None:
+            raise ModelLoadError(f"The {self.kind} LLM reranker needs a tokenizer with a bos token.")
+        return [bos]
 
 
 __all__ = [
@@ -372,11 +414,13 @@ __all__ = [
     "LLMKind",
     "LLMPairEncoder",
     "LLMPairs",
-    "LLMScorer",
     "LLM_PROMPT",
     "NATIVE_CAUSAL_TYPES",
     "REGISTERED_KINDS",
+    "DecoderScorer",
+    "LayeredScorer",
     "check_layers",
+    "check_remote_code",
     "detect_kind",
     "load_llm",
 ]

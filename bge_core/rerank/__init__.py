@@ -1,99 +1,75 @@
-"""Cross-encoder reranking with FlagReranker's exact pair formatting.
+"""Reranking: relevance scores of (query, passage) pairs, as FlagEmbedding's rerankers compute them.
 
-FlagReranker tokenizes the query without special tokens, capped at ``query_max_length``
-(3/4 of ``max_length`` unless given), the passage without special tokens capped at
-``max_length``, then joins the two token-id lists with the tokenizer's pair template
-(``[CLS] q [SEP] p [SEP]`` for BERT, ``<s> q </s></s> p </s>`` for XLM-R), removing tokens from
-the end of the passage only until the pair fits ``max_length``. Transformers 5 removed the
-``prepare_for_model`` call that did the joining; here it is done on token ids with the fast
-tokenizer's own post-processor, so no text is decoded and tokenized again.
+:class:`Reranker` is the one public class. At load it picks the scorer of the model's kind from
+:data:`SCORERS` and delegates to it:
+
+- :mod:`~bge_core.rerank.cross_encoder`: cross-encoders (``FlagReranker``), FlagReranker's pair formatting;
+- :mod:`~bge_core.rerank.llm`: LLM rerankers scored by the "Yes" logit (``FlagLLMReranker``);
+- :mod:`~bge_core.rerank.layerwise`: layer-wise LLM rerankers (``LayerWiseFlagLLMReranker``);
+- :mod:`~bge_core.rerank.lightweight`: lightweight LLM rerankers (``LightWeightFlagLLMReranker``).
+
+Each scorer (:class:`~bge_core.rerank.base.PairScorer`) takes and checks only its own options;
+:mod:`~bge_core.rerank.decoder` holds what the LLM kinds share (detection, loading, prompt rows).
+A new kind is a new scorer module and one entry in :data:`SCORERS`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Union, overload
 
 import numpy as np
 import torch
 
-from . import batching
-from .devices import describe, resolve_device, resolve_precision
-from .errors import ConfigError, InputTypeError, ModelLoadError, TextTooLongError
-from .inputs import as_pairs, as_texts
-from .llm_rerank import LLMPairEncoder, LLMScorer, check_layers, detect_kind, load_llm
-from .loading import Backbone, load_backbone, locate, max_positions, resolve_max_length
-from .registry import ModelSpec
-from .scoring import sigmoid
-from .truncation import TruncationWarner
-from .types import Ranked
+from .. import batching
+from ..devices import describe, resolve_device, resolve_precision
+from ..errors import ConfigError, InputTypeError, TextTooLongError
+from ..frozen import FrozenAfterInit
+from ..inputs import as_pairs, as_texts
+from ..loading import Backbone, locate, max_positions, resolve_max_length
+from ..registry import ModelSpec
+from ..scoring import sigmoid
+from ..truncation import TruncationWarner
+from ..types import Ranked
+from .base import PairScorer, given_options
+from .cross_encoder import CrossEncoderScorer, PairEncoder
+from .decoder import detect_kind
+from .layerwise import LayerwiseScorer
+from .lightweight import LightweightScorer
+from .llm import YesLogitScorer
 
 logger = logging.getLogger(__name__)
 
 #: Pairs per batch at most by default (FlagReranker's default).
 DEFAULT_RERANK_BATCH_SIZE = 128
 
+#: The scorer class of each model kind (:func:`~bge_core.rerank.decoder.detect_kind` names the LLM kinds).
+SCORERS: Mapping[str, type[PairScorer]] = {
+    scorer.kind: scorer for scorer in (CrossEncoderScorer, YesLogitScorer, LayerwiseScorer, LightweightScorer)
+}
 
-class PairEncoder:
-    """Turns (query, passage) pairs into model input ids exactly as FlagReranker does.
 
-    Uses a private copy of the fast tokenizer with padding and truncation turned off, so the
-    shared Hugging Face tokenizer's settings are never touched.
+def scorer_class(folder: Path, name: Optional[str] = None) -> type[PairScorer]:
+    """The scorer class for a model folder (``name``: its registry name, if any).
+
+    Raises:
+        UnsupportedModelError: a decoder-only folder that bge_core cannot run exactly.
     """
-
-    def __init__(self, tokenizer: Any, max_length: int, query_max_length: int) -> None:
-        backend = getattr(tokenizer, "_tokenizer", None)
-        if backend is None:
-            raise ModelLoadError(
-                "Reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the model folder."
-            )
-        from tokenizers import Tokenizer
-
-        self._rust = Tokenizer.from_str(backend.to_str())
-        self._rust.no_padding()
-        self._rust.no_truncation()
-        self.max_length = max_length
-        self.query_max_length = query_max_length
-        self.n_special = self._rust.num_special_tokens_to_add(True)
-        #: How many pairs of the last ``encode`` call were cut (query cap, passage cap or pair fit).
-        self.last_truncated = 0
-        self.with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
-
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], Optional[list[list[int]]]]:
-        queries = self._rust.encode_batch([q for q, _ in pairs], add_special_tokens=False)
-        passages = self._rust.encode_batch([p for _, p in pairs], add_special_tokens=False)
-        ids: list[list[int]] = []
-        types: list[list[int]] = []
-        self.last_truncated = 0
-        for query, passage in zip(queries, passages):
-            cut = len(query) > self.query_max_length or len(passage) > self.max_length
-            if len(query) > self.query_max_length:
-                query.truncate(self.query_max_length)
-            if len(passage) > self.max_length:
-                passage.truncate(self.max_length)
-            excess = len(query) + len(passage) + self.n_special - self.max_length
-            # As the old prepare_for_model(truncation="only_second"): cut the passage's end; if
-            # the passage is too short to absorb the excess, leave the pair as it is.
-            if 0 < excess < len(passage):
-                passage.truncate(len(passage) - excess)
-                cut = True
-            self.last_truncated += cut
-            pair = self._rust.post_process(query, passage, add_special_tokens=True)
-            ids.append(pair.ids)
-            types.append(pair.type_ids)
-        return ids, (types if self.with_types else None)
+    return SCORERS[detect_kind(folder, name) or CrossEncoderScorer.kind]
 
 
-class Reranker:
+class Reranker(FrozenAfterInit):
     """Relevance scores for (query, passage) pairs, as FlagReranker and FlagLLMReranker compute them.
 
     One class for cross-encoders (``FlagReranker``: bge-reranker-base/large/v2-m3) and LLM
     rerankers (``FlagLLMReranker``: bge-reranker-v2-gemma; ``LayerWiseFlagLLMReranker``:
     bge-reranker-v2-minicpm-layerwise; ``LightWeightFlagLLMReranker``:
-    bge-reranker-v2.5-gemma2-lightweight), told apart by the folder's config (see
-    :mod:`bge_core.llm_rerank`). Scores are raw logits (an LLM reranker's: the "Yes" logit).
+    bge-reranker-v2.5-gemma2-lightweight), told apart by the folder's config; each kind is a scorer
+    class of its own (:data:`SCORERS`). Scores are raw logits (an LLM reranker's: the "Yes" logit).
+    Settings are read-only after construction (:class:`~bge_core.errors.ReadOnlySettingError`);
+    ``normalize``, ``batch_size`` and ``show_progress`` can be given per call instead.
 
     Args:
         model: A Hugging Face Hub id (``"BAAI/bge-reranker-v2-m3"``) or a local folder of a
@@ -116,6 +92,15 @@ class Reranker:
         max_batch_tokens: Most padded tokens in one forward pass (``None``: per-device default).
         show_progress: Progress bar; ``None`` shows one for 2048 pairs or more.
         trust_remote_code, cache_dir, revision, token: As for :class:`~bge_core.Embedder`.
+
+    Raises:
+        ConfigError: an option of another model kind (e.g. ``prompt`` for a cross-encoder,
+            ``compress_ratio`` for a layer-wise reranker; checked before the weights load), a wrong
+            option value, or remote code needed without ``trust_remote_code=True``.
+        ModelLoadError: the folder is not a complete reranker (no classifier head, several labels,
+            missing weights).
+        UnsupportedModelError: a decoder-only model bge_core cannot score exactly, or remote code
+            that cannot run on this transformers version.
 
     Example:
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")
@@ -159,56 +144,40 @@ class Reranker:
         self.spec: ModelSpec
         self._backbone: Backbone
         folder, self.spec, trust = locate(model, "reranking", trust_remote_code, cache_dir, revision, token)
-        #: ``None`` for a cross-encoder, else the LLM reranker kind ("llm", "layerwise", "lightweight").
-        self.llm_kind = detect_kind(folder, self.spec.name)
-        self._llm: Optional[LLMScorer] = None
-        if self.llm_kind is None:
-            if prompt is not None or cutoff_layers is not None or compress_layers is not None or compress_ratio != 1:
-                raise ConfigError(
-                    "prompt, cutoff_layers, compress_ratio and compress_layers apply to LLM rerankers only; "
-                    f"{self.model_name!r} is a cross-encoder."
-                )
-            self._backbone = load_backbone(
-                folder, task="reranking", device=self.device, dtype=self.dtype, trust_remote_code=trust
-            )
-        else:
-            llm, tokenizer = load_llm(folder, self.llm_kind, dtype=self.dtype, trust_remote_code=trust)
-            llm.to(self.device).eval().requires_grad_(False)
-            self._backbone = Backbone(folder, "reranking", llm, tokenizer, self.device, self.dtype)
+        kind = scorer_class(folder, self.spec.name)
+        options = given_options(
+            prompt=prompt, cutoff_layers=cutoff_layers, compress_ratio=compress_ratio, compress_layers=compress_layers
+        )
+        kind.check_options(options, self.model_name)
+        self._backbone = kind.load(
+            folder, model_name=self.model_name, device=self.device, dtype=self.dtype, trust_remote_code=trust
+        )
         self.model_max_length = self.spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
         self.max_batch_tokens = batching.resolve_max_batch_tokens(
             max_batch_tokens, self.device, self._backbone.config
         )
-        labels = 1 if self.llm_kind else getattr(self._backbone.config, "num_labels", 1)
-        if labels != 1:
-            raise ModelLoadError(
-                f"{self.model_name!r} has {labels} output labels; a reranker must have exactly one score."
-            )
         self.max_length = resolve_max_length(
             max_length, self.spec, self._backbone, self.model_max_length, self.model_name
         )
         if query_max_length is None:
             query_max_length = self.max_length * 3 // 4
         self.query_max_length = batching.check_positive("query_max_length", query_max_length)
-        if self.llm_kind is None:
-            self._pairs = PairEncoder(self._backbone.tokenizer, self.max_length, self.query_max_length)
-        else:
-            if prompt is not None and not isinstance(prompt, str):
-                raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
-            self._llm_pairs = LLMPairEncoder(
-                self._backbone.tokenizer, self.llm_kind, self.max_length, self.query_max_length, prompt
-            )
-            self._llm = LLMScorer(
-                self._backbone.model, self._backbone.tokenizer, self.llm_kind, yes_id=self._llm_pairs.yes_id,
-                cutoff_layers=check_layers("cutoff_layers", cutoff_layers), compress_ratio=compress_ratio,
-                compress_layers=check_layers("compress_layers", compress_layers),
-            )
+        self._scorer: PairScorer = kind(
+            self._backbone, max_length=self.max_length, query_max_length=self.query_max_length, **options
+        )
+        self._freeze()
 
     def __repr__(self) -> str:
         return (
             f"Reranker(model={self.model_name!r}, device={describe(self.device, self.dtype)!r}, "
             f"max_length={self.max_length}, normalize={self.normalize})"
         )
+
+    @property
+    def llm_kind(self) -> Optional[str]:
+        """``None`` for a cross-encoder, else the LLM reranker kind (``"llm"``, ``"layerwise"``, ``"lightweight"``)."""
+        kind = self._scorer.kind
+        return None if kind == CrossEncoderScorer.kind else kind
 
     @property
     def folder(self) -> Path:
@@ -219,6 +188,26 @@ class Reranker:
     def tokenizer(self) -> Any:
         """The Hugging Face tokenizer (shared; do not change its settings)."""
         return self._backbone.tokenizer
+
+    @overload
+    def score(
+        self,
+        pairs: tuple[str, str],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> float: ...
+
+    @overload
+    def score(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> list[float]: ...
 
     def score(
         self,
@@ -285,6 +274,26 @@ class Reranker:
         order = sorted(range(len(docs)), key=lambda i: -scores[i])  # stable: ties keep input order
         return [Ranked(index=i, score=scores[i], text=docs[i]) for i in order[:top_k]]
 
+    @overload
+    def score_layers(
+        self,
+        pairs: tuple[str, str],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> dict[int, float]: ...
+
+    @overload
+    def score_layers(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        normalize: Optional[bool] = None,
+        batch_size: Optional[int] = None,
+        show_progress: Optional[bool] = None,
+    ) -> dict[int, list[float]]: ...
+
     def score_layers(
         self,
         pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
@@ -292,50 +301,49 @@ class Reranker:
         normalize: Optional[bool] = None,
         batch_size: Optional[int] = None,
         show_progress: Optional[bool] = None,
-    ) -> dict[int, Union[float, list[float]]]:
+    ) -> Union[dict[int, float], dict[int, list[float]]]:
         """Scores from each of ``cutoff_layers`` (layer-wise and lightweight LLM rerankers).
 
         FlagEmbedding returns one list per cutoff layer; this returns ``{layer: scores}`` in the
         order the layers were given, each value shaped as :meth:`score` shapes it.
 
+        Args:
+            pairs: One ``(query, passage)`` pair or a list of them.
+            normalize, batch_size, show_progress: Override the instance's settings for this call.
+
+        Returns:
+            ``{layer: score}`` for a single pair, else ``{layer: [scores]}``.
+
         Raises:
             ConfigError: the model is not a layer-wise or lightweight LLM reranker, or no
                 ``cutoff_layers`` were given.
         """
-        if self._llm is None or self._llm.kind == "llm" or not self._llm.cutoff_layers:
+        layers = self._scorer.cutoff_layers
+        if not layers:
             raise ConfigError("score_layers needs a layer-wise or lightweight LLM reranker built with cutoff_layers=.")
         items, single = as_pairs(pairs)
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
-        table = self._llm_scores(items, size, self.show_progress if show_progress is None else show_progress)
+        table = self._scores(items, size, self.show_progress if show_progress is None else show_progress).tolist()
         use_sigmoid = self.normalize if normalize is None else normalize
-        out: dict[int, Union[float, list[float]]] = {}
-        for layer, row in zip(self._llm.cutoff_layers, table):
-            values = [sigmoid(v) for v in row] if use_sigmoid else list(row)
-            out[layer] = values[0] if single else values
-        return out
+        rows = [[sigmoid(v) for v in row] if use_sigmoid else list(row) for row in table]
+        if single:
+            return {layer: row[0] for layer, row in zip(layers, rows)}
+        return dict(zip(layers, rows))
 
-    def _llm_scores(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[list[float]]:
-        """LLM reranker scores, one list per output layer, in input order."""
-        scorer = self._llm
-        assert scorer is not None
-        if not pairs:
-            return [[] for _ in range(scorer.n_outputs)]
-        backbone = self._backbone
+    def _scores(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> np.ndarray:
+        """Scores of ``pairs``: float32, one row per scorer output, one column per pair in input order."""
+        scorer = self._scorer
         scores = np.empty((scorer.n_outputs, len(pairs)), dtype=np.float32)
-        with backbone.lock:
-            encoded = self._llm_pairs.encode(pairs)
-            self._check_truncation(encoded.truncated, len(pairs))
-            rows = encoded.input_ids
-
-            def forward(batch: batching.Batch) -> np.ndarray:
-                picked = [rows[i] for i in batch.positions]
-                ids, mask = scorer.pad(picked, self.device)
-                lengths = [encoded.query_lengths[i] for i in batch.positions]
-                return scorer.forward(ids, mask, lengths, encoded.prompt_length)
-
-            for positions, out in self._batches(rows, forward, batch_size, show_progress):
+        if not pairs:
+            return scores
+        with self._backbone.lock:
+            prepared = scorer.prepare(pairs)
+            self._check_truncation(prepared.truncated, len(pairs))
+            for positions, out in self._batches(
+                prepared.input_ids, prepared.forward, batch_size, show_progress, prepared.token_type_ids
+            ):
                 scores[:, positions] = out
-        return self._checked(scores).tolist()
+        return self._checked(scores)
 
     def _check_truncation(self, truncated: int, total: int) -> None:
         if truncated and not self.truncation:
@@ -351,29 +359,22 @@ class Reranker:
     def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[float]:
         if not pairs:
             return []
-        if self._llm is not None:
-            if self._llm.n_outputs > 1:
-                raise ConfigError(
-                    f"This reranker scores at {len(self._llm.cutoff_layers or ())} cutoff layers; "
-                    "use score_layers() for one score list per layer, or give one layer."
-                )
-            return self._llm_scores(pairs, batch_size, show_progress)[0]
-        backbone = self._backbone
-        model = backbone.model
-        scores = np.empty(len(pairs), dtype=np.float32)
+        if self._scorer.n_outputs > 1:
+            raise ConfigError(
+                f"This reranker scores at {len(self._scorer.cutoff_layers or ())} cutoff layers; "
+                "use score_layers() for one score list per layer, or give one layer."
+            )
+        scores: list[float] = self._scores(pairs, batch_size, show_progress)[0].tolist()
+        return scores
 
-        def forward(batch: batching.Batch) -> np.ndarray:
-            logits = model(**batch.model_inputs(), return_dict=True).logits
-            return logits.view(-1).float().cpu().numpy()
-
-        with backbone.lock:
-            input_ids, token_type_ids = self._pairs.encode(pairs)
-            self._check_truncation(self._pairs.last_truncated, len(pairs))
-            for positions, out in self._batches(input_ids, forward, batch_size, show_progress, token_type_ids):
-                scores[positions] = out
-        return self._checked(scores).tolist()
-
-    def _batches(self, rows, forward, batch_size: int, show_progress: Optional[bool], token_type_ids=None):
+    def _batches(
+        self,
+        rows: Sequence[Sequence[int]],
+        forward: Callable[[batching.Batch], np.ndarray],
+        batch_size: int,
+        show_progress: Optional[bool],
+        token_type_ids: Optional[Sequence[Sequence[int]]] = None,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``batching.run_batches`` with this reranker's padding, device and token budget."""
         return batching.run_batches(
             rows,
@@ -396,4 +397,4 @@ class Reranker:
         return scores
 
 
-__all__ = ["PairEncoder", "Reranker"]
+__all__ = ["DEFAULT_RERANK_BATCH_SIZE", "SCORERS", "PairEncoder", "Reranker", "scorer_class"]
