@@ -10,7 +10,7 @@ measured over 204 texts on the BERT, XLM-R, Qwen2 and Mistral fixtures by
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -184,26 +184,40 @@ class Embedder:
     # ------------------------------------------------------------------ public API
     def encode_queries(
         self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
     ) -> np.ndarray:
         """Dense vectors of queries, with the query instruction applied.
+
+        Args:
+            texts: A string or a list of strings.
+            batch_size, show_progress, normalize, truncation: As in :meth:`encode`, for this call.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        out = self.encode(texts, kind="query", batch_size=batch_size, show_progress=show_progress)
+        out = self.encode(
+            texts, kind="query", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            truncation=truncation,
+        )
         return out.dense  # type: ignore[return-value]
 
     def encode_documents(
         self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
     ) -> np.ndarray:
         """Dense vectors of documents (no query instruction).
+
+        Args:
+            texts: A string or a list of strings.
+            batch_size, show_progress, normalize, truncation: As in :meth:`encode`, for this call.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        out = self.encode(texts, kind="document", batch_size=batch_size, show_progress=show_progress)
+        out = self.encode(
+            texts, kind="document", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            truncation=truncation,
+        )
         return out.dense  # type: ignore[return-value]
 
     def encode(
@@ -216,17 +230,24 @@ class Embedder:
         colbert: bool = False,
         batch_size: Optional[int] = None,
         show_progress: Optional[bool] = None,
+        normalize: Optional[bool] = None,
+        truncation: Optional[bool] = None,
     ) -> Encoded:
         """Encode texts into the requested outputs with one forward pass per batch.
 
         Args:
             texts: A string or a list of strings.
             kind: ``"query"`` applies the query instruction; ``"document"`` the document one.
-            dense: Dense vectors (float32, normalized unless ``normalize=False``).
+            dense: Dense vectors (float32, L2-normalized unless normalization is off).
             sparse: BGE-M3 lexical weights (:class:`~bge_core.types.SparseVector`).
             colbert: BGE-M3 ColBERT vectors (a float32 ``(tokens - 1, dim)`` matrix per text).
             batch_size: Overrides the instance's ``batch_size`` for this call.
             show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize the dense vectors of this call; ``None`` takes the instance's
+                ``normalize``. Other calls on the same (possibly shared) Embedder are unaffected.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text
+                longer than ``max_length`` in this call instead of cutting it; ``None`` takes the
+                instance's ``truncation``.
 
         Returns:
             :class:`~bge_core.types.Encoded`, in input order; outputs not requested are ``None``.
@@ -234,9 +255,11 @@ class Embedder:
         Raises:
             InputTypeError: ``texts`` is not a string or a list of strings.
             MissingHeadError: sparse or ColBERT requested from a model without that head file.
-            TextTooLongError: a text exceeds ``max_length`` while ``truncation=False``.
+            TextTooLongError: a text exceeds ``max_length`` while truncation is off.
             ConfigError: an invalid ``kind`` or no output requested.
         """
+        normalize = self.normalize if normalize is None else bool(normalize)
+        truncation = self.truncation if truncation is None else bool(truncation)
         if kind not in _KINDS:
             raise ConfigError(f"Invalid kind {kind!r}. Valid kinds are: {', '.join(_KINDS)}.")
         if not (dense or sparse or colbert):
@@ -247,11 +270,11 @@ class Embedder:
         if not items:
             return self._empty(dense, sparse, colbert)
         with self._backbone.lock:
-            if self._tokenizes_ahead(items, kind):
-                out, counts = self._encode_ahead(items, kind, dense, heads, size, show_progress)
+            if truncation and self._tokenizes_ahead(items, kind):
+                out, counts = self._encode_ahead(items, kind, dense, heads, size, show_progress, normalize)
             else:
-                input_ids = self._tokenize_kind(items, kind)
-                out = self._run(input_ids, dense, heads, size, show_progress)
+                input_ids = self._tokenize_kind(items, kind, truncation)
+                out = self._run(input_ids, dense, heads, size, show_progress, normalize)
                 counts = [len(row) for row in input_ids]
         if single:
             return Encoded(
@@ -273,18 +296,22 @@ class Embedder:
         colbert: bool = False,
         batch_size: Optional[int] = None,
         show_progress: Optional[bool] = None,
+        normalize: Optional[bool] = None,
     ) -> ChunkedEncoded:
         """Encode long documents as overlapping token windows, keeping character offsets.
 
         Each window holds at most ``max_tokens`` tokens (special tokens included; default
         ``max_length``); consecutive windows of a document share ``overlap`` tokens. A
         document that fits in one window gives exactly ``encode``'s output. Use
-        :meth:`ChunkedEncoded.aggregate` for one output per document.
+        :meth:`ChunkedEncoded.aggregate` for one output per document. No text is ever cut, so
+        there is no ``truncation`` option; ``normalize``, ``batch_size`` and ``show_progress`` act
+        as in :meth:`encode`, for this call.
 
         Raises:
             ConfigError: ``max_tokens`` above ``max_length`` or ``overlap`` out of range, or a
                 model with a document instruction (E5), whose prefix would not fit chunking.
         """
+        normalize = self.normalize if normalize is None else bool(normalize)
         items, _ = as_texts(texts)
         heads = self._heads(sparse=sparse, colbert=colbert)
         if not (dense or sparse or colbert):
@@ -298,13 +325,13 @@ class Embedder:
             raise ConfigError(f"overlap must be an integer, got {overlap!r}")
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
         if not items:
-            return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), self.normalize)
+            return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), normalize)
         with self._backbone.lock:
             input_ids, chunks = window_tokenize(self._backbone.tokenizer, items, window, overlap)
-            out = self._run(input_ids, dense, heads, size, show_progress)
+            out = self._run(input_ids, dense, heads, size, show_progress, normalize)
         counts = np.bincount([c.document for c in chunks], minlength=len(items))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return ChunkedEncoded(chunks, out, offsets, self.normalize)
+        return ChunkedEncoded(chunks, out, offsets, normalize)
 
     def compute_score(
         self,
@@ -342,8 +369,8 @@ class Embedder:
         queries = list(dict.fromkeys(q for q, _ in items))
         passages = list(dict.fromkeys(p for _, p in items))
         with self._backbone.lock:
-            q_out = self._run(self._tokenize(queries, q_len), True, heads, size, None)
-            p_out = self._run(self._tokenize(passages, p_len), True, heads, size, None)
+            q_out = self._run(self._tokenize(queries, q_len, self.truncation), True, heads, size, None, self.normalize)
+            p_out = self._run(self._tokenize(passages, p_len, self.truncation), True, heads, size, None, self.normalize)
         q_pos = {q: i for i, q in enumerate(queries)}
         p_pos = {p: i for i, p in enumerate(passages)}
         qi = np.array([q_pos[q] for q, _ in items], dtype=np.int64)
@@ -412,18 +439,19 @@ class Embedder:
         return texts
 
     def _tokenizes_ahead(self, items: list[str], kind: Kind) -> bool:
-        """Whether this call tokenizes its next chunk on a helper thread while the model runs:
+        """Whether this call may tokenize its next chunk on a helper thread while the model runs:
         on an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
-        with truncation on and not bge-en-icl queries (their paths tokenize differently)."""
+        and not bge-en-icl queries (their paths tokenize differently). Only calls with truncation
+        on do (``encode`` checks the call's ``truncation``)."""
         wanted = batching.tokenize_ahead_setting()
         if wanted is None:
             wanted = self.device.type != "cpu"
-        return (wanted and self.truncation and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+        return (wanted and len(items) > batching.TOKENIZE_AHEAD_TEXTS
                 and not (kind == "query" and self.spec.icl))
 
     def _encode_ahead(
         self, items: list[str], kind: Kind, dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool],
+        show_progress: Optional[bool], normalize: bool,
     ) -> tuple[Encoded, list[int]]:
         """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
         a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
@@ -447,7 +475,7 @@ class Embedder:
                     ids, cut = future.result()
                     if k + 1 < len(pieces):
                         future = pool.submit(self._tokenize_truncated, pieces[k + 1], max_length)
-                    parts.append(self._run(ids, dense, heads, batch_size, False))
+                    parts.append(self._run(ids, dense, heads, batch_size, False, normalize))
                     counts.extend(len(row) for row in ids)
                     truncated += cut
                     if progress is not None:
@@ -460,11 +488,11 @@ class Embedder:
         )
         return join_parts(parts), counts
 
-    def _tokenize_kind(self, items: list[str], kind: Kind) -> list[list[int]]:
+    def _tokenize_kind(self, items: list[str], kind: Kind, truncation: bool) -> list[list[int]]:
         """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""
         if kind == "query" and self.spec.icl:
-            return self._tokenize_icl(items)
-        return self._tokenize(self.with_instruction(items, kind), self.max_length)
+            return self._tokenize_icl(items, truncation)
+        return self._tokenize(self.with_instruction(items, kind), self.max_length, truncation)
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
@@ -475,8 +503,10 @@ class Embedder:
         cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, texts, ids, max_length)
         return ids, cut
 
-    def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        if self.truncation:
+    def _tokenize(self, texts: list[str], max_length: int, truncation: bool) -> list[list[int]]:
+        """Token ids of ``texts``: cut at ``max_length`` (with the one-time warning), or, with
+        ``truncation=False``, whole, raising :class:`TextTooLongError` for a text that is longer."""
+        if truncation:
             ids, cut = self._tokenize_truncated(texts, max_length)  # cut is 0 once warned: report is a no-op
             self._truncation_warner.report(
                 truncated=cut, total=len(texts), max_length=max_length, limit=self.model_max_length
@@ -493,13 +523,13 @@ class Embedder:
                 )
         return ids
 
-    def _tokenize_icl(self, items: list[str]) -> list[list[int]]:
+    def _tokenize_icl(self, items: list[str], truncation: bool) -> list[list[int]]:
         """bge-en-icl queries, tokenized exactly as ``FlagICLModel.encode_queries``."""
         texts = self.with_instruction(items, "query")
         tokenizer = self._backbone.tokenizer
         ids, cut = icl.tokenize_queries(tokenizer, texts, self._icl_prefix, self.max_length)
         truncated = [i for i, n in enumerate(cut) if n]
-        if truncated and not self.truncation:
+        if truncated and not truncation:
             i = truncated[0]
             raise TextTooLongError(
                 f"texts[{i}] has {cut[i]} tokens with its instruction, more than the "
@@ -514,16 +544,17 @@ class Embedder:
 
     def _run(
         self, input_ids: list[list[int]], dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool],
+        show_progress: Optional[bool], normalize: bool,
     ) -> Encoded:
-        """Forward token ids in token-budget batches; outputs in input order."""
+        """Forward token ids in token-budget batches; outputs in input order (dense vectors
+        L2-normalized when ``normalize``)."""
         n = len(input_ids)
         dense_out = np.empty((n, self.dimension), dtype=np.float32) if dense else None
         sparse_out: Optional[list[Any]] = [None] * n if heads.sparse is not None else None
         colbert_out: Optional[list[Any]] = [None] * n if heads.colbert is not None else None
         for positions, out in batching.run_batches(
             input_ids,
-            self._forward_fn(dense, heads),
+            self._forward_fn(dense, heads, normalize),
             pad_id=self._backbone.tokenizer.pad_token_id,
             device=self.device,
             max_batch_size=batch_size,
@@ -539,9 +570,11 @@ class Embedder:
                         target[pos] = item
         return Encoded(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
 
-    def _forward_fn(self, dense: bool, heads: M3Heads):
+    def _forward_fn(self, dense: bool, heads: M3Heads, normalize: bool) -> Callable[[batching.Batch], dict[str, Any]]:
+        """One batch's forward pass: pooled dense vectors (L2-normalized when ``normalize``) and
+        the requested M3 heads' outputs."""
         model = self._backbone.model
-        pooling, truncate_dim, normalize, post = self.pooling, self.truncate_dim, self.normalize, self._post
+        pooling, truncate_dim, post = self.pooling, self.truncate_dim, self._post
 
         def forward(batch: batching.Batch) -> dict[str, Any]:
             hidden = model(**batch.model_inputs(), return_dict=True).last_hidden_state
