@@ -23,6 +23,7 @@ from . import batching
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError, UnsupportedModelError
+from .frozen import FrozenAfterInit
 from . import icl
 from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
@@ -40,11 +41,16 @@ Kind = Literal["query", "document"]
 _KINDS = ("query", "document")
 
 
-class Embedder:
+class Embedder(FrozenAfterInit):
     """Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
 
     Pooling, query instruction and length limit come from the model registry
     (:mod:`bge_core.registry`) for known models; every one of them can be overridden.
+
+    Settings are read-only after construction: an Embedder may be shared by several callers
+    (threads, adapters, the server), so assigning an attribute raises
+    :class:`~bge_core.errors.ReadOnlySettingError`. What varies per call (``normalize``,
+    ``truncation``, ``batch_size``, ``show_progress``) is an argument of :meth:`encode`.
 
     Args:
         model: A Hugging Face Hub id (``"BAAI/bge-small-en-v1.5"``) or a local folder.
@@ -158,6 +164,7 @@ class Embedder:
         self.truncate_dim = truncate_dim
         self.truncation = bool(truncation)
         self.show_progress = show_progress
+        self._freeze()
 
     # ------------------------------------------------------------------ properties
     @property
