@@ -197,7 +197,11 @@ class Embedder(FrozenAfterInit):
 
         Args:
             texts: A string or a list of strings.
-            batch_size, show_progress, normalize, truncation: As in :meth:`encode`, for this call.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize this call's vectors; ``None`` takes the instance's ``normalize``.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text longer
+                than ``max_length`` in this call; ``None`` takes the instance's ``truncation``.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
@@ -216,7 +220,11 @@ class Embedder(FrozenAfterInit):
 
         Args:
             texts: A string or a list of strings.
-            batch_size, show_progress, normalize, truncation: As in :meth:`encode`, for this call.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize this call's vectors; ``None`` takes the instance's ``normalize``.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text longer
+                than ``max_length`` in this call; ``None`` takes the instance's ``truncation``.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
@@ -446,10 +454,12 @@ class Embedder(FrozenAfterInit):
         return texts
 
     def _tokenizes_ahead(self, items: list[str], kind: Kind) -> bool:
-        """Whether this call may tokenize its next chunk on a helper thread while the model runs:
-        on an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
+        """Whether this call may tokenize its next chunk on a helper thread while the model runs.
+
+        On an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
         and not bge-en-icl queries (their paths tokenize differently). Only calls with truncation
-        on do (``encode`` checks the call's ``truncation``)."""
+        on do (``encode`` checks the call's ``truncation``).
+        """
         wanted = batching.tokenize_ahead_setting()
         if wanted is None:
             wanted = self.device.type != "cpu"
@@ -511,8 +521,11 @@ class Embedder(FrozenAfterInit):
         return ids, cut
 
     def _tokenize(self, texts: list[str], max_length: int, truncation: bool) -> list[list[int]]:
-        """Token ids of ``texts``: cut at ``max_length`` (with the one-time warning), or, with
-        ``truncation=False``, whole, raising :class:`TextTooLongError` for a text that is longer."""
+        """Token ids of ``texts``, cut at ``max_length`` when ``truncation`` (with the one-time warning).
+
+        With ``truncation=False`` texts are tokenized whole, and one longer than ``max_length`` raises
+        :class:`~bge_core.errors.TextTooLongError`.
+        """
         if truncation:
             ids, cut = self._tokenize_truncated(texts, max_length)  # cut is 0 once warned: report is a no-op
             self._truncation_warner.report(
@@ -553,8 +566,10 @@ class Embedder(FrozenAfterInit):
         self, input_ids: list[list[int]], dense: bool, heads: M3Heads, batch_size: int,
         show_progress: Optional[bool], normalize: bool,
     ) -> Encoded:
-        """Forward token ids in token-budget batches; outputs in input order (dense vectors
-        L2-normalized when ``normalize``)."""
+        """Forward token ids in token-budget batches; outputs in input order.
+
+        Dense vectors are L2-normalized when ``normalize`` (the call's value, not the instance's).
+        """
         n = len(input_ids)
         dense_out = np.empty((n, self.dimension), dtype=np.float32) if dense else None
         sparse_out: Optional[list[Any]] = [None] * n if heads.sparse is not None else None
@@ -578,8 +593,11 @@ class Embedder(FrozenAfterInit):
         return Encoded(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
 
     def _forward_fn(self, dense: bool, heads: M3Heads, normalize: bool) -> Callable[[batching.Batch], dict[str, Any]]:
-        """One batch's forward pass: pooled dense vectors (L2-normalized when ``normalize``) and
-        the requested M3 heads' outputs."""
+        """One batch's forward pass, as a function for the batcher.
+
+        It gives pooled dense vectors (L2-normalized when ``normalize``) and the requested M3
+        heads' outputs.
+        """
         model = self._backbone.model
         pooling, truncate_dim, post = self.pooling, self.truncate_dim, self._post
 
