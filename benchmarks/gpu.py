@@ -196,7 +196,8 @@ def check_oom_backoff(dev: Device, folder: Path, texts: list[str]) -> dict[str, 
             warnings.append(record.getMessage())
 
     handler = Capture(logging.WARNING)
-    batching.logger.addHandler(handler)
+    batching_logger = logging.getLogger(batching.__name__)  # the back-off logs under bge_core.batching.oom
+    batching_logger.addHandler(handler)
     try:
         if dev.cuda:
             dev.reset_peak()
@@ -226,7 +227,7 @@ def check_oom_backoff(dev: Device, folder: Path, texts: list[str]) -> dict[str, 
                 emb._backbone.model.forward = original
             kind = "simulated OOM (dry run: no device memory to exhaust)"
     finally:
-        batching.logger.removeHandler(handler)
+        batching_logger.removeHandler(handler)
     splits = sum("retrying in two halves" in w for w in warnings)
     diff = float(np.abs(got - reference).max())
     return {"check": "OOM back-off", "kind": kind, "splits": splits, "max_abs_diff": diff,
@@ -247,15 +248,12 @@ def dense_systems(dev: Device, folder: Path, texts: list[str], dry_run: bool) ->
         def load() -> Any:
             from bge_core import Embedder
 
-            emb = Embedder(folder, device=dev.device)
-
-            def run(items: list[str]) -> Any:
-                os.environ["BGE_RAG_PREFETCH"] = prefetch
-                try:
-                    return emb.encode_documents(items)
-                finally:
-                    os.environ.pop("BGE_RAG_PREFETCH", None)
-            return run
+            os.environ["BGE_RAG_PREFETCH"] = prefetch  # an engine reads it once, when it is built
+            try:
+                emb = Embedder(folder, device=dev.device)
+            finally:
+                os.environ.pop("BGE_RAG_PREFETCH", None)
+            return emb.encode_documents
         return load
 
     def flag(batch: int) -> Callable[[], Any]:

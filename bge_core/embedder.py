@@ -133,6 +133,7 @@ class Embedder(FrozenAfterInit):
             check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
         self.model_name = str(model)
         self.spec: ModelSpec
         self._backbone: Backbone
@@ -460,10 +461,7 @@ class Embedder(FrozenAfterInit):
         and not bge-en-icl queries (their paths tokenize differently). Only calls with truncation
         on do (``encode`` checks the call's ``truncation``).
         """
-        wanted = batching.tokenize_ahead_setting()
-        if wanted is None:
-            wanted = self.device.type != "cpu"
-        return (wanted and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+        return (self._executor.tokenize_ahead and len(items) > batching.TOKENIZE_AHEAD_TEXTS
                 and not (kind == "query" and self.spec.icl))
 
     def _encode_ahead(
@@ -583,6 +581,7 @@ class Embedder(FrozenAfterInit):
             max_batch_tokens=self.max_batch_tokens,
             show_progress=self.show_progress if show_progress is None else show_progress,
             desc="Embedding",
+            executor=self._executor,
         ):
             if dense_out is not None:
                 dense_out[positions] = out["dense"]

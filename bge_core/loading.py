@@ -20,8 +20,7 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from .batching import check_positive
-from .checks import transformers_version
+from .checks import check_positive, transformers_version
 from .errors import ConfigError, ModelLoadError, ModelNotFoundError, UnsupportedModelError
 from .prepack import prepack_encoder
 from .registry import ModelSpec, lookup, resolve_spec

@@ -31,12 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .batching import _env_flag
+from .env import read_env
 
 logger = logging.getLogger(__name__)
 
-#: Environment variable: ``0`` turns prepacking off (``1`` or unset: on where it is as accurate).
-PREPACK_ENV = "BGE_RAG_PREPACK"
 #: Row counts the accuracy check runs each layer shape with (a server's single query, small
 #: coalesced batches, a CPU token-budget batch).
 CHECK_ROWS = (1, 3, 12, 37, 300)
@@ -53,9 +51,10 @@ def _ops() -> Optional[tuple[Any, Any]]:
 
 
 def prepack_setting() -> bool:
-    """``BGE_RAG_PREPACK``: off only when set to ``0`` / ``false`` / ``no`` / ``off`` (any other
-    value but ``1`` / ``true`` / ``yes`` / ``on`` is a ``ConfigError``, as for the other flags)."""
-    return _env_flag(PREPACK_ENV) is not False
+    """``BGE_RAG_PREPACK`` (:mod:`bge_core.env`, read now: when a model is loaded): off only when set
+    to ``0`` / ``false`` / ``no`` / ``off`` (any other value but ``1`` / ``true`` / ``yes`` / ``on``
+    is a ``ConfigError``, as for the other flags)."""
+    return read_env().prepack is not False
 
 
 def _as_accurate(in_features: int, out_features: int, bias: bool, dtype: torch.dtype, ops: tuple[Any, Any]) -> bool:
@@ -131,4 +130,4 @@ def prepack_encoder(model: nn.Module, device: torch.device, dtype: torch.dtype) 
     return len(layers)
 
 
-__all__ = ["CHECK_ROWS", "PREPACK_ENV", "prepack_encoder", "prepack_setting"]
+__all__ = ["CHECK_ROWS", "prepack_encoder", "prepack_setting"]

@@ -153,6 +153,7 @@ class Reranker:
         self.batch_size = batching.check_positive("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
+        self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
         self.show_progress = show_progress
         self.model_name = str(model)
         self.spec: ModelSpec
@@ -384,6 +385,7 @@ class Reranker:
             token_type_ids=token_type_ids,
             show_progress=show_progress,
             desc="Reranking",
+            executor=self._executor,
         )
 
     def _checked(self, scores: np.ndarray) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Shared test setup: no network, fixture models built once per run, FlagEmbedding as oracle."""
+"""Shared test setup: no hub, fixture models built once per run, FlagEmbedding as oracle.
+
+The network is blocked by pytest-socket (``addopts`` in pyproject.toml): connections to anything
+but loopback and Unix sockets raise ``SocketConnectBlockedError``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import socket
 import sys
 import types
 
@@ -18,25 +21,6 @@ import pytest
 
 from bge_rag.sample_data import python_docs_paragraphs
 from bge_rag.testing import FixtureModels, build_fixture_models
-
-_LOCAL_HOSTS = ("127.", "::1", "localhost")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_network():
-    """Refuse every connection that leaves this machine, so no test can reach a hub."""
-    real_connect = socket.socket.connect
-
-    def guarded(self, address):  # type: ignore[no-untyped-def]
-        host = address[0] if isinstance(address, tuple) else None
-        if isinstance(host, str) and not host.startswith(_LOCAL_HOSTS):
-            raise OSError(f"network access is disabled in tests (tried {address!r})")
-        return real_connect(self, address)
-
-    socket.socket.connect = guarded  # type: ignore[method-assign]
-    yield
-    socket.socket.connect = real_connect  # type: ignore[method-assign]
-
 
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> FixtureModels:

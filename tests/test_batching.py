@@ -200,8 +200,8 @@ def test_cpu_token_budget_follows_model_shape(ffn, expected):
 
 
 # --------------------------------------------------------------------------- CPU streams and prefetching
-from bge_core import ConfigError, batching  # noqa: E402
-from bge_core.batching import cpu_execution, cpu_plan  # noqa: E402
+from bge_core import ConfigError, batching, env  # noqa: E402
+from bge_core.batching import cpu_execution, cpu_plan, executors  # noqa: E402
 
 
 @pytest.mark.parametrize(("batches", "threads", "streams", "expected"), [
@@ -217,24 +217,27 @@ def test_cpu_plan(batches, threads, streams, expected):
 
 
 def test_cpu_plan_default_threads_follow_the_available_cpus(monkeypatch):
-    monkeypatch.delenv(batching.STREAMS_ENV, raising=False)
-    monkeypatch.delenv(batching.THREADS_ENV, raising=False)
-    monkeypatch.setattr(batching, "available_cpus", lambda: 1)  # e.g. a container quota of one CPU
-    assert cpu_plan(10) == batching.CpuPlan(streams=1, threads=1)
-    monkeypatch.setattr(batching, "available_cpus", lambda: 64)  # never above the caller's torch threads
-    assert cpu_plan(1).threads == torch.get_num_threads()
+    monkeypatch.delenv(env.STREAMS_ENV, raising=False)
+    monkeypatch.delenv(env.THREADS_ENV, raising=False)
+    cpu = batching.executor_for(torch.device("cpu"))  # as an engine builds it: no variables set
+    monkeypatch.setattr(executors, "available_cpus", lambda: 1)  # e.g. a container quota of one CPU
+    assert cpu.plan(10) == cpu_plan(10) == batching.CpuPlan(streams=1, threads=1)
+    monkeypatch.setattr(executors, "available_cpus", lambda: 64)  # never above the caller's torch threads
+    assert cpu.plan(1).threads == cpu_plan(1).threads == torch.get_num_threads()
 
 
 def test_cpu_plan_environment_and_scoped_override(monkeypatch):
-    monkeypatch.setenv(batching.STREAMS_ENV, "1")
-    monkeypatch.setenv(batching.THREADS_ENV, "4")
-    assert cpu_plan(10) == batching.CpuPlan(streams=1, threads=4)
+    monkeypatch.setenv(env.STREAMS_ENV, "1")
+    monkeypatch.setenv(env.THREADS_ENV, "4")
+    cpu = batching.executor_for(torch.device("cpu"))  # the environment is read here, once
+    assert cpu.plan(10) == batching.CpuPlan(streams=1, threads=4)
     with cpu_execution(streams=2):
-        assert cpu_plan(10) == batching.CpuPlan(streams=2, threads=2)
-    assert cpu_plan(10).streams == 1  # the override ends with its block
-    monkeypatch.setenv(batching.STREAMS_ENV, "many")
+        assert cpu.plan(10) == batching.CpuPlan(streams=2, threads=2)
+    assert cpu.plan(10).streams == 1  # the override ends with its block
+    monkeypatch.setenv(env.STREAMS_ENV, "many")
+    assert cpu.plan(10).streams == 1  # a built executor never reads the environment again
     with pytest.raises(ConfigError, match="BGE_RAG_CPU_STREAMS"):
-        cpu_plan(10)
+        batching.executor_for(torch.device("cpu"))
     with pytest.raises(ConfigError, match="streams"):
         with cpu_execution(streams=0):
             pass

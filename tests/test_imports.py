@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 FRAMEWORKS = (
     "langchain", "langchain_core", "llama_index", "haystack", "sentence_transformers", "FlagEmbedding",
@@ -24,6 +26,53 @@ def test_import_bge_core_imports_no_framework():
     assert result.stdout.strip() == ""
 
 
+ROOT = Path(__file__).resolve().parent.parent
+APP_AND_ADAPTER_DIRS = ("bge_rag", "integrations")
+
+
+def _imports(path: Path) -> list[tuple[str, list[str], int]]:
+    """``(module, imported names, line)`` of every import statement in a file (relative ones resolved
+    against its package)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = ".".join(path.relative_to(ROOT).with_suffix("").parts[:-1])
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, [], node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join([*base, module] if module else base)
+            found.append((module, [alias.name for alias in node.names], node.lineno))
+    return found
+
+
+def test_the_engine_imports_no_app_and_no_app_dependency():
+    banned = ("bge_rag", "fastapi", "starlette", "uvicorn", "pyarrow", "ray", *FRAMEWORKS)
+    offenders = [
+        f"{path.relative_to(ROOT)}:{line}: {module}"
+        for path in sorted((ROOT / "bge_core").rglob("*.py"))
+        for module, _, line in _imports(path)
+        if module.split(".")[0] in banned
+    ]
+    assert offenders == []
+
+
+def test_apps_and_adapters_use_only_public_engine_names():
+    """No ``from bge_core.x import _y``, no ``bge_core._x`` module, no ``engine._attr`` through an import."""
+    offenders = []
+    for folder in APP_AND_ADAPTER_DIRS:
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for module, names, line in _imports(path):
+                if module.split(".")[0] != "bge_core":
+                    continue
+                private = [n for n in names if n.startswith("_") and not n.endswith("__")]
+                if private or any(part.startswith("_") for part in module.split(".")):
+                    offenders.append(f"{path.relative_to(ROOT)}:{line}: from {module} import {', '.join(names)}")
+    assert offenders == []
+
+
 def test_public_names():
     import bge_core
 
@@ -35,7 +84,7 @@ def test_public_names():
 NAMESPACE_DIRS = ("llama_index", "llama_index/embeddings", "llama_index/postprocessor", "haystack_integrations",
                   "haystack_integrations/components", "haystack_integrations/components/embedders",
                   "haystack_integrations/components/rankers")
-PACKAGES = ("bge_core", "langchain_bge", "sentence_transformers_bge", "llama_index/embeddings/bge",
+PACKAGES = ("bge_core", "bge_rag", "bge_rag/server", "bge_rag/corpus", "langchain_bge", "sentence_transformers_bge", "llama_index/embeddings/bge",
             "llama_index/postprocessor/bge_rerank", "haystack_integrations/components/embedders/bge",
             "haystack_integrations/components/rankers/bge")
 

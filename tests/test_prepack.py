@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bge_core import Embedder, Reranker, prepack
+from bge_core import Embedder, Reranker, env, prepack
 from bge_core.errors import ConfigError
 
 
@@ -27,9 +27,9 @@ def _fresh(folder, monkeypatch, tmp_path, name, setting=None):
     copy = tmp_path / name
     shutil.copytree(folder, copy)
     if setting is None:
-        monkeypatch.delenv(prepack.PREPACK_ENV, raising=False)
+        monkeypatch.delenv(env.PREPACK_ENV, raising=False)
     else:
-        monkeypatch.setenv(prepack.PREPACK_ENV, setting)
+        monkeypatch.setenv(env.PREPACK_ENV, setting)
     return copy
 
 
@@ -99,10 +99,10 @@ def test_never_packed_off_cpu_bf16_or_when_turned_off(monkeypatch):
                           (torch.device("meta"), torch.bfloat16)):
         model = _encoder()
         assert prepack.prepack_encoder(model, device, dtype) == 0 and _packed_layers(model) == 0
-    monkeypatch.setenv(prepack.PREPACK_ENV, "0")
+    monkeypatch.setenv(env.PREPACK_ENV, "0")
     model = _encoder()
     assert prepack.prepack_encoder(model, torch.device("cpu"), torch.bfloat16) == 0 and _packed_layers(model) == 0
-    monkeypatch.setenv(prepack.PREPACK_ENV, "maybe")  # a typo is an error, not silently "on"
+    monkeypatch.setenv(env.PREPACK_ENV, "maybe")  # a typo is an error, not silently "on"
     with pytest.raises(ConfigError, match="BGE_RAG_PREPACK"):
         prepack.prepack_encoder(_encoder(), torch.device("cpu"), torch.bfloat16)
 

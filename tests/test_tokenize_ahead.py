@@ -1,5 +1,6 @@
 """Large calls on an accelerator tokenize their next chunk on a helper thread while the model runs
-(forced on the CPU here with BGE_RAG_TOKENIZE_AHEAD=1): same outputs, same token counts, one warning."""
+(forced on the CPU here with BGE_RAG_TOKENIZE_AHEAD=1, read when an engine is built): same outputs,
+same token counts, one warning."""
 
 from __future__ import annotations
 
@@ -9,26 +10,27 @@ import threading
 import numpy as np
 import pytest
 
-from bge_core import Embedder, batching
+from bge_core import Embedder, batching, env
 
 
 @pytest.fixture
 def ahead(monkeypatch):
     monkeypatch.setattr(batching, "TOKENIZE_AHEAD_TEXTS", 7)
-    monkeypatch.setenv(batching.TOKENIZE_AHEAD_ENV, "1")
+    monkeypatch.setenv(env.TOKENIZE_AHEAD_ENV, "1")
 
 
-@pytest.fixture(scope="module")
-def m3(models):
+def _m3(models):
+    """An M3 engine built now: it reads BGE_RAG_TOKENIZE_AHEAD as currently set."""
     return Embedder(models.m3, precision="fp32", max_length=48, query_instruction="Represent: ")
 
 
-def test_tokenizing_ahead_gives_the_outputs_of_one_call(m3, mixed_texts, monkeypatch):
+def test_tokenizing_ahead_gives_the_outputs_of_one_call(models, mixed_texts, monkeypatch):
     texts = mixed_texts[:30]
-    monkeypatch.setenv(batching.TOKENIZE_AHEAD_ENV, "0")
-    whole = m3.encode(texts, kind="query", sparse=True, colbert=True)
+    monkeypatch.setenv(env.TOKENIZE_AHEAD_ENV, "0")
+    whole = _m3(models).encode(texts, kind="query", sparse=True, colbert=True)
     monkeypatch.setattr(batching, "TOKENIZE_AHEAD_TEXTS", 7)
-    monkeypatch.setenv(batching.TOKENIZE_AHEAD_ENV, "1")
+    monkeypatch.setenv(env.TOKENIZE_AHEAD_ENV, "1")
+    m3 = _m3(models)
     threads = []
     tokenizer = m3.tokenizer
     original = type(tokenizer).__call__
@@ -50,10 +52,11 @@ def test_tokenizing_ahead_gives_the_outputs_of_one_call(m3, mixed_texts, monkeyp
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_tokenizing_ahead_is_off_on_cpu_by_default_and_for_small_calls(m3, monkeypatch):
-    monkeypatch.delenv(batching.TOKENIZE_AHEAD_ENV, raising=False)
-    assert not m3._tokenizes_ahead(["x"] * 10_000, "document")  # CPU: the model and tokenizer share cores
-    monkeypatch.setenv(batching.TOKENIZE_AHEAD_ENV, "1")
+def test_tokenizing_ahead_is_off_on_cpu_by_default_and_for_small_calls(models, monkeypatch):
+    monkeypatch.delenv(env.TOKENIZE_AHEAD_ENV, raising=False)
+    assert not _m3(models)._tokenizes_ahead(["x"] * 10_000, "document")  # CPU: the model and tokenizer share cores
+    monkeypatch.setenv(env.TOKENIZE_AHEAD_ENV, "1")
+    m3 = _m3(models)
     assert m3._tokenizes_ahead(["x"] * (batching.TOKENIZE_AHEAD_TEXTS + 1), "document")
     assert not m3._tokenizes_ahead(["x"] * batching.TOKENIZE_AHEAD_TEXTS, "document")  # one chunk: as before
 

@@ -101,7 +101,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def _import_server():
+def _import_server() -> tuple[Any, Any]:
     try:
         import uvicorn
 

@@ -30,12 +30,22 @@ def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
     """uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
     per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's."""
     try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+        return _protocol("httptools"), "httptools"
     except ImportError:  # httptools not installed
+        return _protocol("h11"), "h11"
+
+
+def _protocol(parser: str) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class for ``parser`` (``"httptools"`` or ``"h11"``)."""
+    if parser == "httptools":
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+        return HttpToolsProtocol
+    if parser == "h11":
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        return H11Protocol, "h11"
-    return HttpToolsProtocol, "httptools"
+        return H11Protocol
+    raise ValueError(f"parser must be 'httptools' or 'h11', not {parser!r}")
 
 
 def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> type[asyncio.Protocol]:
@@ -50,12 +60,8 @@ def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> typ
     response = _TIMEOUT_RESPONSE.replace(b"116", str(len(body)).encode()) + body
     if parser is None:
         base, parser = _base_protocol()
-    elif parser == "httptools":
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
-    elif parser == "h11":
-        from uvicorn.protocols.http.h11_impl import H11Protocol as base
     else:
-        raise ValueError(f"parser must be 'httptools' or 'h11', not {parser!r}")
+        base = _protocol(parser)
 
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
         _header_timer: Optional[asyncio.TimerHandle] = None

@@ -91,10 +91,13 @@ def encode_process(
 
 
 def merge_scores(parts: list[list[float]]) -> list[float]:
+    """The scores of a split request's parts, in order (the batcher's ``merge`` for a reranker)."""
     return [score for part in parts for score in part]
 
 
-def rerank_process(reranker: Reranker, cutter: Optional[ServerTokenizer] = None):
+def rerank_process(
+    reranker: Reranker, cutter: Optional[ServerTokenizer] = None
+) -> Callable[[Any, list[Sequence[tuple[str, str]]]], list[list[float]]]:
     """The batcher's ``process`` for a :class:`~bge_core.Reranker`: raw logits, one call per batch."""
 
     def process(key: Any, item_lists: list[Sequence[tuple[str, str]]]) -> list[list[float]]:

@@ -1,11 +1,14 @@
-"""Request bodies (pydantic) and the checks that give each bad input a clear 4xx message."""
+"""What every router's request bodies share: the strict base model, the common field types, and
+the checks that give each bad input a clear 4xx message (raised as :class:`~.errors.APIError`)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
+
+from .errors import APIError
 
 #: ``input_type`` values accepted, and the engine kind each one means (OpenAI has no query /
 #: document distinction; Cohere says ``search_query`` / ``search_document``, NVIDIA ``passage``).
@@ -23,75 +26,11 @@ InputType = Literal["query", "search_query", "document", "search_document", "pas
 TruncationDirection = Literal["right", "Right", "left", "Left"]
 
 
-class APIError(Exception):
-    """An error answered with ``status`` and OpenAI's error shape ``{"error": {...}}``."""
+class Strict(BaseModel):
+    """The base of every request body: strict types (no silent coercion: ``"3"`` is not 3, ``1``
+    is not ``True``) and no unknown fields (a misspelt argument is an error, not ignored)."""
 
-    def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: Optional[str] = None,
-        code: Optional[str] = None, headers: Optional[dict[str, str]] = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.param = param
-        self.code = code
-        self.headers = headers
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
-
-
-class _Strict(BaseModel):
-    # strict: no silent coercion ("3" is not 3, 1 is not True); forbid: a misspelt argument is
-    # an error, not ignored.
     model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class EmbeddingsRequest(_Strict):
-    """``POST /v1/embeddings``: OpenAI's request, plus ``input_type``."""
-
-    input: Any = Field(description="A string or a list of strings.")
-    model: Optional[str] = Field(None, description="Informational: one model per server.")
-    encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[int] = Field(None, description="Keep the first N dimensions (renormalized).")
-    user: Optional[str] = None
-    input_type: Optional[InputType] = Field(
-        None, description="query (applies the model's query instruction) or document (default)."
-    )
-    modality: Optional[str] = Field(None, description="Infinity's field: only \"text\" is served here.")
-
-
-class EncodeRequest(_Strict):
-    """``POST /v1/encode``: dense, BGE-M3 sparse and ColBERT outputs of texts."""
-
-    input: Any = Field(description="A string or a list of strings.")
-    model: Optional[str] = None
-    input_type: Optional[InputType] = None
-    dense: bool = True
-    sparse: bool = False
-    colbert: bool = False
-    sparse_top_tokens: Optional[int] = Field(
-        None, description="Also return the N heaviest sparse tokens as strings (for display)."
-    )
-    encoding_format: Literal["float", "base64"] = "float"
-
-
-class RerankRequest(_Strict):
-    """``POST /v1/rerank`` and ``/rerank``: Cohere / Jina shape, or TEI's (``texts``)."""
-
-    query: str
-    documents: Optional[list[Any]] = Field(None, description="Strings or {\"text\": ...} objects.")
-    texts: Optional[list[Any]] = Field(None, description="TEI's name for documents; answers in TEI's shape.")
-    model: Optional[str] = None
-    top_n: Optional[int] = None
-    return_documents: bool = False
-    return_text: bool = False
-    raw_scores: Optional[bool] = None
-    truncate: Optional[bool] = Field(None, description="TEI: pairs are always truncated as FlagReranker does.")
-    truncation_direction: Optional[TruncationDirection] = None
-    rank_fields: Optional[list[str]] = Field(None, description="Cohere v1: only [\"text\"] is served here.")
-    max_chunks_per_doc: Optional[int] = Field(None, description="Cohere v1: not served (documents are truncated).")
 
 
 def _json_type(value: Any) -> str:
@@ -187,43 +126,49 @@ def unsupported(message: str, param: str) -> APIError:
     return APIError(400, message, param=param, code="unsupported_value")
 
 
-def check_positive(value: Optional[int], name: str) -> Optional[int]:
+def check_positive(name: str, value: Optional[int]) -> Optional[int]:
+    """``value`` when it is absent or at least 1, else a 400 naming the field ``name``.
+
+    The engine's :func:`bge_core.checks.check_positive` takes its arguments in the same order; this
+    one answers an optional request field with a 400 instead of raising the engine's error.
+    """
     if value is not None and value < 1:
         raise APIError(400, f"'{name}' must be a positive integer, got {value}.", param=name)
     return value
 
 
-def validation_message(errors: list[dict[str, Any]]) -> str:
-    """One readable sentence from pydantic / FastAPI validation errors."""
-    messages = []
-    for error in errors[:5]:
-        loc = [str(part) for part in error.get("loc", ()) if part != "body"]
-        kind = error.get("type", "")
-        if kind == "json_invalid":
-            detail = (error.get("ctx") or {}).get("error", "invalid JSON")
-            return f"Malformed JSON body: {detail} (at character {loc[0] if loc else '?'})."
-        if not loc and kind in ("missing", "model_attributes_type", "dict_type", "model_type"):
-            return "The request body must be a JSON object, sent with 'Content-Type: application/json'."
-        if kind == "extra_forbidden":
-            messages.append(f"Unrecognized request argument '{'.'.join(loc)}'")
-        elif kind == "missing":
-            messages.append(f"Missing required argument '{'.'.join(loc)}'")
-        else:
-            messages.append(f"'{'.'.join(loc)}': {error.get('msg', 'invalid value')}")
-    return "; ".join(messages) + "."
+def engine_kind(input_type: Optional[str], *, query: bool, query_alias: str) -> str:
+    """The engine kind (``query`` / ``document``) that ``input_type`` asks for.
+
+    Args:
+        input_type: An :data:`INPUT_TYPES` key, or ``None`` (documents, unless ``query``).
+        query: The path (``/query/v1``) or the model name (``query_alias``) asks for queries.
+        query_alias: The model name that asks for queries, for the error message.
+
+    Raises:
+        APIError: 400 when ``query`` and ``input_type`` names documents.
+    """
+    if not query:
+        return INPUT_TYPES[input_type or "document"]
+    if input_type is not None and INPUT_TYPES[input_type] != "query":
+        raise APIError(
+            400, f"'input_type' is {input_type!r}, but this path or model name serves queries "
+            f"(/query/v1 or '{query_alias}'); use /v1 and the plain model name for documents.",
+            param="input_type",
+        )
+    return "query"
 
 
 __all__ = [
-    "APIError",
-    "EmbeddingsRequest",
-    "EncodeRequest",
     "INPUT_TYPES",
-    "RerankRequest",
+    "InputType",
+    "Strict",
+    "TruncationDirection",
     "check_chars",
     "check_documents",
     "check_positive",
     "check_sizes",
     "check_texts",
+    "engine_kind",
     "unsupported",
-    "validation_message",
 ]

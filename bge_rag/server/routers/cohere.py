@@ -1,4 +1,6 @@
-"""Cohere's v2 API: ``POST /v2/embed`` and ``POST /v2/rerank``, for ``cohere.ClientV2(base_url=...)``.
+"""Cohere's API: ``POST /v2/embed`` and ``POST /v2/rerank`` for ``cohere.ClientV2(base_url=...)``, and
+``POST /v1/rerank`` (Cohere v1's and Jina's rerank path; the shared :class:`~.rerank.RerankRequest`,
+TEI's answer for a body with ``texts``). Errors have OpenAI's shape.
 
 Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What the fields do here:
 
@@ -16,27 +18,28 @@ Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any, Literal, Optional
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from bge_core.errors import TextTooLongError
-from .responses import json_response
-from .schemas import APIError, check_chars, check_documents, check_positive, check_texts, unsupported
-from .work import EncodeKey, b64_float32, rank, truncate_dims
+
+from ..checks import Strict, check_chars, check_documents, check_positive, check_texts, engine_kind, unsupported
+from ..errors import APIError, FamilyRoute, openai_error
+from ..responses import json_response
+from ..service import QUERY_SUFFIX, Service
+from ..work import EncodeKey, b64_float32, rank, truncate_dims
+from . import Routes, rerank
 
 COHERE_INPUT_TYPES = {"search_query": "query", "search_document": "document", "classification": "document",
                       "clustering": "document"}
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class CohereEmbedRequest(_Strict):
+class CohereEmbedRequest(Strict):
     """``POST /v2/embed``."""
 
     model: Optional[str] = None
@@ -51,7 +54,7 @@ class CohereEmbedRequest(_Strict):
     priority: Optional[int] = None
 
 
-class CohereRerankRequest(_Strict):
+class CohereRerankRequest(Strict):
     """``POST /v2/rerank``."""
 
     model: Optional[str] = None
@@ -83,10 +86,23 @@ def _texts(body: CohereEmbedRequest, max_items: int, max_chars: int) -> list[str
     return check_texts(body.texts, "texts", max_items=max_items, max_chars=max_chars)
 
 
-def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
-    """Register ``/v2/embed`` and ``/v2/rerank`` on ``app`` for ``service`` (an ``app._Service``)."""
+class CohereRoute(FamilyRoute):
+    """A route of Cohere's (or Jina's) API: errors in OpenAI's shape."""
 
-    @app.post("/v2/embed", dependencies=auth)
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in OpenAI's shape."""
+        return openai_error(err)
+
+
+def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
+    """Register ``/v1/rerank``, ``/v2/embed`` and ``/v2/rerank`` on ``app``."""
+    routes = Routes(app, CohereRoute, auth)
+
+    @routes.post("/v1/rerank", name="rerank")  # Cohere v1's and Jina's path
+    async def rerank_v1(body: rerank.RerankRequest, request: Request) -> Response:
+        return await rerank.answer(service, body, request, document=rerank.cohere_document)
+
+    @routes.post("/v2/embed")
     async def embed(body: CohereEmbedRequest, request: Request) -> Response:
         embedder = service.need_embedder()
         s = service.settings
@@ -96,17 +112,18 @@ def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
                            f"{', '.join(COHERE_INPUT_TYPES)}.", param="input_type")
         kind = COHERE_INPUT_TYPES[body.input_type or "search_document"]
         if service.query_alias(body.model):
-            kind = service.kind(None if body.input_type is None else kind, query=True)
+            kind = engine_kind(None if body.input_type is None else kind, query=True,
+                               query_alias=service.embedder_name + QUERY_SUFFIX)
         types = body.embedding_types or ["float"]
         quantized = [t for t in types if t not in ("float", "base64")]
         if quantized:
             raise unsupported(f"'embedding_types' {quantized} are not served: this server returns 'float' and "
                               f"'base64' (float32) embeddings only.", "embedding_types")
-        max_tokens = check_positive(body.max_tokens, "max_tokens")
+        max_tokens = check_positive("max_tokens", body.max_tokens)
         if max_tokens is not None and max_tokens < embedder.max_length:
             raise unsupported(f"'max_tokens' {max_tokens} is below this server's max_length ({embedder.max_length} "
                               f"tokens per text); start the server with --max-length {max_tokens}.", "max_tokens")
-        dims = check_positive(body.output_dimension, "output_dimension")
+        dims = check_positive("output_dimension", body.output_dimension)
         if dims is not None and dims > embedder.dimension:
             raise APIError(400, f"'output_dimension' is {dims}, but this model's vectors have {embedder.dimension} "
                            f"dimensions.", param="output_dimension")
@@ -119,6 +136,7 @@ def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
             raise unsupported(f"'truncate': 'START' is not supported: this server cuts the end of a text, and this "
                               f"one needs cutting ({exc}).", "truncate") from exc
         vectors = part.dense
+        assert vectors is not None
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize)
         embeddings: dict[str, Any] = {}
@@ -132,20 +150,20 @@ def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
             "response_type": "embeddings_by_type",
         })
 
-    @app.post("/v2/rerank", dependencies=auth)
-    async def rerank(body: CohereRerankRequest, request: Request) -> Response:
+    @routes.post("/v2/rerank", name="rerank")
+    async def rerank_v2(body: CohereRerankRequest, request: Request) -> Response:
         reranker = service.need_reranker()
         s = service.settings
         if body.relevant_spans:
             raise unsupported("'relevant_spans' is not served: this server scores whole documents.", "relevant_spans")
-        max_tokens = check_positive(body.max_tokens_per_doc, "max_tokens_per_doc")
+        max_tokens = check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if max_tokens is not None and max_tokens < reranker.max_length:
             raise unsupported(f"'max_tokens_per_doc' {max_tokens} is below this server's reranker max_length "
                               f"({reranker.max_length} tokens per pair); start it with --reranker-max-length.",
                               "max_tokens_per_doc")
         check_chars(body.query, "query", s.max_input_chars)
         docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
-        top_n = check_positive(body.top_n, "top_n")
+        top_n = check_positive("top_n", body.top_n)
         scores = await service.logits(body.query, docs, request)
         ranked = rank(scores, top_n, s.rerank_scores)
         return json_response({
@@ -155,4 +173,4 @@ def add_cohere_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
         })
 
 
-__all__ = ["COHERE_INPUT_TYPES", "CohereEmbedRequest", "CohereRerankRequest", "add_cohere_routes"]
+__all__ = ["COHERE_INPUT_TYPES", "CohereEmbedRequest", "CohereRerankRequest", "CohereRoute", "add_routes"]

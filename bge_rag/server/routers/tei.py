@@ -1,9 +1,12 @@
 """Hugging Face Text Embeddings Inference (TEI) routes: ``/embed``, ``POST /``, ``/embed_sparse``,
-``/tokenize``, ``/decode`` (``/rerank`` with TEI's ``texts`` and ``/info`` live in :mod:`.app`).
+``/tokenize``, ``/decode`` (``/rerank`` with TEI's ``texts`` is served by :mod:`.infinity`, whose path it
+shares, and ``/info`` by :mod:`.native`).
 
 Request and answer shapes follow TEI's router (``router/src/http/types.rs``): ``inputs`` is a
 string or a list of strings; ``/embed`` answers ``[[float]]``, ``/embed_sparse``
-``[[{index, value}]]`` (BGE-M3's lexical weights), errors ``{"error", "error_type"}``.
+``[[{index, value}]]`` (BGE-M3's lexical weights), errors ``{"error", "error_type"}`` (also for a
+wrong method on these paths). Without an embedder, ``POST /`` reranks (TEI serves its model's main
+route there), taking the shared :class:`~.rerank.RerankRequest`.
 
 TEI options and what they do here:
 
@@ -19,27 +22,28 @@ TEI options and what they do here:
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from collections.abc import Sequence
+from typing import Any, Optional, Union
 
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.responses import JSONResponse, Response
+from pydantic import Field
 
 from bge_core.errors import TextTooLongError
-from .responses import json_response
-from .schemas import APIError, RerankRequest, TruncationDirection, check_positive, check_texts, unsupported
-from .work import EncodeKey, truncate_dims
+
+from ..checks import Strict, TruncationDirection, check_positive, check_texts, unsupported
+from ..errors import APIError, FamilyRoute
+from ..responses import json_response
+from ..service import Service
+from ..work import EncodedPart, EncodeKey, truncate_dims
+from . import Routes, rerank
 
 #: TEI's ``prompt_name`` values this server knows, and the engine kind of each.
 PROMPT_NAMES = {"query": "query", "search_query": "query", "document": "document", "passage": "document",
                 "search_document": "document"}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class TEIEmbedRequest(_Strict):
+class TEIEmbedRequest(Strict):
     """``POST /embed`` (and ``POST /``), as TEI's ``EmbedRequest``."""
 
     inputs: Any = Field(description="A string or a list of strings.")
@@ -50,7 +54,7 @@ class TEIEmbedRequest(_Strict):
     dimensions: Optional[int] = None
 
 
-class TEISparseRequest(_Strict):
+class TEISparseRequest(Strict):
     """``POST /embed_sparse``, as TEI's ``EmbedSparseRequest``."""
 
     inputs: Any = Field(description="A string or a list of strings.")
@@ -59,7 +63,7 @@ class TEISparseRequest(_Strict):
     prompt_name: Optional[str] = None
 
 
-class TEITokenizeRequest(_Strict):
+class TEITokenizeRequest(Strict):
     """``POST /tokenize``, as TEI's ``TokenizeRequest``."""
 
     inputs: Any = Field(description="A string or a list of strings.")
@@ -67,14 +71,31 @@ class TEITokenizeRequest(_Strict):
     prompt_name: Optional[str] = None
 
 
-class TEIDecodeRequest(_Strict):
+class TEIDecodeRequest(Strict):
     """``POST /decode``, as TEI's ``DecodeRequest``."""
 
     ids: Any = Field(description="A list of token ids, or a list of such lists.")
     skip_special_tokens: bool = True
 
 
+def tei_error(err: APIError) -> Response:
+    """TEI's error body ``{"error": message, "error_type": ...}``, its type from the status."""
+    tei_type = {413: "Validation", 429: "Overloaded", 503: "Overloaded", 424: "Backend"}.get(err.status, "Validation")
+    if err.status >= 500 and err.status != 503:
+        tei_type = "Backend"
+    return JSONResponse({"error": err.message, "error_type": tei_type}, status_code=err.status, headers=err.headers)
+
+
+class TEIRoute(FamilyRoute):
+    """A route of TEI's API: errors in TEI's shape."""
+
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in TEI's shape."""
+        return tei_error(err)
+
+
 def prompt_kind(prompt_name: Optional[str]) -> str:
+    """The engine kind of TEI's ``prompt_name`` (documents when absent); 400 for an unknown name."""
     if prompt_name is None:
         return "document"
     if prompt_name not in PROMPT_NAMES:
@@ -99,18 +120,21 @@ def _ids(value: Any) -> list[list[int]]:
     raise APIError(400, "'ids' must be a list of token ids or a list of such lists.", param="ids")
 
 
-def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
-    """Register TEI's routes on ``app`` for ``service`` (an ``app._Service``)."""
+def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
+    """Register TEI's routes on ``app``."""
+    routes = Routes(app, TEIRoute, auth)
 
-    async def encode(body: Any, request: Request, *, sparse: bool) -> Any:
-        service.need_embedder()
+    async def encode(
+        body: Union[TEIEmbedRequest, TEISparseRequest], request: Request, *, sparse: bool
+    ) -> EncodedPart:
+        embedder = service.need_embedder()
         texts = check_texts(body.inputs, "inputs", max_items=service.settings.max_inputs,
                             max_chars=service.settings.max_input_chars)
         kind = prompt_kind(body.prompt_name)
         left = _left(body.truncation_direction)
         strict = body.truncate is False or left
         normalize = getattr(body, "normalize", None)
-        if normalize is None or normalize == service.embedder.normalize:
+        if normalize is None or normalize == embedder.normalize:
             normalize = None  # the embedder's own setting: such requests share engine calls with others
         key = EncodeKey(kind, dense=not sparse, sparse=sparse, normalize=normalize, strict=strict)
         try:
@@ -121,40 +145,42 @@ def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
             raise unsupported(f"'truncation_direction': 'left' is not supported: this server cuts the end of a "
                               f"text, and this one needs cutting ({exc}).", "truncation_direction") from exc
 
-    @app.post("/embed", dependencies=auth)
+    @routes.post("/embed")
     async def embed(body: TEIEmbedRequest, request: Request) -> Response:
         embedder = service.need_embedder()
-        dims = check_positive(body.dimensions, "dimensions")
+        dims = check_positive("dimensions", body.dimensions)
         if dims is not None and dims > embedder.dimension:
             raise APIError(400, f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} "
                            f"dimensions.", param="dimensions")
         part = await encode(body, request, sparse=False)
         vectors = part.dense
+        assert vectors is not None
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize if body.normalize is None else body.normalize)
         return json_response(vectors)
 
     if service.embedder is not None:
-        app.post("/", dependencies=auth)(embed)  # TEI serves its model's main route at POST /
+        routes.post("/")(embed)  # TEI serves its model's main route at POST /
     else:
 
-        @app.post("/", dependencies=auth)
-        async def rerank_root(body: RerankRequest, request: Request) -> Response:
-            return await service.rerank(body, request)
+        @routes.post("/")
+        async def rerank_root(body: rerank.RerankRequest, request: Request) -> Response:
+            return await rerank.answer(service, body, request, document=rerank.cohere_document)
 
-    @app.post("/embed_sparse", dependencies=auth)
+    @routes.post("/embed_sparse")
     async def embed_sparse(body: TEISparseRequest, request: Request) -> Response:
         service.need_embedder()
         if not service.heads["sparse"]:
             raise APIError(424, "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); "
                            "/embed_sparse needs one.", code="missing_head")
         part = await encode(body, request, sparse=True)
+        assert part.sparse is not None
         return json_response([
             [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices.tolist(), vec.values.tolist())]
             for vec in part.sparse
         ])
 
-    @app.post("/tokenize", dependencies=auth)
+    @routes.post("/tokenize")
     async def tokenize(body: TEITokenizeRequest) -> Response:
         s = service.settings
         texts = check_texts(body.inputs, "inputs", max_items=s.max_inputs, max_chars=s.max_input_chars)
@@ -162,7 +188,7 @@ def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
             texts = service.embedder.with_instruction(texts, "query")
         return json_response(await service.tokenize(texts, body.add_special_tokens))
 
-    @app.post("/decode", dependencies=auth)
+    @routes.post("/decode")
     async def decode(body: TEIDecodeRequest) -> Response:
         ids = _ids(body.ids)
         if len(ids) > service.settings.max_inputs:
@@ -171,5 +197,5 @@ def add_tei_routes(app: FastAPI, service: Any, auth: list[Any]) -> None:
         return json_response(await service.decode(ids, body.skip_special_tokens))
 
 
-__all__ = ["PROMPT_NAMES", "TEIDecodeRequest", "TEIEmbedRequest", "TEISparseRequest", "TEITokenizeRequest",
-           "add_tei_routes", "prompt_kind"]
+__all__ = ["PROMPT_NAMES", "TEIDecodeRequest", "TEIEmbedRequest", "TEIRoute", "TEISparseRequest",
+           "TEITokenizeRequest", "add_routes", "prompt_kind", "tei_error"]

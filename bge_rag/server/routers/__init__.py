@@ -1,0 +1,66 @@
+"""One router per foreign API the server speaks; each owns its routes, request models and error shape.
+
+- :mod:`.openai`: ``/v1/embeddings``, ``/query/v1/embeddings``, ``/v1/models``.
+- :mod:`.infinity`: ``/embeddings``, ``/models``, ``/rerank`` (Infinity's paths; TEI's ``/rerank``
+  body is answered there too, as the path is shared).
+- :mod:`.cohere`: ``/v1/rerank`` (Cohere v1 and Jina), ``/v2/embed``, ``/v2/rerank``.
+- :mod:`.tei`: ``/embed``, ``POST /``, ``/embed_sparse``, ``/tokenize``, ``/decode``.
+- :mod:`.native`: ``/``, ``/health``, ``/info``, ``/metrics``, ``/docs``, ``/openapi.json``, ``/v1/encode``.
+
+:mod:`.rerank` holds the rerank body that Cohere v1, Jina, TEI and Infinity clients send to the
+same paths. Each module has ``add_routes(app, service, auth)``; the routes go on the app's own
+router (not ``include_router``), so ``app.routes`` lists them and the first route matching a path
+answers a wrong method (405) in its API's shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Callable, TypeVar
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+class Routes:
+    """Registers one API family's routes on ``app`` with the family's route class.
+
+    Args:
+        app: The app whose router gets the routes.
+        route_class: The family's route class (its ``error_response`` writes the family's errors).
+        auth: The dependencies that check the API key, given to every route but those registered
+            with ``public=True``.
+
+    Example:
+        >>> routes = Routes(app, TEIRoute, auth)
+        >>> @routes.post("/embed")
+        ... async def embed(body: TEIEmbedRequest) -> Response: ...
+    """
+
+    def __init__(self, app: FastAPI, route_class: type[APIRoute], auth: Sequence[Any]) -> None:
+        self.app = app
+        self.route_class = route_class
+        self.auth = list(auth)
+
+    def get(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
+        """Register the decorated function for ``GET path``."""
+        return self._route(path, "GET", public, options)
+
+    def post(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
+        """Register the decorated function for ``POST path``."""
+        return self._route(path, "POST", public, options)
+
+    def _route(self, path: str, method: str, public: bool, options: dict[str, Any]) -> Callable[[Endpoint], Endpoint]:
+        def register(endpoint: Endpoint) -> Endpoint:
+            self.app.router.add_api_route(
+                path, endpoint, methods=[method], dependencies=None if public else self.auth,
+                route_class_override=self.route_class, **options,
+            )
+            return endpoint
+
+        return register
+
+
+__all__ = ["Routes"]

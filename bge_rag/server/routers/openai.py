@@ -1,0 +1,118 @@
+"""OpenAI's embeddings API: ``POST /v1/embeddings``, ``POST /query/v1/embeddings``, ``GET /v1/models``.
+
+``/v1/embeddings`` takes OpenAI's request (``input`` str or list, ``model``, ``encoding_format``
+float or base64, ``dimensions``, ``user``) and answers OpenAI's response with ``usage``, plus
+``input_type`` (``"query"`` applies the model's query instruction; default ``"document"``) and
+Infinity's ``modality`` / ``id`` / ``created``. Clients that cannot send ``input_type`` ask for
+queries with the base URL ``.../query/v1`` or the model name ``<name>-query``. Errors have
+OpenAI's shape ``{"error": {message, type, param, code}}``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from typing import Any, Literal, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from pydantic import Field
+
+from ..checks import InputType, Strict, check_positive, engine_kind, unsupported
+from ..errors import APIError, FamilyRoute, openai_error
+from ..responses import json_response
+from ..service import QUERY_SUFFIX, Service
+from ..work import EncodeKey, b64_float32, truncate_dims
+from . import Routes
+
+
+class EmbeddingsRequest(Strict):
+    """``POST /v1/embeddings``: OpenAI's request, plus ``input_type``."""
+
+    input: Any = Field(description="A string or a list of strings.")
+    model: Optional[str] = Field(None, description="Informational: one model per server.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: Optional[int] = Field(None, description="Keep the first N dimensions (renormalized).")
+    user: Optional[str] = None
+    input_type: Optional[InputType] = Field(
+        None, description="query (applies the model's query instruction) or document (default)."
+    )
+    modality: Optional[str] = Field(None, description="Infinity's field: only \"text\" is served here.")
+
+
+class OpenAIRoute(FamilyRoute):
+    """A route of OpenAI's API: errors in OpenAI's shape."""
+
+    def error_response(self, err: APIError) -> Response:
+        """``err`` in OpenAI's shape."""
+        return openai_error(err)
+
+
+async def create_embeddings(
+    service: Service, body: EmbeddingsRequest, request: Optional[Request] = None, *, query_path: bool = False
+) -> Response:
+    """OpenAI's embeddings answer for ``body``; every input is a query when ``query_path``."""
+    embedder = service.need_embedder()
+    if body.modality not in (None, "text"):
+        raise unsupported(f"'modality' is {body.modality!r}; this server embeds text only (modality 'text').",
+                          "modality")
+    texts = service.texts(body.input)
+    query = query_path or service.query_alias(body.model)
+    kind = engine_kind(body.input_type, query=query, query_alias=service.embedder_name + QUERY_SUFFIX)
+    dims = check_positive("dimensions", body.dimensions)
+    if dims is not None and dims > embedder.dimension:
+        raise APIError(
+            400, f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
+            param="dimensions",
+        )
+    part = await service.encode(texts, EncodeKey(kind), request)
+    vectors = part.dense
+    assert vectors is not None
+    if dims is not None and dims < vectors.shape[1]:
+        vectors = truncate_dims(vectors, dims, embedder.normalize)
+    if body.encoding_format == "base64":
+        embeddings: list[Any] = [b64_float32(v) for v in vectors]
+    else:
+        embeddings = list(vectors)  # float32 rows: orjson writes each float32 exactly (responses.py)
+    tokens = sum(part.token_counts)
+    return json_response({
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
+        "model": service.embedder_name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "id": f"bge-rag-{uuid.uuid4()}",  # Infinity's fields
+        "created": int(time.time()),
+    })
+
+
+def model_list(service: Service) -> Response:
+    """OpenAI's model list, with Infinity's ``capabilities`` and ``backend``."""
+    created = int(time.time())
+    data = []
+    entry = {"object": "model", "created": created, "owned_by": "bge-rag", "backend": "torch", "stats": {}}
+    if service.embedder is not None:
+        data.append({"id": service.embedder_name, **entry, "capabilities": ["embed"]})
+    if service.reranker is not None:
+        data.append({"id": service.reranker_name, **entry, "capabilities": ["rerank"]})
+    return json_response({"object": "list", "data": data})
+
+
+def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
+    """Register OpenAI's routes on ``app``."""
+    routes = Routes(app, OpenAIRoute, auth)
+
+    @routes.get("/v1/models")
+    def models() -> Response:
+        return model_list(service)
+
+    @routes.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        return await create_embeddings(service, body, request)
+
+    @routes.post("/query/v1/embeddings")  # base URL .../query/v1: every input is a query
+    async def query_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+        return await create_embeddings(service, body, request, query_path=True)
+
+
+__all__ = ["EmbeddingsRequest", "OpenAIRoute", "add_routes", "create_embeddings", "model_list"]
