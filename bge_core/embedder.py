@@ -10,7 +10,7 @@ measured over 204 texts on the BERT, XLM-R, Qwen2 and Mistral fixtures by
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -23,6 +23,7 @@ from . import batching
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError, UnsupportedModelError
+from .frozen import FrozenAfterInit
 from . import icl
 from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
@@ -40,11 +41,16 @@ Kind = Literal["query", "document"]
 _KINDS = ("query", "document")
 
 
-class Embedder:
+class Embedder(FrozenAfterInit):
     """Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
 
     Pooling, query instruction and length limit come from the model registry
     (:mod:`bge_core.registry`) for known models; every one of them can be overridden.
+
+    Settings are read-only after construction: an Embedder may be shared by several callers
+    (threads, adapters, the server), so assigning an attribute raises
+    :class:`~bge_core.errors.ReadOnlySettingError`. What varies per call (``normalize``,
+    ``truncation``, ``batch_size``, ``show_progress``) is an argument of :meth:`encode`.
 
     Args:
         model: A Hugging Face Hub id (``"BAAI/bge-small-en-v1.5"``) or a local folder.
@@ -159,6 +165,7 @@ class Embedder:
         self.truncate_dim = truncate_dim
         self.truncation = bool(truncation)
         self.show_progress = show_progress
+        self._freeze()
 
     # ------------------------------------------------------------------ properties
     @property
@@ -185,26 +192,48 @@ class Embedder:
     # ------------------------------------------------------------------ public API
     def encode_queries(
         self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
     ) -> np.ndarray:
         """Dense vectors of queries, with the query instruction applied.
+
+        Args:
+            texts: A string or a list of strings.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize this call's vectors; ``None`` takes the instance's ``normalize``.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text longer
+                than ``max_length`` in this call; ``None`` takes the instance's ``truncation``.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        out = self.encode(texts, kind="query", batch_size=batch_size, show_progress=show_progress)
+        out = self.encode(
+            texts, kind="query", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            truncation=truncation,
+        )
         return out.dense  # type: ignore[return-value]
 
     def encode_documents(
         self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
     ) -> np.ndarray:
         """Dense vectors of documents (no query instruction).
+
+        Args:
+            texts: A string or a list of strings.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize this call's vectors; ``None`` takes the instance's ``normalize``.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text longer
+                than ``max_length`` in this call; ``None`` takes the instance's ``truncation``.
 
         Returns:
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
-        out = self.encode(texts, kind="document", batch_size=batch_size, show_progress=show_progress)
+        out = self.encode(
+            texts, kind="document", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            truncation=truncation,
+        )
         return out.dense  # type: ignore[return-value]
 
     def encode(
@@ -217,17 +246,24 @@ class Embedder:
         colbert: bool = False,
         batch_size: Optional[int] = None,
         show_progress: Optional[bool] = None,
+        normalize: Optional[bool] = None,
+        truncation: Optional[bool] = None,
     ) -> Encoded:
         """Encode texts into the requested outputs with one forward pass per batch.
 
         Args:
             texts: A string or a list of strings.
             kind: ``"query"`` applies the query instruction; ``"document"`` the document one.
-            dense: Dense vectors (float32, normalized unless ``normalize=False``).
+            dense: Dense vectors (float32, L2-normalized unless normalization is off).
             sparse: BGE-M3 lexical weights (:class:`~bge_core.types.SparseVector`).
             colbert: BGE-M3 ColBERT vectors (a float32 ``(tokens - 1, dim)`` matrix per text).
             batch_size: Overrides the instance's ``batch_size`` for this call.
             show_progress: Overrides the instance's ``show_progress`` for this call.
+            normalize: L2-normalize the dense vectors of this call; ``None`` takes the instance's
+                ``normalize``. Other calls on the same (possibly shared) Embedder are unaffected.
+            truncation: ``False`` raises :class:`~bge_core.errors.TextTooLongError` for a text
+                longer than ``max_length`` in this call instead of cutting it; ``None`` takes the
+                instance's ``truncation``.
 
         Returns:
             :class:`~bge_core.types.Encoded`, in input order; outputs not requested are ``None``.
@@ -235,9 +271,11 @@ class Embedder:
         Raises:
             InputTypeError: ``texts`` is not a string or a list of strings.
             MissingHeadError: sparse or ColBERT requested from a model without that head file.
-            TextTooLongError: a text exceeds ``max_length`` while ``truncation=False``.
+            TextTooLongError: a text exceeds ``max_length`` while truncation is off.
             ConfigError: an invalid ``kind`` or no output requested.
         """
+        normalize = self.normalize if normalize is None else bool(normalize)
+        truncation = self.truncation if truncation is None else bool(truncation)
         if kind not in _KINDS:
             raise ConfigError(f"Invalid kind {kind!r}. Valid kinds are: {', '.join(_KINDS)}.")
         if not (dense or sparse or colbert):
@@ -248,11 +286,11 @@ class Embedder:
         if not items:
             return self._empty(dense, sparse, colbert)
         with self._backbone.lock:
-            if self._tokenizes_ahead(items, kind):
-                out, counts = self._encode_ahead(items, kind, dense, heads, size, show_progress)
+            if truncation and self._tokenizes_ahead(items, kind):
+                out, counts = self._encode_ahead(items, kind, dense, heads, size, show_progress, normalize)
             else:
-                input_ids = self._tokenize_kind(items, kind)
-                out = self._run(input_ids, dense, heads, size, show_progress)
+                input_ids = self._tokenize_kind(items, kind, truncation)
+                out = self._run(input_ids, dense, heads, size, show_progress, normalize)
                 counts = [len(row) for row in input_ids]
         if single:
             return Encoded(
@@ -274,18 +312,22 @@ class Embedder:
         colbert: bool = False,
         batch_size: Optional[int] = None,
         show_progress: Optional[bool] = None,
+        normalize: Optional[bool] = None,
     ) -> ChunkedEncoded:
         """Encode long documents as overlapping token windows, keeping character offsets.
 
         Each window holds at most ``max_tokens`` tokens (special tokens included; default
         ``max_length``); consecutive windows of a document share ``overlap`` tokens. A
         document that fits in one window gives exactly ``encode``'s output. Use
-        :meth:`ChunkedEncoded.aggregate` for one output per document.
+        :meth:`ChunkedEncoded.aggregate` for one output per document. No text is ever cut, so
+        there is no ``truncation`` option; ``normalize``, ``batch_size`` and ``show_progress`` act
+        as in :meth:`encode`, for this call.
 
         Raises:
             ConfigError: ``max_tokens`` above ``max_length`` or ``overlap`` out of range, or a
                 model with a document instruction (E5), whose prefix would not fit chunking.
         """
+        normalize = self.normalize if normalize is None else bool(normalize)
         items, _ = as_texts(texts)
         heads = self._heads(sparse=sparse, colbert=colbert)
         if not (dense or sparse or colbert):
@@ -299,13 +341,13 @@ class Embedder:
             raise ConfigError(f"overlap must be an integer, got {overlap!r}")
         size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
         if not items:
-            return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), self.normalize)
+            return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), normalize)
         with self._backbone.lock:
             input_ids, chunks = window_tokenize(self._backbone.tokenizer, items, window, overlap)
-            out = self._run(input_ids, dense, heads, size, show_progress)
+            out = self._run(input_ids, dense, heads, size, show_progress, normalize)
         counts = np.bincount([c.document for c in chunks], minlength=len(items))
         offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-        return ChunkedEncoded(chunks, out, offsets, self.normalize)
+        return ChunkedEncoded(chunks, out, offsets, normalize)
 
     def compute_score(
         self,
@@ -343,8 +385,8 @@ class Embedder:
         queries = list(dict.fromkeys(q for q, _ in items))
         passages = list(dict.fromkeys(p for _, p in items))
         with self._backbone.lock:
-            q_out = self._run(self._tokenize(queries, q_len), True, heads, size, None)
-            p_out = self._run(self._tokenize(passages, p_len), True, heads, size, None)
+            q_out = self._run(self._tokenize(queries, q_len, self.truncation), True, heads, size, None, self.normalize)
+            p_out = self._run(self._tokenize(passages, p_len, self.truncation), True, heads, size, None, self.normalize)
         q_pos = {q: i for i, q in enumerate(queries)}
         p_pos = {p: i for i, p in enumerate(passages)}
         qi = np.array([q_pos[q] for q, _ in items], dtype=np.int64)
@@ -413,15 +455,18 @@ class Embedder:
         return texts
 
     def _tokenizes_ahead(self, items: list[str], kind: Kind) -> bool:
-        """Whether this call tokenizes its next chunk on a helper thread while the model runs:
-        on an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
-        with truncation on and not bge-en-icl queries (their paths tokenize differently)."""
-        return (self._executor.tokenize_ahead and self.truncation and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+        """Whether this call may tokenize its next chunk on a helper thread while the model runs.
+
+        On an accelerator (or ``BGE_RAG_TOKENIZE_AHEAD=1``), for calls of more than one chunk,
+        and not bge-en-icl queries (their paths tokenize differently). Only calls with truncation
+        on do (``encode`` checks the call's ``truncation``).
+        """
+        return (self._executor.tokenize_ahead and len(items) > batching.TOKENIZE_AHEAD_TEXTS
                 and not (kind == "query" and self.spec.icl))
 
     def _encode_ahead(
         self, items: list[str], kind: Kind, dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool],
+        show_progress: Optional[bool], normalize: bool,
     ) -> tuple[Encoded, list[int]]:
         """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
         a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
@@ -445,7 +490,7 @@ class Embedder:
                     ids, cut = future.result()
                     if k + 1 < len(pieces):
                         future = pool.submit(self._tokenize_truncated, pieces[k + 1], max_length)
-                    parts.append(self._run(ids, dense, heads, batch_size, False))
+                    parts.append(self._run(ids, dense, heads, batch_size, False, normalize))
                     counts.extend(len(row) for row in ids)
                     truncated += cut
                     if progress is not None:
@@ -458,11 +503,11 @@ class Embedder:
         )
         return join_parts(parts), counts
 
-    def _tokenize_kind(self, items: list[str], kind: Kind) -> list[list[int]]:
+    def _tokenize_kind(self, items: list[str], kind: Kind, truncation: bool) -> list[list[int]]:
         """Token ids of texts as ``kind``: ICL queries (bge-en-icl) or instruction + text."""
         if kind == "query" and self.spec.icl:
-            return self._tokenize_icl(items)
-        return self._tokenize(self.with_instruction(items, kind), self.max_length)
+            return self._tokenize_icl(items, truncation)
+        return self._tokenize(self.with_instruction(items, kind), self.max_length, truncation)
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
@@ -473,8 +518,13 @@ class Embedder:
         cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, texts, ids, max_length)
         return ids, cut
 
-    def _tokenize(self, texts: list[str], max_length: int) -> list[list[int]]:
-        if self.truncation:
+    def _tokenize(self, texts: list[str], max_length: int, truncation: bool) -> list[list[int]]:
+        """Token ids of ``texts``, cut at ``max_length`` when ``truncation`` (with the one-time warning).
+
+        With ``truncation=False`` texts are tokenized whole, and one longer than ``max_length`` raises
+        :class:`~bge_core.errors.TextTooLongError`.
+        """
+        if truncation:
             ids, cut = self._tokenize_truncated(texts, max_length)  # cut is 0 once warned: report is a no-op
             self._truncation_warner.report(
                 truncated=cut, total=len(texts), max_length=max_length, limit=self.model_max_length
@@ -491,13 +541,13 @@ class Embedder:
                 )
         return ids
 
-    def _tokenize_icl(self, items: list[str]) -> list[list[int]]:
+    def _tokenize_icl(self, items: list[str], truncation: bool) -> list[list[int]]:
         """bge-en-icl queries, tokenized exactly as ``FlagICLModel.encode_queries``."""
         texts = self.with_instruction(items, "query")
         tokenizer = self._backbone.tokenizer
         ids, cut = icl.tokenize_queries(tokenizer, texts, self._icl_prefix, self.max_length)
         truncated = [i for i, n in enumerate(cut) if n]
-        if truncated and not self.truncation:
+        if truncated and not truncation:
             i = truncated[0]
             raise TextTooLongError(
                 f"texts[{i}] has {cut[i]} tokens with its instruction, more than the "
@@ -512,16 +562,19 @@ class Embedder:
 
     def _run(
         self, input_ids: list[list[int]], dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool],
+        show_progress: Optional[bool], normalize: bool,
     ) -> Encoded:
-        """Forward token ids in token-budget batches; outputs in input order."""
+        """Forward token ids in token-budget batches; outputs in input order.
+
+        Dense vectors are L2-normalized when ``normalize`` (the call's value, not the instance's).
+        """
         n = len(input_ids)
         dense_out = np.empty((n, self.dimension), dtype=np.float32) if dense else None
         sparse_out: Optional[list[Any]] = [None] * n if heads.sparse is not None else None
         colbert_out: Optional[list[Any]] = [None] * n if heads.colbert is not None else None
         for positions, out in batching.run_batches(
             input_ids,
-            self._forward_fn(dense, heads),
+            self._forward_fn(dense, heads, normalize),
             pad_id=self._backbone.tokenizer.pad_token_id,
             device=self.device,
             max_batch_size=batch_size,
@@ -538,9 +591,14 @@ class Embedder:
                         target[pos] = item
         return Encoded(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
 
-    def _forward_fn(self, dense: bool, heads: M3Heads):
+    def _forward_fn(self, dense: bool, heads: M3Heads, normalize: bool) -> Callable[[batching.Batch], dict[str, Any]]:
+        """One batch's forward pass, as a function for the batcher.
+
+        It gives pooled dense vectors (L2-normalized when ``normalize``) and the requested M3
+        heads' outputs.
+        """
         model = self._backbone.model
-        pooling, truncate_dim, normalize, post = self.pooling, self.truncate_dim, self.normalize, self._post
+        pooling, truncate_dim, post = self.pooling, self.truncate_dim, self._post
 
         def forward(batch: batching.Batch) -> dict[str, Any]:
             hidden = model(**batch.model_inputs(), return_dict=True).last_hidden_state

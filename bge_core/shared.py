@@ -48,7 +48,10 @@ def _shared(cls: type, model: Union[str, Path], options: dict[str, Any]) -> Any:
 def shared_embedder(model: Union[str, Path], **options: Any) -> Embedder:
     """An :class:`~bge_core.Embedder` for ``model`` and ``options``, shared while in use.
 
-    Do not change attributes of a shared object; create an ``Embedder`` of your own instead.
+    Sharing is safe: an Embedder's settings are read-only after construction (assigning one
+    raises :class:`~bge_core.errors.ReadOnlySettingError`), and what a caller varies per call is
+    an argument of ``encode`` (``normalize=``, ``truncation=``, ``batch_size=``, ...). For other
+    settings, ask for an engine with those options.
     """
     return _shared(Embedder, model, options)
 

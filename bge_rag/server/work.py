@@ -8,7 +8,6 @@ framework is imported.
 from __future__ import annotations
 
 import base64
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -52,35 +51,26 @@ def _offsets(item_lists: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
     return spans
 
 
-def _variant(embedder: Embedder, normalize: Optional[bool], strict: bool) -> Embedder:
-    """``embedder`` with other ``normalize`` / ``truncation`` settings, sharing its loaded model."""
-    normalize = embedder.normalize if normalize is None else normalize
-    truncation = embedder.truncation and not strict
-    if embedder.normalize == normalize and embedder.truncation == truncation:
-        return embedder
-    other = copy.copy(embedder)  # shares the backbone, its lock and the heads
-    other.normalize = normalize
-    other.truncation = truncation
-    return other
-
-
-def encode_process(embedder: Embedder, cutter: Optional[ServerTokenizer] = None):
+def encode_process(
+    embedder: Embedder, cutter: Optional[ServerTokenizer] = None
+) -> Callable[[EncodeKey, list[Sequence[str]]], list[EncodedPart]]:
     """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch.
 
-    ``cutter`` shortens very long texts to a prefix that gives the same tokens (see
-    :class:`ServerTokenizer`) before the engine tokenizes them.
+    A key's ``normalize`` and ``strict`` become ``encode``'s per-call ``normalize`` and
+    ``truncation``, so one (shared, read-only) engine serves every variant. ``cutter`` shortens
+    very long texts to a prefix that gives the same tokens (see :class:`ServerTokenizer`) before
+    the engine tokenizes them.
     """
-    variants: dict[tuple[Optional[bool], bool], Embedder] = {}
 
     def process(key: EncodeKey, item_lists: list[Sequence[str]]) -> list[EncodedPart]:
         texts = [text for items in item_lists for text in items]
-        if cutter is not None and embedder.truncation and not key.strict:  # else the engine must see it whole
+        truncation = embedder.truncation and not key.strict
+        if cutter is not None and truncation:  # else the engine must see it whole
             texts = cutter.cut(texts, embedder.max_length)
-        engine = variants.get((key.normalize, key.strict))
-        if engine is None:
-            engine = variants[(key.normalize, key.strict)] = _variant(embedder, key.normalize, key.strict)
-        out = engine.encode(texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert,  # type: ignore[arg-type]
-                            show_progress=False)
+        out = embedder.encode(
+            texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert,  # type: ignore[arg-type]
+            show_progress=False, normalize=key.normalize, truncation=truncation,
+        )
         tokens = None
         if key.top_tokens is not None and out.sparse is not None:
             tokens = [embedder.decode_sparse(v, key.top_tokens) for v in out.sparse]  # type: ignore[union-attr]
