@@ -1,13 +1,12 @@
 """The engine behind each LangChain object: derived from its fields, never copied or pickled.
 
 Every class of this package keeps its engine (a shared :class:`bge_core.Embedder` or
-:class:`bge_core.Reranker`, plus the encoded documents of a :class:`BGEM3Retriever`) in an
-:class:`EngineSlot`. The slot remembers the settings each entry was built from and builds it
-again when they differ, so ``model_copy(update=...)``, ``copy.copy``, ``copy.deepcopy`` and
-pickling all give objects whose engine follows their fields. A slot pickles as an empty slot:
-the unpickled object loads its model on first use. Copies get a slot of their own that starts
-with the original's entries (engines are shared by identical settings anyway), so an original and
-a copy with other settings never evict each other's engine.
+:class:`bge_core.Reranker`, plus the encoded documents of a :class:`BGEM3Retriever`) in a
+:class:`bge_core.slot.EngineSlot`, which rebuilds an entry when the settings it was built from
+differ, so ``model_copy(update=...)``, ``copy.copy``, ``copy.deepcopy`` and pickling all give
+objects whose engine follows their fields (the slot's module says how slots copy and pickle).
+:class:`EngineOwner` adds what pydantic needs on top: a slot of its own for each shallow copy,
+and a validated rebuild for ``model_copy(update=...)``.
 
 torch is imported only when an engine is built, not when this package is imported.
 """
@@ -15,56 +14,13 @@ torch is imported only when an engine is built, not when this package is importe
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Callable, Optional, TypeVar
+from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import SecretStr
 
 if TYPE_CHECKING:
     from bge_core import Embedder, Reranker
-
-T = TypeVar("T")
-
-
-class EngineSlot:
-    """Entries built from settings, each rebuilt when its settings change."""
-
-    __slots__ = ("_entries",)
-
-    def __init__(self, entries: Optional[dict[str, tuple[Any, Any]]] = None) -> None:
-        self._entries: dict[str, tuple[Any, Any]] = dict(entries or {})
-
-    def get(self, name: str, key: Any, build: Callable[[], T]) -> T:
-        """The entry ``name`` built for ``key``; ``build()`` makes (and keeps) it when missing or stale."""
-        entry = self._entries.get(name)
-        if entry is not None and entry[0] == key:
-            return entry[1]
-        value = build()
-        self._entries[name] = (key, value)
-        return value
-
-    def clone(self) -> EngineSlot:
-        """A slot of its own with the same entries (the engines themselves are shared)."""
-        return EngineSlot(self._entries)
-
-    def __copy__(self) -> EngineSlot:
-        return self.clone()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> EngineSlot:
-        return self.clone()
-
-    def __reduce__(self) -> tuple[type, tuple]:
-        # Engines hold torch modules and locks: a pickled object reloads its model on first use.
-        return (EngineSlot, ())
-
-    def __eq__(self, other: object) -> bool:
-        # A cache, not state: two objects with equal fields are equal whatever they have loaded.
-        return isinstance(other, EngineSlot)
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __repr__(self) -> str:
-        return f"EngineSlot({sorted(self._entries)})"
+    from bge_core.slot import EngineSlot
 
 
 #: Options left to the engine's default when the field is ``None``.
@@ -90,18 +46,15 @@ def engine_options(fields: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-def settings_key(options: dict[str, Any]) -> tuple:
-    """A hashable, comparable key of engine options."""
-    return tuple(sorted((name, repr(value)) for name, value in options.items()))
-
-
-def load_embedder(model: str, options: dict[str, Any]) -> Embedder:
+def load_embedder(model: str, **options: Any) -> Embedder:
+    """:func:`bge_core.shared_embedder`, imported (with torch) on first use."""
     from bge_core import shared_embedder
 
     return shared_embedder(model, **options)
 
 
-def load_reranker(model: str, options: dict[str, Any]) -> Reranker:
+def load_reranker(model: str, **options: Any) -> Reranker:
+    """:func:`bge_core.shared_reranker`, imported (with torch) on first use."""
     from bge_core import shared_reranker
 
     return shared_reranker(model, **options)
@@ -110,7 +63,8 @@ def load_reranker(model: str, options: dict[str, Any]) -> Reranker:
 class EngineOwner:
     """Mixin for the pydantic models of this package: copies and ``model_copy`` that follow the fields.
 
-    Subclasses declare ``_slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)`` and, where
+    Subclasses declare ``_slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)`` (the
+    :class:`bge_core.slot.EngineSlot`) and, where
     a field's value shown to users differs from the one they passed (a resolved default),
     override :meth:`_constructor_data`.
     """
@@ -119,7 +73,7 @@ class EngineOwner:
 
     def __copy__(self) -> Any:
         new = super().__copy__()  # type: ignore[misc]
-        new._slot = self._slot.clone()
+        new._slot = self._slot.fork()
         return new
 
     def _constructor_data(self) -> dict[str, Any]:
@@ -144,4 +98,4 @@ class EngineOwner:
         return type(self)(**data)
 
 
-__all__ = ["EngineOwner", "EngineSlot", "engine_options", "load_embedder", "load_reranker", "settings_key"]
+__all__ = ["EngineOwner", "engine_options", "load_embedder", "load_reranker"]

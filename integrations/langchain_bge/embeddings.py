@@ -8,8 +8,9 @@ from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from bge_core.aio import run_serialized
+from bge_core.slot import EngineSlot
 
-from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
+from ._engine import EngineOwner, engine_options, load_embedder
 from ._inputs import check_text, check_texts
 
 if TYPE_CHECKING:
@@ -120,10 +121,7 @@ class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
 
     @property
     def _engine(self) -> Embedder:
-        options = self._engine_options()
-        return self._slot.get(
-            "embedder", (self.model_name, settings_key(options)), lambda: load_embedder(self.model_name, options)
-        )
+        return self._slot.load(load_embedder, self.model_name, self._engine_options())
 
     @property
     def dimension(self) -> int:

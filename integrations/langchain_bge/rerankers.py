@@ -17,8 +17,9 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 
 from bge_core import InputTypeError
 from bge_core.aio import run_serialized
+from bge_core.slot import EngineSlot
 
-from ._engine import EngineOwner, EngineSlot, engine_options, load_reranker, settings_key
+from ._engine import EngineOwner, engine_options, load_reranker
 from ._inputs import check_documents, check_text, type_name
 
 if TYPE_CHECKING:
@@ -109,10 +110,7 @@ class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
 
     @property
     def _engine(self) -> Reranker:
-        options = self._engine_options()
-        return self._slot.get(
-            "reranker", (self.model_name, settings_key(options)), lambda: load_reranker(self.model_name, options)
-        )
+        return self._slot.load(load_reranker, self.model_name, self._engine_options())
 
     def score(self, text_pairs: Sequence[tuple[str, str]]) -> list[float]:
         """Relevance scores of (query, passage) pairs, in input order, as Python floats.

@@ -23,8 +23,9 @@ from bge_core import (
 )
 from bge_core.aio import run_serialized
 from bge_core.scoring import check_weights
+from bge_core.slot import EngineSlot, settings_key
 
-from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
+from ._engine import EngineOwner, engine_options, load_embedder
 from ._inputs import check_text
 from .rerankers import SCORE_KEY
 from .sparse import DEFAULT_M3_MODEL_NAME
@@ -153,14 +154,9 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
     def _engine_options(self) -> dict[str, Any]:
         return engine_options({name: getattr(self, name) for name in _ENGINE_FIELDS})
 
-    def _engine_key(self) -> tuple[tuple, dict[str, Any]]:
-        options = self._engine_options()
-        return (self.model_name, settings_key(options)), options
-
     @property
     def _engine(self) -> Embedder:
-        key, options = self._engine_key()
-        return self._slot.get("embedder", key, lambda: load_embedder(self.model_name, options))
+        return self._slot.load(load_embedder, self.model_name, self._engine_options())
 
     def _outputs(self) -> dict[str, bool]:
         return {mode: weight > 0 for mode, weight in zip(_MODES, self.weights)}
@@ -170,8 +166,8 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
         """The documents' encodings, for the current documents, model settings and active modes."""
         engine, outputs = self._engine, self._outputs()
         texts = tuple(doc.page_content for doc in self.docs)
-        key = (self._engine_key()[0], tuple(outputs.items()), texts)
-        return self._slot.get("index", key, lambda: engine.encode(list(texts), kind="document", **outputs))
+        key = (settings_key(self.model_name, self._engine_options()), tuple(outputs.items()), texts)
+        return self._slot.get(key, lambda: engine.encode(list(texts), kind="document", **outputs), name="index")
 
     def _search(self, query: str, k: Optional[int]) -> list[Document]:
         query = check_text(query, "query")

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from bge_core.aio import run_serialized
+from bge_core.slot import EngineSlot
 
-from ._engine import EngineOwner, EngineSlot, engine_options, load_embedder, settings_key
+from ._engine import EngineOwner, engine_options, load_embedder
 from ._inputs import check_text, check_texts
 
 if TYPE_CHECKING:
@@ -178,10 +179,7 @@ MiniLM-based test model: see the README). The model folder must
 
     @property
     def _engine(self) -> Embedder:
-        options = self._engine_options()
-        return self._slot.get(
-            "embedder", (self.model_name, settings_key(options)), lambda: load_embedder(self.model_name, options)
-        )
+        return self._slot.load(load_embedder, self.model_name, self._engine_options())
 
     def _convert(self, vector: SparseVector) -> SparseOutput:
         return vector.to_dict() if self.output_format == "milvus" else SparseEmbedding.from_vector(vector)

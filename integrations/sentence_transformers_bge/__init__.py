@@ -41,7 +41,7 @@ from .export import (
 )
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """``M3LexicalWeights``: the class bge-rag's sparse models hold (see :func:`lexical_weights_class`).
 
     Resolved on first use, because importing it writes transformers' dynamic-module cache.

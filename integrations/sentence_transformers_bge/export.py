@@ -103,6 +103,19 @@ class _Settings:
     lowercase: bool
 
 
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=2), encoding="utf-8")
+
+
+def _trusted(registry_choice: bool, trust_remote_code: Optional[bool]) -> bool:
+    """Whether the model's own code runs: the caller's choice, else the registry's."""
+    return registry_choice if trust_remote_code is None else bool(trust_remote_code)
+
+
 def _query_prompt(embedder: Embedder) -> str:
     """The query instruction as a sentence-transformers prompt (a text prefix), "" for none."""
     if not embedder.query_instruction:
@@ -124,7 +137,7 @@ def _embedding_settings(model: Union[str, Path], trust_remote_code: Optional[boo
 
     embedder = Embedder(model, device="cpu", precision="fp32", trust_remote_code=trust_remote_code, **options)
     prompts = {"query": _query_prompt(embedder), "document": embedder.document_instruction or ""}
-    trust = embedder.spec.trust_remote_code if trust_remote_code is None else bool(trust_remote_code)
+    trust = _trusted(embedder.spec.trust_remote_code, trust_remote_code)
     config = AutoConfig.from_pretrained(str(embedder.folder), trust_remote_code=trust)
     return _Settings(
         folder=embedder.folder,
@@ -145,8 +158,16 @@ def _post_pooling_modules(folder: Path) -> tuple[str, ...]:
     path = folder / "modules.json"
     if not path.is_file():
         return ()
-    names = [str(entry.get("type", "")).rsplit(".", 1)[-1] for entry in json.loads(path.read_text(encoding="utf-8"))]
+    names = [str(entry.get("type", "")).rsplit(".", 1)[-1] for entry in _read_json(path)]
     return tuple(names[names.index("Pooling") + 1:]) if "Pooling" in names else ()
+
+
+def _m3_settings_and_head(
+    model: Union[str, Path], head: Literal["sparse", "colbert"], trust_remote_code: Optional[bool], **options: Any
+) -> tuple[_Settings, torch.nn.Linear]:
+    """The settings of a BGE-M3 model and one of its heads (fp32, CPU); raises ``MissingHeadError`` without it."""
+    settings = _embedding_settings(model, trust_remote_code, **options)
+    return settings, load_head(settings.folder, head, settings.hidden_size, _CPU, torch.float32)
 
 
 def _transformer(
@@ -263,12 +284,11 @@ def build_multi_vector_encoder(
     Raises:
         MissingHeadError: the model has no ``colbert_linear.pt``.
     """
-    settings = _embedding_settings(
-        model, trust_remote_code, query_instruction=query_instruction,
+    settings, head = _m3_settings_and_head(
+        model, "colbert", trust_remote_code, query_instruction=query_instruction,
         query_instruction_format=query_instruction_format, document_instruction=document_instruction,
         max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
     )
-    head = load_head(settings.folder, "colbert", settings.hidden_size, _CPU, torch.float32)
     transformer = _embedding_transformer(settings)
     dense = Dense(
         settings.hidden_size,
@@ -318,12 +338,11 @@ def build_sparse_encoder(
     Raises:
         MissingHeadError: the model has no ``sparse_linear.pt``.
     """
-    settings = _embedding_settings(
-        model, trust_remote_code, query_instruction=query_instruction,
+    settings, head = _m3_settings_and_head(
+        model, "sparse", trust_remote_code, query_instruction=query_instruction,
         query_instruction_format=query_instruction_format, document_instruction=document_instruction,
         max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
     )
-    head = load_head(settings.folder, "sparse", settings.hidden_size, _CPU, torch.float32)
     if head.out_features != 1:
         raise ModelLoadError(f"{settings.folder / 'sparse_linear.pt'} must be a Linear(hidden, 1) head, "
                              f"it has {head.out_features} outputs.")
@@ -371,7 +390,7 @@ def build_cross_encoder(
         cache_dir=cache_dir, revision=revision, token=token,
     )
     folder, length = reranker.folder, reranker.max_length
-    trust = reranker.spec.trust_remote_code if trust_remote_code is None else bool(trust_remote_code)
+    trust = _trusted(reranker.spec.trust_remote_code, trust_remote_code)
     del reranker  # free its weights before sentence-transformers loads its own copy
     transformer = _transformer(folder, length, trust, task="sequence-classification")
     activation_fn = ACTIVATIONS[activation]()
@@ -420,7 +439,7 @@ def _empty_out_dir(out_dir: Path) -> None:
 
 def _check_sparse_folder_is_portable(out_dir: Path) -> None:
     """The saved folder names the module by its file and carries the file (see lexical_weights_class)."""
-    types = [entry.get("type") for entry in json.loads((out_dir / "modules.json").read_text(encoding="utf-8"))]
+    types = [entry.get("type") for entry in _read_json(out_dir / "modules.json")]
     if types[1:] != [PORTABLE_SPARSE_TYPE] or not (out_dir / Path(m3_lexical_weights.__file__).name).is_file():
         raise ModelLoadError(f"{str(out_dir)!r} was saved with modules {types} and would not load without bge-rag.")
 
@@ -429,15 +448,15 @@ def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransform
     """Rewrite a dense folder's module types and configs in the format every sentence-transformers
     release from 2.x to 6.x loads (6.x maps the old types to its modules and converts the keys)."""
     modules_path = out_dir / "modules.json"
-    modules = json.loads(modules_path.read_text(encoding="utf-8"))
+    modules = _read_json(modules_path)
     for entry in modules:
         short = str(entry["type"]).rsplit(".", 1)[-1]
         if short not in _LEGACY_DENSE_TYPES:  # pragma: no cover - the dense builder adds no other module
             raise ModelLoadError(f"No sentence-transformers 5.x name for the module {entry['type']!r}.")
         entry["type"] = _LEGACY_DENSE_TYPES[short]
-    modules_path.write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    _write_json(modules_path, modules)
     config = {"max_seq_length": built.max_seq_length, "do_lower_case": bool(built[0].do_lower_case)}
-    (out_dir / "sentence_bert_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    _write_json(out_dir / "sentence_bert_config.json", config)
     pooling = next(module for module in built if isinstance(module, Pooling))
     mode = pooling.pooling_mode
     pooling_config = {
@@ -449,7 +468,7 @@ def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransform
         "include_prompt": bool(pooling.include_prompt),
     }
     pooling_dir = out_dir / next(entry["path"] for entry in modules if entry["type"].endswith(".Pooling"))
-    (pooling_dir / "config.json").write_text(json.dumps(pooling_config, indent=2), encoding="utf-8")
+    _write_json(pooling_dir / "config.json", pooling_config)
 
 
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
@@ -566,8 +585,8 @@ def load_sparse_encoder(
     """
     folder = resolve_model_dir(model, cache_dir=cache_dir, revision=revision, token=token)
     try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-        config = json.loads((folder / "config_sentence_transformers.json").read_text(encoding="utf-8"))
+        modules = _read_json(folder / "modules.json")
+        config = _read_json(folder / "config_sentence_transformers.json")
         types = [entry["type"] for entry in modules]
         paths = [entry["path"] for entry in modules]
     except (OSError, ValueError, KeyError, TypeError) as exc:

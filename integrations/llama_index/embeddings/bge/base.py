@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any, Optional
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
-from ._runtime import EngineOwner, EngineSlot, engine_options, shared_embedder
+from bge_core.slot import EngineSlot
+
+from ._runtime import EngineOwner, engine_options, shared_embedder
 
 if TYPE_CHECKING:
     from bge_core import Embedder
@@ -115,7 +117,7 @@ class BGEEmbedding(EngineOwner, BaseEmbedding):
             normalize=self.normalize, pooling=self.pooling, truncate_dim=self.truncate_dim,
             trust_remote_code=self.trust_remote_code,
         )
-        return self._slot.get(shared_embedder, self.model_name, options)
+        return self._slot.load(shared_embedder, self.model_name, options)
 
     def _dense(self, texts: Any, kind: str) -> Any:
         """Vectors as Python lists: one for a string, a list of them for a list."""
@@ -133,13 +135,13 @@ class BGEEmbedding(EngineOwner, BaseEmbedding):
         return self._dense(texts, "document")  # type: ignore[no-any-return]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        return await self._slot.run(self, self._dense, query, "query")  # type: ignore[no-any-return]
+        return await self._serialized(self._dense, query, "query")  # type: ignore[no-any-return]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        return await self._slot.run(self, self._dense, text, "document")  # type: ignore[no-any-return]
+        return await self._serialized(self._dense, text, "document")  # type: ignore[no-any-return]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        return await self._slot.run(self, self._dense, texts, "document")  # type: ignore[no-any-return]
+        return await self._serialized(self._dense, texts, "document")  # type: ignore[no-any-return]
 
 
 __all__ = ["BGEEmbedding"]

@@ -14,14 +14,15 @@ No vector store package is imported by this module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Literal, Optional
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
 from bge_core.errors import InputTypeError
+from bge_core.slot import EngineSlot
 
-from ._runtime import EngineOwner, EngineSlot, engine_options, shared_embedder
+from ._runtime import EngineOwner, engine_options, shared_embedder
 
 if TYPE_CHECKING:
     from bge_core import Embedder
@@ -91,7 +92,7 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
             query_instruction=self.query_instruction, document_instruction=self.document_instruction,
             normalize=True, trust_remote_code=self.trust_remote_code,
         )
-        return self._slot.get(shared_embedder, self.model_name, options)
+        return self._slot.load(shared_embedder, self.model_name, options)
 
     def _vectors(self, texts: Any, kind: str) -> Any:
         """``SparseVector`` (a string in) or a list of them (a list in)."""
@@ -102,8 +103,21 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
             raise InputTypeError("expected a list of strings, got a single str; wrap it in a list")
         return self._vectors(texts, kind)  # type: ignore[no-any-return]
 
-    def _dicts(self, texts: list[str], kind: str) -> list[SparseEmbedding]:
+    def sparse_dicts(self, texts: list[str], kind: Literal["query", "document"]) -> list[SparseEmbedding]:
+        """``{token_id: weight}`` per text, in input order (the shape Milvus stores).
+
+        Args:
+            texts: The texts; a single string is refused (wrap it in a list).
+            kind: ``"query"`` (the query instruction applies, if any) or ``"document"``.
+
+        Raises:
+            InputTypeError: ``texts`` is a single string.
+        """
         return [vector.to_dict() for vector in self._batch(texts, kind)]
+
+    async def asparse_dicts(self, texts: list[str], kind: Literal["query", "document"]) -> list[SparseEmbedding]:
+        """Async :meth:`sparse_dicts`, on the model's worker thread."""
+        return await self._serialized(self.sparse_dicts, texts, kind)
 
     # ------------------------------------------------------------------ BaseSparseEmbedding
     def _get_query_embedding(self, query: str) -> SparseEmbedding:
@@ -113,16 +127,16 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
         return self._vectors(text, "document").to_dict()  # type: ignore[no-any-return]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return self._dicts(texts, "document")
+        return self.sparse_dicts(texts, "document")
 
     async def _aget_query_embedding(self, query: str) -> SparseEmbedding:
-        return await self._slot.run(self, self._get_query_embedding, query)
+        return await self._serialized(self._get_query_embedding, query)
 
     async def _aget_text_embedding(self, text: str) -> SparseEmbedding:
-        return await self._slot.run(self, self._get_text_embedding, text)
+        return await self._serialized(self._get_text_embedding, text)
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[SparseEmbedding]:
-        return await self._slot.run(self, self._dicts, texts, "document")
+        return await self._serialized(self.sparse_dicts, texts, "document")
 
     # ------------------------------------------------------------------ Qdrant
     def sparse_doc_fn(self, texts: list[str]) -> QdrantBatch:
@@ -198,19 +212,19 @@ class BGEMilvusSparseFunction:
 
     def encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
         """``{token_id: weight}`` per query (the query instruction applies, if any)."""
-        return self.embedding._dicts(queries, "query")
+        return self.embedding.sparse_dicts(queries, "query")
 
     def encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
         """``{token_id: weight}`` per document."""
-        return self.embedding._dicts(documents, "document")
+        return self.embedding.sparse_dicts(documents, "document")
 
     async def async_encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
         """:meth:`encode_queries` on the model's worker thread."""
-        return await self.embedding._slot.run(self.embedding, self.encode_queries, queries)
+        return await self.embedding.asparse_dicts(queries, "query")
 
     async def async_encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
         """:meth:`encode_documents` on the model's worker thread."""
-        return await self.embedding._slot.run(self.embedding, self.encode_documents, documents)
+        return await self.embedding.asparse_dicts(documents, "document")
 
 
 __all__ = ["BGEMilvusSparseFunction", "BGESparseEmbedding", "QdrantBatch"]

@@ -11,16 +11,11 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-from llama_index.embeddings.bge._runtime import (
-    EngineOwner,
-    EngineSlot,
-    engine_options,
-    shared_embedder,
-    shared_reranker,
-)
+from llama_index.embeddings.bge._runtime import EngineOwner, engine_options, shared_embedder, shared_reranker
 
 from bge_core.errors import InvalidInputError
 from bge_core.scoring import check_weights
+from bge_core.slot import EngineSlot
 
 if TYPE_CHECKING:
     from bge_core import Embedder, Reranker
@@ -89,7 +84,7 @@ class _BGENodeRerank(EngineOwner, BaseNodePostprocessor):
         self, nodes: list[NodeWithScore], query_bundle: Optional[QueryBundle] = None
     ) -> list[NodeWithScore]:
         # In a worker thread (the event loop keeps running), one call at a time per loop.
-        return await self._slot.run(self, self._postprocess_nodes, nodes, query_bundle)
+        return await self._serialized(self._postprocess_nodes, nodes, query_bundle)
 
     def _select(self, nodes: list[NodeWithScore], scores: list[float], top_n: int) -> list[NodeWithScore]:
         """New ``NodeWithScore`` objects, best first (ties keep input order); inputs untouched."""
@@ -155,7 +150,7 @@ class BGERerank(_BGENodeRerank):
         options = engine_options(
             normalize=self.normalize, max_length=self.max_length, device=self.device, precision=self.precision
         )
-        return self._slot.get(shared_reranker, self.model, options)
+        return self._slot.load(shared_reranker, self.model, options)
 
     def _scores(self, query: str, texts: list[str]) -> list[float]:
         return self._engine().score([(query, text) for text in texts], show_progress=False)  # type: ignore[return-value]
@@ -203,7 +198,7 @@ class BGEM3Rerank(_BGENodeRerank):
         # The same options as BGEEmbedding's defaults, so both share one engine for one model.
         options = engine_options(device=self.device, precision=self.precision, max_length=self.max_length,
                                  normalize=True)
-        return self._slot.get(shared_embedder, self.model, options)
+        return self._slot.load(shared_embedder, self.model, options)
 
     def _scores(self, query: str, texts: list[str]) -> list[float]:
         check_weights(self.weights)  # model_copy(update=...) does not validate

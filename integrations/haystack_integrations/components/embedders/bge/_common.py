@@ -58,6 +58,15 @@ def resolve_device(device: ComponentDevice | None) -> ComponentDevice:
     return resolved
 
 
+#: The settings every BGE component keeps as attributes and passes to its engine.
+COMMON_SETTINGS = ("device", "token", "precision", "max_length", "trust_remote_code", "revision")
+
+
+def common_settings(component: Any) -> dict[str, Any]:
+    """The component's :data:`COMMON_SETTINGS` (its attributes), as keyword arguments of :func:`engine_options`."""
+    return {name: getattr(component, name) for name in COMMON_SETTINGS}
+
+
 def engine_options(
     *,
     device: ComponentDevice,

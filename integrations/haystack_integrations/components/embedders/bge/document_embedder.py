@@ -14,6 +14,7 @@ from ._common import (
     DEFAULT_TOKEN,
     check_affixes,
     check_documents,
+    common_settings,
     document_texts,
     embedder_options,
     init_parameters,
@@ -118,8 +119,7 @@ class BGEDocumentEmbedder:
             embedder = shared_embedder(
                 self.model,
                 **embedder_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision, pooling=self.pooling,
+                    **common_settings(self), pooling=self.pooling,
                     normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
                     document_instruction=self.document_instruction,
                 ),

@@ -13,6 +13,7 @@ from bge_core.checks import check_positive
 from ._common import (
     DEFAULT_TOKEN,
     check_documents,
+    common_settings,
     document_texts,
     embedder_options,
     init_parameters,
@@ -93,13 +94,7 @@ class BGESparseDocumentEmbedder:
     def warm_up(self) -> None:
         """Load the model and its sparse head (once; components with the same settings share them)."""
         if self._embedder is None:
-            embedder = shared_embedder(
-                self.model,
-                **embedder_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision,
-                ),
-            )
+            embedder = shared_embedder(self.model, **embedder_options(**common_settings(self)))
             require_m3_heads(embedder)
             self._embedder = embedder
 

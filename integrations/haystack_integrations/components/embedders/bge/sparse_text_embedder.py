@@ -11,6 +11,7 @@ from haystack.utils import ComponentDevice, Secret
 from ._common import (
     DEFAULT_TOKEN,
     check_text,
+    common_settings,
     embedder_options,
     init_parameters,
     require_m3_heads,
@@ -78,13 +79,7 @@ class BGESparseTextEmbedder:
     def warm_up(self) -> None:
         """Load the model and its sparse head (once; components with the same settings share them)."""
         if self._embedder is None:
-            embedder = shared_embedder(
-                self.model,
-                **embedder_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision,
-                ),
-            )
+            embedder = shared_embedder(self.model, **embedder_options(**common_settings(self)))
             require_m3_heads(embedder)
             self._embedder = embedder
 

@@ -11,6 +11,7 @@ from ._common import (
     DEFAULT_TOKEN,
     check_affixes,
     check_text,
+    common_settings,
     embedder_options,
     init_parameters,
     resolve_device,
@@ -111,8 +112,7 @@ class BGETextEmbedder:
             embedder = shared_embedder(
                 self.model,
                 **embedder_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision,
+                    **common_settings(self),
                     query_instruction=self.query_instruction, pooling=self.pooling,
                     normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
                     examples=self.examples, examples_instruction_format=self.examples_instruction_format,

@@ -10,6 +10,7 @@ from haystack.utils import ComponentDevice, Secret
 from haystack_integrations.components.embedders.bge._common import (
     DEFAULT_TOKEN,
     check_documents,
+    common_settings,
     deduplicate_documents,
     document_texts,
     embedder_options,
@@ -116,13 +117,7 @@ class BGEM3Ranker:
         """Load the model and its sparse and ColBERT heads (once; shared with BGE-M3 embedders of the
         same settings)."""
         if self._embedder is None:
-            embedder = shared_embedder(
-                self.model,
-                **embedder_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision,
-                ),
-            )
+            embedder = shared_embedder(self.model, **embedder_options(**common_settings(self)))
             require_m3_heads(embedder, colbert=True)
             self._embedder = embedder
 

@@ -11,6 +11,7 @@ from haystack.utils import ComponentDevice, Secret
 from haystack_integrations.components.embedders.bge._common import (
     DEFAULT_TOKEN,
     check_documents,
+    common_settings,
     deduplicate_documents,
     document_texts,
     engine_options,
@@ -115,13 +116,7 @@ class BGERanker:
     def warm_up(self) -> None:
         """Load the model (once; rankers with the same settings share it)."""
         if self._reranker is None:
-            self._reranker = shared_reranker(
-                self.model,
-                **engine_options(
-                    device=self.device, token=self.token, precision=self.precision, max_length=self.max_length,
-                    trust_remote_code=self.trust_remote_code, revision=self.revision,
-                ),
-            )
+            self._reranker = shared_reranker(self.model, **engine_options(**common_settings(self)))
 
     @component.output_types(documents=list[Document])
     def run(
