@@ -40,22 +40,22 @@ TF4_REQUIREMENTS=(
   "pytest-socket>=0.7"
 )
 # Test files run in .venv-tf4 as well as in .venv-test: one path per line. Files named
-# tests/test_*_tf4.py run ONLY in .venv-tf4 (tests/conftest.py does not collect them under
-# transformers 5) and are added to this list automatically.
+# test_*_tf4.py (anywhere under tests/) run ONLY in .venv-tf4 (tests/conftest.py does not collect
+# them under transformers 5) and are added to this list automatically.
 TF4_TESTS=(
-  tests/test_embedder_parity.py
-  tests/test_reranker.py
-  tests/test_m3.py
-  tests/test_registry.py
-  tests/test_scoring.py
-  tests/test_llm_rerank.py
-  tests/test_decoder_models.py
-  tests/test_engine_notices.py
+  tests/core/test_embedder_parity.py
+  tests/core/test_reranker.py
+  tests/core/test_m3.py
+  tests/core/test_registry.py
+  tests/core/test_scoring.py
+  tests/core/test_llm_rerank.py
+  tests/core/test_decoder_models.py
+  tests/core/test_engine_notices.py
 )
 
 # .venv-tf446: transformers 4.46, for the lightweight LLM reranker only: the CostWiseGemma code it ships
 # (FlagEmbedding 1.4.2's) calls Gemma 2 layers with the 4.46 signature and fails on every later release.
-# It runs the tests/test_*_tf446.py files (not collected anywhere else).
+# It runs the test_*_tf446.py files under tests/ (not collected anywhere else).
 TF446_REQUIREMENTS=(
   "transformers==4.46.3"
   "FlagEmbedding==1.4.2"
@@ -79,11 +79,9 @@ setup_side() {  # setup_side VENV REQUIREMENTS_ARRAY_NAME: (re)build a cached si
   echo "$want" >"$venv/.requirements-sha256"
 }
 
-tf4_tests() {  # the TF4_TESTS list plus every tests/test_*_tf4.py
-  local f
+tf4_tests() {  # the TF4_TESTS list plus every test_*_tf4.py under tests/
   printf '%s\n' "${TF4_TESTS[@]}"
-  for f in tests/test_*_tf4.py; do [ -e "$f" ] && printf '%s\n' "$f"; done
-  return 0
+  find tests -name 'test_*_tf4.py' | sort
 }
 
 run_tf4() {  # run_tf4 [pytest args]: the tf4 list (+ the tf446 files) with the options given, or the paths given
@@ -93,7 +91,7 @@ run_tf4() {  # run_tf4 [pytest args]: the tf4 list (+ the tf446 files) with the 
   if [ ${#files[@]} -gt 0 ]; then .venv-tf4/bin/python -m pytest "$@"; return; fi
   mapfile -t files < <(tf4_tests)
   .venv-tf4/bin/python -m pytest "${files[@]}" "$@" || rc=$?
-  for arg in tests/test_*_tf446.py; do [ -e "$arg" ] && tf446+=("$arg"); done
+  mapfile -t tf446 < <(find tests -name 'test_*_tf446.py' | sort)
   if [ ${#tf446[@]} -gt 0 ]; then
     setup_side .venv-tf446 TF446_REQUIREMENTS || return 1
     .venv-tf446/bin/python -m pytest "${tf446[@]}" "$@" || rc446=$?

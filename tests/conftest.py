@@ -19,6 +19,7 @@ import types
 
 import pytest
 
+from bge_core.checks import transformers_version
 from bge_rag.sample_data import python_docs_paragraphs
 from bge_rag.testing import FixtureModels, build_fixture_models
 
@@ -28,27 +29,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> FixtureModels:
     return build_fixture_models(tmp_path_factory.mktemp("models"))
 
 
-def transformers_major() -> int:
-    """The major version of the installed transformers."""
-    import transformers
-
-    return int(transformers.__version__.split(".")[0])
-
-
-def _transformers_version() -> tuple[int, int]:
-    import transformers
-
-    major, minor = transformers.__version__.split(".")[:2]
-    return int(major), int(minor)
-
-
 # Files named test_*_tf4.py need transformers 4.x (FlagEmbedding's own LLM reranker model classes,
 # sentence-transformers 5.x): ./dev.sh runs them in .venv-tf4 (its TF4_TESTS list), never under 5.
 # Files named test_*_tf446.py need transformers 4.46 exactly (the lightweight LLM reranker's shipped
 # code): ./dev.sh runs them in .venv-tf446, and no other environment collects them.
 collect_ignore_glob = [
-    *(["test_*_tf4.py"] if transformers_major() >= 5 else []),
-    *([] if _transformers_version() == (4, 46) else ["test_*_tf446.py"]),
+    *(["*/test_*_tf4.py"] if transformers_version() >= (5, 0) else []),
+    *([] if transformers_version()[:2] == (4, 46) else ["*/test_*_tf446.py"]),
 ]
 
 
@@ -61,7 +48,7 @@ def import_flag_embedding() -> types.ModuleType:
     (the layer-wise parity tests run in .venv-tf4, where FlagEmbedding imports as released).
     """
     name = "transformers.modeling_attn_mask_utils"
-    if transformers_major() < 5:
+    if transformers_version() < (5, 0):
         import FlagEmbedding
 
         return FlagEmbedding

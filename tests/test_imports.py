@@ -6,6 +6,7 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+import pytest
 
 FRAMEWORKS = (
     "langchain", "langchain_core", "llama_index", "haystack", "sentence_transformers", "FlagEmbedding",
@@ -14,6 +15,7 @@ FRAMEWORKS = (
 )
 
 
+@pytest.mark.slow
 def test_import_bge_core_imports_no_framework():
     code = (
         "import sys, bge_core, bge_rag.cli, bge_rag.testing, bge_rag.sample_data\n"
@@ -104,6 +106,7 @@ def _tracked_copy(dest):
     return dest
 
 
+@pytest.mark.slow
 def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
     """Build the wheel as the README says, install it without dependencies, import every package from it."""
     import sysconfig
