@@ -37,9 +37,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -57,7 +58,7 @@ def build_corpora(tokenizer: Any, quick: bool) -> dict[str, list[str]]:
     queries = []
     for p in paragraphs:
         words = p.split(".")[0].split()
-        if 3 <= len(words):
+        if len(words) >= 3:
             queries.append(" ".join(words[:12]))
     queries = queries[: 300 if quick else 1200]
     long_docs, current = [], []
@@ -122,12 +123,27 @@ FOCUSED_TEXTS = {"minilm": 600, "bge-base": 160, "bge-large-4l": 240}
 #: Real configurations (BAAI/bge-base-en-v1.5, BAAI/bge-large-en-v1.5; BGE-M3 has the same
 #: 24 x 1024 x 4096 layers with an XLM-R vocabulary). ``layers`` may be fewer than the model's.
 SHAPES: dict[str, dict[str, Any]] = {
-    "bge-base": {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                 "intermediate_size": 3072, "label": "bge-base (BERT 12x768)"},
-    "bge-large-4l": {"hidden_size": 1024, "num_hidden_layers": 4, "num_attention_heads": 16,
-                     "intermediate_size": 4096, "label": "bge-large / BGE-M3 width (4 of 24 layers x1024)"},
-    "bge-large": {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                  "intermediate_size": 4096, "label": "bge-large / BGE-M3 shape (24x1024)"},
+    "bge-base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+        "label": "bge-base (BERT 12x768)",
+    },
+    "bge-large-4l": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "label": "bge-large / BGE-M3 width (4 of 24 layers x1024)",
+    },
+    "bge-large": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "label": "bge-large / BGE-M3 shape (24x1024)",
+    },
 }
 SHAPE_LABELS = {"minilm": "MiniLM (6x384, real weights)", **{k: v["label"] for k, v in SHAPES.items()}}
 
@@ -145,8 +161,14 @@ def build_shape(name: str, dest: Path, seed: int = 0) -> Path:
     from transformers import BertConfig, BertModel
 
     spec = {k: v for k, v in SHAPES[name].items() if k != "label"}
-    config = BertConfig(vocab_size=30522, max_position_embeddings=512, type_vocab_size=2,
-                        hidden_act="gelu", layer_norm_eps=1e-12, **spec)
+    config = BertConfig(
+        vocab_size=30522,
+        max_position_embeddings=512,
+        type_vocab_size=2,
+        hidden_act="gelu",
+        layer_norm_eps=1e-12,
+        **spec,
+    )
     torch.manual_seed(seed)
     model = BertModel(config, add_pooling_layer=False).eval()
     model.save_pretrained(dest)
@@ -220,8 +242,12 @@ def make_runner(name: str, folders: dict[str, str]) -> Callable[[Any], Any]:
 
         model_id = "bge-rag/minilm-fixture-onnx"
         TextEmbedding.add_custom_model(
-            model=model_id, pooling=PoolingType.CLS, normalization=True,
-            sources=ModelSource(hf=model_id), dim=384, model_file="model.onnx",
+            model=model_id,
+            pooling=PoolingType.CLS,
+            normalization=True,
+            sources=ModelSource(hf=model_id),
+            dim=384,
+            model_file="model.onnx",
         )
         model = TextEmbedding(model_id, specific_model_path=folders["dense_onnx"], threads=os.cpu_count())
         batch = 32 if name == "fastembed-b32" else 256
@@ -261,8 +287,16 @@ def child(args: argparse.Namespace) -> None:
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu, "load_seconds": load_s, "peak_rss_mb": peak_mb}))
 
 
-def run_child(name: str, folders_file: Path, job_file: Path, save: Optional[Path], *, shape: str = "",
-              busy: bool = False, ov_python: str = "") -> dict[str, float]:
+def run_child(
+    name: str,
+    folders_file: Path,
+    job_file: Path,
+    save: Path | None,
+    *,
+    shape: str = "",
+    busy: bool = False,
+    ov_python: str = "",
+) -> dict[str, float]:
     """Run one system in a fresh process; with ``busy``, a competing process spins on one core
     from before that process starts until after it ends."""
     python = ov_python if name in OV_ENV_SYSTEMS else sys.executable
@@ -330,8 +364,12 @@ def export_onnx(dense_folder: Path, out: Path) -> Path:
         str(out / "model.onnx"),
         input_names=["input_ids", "attention_mask", "token_type_ids"],
         output_names=["last_hidden_state"],
-        dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "token_type_ids": dynamic,
-                      "last_hidden_state": dynamic},
+        dynamic_axes={
+            "input_ids": dynamic,
+            "attention_mask": dynamic,
+            "token_type_ids": dynamic,
+            "last_hidden_state": dynamic,
+        },
         opset_version=17,
         dynamo=False,
     )
@@ -353,13 +391,14 @@ def st_folder(dense_folder: Path, out: Path, dim: int = 384) -> Path:
     (out / "modules.json").write_text(json.dumps(modules))
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
     (out / "1_Pooling").mkdir()
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": dim,
-                                                                "pooling_mode_cls_token": True}))
+    (out / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": dim, "pooling_mode_cls_token": True})
+    )
     (out / "2_Normalize").mkdir()
     return out
 
 
-def matmul_peak() -> dict[str, Optional[float]]:
+def matmul_peak() -> dict[str, float | None]:
     """Achieved GFLOP/s of large square matmuls in fp32 and bf16 (the denominators of MFU).
 
     bf16 is measured only on a CPU with native bf16 (AVX512-BF16 / AMX): elsewhere torch runs it on
@@ -369,7 +408,7 @@ def matmul_peak() -> dict[str, Optional[float]]:
 
     from bge_core.devices import cpu_supports_bf16
 
-    peaks: dict[str, Optional[float]] = {"fp32": None, "bf16": None}
+    peaks: dict[str, float | None] = {"fp32": None, "bf16": None}
     kinds = (("fp32", torch.float32), ("bf16", torch.bfloat16)) if cpu_supports_bf16() else (("fp32", torch.float32),)
     for name, dtype in kinds:
         a = torch.randn(2048, 2048).to(dtype)
@@ -470,20 +509,33 @@ def fp32_reference(folder: str, texts: list[str], out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer texts and 2 repeats")
-    parser.add_argument("--focused", action="store_true",
-                        help="the README run: ours vs sentence-transformers (torch/ONNX/OpenVINO), every shape, "
-                             "quiet and busy, realistic corpus (about 12 minutes on 2 cores)")
+    parser.add_argument(
+        "--focused",
+        action="store_true",
+        help="the README run: ours vs sentence-transformers (torch/ONNX/OpenVINO), every shape, "
+        "quiet and busy, realistic corpus (about 12 minutes on 2 cores)",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--systems", help="comma-separated subset of: " + ", ".join(BY_NAME))
     parser.add_argument("--corpora", default=None, help="dense corpora to run (default realistic,queries,long)")
     parser.add_argument("--shapes", default=None, help="model shapes: minilm, " + ", ".join(SHAPES))
-    parser.add_argument("--busy", choices=("off", "on", "both"), default=None,
-                        help="run with a competing busy process on one core (default off; --focused: both)")
+    parser.add_argument(
+        "--busy",
+        choices=("off", "on", "both"),
+        default=None,
+        help="run with a competing busy process on one core (default off; --focused: both)",
+    )
     parser.add_argument("--texts", type=int, default=None, help="texts per dense corpus (default per mode)")
-    parser.add_argument("--ov-python", default=str(HERE.parent / ".venv-bench-ov" / "bin" / "python"),
-                        help="python of the environment with sentence-transformers[onnx,openvino]")
-    parser.add_argument("--out", default=None, help="JSON output (default benchmarks/results/latest.json, "
-                                                    "or focused.json with --focused)")
+    parser.add_argument(
+        "--ov-python",
+        default=str(HERE.parent / ".venv-bench-ov" / "bin" / "python"),
+        help="python of the environment with sentence-transformers[onnx,openvino]",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="JSON output (default benchmarks/results/latest.json, or focused.json with --focused)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--shape", help=argparse.SUPPRESS)
     parser.add_argument("--folders", help=argparse.SUPPRESS)
@@ -503,8 +555,9 @@ def main() -> None:
     default_systems = ",".join(FOCUSED_SYSTEMS) if focused else None
     systems = args.systems or default_systems
     wanted = [BY_NAME[s] for s in systems.split(",")] if systems else SYSTEMS
-    shapes = (args.shapes or ("minilm," + ",".join(k for k in SHAPES if k != "bge-large") if focused else "minilm")
-              ).split(",")
+    shapes = (
+        args.shapes or ("minilm," + ",".join(k for k in SHAPES if k != "bge-large") if focused else "minilm")
+    ).split(",")
     unknown = [s for s in shapes if s != "minilm" and s not in SHAPES]
     if unknown:
         raise SystemExit(f"unknown shapes {unknown}; choose from minilm, {', '.join(SHAPES)}")
@@ -520,8 +573,11 @@ def main() -> None:
     corpora = build_corpora(tokenizer, args.quick)
     pairs = build_pairs(corpora, args.quick)
     peaks = matmul_peak()
-    print(f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {_gflops(peaks['bf16'])}; "
-          f"native bf16: {cpu_supports_bf16()}; available CPUs: {available_cpus()}", flush=True)
+    print(
+        f"matmul peak: fp32 {peaks['fp32']:.0f} GFLOP/s, bf16 {_gflops(peaks['bf16'])}; "
+        f"native bf16: {cpu_supports_bf16()}; available CPUs: {available_cpus()}",
+        flush=True,
+    )
 
     def texts_for(corpus: str, shape: str) -> list[str]:
         n = args.texts or (FOCUSED_TEXTS.get(shape, 200) if focused else None)
@@ -546,25 +602,35 @@ def main() -> None:
                 ref = fp32_reference(folders["shapes"][shape]["dense"], items, work / f"ref-{corpus}-{shape}.npy")
                 saves[("ours-fp32", corpus, shape, False)] = ref
         for busy in busy_modes:
-            rows[(system.name, corpus, shape, busy)] = Row(system.name, system.label, system.task, corpus,
-                                                           system.precision, shape, busy, items=len(items))
+            rows[(system.name, corpus, shape, busy)] = Row(
+                system.name, system.label, system.task, corpus, system.precision, shape, busy, items=len(items)
+            )
     started = time.perf_counter()
     for r in range(repeats):
         for busy in busy_modes:
             for system, corpus, shape, _ in jobs:  # interleaved: every system once per round
                 key = (system.name, corpus, shape, busy)
                 save = work / f"{system.name}-{corpus}-{shape}.npy" if (r == 0 and not busy) else None
-                result = run_child(system.name, folders_file, job_files[(corpus, shape)], save,
-                                   shape=shape if system.task == "dense" else "", busy=busy,
-                                   ov_python=args.ov_python)
+                result = run_child(
+                    system.name,
+                    folders_file,
+                    job_files[(corpus, shape)],
+                    save,
+                    shape=shape if system.task == "dense" else "",
+                    busy=busy,
+                    ov_python=args.ov_python,
+                )
                 row = rows[key]
                 row.seconds.append(result["seconds"])
                 row.peak_rss_mb.append(result["peak_rss_mb"])
                 if save is not None:
                     saves[key] = save
-                print(f"  round {r + 1} {'busy ' if busy else 'quiet'}: {system.name:18} {shape:12} {corpus:9} "
-                      f"{row.items / result['seconds']:8.1f} items/s peak {result['peak_rss_mb']:.0f} MB "
-                      f"[{time.perf_counter() - started:.0f} s]", flush=True)
+                print(
+                    f"  round {r + 1} {'busy ' if busy else 'quiet'}: {system.name:18} {shape:12} {corpus:9} "
+                    f"{row.items / result['seconds']:8.1f} items/s peak {result['peak_rss_mb']:.0f} MB "
+                    f"[{time.perf_counter() - started:.0f} s]",
+                    flush=True,
+                )
 
     configs = {shape: AutoConfig.from_pretrained(folders["shapes"][shape]["dense"]) for shape in shapes}
     report = summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for)
@@ -574,8 +640,9 @@ def main() -> None:
         "native_bf16": cpu_supports_bf16(),
         "python": platform.python_version(),
         "torch": _version("torch"),
-        "sentence_transformers_ov_env": _ov_versions(args.ov_python) if any(
-            s.name in OV_ENV_SYSTEMS for s in wanted) else None,
+        "sentence_transformers_ov_env": _ov_versions(args.ov_python)
+        if any(s.name in OV_ENV_SYSTEMS for s in wanted)
+        else None,
     }
     report["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
     report["wall_seconds"] = time.perf_counter() - started
@@ -596,9 +663,11 @@ def _version(package: str) -> str:
 
 
 def _ov_versions(ov_python: str) -> dict[str, str]:
-    code = ("import json\nfrom importlib.metadata import version\n"
-            "print(json.dumps({p: version(p) for p in ('sentence-transformers', 'transformers', 'openvino', "
-            "'onnxruntime', 'optimum-intel', 'optimum-onnx', 'torch')}))")
+    code = (
+        "import json\nfrom importlib.metadata import version\n"
+        "print(json.dumps({p: version(p) for p in ('sentence-transformers', 'transformers', 'openvino', "
+        "'onnxruntime', 'optimum-intel', 'optimum-onnx', 'torch')}))"
+    )
     result = subprocess.run([ov_python, "-c", code], capture_output=True, text=True)
     return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-300:]}
 
@@ -620,13 +689,17 @@ def summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for=
     def lengths_of(corpus: str, shape: str) -> list[int]:
         if (corpus, shape) not in lengths:
             if corpus == "pairs":
-                lengths[(corpus, shape)] = [len(x) for x in tokenizer(
-                    [q for q, _ in pairs], [p for _, p in pairs], truncation="only_second", max_length=512
-                )["input_ids"]]
+                lengths[(corpus, shape)] = [
+                    len(x)
+                    for x in tokenizer(
+                        [q for q, _ in pairs], [p for _, p in pairs], truncation="only_second", max_length=512
+                    )["input_ids"]
+                ]
             else:
                 texts = texts_for(corpus, shape)
-                lengths[(corpus, shape)] = [len(x) for x in tokenizer(texts, truncation=True,
-                                                                      max_length=512)["input_ids"]]
+                lengths[(corpus, shape)] = [
+                    len(x) for x in tokenizer(texts, truncation=True, max_length=512)["input_ids"]
+                ]
         return lengths[(corpus, shape)]
 
     ours_dtype = _ours_dtype()
@@ -670,11 +743,15 @@ def summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for=
                 if corpus == "realistic" and len(ref) > 11:
                     entry["top10_changed"] = _top10_changes(ref, own)
         out_rows.append(entry)
-    return {"rows": out_rows, "matmul_peak_gflops": peaks, "cpu": _cpu_name(),
-            "shapes": {k: SHAPE_LABELS.get(k, k) for k in configs}}
+    return {
+        "rows": out_rows,
+        "matmul_peak_gflops": peaks,
+        "cpu": _cpu_name(),
+        "shapes": {k: SHAPE_LABELS.get(k, k) for k in configs},
+    }
 
 
-def _gflops(value: Optional[float]) -> str:
+def _gflops(value: float | None) -> str:
     return "not native (not measured)" if value is None else f"{value:.0f} GFLOP/s"
 
 

@@ -53,8 +53,13 @@ def main() -> None:
             if m3:
                 colbert = min(_min_cos(x, y) for x, y in zip(a.colbert, b.colbert) if len(x))
                 sparse = max(
-                    max((abs(x.to_dict().get(k, 0.0) - y.to_dict().get(k, 0.0)) for k in x.to_dict().keys()
-                         | y.to_dict().keys()), default=0.0)
+                    max(
+                        (
+                            abs(x.to_dict().get(k, 0.0) - y.to_dict().get(k, 0.0))
+                            for k in x.to_dict().keys() | y.to_dict().keys()
+                        ),
+                        default=0.0,
+                    )
                     for x, y in zip(a.sparse, b.sparse)
                 )
                 row += f" {colbert:16.6f} {sparse:15.2e}"

@@ -34,7 +34,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +133,7 @@ class Device:
             self.torch.cuda.empty_cache()
             self.torch.cuda.reset_peak_memory_stats()
 
-    def peak_mb(self) -> Optional[float]:
+    def peak_mb(self) -> float | None:
         return self.torch.cuda.max_memory_allocated() / 2**20 if self.cuda else None
 
 
@@ -177,8 +177,13 @@ def check_reduced_precision(dev: Device, folder: Path, texts: list[str]) -> dict
     fp32 = Embedder(folder, device=dev.device, precision="fp32").encode_documents(texts)
     cos = cosines(fp32, auto.encode_documents(texts))
     name = str(auto.dtype).replace("torch.", "")
-    return {"check": f"default precision ({name}) vs fp32", "min_cosine": float(cos.min()),
-            "mean_cosine": float(cos.mean()), "bound": 0.999, "ok": bool(cos.min() >= 0.999)}
+    return {
+        "check": f"default precision ({name}) vs fp32",
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+        "bound": 0.999,
+        "ok": bool(cos.min() >= 0.999),
+    }
 
 
 def check_oom_backoff(dev: Device, folder: Path, texts: list[str]) -> dict[str, Any]:
@@ -230,8 +235,13 @@ def check_oom_backoff(dev: Device, folder: Path, texts: list[str]) -> dict[str, 
         batching_logger.removeHandler(handler)
     splits = sum("retrying in two halves" in w for w in warnings)
     diff = float(np.abs(got - reference).max())
-    return {"check": "OOM back-off", "kind": kind, "splits": splits, "max_abs_diff": diff,
-            "ok": splits > 0 and diff <= 1e-4}
+    return {
+        "check": "OOM back-off",
+        "kind": kind,
+        "splits": splits,
+        "max_abs_diff": diff,
+        "ok": splits > 0 and diff <= 1e-4,
+    }
 
 
 def _activation_bytes(emb: Any, tokens: int) -> int:
@@ -254,12 +264,14 @@ def dense_systems(dev: Device, folder: Path, texts: list[str], dry_run: bool) ->
             finally:
                 os.environ.pop("BGE_RAG_PREFETCH", None)
             return emb.encode_documents
+
         return load
 
     def flag(batch: int) -> Callable[[], Any]:
         def load() -> Any:
             model = _import_flag().FlagModel(str(folder), use_fp16=dev.cuda, devices=[dev.device], batch_size=batch)
             return lambda items: model.encode_corpus(items)
+
         return load
 
     def st() -> Any:
@@ -292,13 +304,13 @@ def dense_systems(dev: Device, folder: Path, texts: list[str], dry_run: bool) ->
     return systems
 
 
-def throughput(dev: Device, shape: str, folder: Path, texts: list[str], dry_run: bool,
-               repeats: int) -> list[dict[str, Any]]:
+def throughput(
+    dev: Device, shape: str, folder: Path, texts: list[str], dry_run: bool, repeats: int
+) -> list[dict[str, Any]]:
+    import torch
     from transformers import AutoTokenizer
 
     from bge_core.batching import DEFAULT_BATCH_SIZE, plan_batches, resolve_max_batch_tokens
-
-    import torch
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     lengths = [len(x) for x in tokenizer(texts, truncation=True, max_length=512)["input_ids"]]
@@ -339,8 +351,15 @@ def throughput(dev: Device, shape: str, folder: Path, texts: list[str], dry_run:
     for row in rows:
         if "texts_per_s" in row and "texts_per_s" in ours:
             row["ours_over_this"] = ours["texts_per_s"] / row["texts_per_s"]
-    rows.append({"shape": shape, "task": "dense", "system": "FlagModel batch sweep (texts/s)",
-                 "sweep": {str(k): v for k, v in sweep.items()}, "padding_waste_by_batch": waste})
+    rows.append(
+        {
+            "shape": shape,
+            "task": "dense",
+            "system": "FlagModel batch sweep (texts/s)",
+            "sweep": {str(k): v for k, v in sweep.items()},
+            "padding_waste_by_batch": waste,
+        }
+    )
     return rows
 
 
@@ -353,8 +372,9 @@ def _run_system(dev: Device, load: Callable[[], Any], texts: list[Any], repeats:
         dev.reset_peak()
 
 
-def rerank_throughput(dev: Device, folder: Path, pairs: list[tuple[str, str]], dry_run: bool,
-                      repeats: int) -> list[dict[str, Any]]:
+def rerank_throughput(
+    dev: Device, folder: Path, pairs: list[tuple[str, str]], dry_run: bool, repeats: int
+) -> list[dict[str, Any]]:
     shape = "reranker tiny" if dry_run else "reranker 12x768"
     from bench import _import_flag
 
@@ -398,14 +418,24 @@ def rerank_throughput(dev: Device, folder: Path, pairs: list[tuple[str, str]], d
 
 # --------------------------------------------------------------------------- report
 def render(report: dict[str, Any]) -> str:
-    lines = [f"Device: {report['device']}; torch {report['torch']}; {report['mode']}", "",
-             "| check | shape | result | ok |", "|---|---|---|---|"]
+    lines = [
+        f"Device: {report['device']}; torch {report['torch']}; {report['mode']}",
+        "",
+        "| check | shape | result | ok |",
+        "|---|---|---|---|",
+    ]
     for c in report["checks"]:
-        detail = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                           for k, v in c.items() if k not in ("check", "shape", "ok"))
+        detail = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in c.items()
+            if k not in ("check", "shape", "ok")
+        )
         lines.append(f"| {c['check']} | {c['shape']} | {detail} | {'yes' if c['ok'] else 'NO'} |")
-    lines += ["", "| task | shape | system | texts/s | bge_core ÷ this | peak MB | padding |",
-              "|---|---|---|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| task | shape | system | texts/s | bge_core ÷ this | peak MB | padding |",
+        "|---|---|---|---:|---:|---:|---:|",
+    ]
     for r in report["throughput"]:
         if "sweep" in r:
             continue
@@ -417,7 +447,7 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dry-run", action="store_true", help="tiny models on the CPU: checks the script runs")
     parser.add_argument("--texts", type=int, default=None, help="texts per throughput job (default 4000; dry 24)")

@@ -45,15 +45,33 @@ def build_model(dest: Path, layers: int, seed: int = 7) -> Path:
     rust = Tokenizer(models.BPE(unk_token="<unk>"))
     rust.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     rust.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=8000, special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=8000,
+        special_tokens=["<pad>", "<eos>", "<bos>", "<unk>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     rust.train_from_iterator(python_docs_paragraphs(), trainer)
-    PreTrainedTokenizerFast(tokenizer_object=rust, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
-                            unk_token="<unk>", padding_side="left").save_pretrained(str(dest))
+    PreTrainedTokenizerFast(
+        tokenizer_object=rust,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
+        padding_side="left",
+    ).save_pretrained(str(dest))
     config = GemmaConfig(
-        vocab_size=256000, hidden_size=2048, intermediate_size=16384, num_hidden_layers=layers,
-        num_attention_heads=8, num_key_value_heads=1, head_dim=256, max_position_embeddings=8192,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=256000,
+        hidden_size=2048,
+        intermediate_size=16384,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=256,
+        max_position_embeddings=8192,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     config.architectures = ["GemmaForCausalLM"]
     with torch.random.fork_rng(devices=[]):
@@ -90,13 +108,28 @@ def worker(system: str, folder: str, n_pairs: int, batch: int) -> dict:
         start = time.perf_counter()
         scores = rr.compute_score(pairs)
     seconds = time.perf_counter() - start
-    return {"system": system, "seconds": seconds, "pairs": len(scores), "batch": batch,
-            "scores": [float(x) for x in scores]}
+    return {
+        "system": system,
+        "seconds": seconds,
+        "pairs": len(scores),
+        "batch": batch,
+        "scores": [float(x) for x in scores],
+    }
 
 
 def run_worker(system: str, folder: Path, n_pairs: int, batch: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", system, "--folder", str(folder), "--pairs", str(n_pairs),
-           "--batch", str(batch)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        system,
+        "--folder",
+        str(folder),
+        "--pairs",
+        str(n_pairs),
+        "--batch",
+        str(batch),
+    ]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -125,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     batches = [int(b) for b in args.flag_batches.split(",")]
     trial = {b: run_worker("flag-best", folder, args.pairs, b)["seconds"] for b in batches}
     best = min(trial, key=trial.get)
-    logger.info("FlagLLMReranker batch sizes tried: %s -> best %d",
-                ", ".join(f"{b}: {s:.1f}s" for b, s in trial.items()), best)
+    logger.info(
+        "FlagLLMReranker batch sizes tried: %s -> best %d", ", ".join(f"{b}: {s:.1f}s" for b, s in trial.items()), best
+    )
     times: dict[str, list[float]] = {s: [] for s in SYSTEMS}
     scores: dict[str, list[float]] = {}
     for r in range(args.rounds):
@@ -145,7 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     ref = scores["flag-default"]
     for s in ("bge_core-fp32", "bge_core"):
         dev = max(abs(a - b) for a, b in zip(scores[s], ref))
-        print(f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} (score std {statistics.pstdev(ref):.3f})")
+        print(
+            f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} (score std {statistics.pstdev(ref):.3f})"
+        )
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -45,7 +45,6 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Optional  # noqa: E402
 
 import httpx  # noqa: E402
 import numpy as np  # noqa: E402
@@ -67,10 +66,18 @@ def add_st_layout(folder: Path) -> Path:
     (folder / "modules.json").write_text(json.dumps(modules, indent=2))
     (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
     (folder / "1_Pooling").mkdir(exist_ok=True)
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": hidden, "pooling_mode_cls_token": True, "pooling_mode_mean_tokens": False,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False,
-    }, indent=2))
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": hidden,
+                "pooling_mode_cls_token": True,
+                "pooling_mode_mean_tokens": False,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            },
+            indent=2,
+        )
+    )
     (folder / "2_Normalize").mkdir(exist_ok=True)
     return folder
 
@@ -84,7 +91,7 @@ def free_port() -> int:
 class Server:
     """A server subprocess on 127.0.0.1, ready once ``/health`` answers; stopped on exit."""
 
-    def __init__(self, name: str, command: list[str], port: int, path: str, env: Optional[dict] = None) -> None:
+    def __init__(self, name: str, command: list[str], port: int, path: str, env: dict | None = None) -> None:
         self.name, self.command, self.path = name, command, path
         self.url = f"http://127.0.0.1:{port}"
         base = dict(os.environ)
@@ -92,9 +99,9 @@ class Server:
         if _SERVER_BLAS_THREADS is not None:
             base["OPENBLAS_NUM_THREADS"] = _SERVER_BLAS_THREADS
         self.env = {**base, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env or {})}
-        self.proc: Optional[subprocess.Popen] = None
+        self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + 300
@@ -122,22 +129,56 @@ class Server:
 
 def ours(model: str, args: argparse.Namespace) -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "bge_rag.server", "serve", "--model", model, "--host", "127.0.0.1",
-               "--port", str(port), "--precision", args.precision, "--log-level", "warning",
-               "--served-model-name", "bench"]
+    command = [
+        sys.executable,
+        "-m",
+        "bge_rag.server",
+        "serve",
+        "--model",
+        model,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--precision",
+        args.precision,
+        "--log-level",
+        "warning",
+        "--served-model-name",
+        "bench",
+    ]
     return Server("bge-rag serve", command, port, "/v1/embeddings")
 
 
 def infinity(model: str, args: argparse.Namespace, dtype: str) -> Server:
     port = free_port()
-    command = [args.infinity, "v2", "--model-id", model, "--served-model-name", "bench", "--engine", "torch",
-               "--device", "cpu", "--host", "127.0.0.1", "--port", str(port),
-               "--url-prefix", "", "--log-level", "warning", "--dtype", dtype]
+    command = [
+        args.infinity,
+        "v2",
+        "--model-id",
+        model,
+        "--served-model-name",
+        "bench",
+        "--engine",
+        "torch",
+        "--device",
+        "cpu",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--url-prefix",
+        "",
+        "--log-level",
+        "warning",
+        "--dtype",
+        dtype,
+    ]
     env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
     return Server(f"infinity-emb --engine torch --dtype {dtype}", command, port, "/embeddings", env)
 
 
-def infinity_dtypes(given: Optional[str]) -> list[str]:
+def infinity_dtypes(given: str | None) -> list[str]:
     """Infinity's dtypes to run: the given list, else its default (``auto``: fp32 on a CPU) and,
     on a CPU with native bf16, ``bfloat16`` too (its faster setting there): the peer at its best."""
     if given:
@@ -164,11 +205,11 @@ class Connection:
     def __init__(self, url: str) -> None:
         host, port = url.removeprefix("http://").split(":")
         self.host, self.port = host, int(port)
-        self.reader: Optional[asyncio.StreamReader] = None
-        self.writer: Optional[asyncio.StreamWriter] = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     @classmethod
-    async def open(cls, url: str) -> "Connection":
+    async def open(cls, url: str) -> Connection:
         connection = cls(url)
         await connection._connect()
         return connection
@@ -183,8 +224,10 @@ class Connection:
         if self.writer is None:
             await self._connect()
         assert self.reader is not None and self.writer is not None
-        head = (f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         header = await self.reader.readuntil(b"\r\n\r\n")
         lines = header.decode("latin-1").split("\r\n")
@@ -204,8 +247,7 @@ class Connection:
         self.reader = self.writer = None
 
 
-async def load(server: Server, requests: list[list[int]], texts: list[str], clients: int,
-               expected: np.ndarray) -> dict:
+async def load(server: Server, requests: list[list[int]], texts: list[str], clients: int, expected: np.ndarray) -> dict:
     """Send ``requests`` (rows of ``texts``) from ``clients`` concurrent clients; check every answer."""
     import orjson
 
@@ -237,8 +279,14 @@ async def load(server: Server, requests: list[list[int]], texts: list[str], clie
     finally:
         for http in connections:
             await http.close()
-    return {"seconds": seconds, "latencies": latencies, "wrong": wrong, "requests": len(requests),
-            "texts": sum(map(len, requests)), "client_cpu": cpu}
+    return {
+        "seconds": seconds,
+        "latencies": latencies,
+        "wrong": wrong,
+        "requests": len(requests),
+        "texts": sum(map(len, requests)),
+        "client_cpu": cpu,
+    }
 
 
 def workloads(args: argparse.Namespace) -> tuple[list[str], dict[str, tuple[list[list[int]], int]]]:
@@ -260,8 +308,11 @@ def main() -> int:
     parser.add_argument("--model", help="embedding model folder (default: the offline MiniLM fixture)")
     parser.add_argument("--infinity", help="the infinity_emb executable (default: ours alone)")
     parser.add_argument("--precision", default="auto", help="our server's precision (default auto: bf16 here)")
-    parser.add_argument("--infinity-dtype", help="Infinity's --dtype, or several separated by commas (default: auto, "
-                        "and bfloat16 too on a CPU with native bf16); ratios are against the fastest")
+    parser.add_argument(
+        "--infinity-dtype",
+        help="Infinity's --dtype, or several separated by commas (default: auto, "
+        "and bfloat16 too on a CPU with native bf16); ratios are against the fastest",
+    )
     parser.add_argument("--query-requests", type=int, default=1536)
     parser.add_argument("--query-clients", type=int, default=32)
     parser.add_argument("--index-requests", type=int, default=24)
@@ -278,11 +329,14 @@ def main() -> int:
             model = str(add_st_layout(build_dense_model(Path(tmp) / "minilm-bge-style")))
         texts, loads = workloads(args)
         expected = Embedder(model, precision="fp32").encode_documents(texts)
-        print(f"model: {args.model or 'MiniLM-L6 fixture (BGE-style CLS pooling)'}; {os.cpu_count()} CPUs shared "
-              f"by the load generator and the server under test; {args.rounds} round(s)")
+        print(
+            f"model: {args.model or 'MiniLM-L6 fixture (BGE-style CLS pooling)'}; {os.cpu_count()} CPUs shared "
+            f"by the load generator and the server under test; {args.rounds} round(s)"
+        )
         servers = [lambda: ours(model, args)] + [
-            (lambda d=dtype: infinity(model, args, d)) for dtype in (infinity_dtypes(args.infinity_dtype)
-                                                                     if args.infinity else [])]
+            (lambda d=dtype: infinity(model, args, d))
+            for dtype in (infinity_dtypes(args.infinity_dtype) if args.infinity else [])
+        ]
         results: dict[tuple[str, str], list[dict]] = {}
         for _ in range(args.rounds):
             for make in servers:
@@ -292,28 +346,37 @@ def main() -> int:
                     for name, (requests, clients) in loads.items():
                         part = asyncio.run(load(server, requests, texts, clients, expected))
                         results.setdefault((server.name, name), []).append(part)
-                        print(f"  {server.name}, {name}: {part['texts'] / part['seconds']:.0f} texts/s, "
-                              f"{part['wrong']} wrong", flush=True)
+                        print(
+                            f"  {server.name}, {name}: {part['texts'] / part['seconds']:.0f} texts/s, "
+                            f"{part['wrong']} wrong",
+                            flush=True,
+                        )
 
-        print("\n| server | load | requests/s | texts/s | p50 ms | p95 ms | load generator CPU ms/request "
-              "| wrong answers |\n|---|---|---|---|---|---|---|---|")
+        print(
+            "\n| server | load | requests/s | texts/s | p50 ms | p95 ms | load generator CPU ms/request "
+            "| wrong answers |\n|---|---|---|---|---|---|---|---|"
+        )
         rate: dict[tuple[str, str], float] = {}
         for (server, name), parts in results.items():
             seconds = sum(p["seconds"] for p in parts)
             requests = sum(p["requests"] for p in parts)
             lat = np.concatenate([p["latencies"] for p in parts]) * 1000
             rate[(server, name)] = sum(p["texts"] for p in parts) / seconds
-            print(f"| {server} | {name} | {requests / seconds:.1f} | "
-                  f"{rate[(server, name)]:.0f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
-                  f"{1000 * sum(p['client_cpu'] for p in parts) / requests:.2f} | "
-                  f"{sum(p['wrong'] for p in parts)} |")
+            print(
+                f"| {server} | {name} | {requests / seconds:.1f} | "
+                f"{rate[(server, name)]:.0f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
+                f"{1000 * sum(p['client_cpu'] for p in parts) / requests:.2f} | "
+                f"{sum(p['wrong'] for p in parts)} |"
+            )
         names = list(dict.fromkeys(server for server, _ in results))
         if len(names) >= 2:
             print()
             for name in loads:
                 best = max(names[1:], key=lambda peer: rate[(peer, name)])
-                print(f"{name}: bge-rag / {best} (the fastest Infinity) = "
-                      f"{rate[(names[0], name)] / rate[(best, name)]:.2f}x")
+                print(
+                    f"{name}: bge-rag / {best} (the fastest Infinity) = "
+                    f"{rate[(names[0], name)] / rate[(best, name)]:.2f}x"
+                )
         return 1 if any(p["wrong"] for parts in results.values() for p in parts) else 0
 
 

@@ -15,8 +15,8 @@ import tempfile
 import numpy as np
 
 from bge_core import Embedder, colbert_scores, dense_scores
-from bge_rag.sample_data import python_docs_paragraphs
 from bge_core.storage import compress, decompress
+from bge_rag.sample_data import python_docs_paragraphs
 
 
 def main() -> None:
@@ -36,8 +36,10 @@ def main() -> None:
     exact_dense = dense_scores(queries.dense, docs.dense)
     exact_colbert = colbert_scores(queries.colbert, docs.colbert)
     print(f"model: {emb.model_name}  docs: {len(texts)}  queries: {len(texts[::10])}")
-    print(f"{'storage':8} {'bytes/value':>11} {'dense max|err|':>15} {'dense min cos':>14} "
-          f"{'dense score Δ':>14} {'colbert score Δ':>16}")
+    print(
+        f"{'storage':8} {'bytes/value':>11} {'dense max|err|':>15} {'dense min cos':>14} "
+        f"{'dense score Δ':>14} {'colbert score Δ':>16}"
+    )
     for storage, size in (("float16", 2), ("int8", 1)):
         dense = decompress(compress(docs.dense, storage))
         colbert = decompress(compress(docs.colbert, storage))

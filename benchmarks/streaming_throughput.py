@@ -70,8 +70,10 @@ def main() -> None:
     source.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)), encoding="utf-8")
     options = {"precision": args.precision, "max_length": args.max_length}
     threads = torch.get_num_threads()
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({threads} threads); {len(texts)} paragraphs, max_length {args.max_length}")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
+        f"({threads} threads); {len(texts)} paragraphs, max_length {args.max_length}"
+    )
 
     embedder = Embedder(args.model, **options)
     print(f"model: {embedder!r}")
@@ -79,8 +81,10 @@ def main() -> None:
     in_memory = _best(args.repeat, lambda: embedder.encode_documents(texts, show_progress=False))
     print(f"in memory, one encode call      {_rate(len(texts), in_memory)}")
 
-    streamed = _best(args.repeat, lambda: embed_corpus(source, work / "out", embedder, chunk_size=512,
-                                                       overwrite=True, show_progress=False))
+    streamed = _best(
+        args.repeat,
+        lambda: embed_corpus(source, work / "out", embedder, chunk_size=512, overwrite=True, show_progress=False),
+    )
     print(f"embed_corpus JSONL -> Parquet   {_rate(len(texts), streamed)}  = {in_memory / streamed:.2f}x in-memory")
 
     torch.set_num_threads(1)
@@ -105,15 +109,23 @@ def main() -> None:
 
         def run(ds, actors: int) -> float:
             started = time.perf_counter()
-            out = embed_dataset(ds, model=args.model, concurrency=actors, num_cpus_per_actor=min(1.0, 1.5 / actors),
-                                batch_size=128, embedder_options=options).materialize()
+            out = embed_dataset(
+                ds,
+                model=args.model,
+                concurrency=actors,
+                num_cpus_per_actor=min(1.0, 1.5 / actors),
+                batch_size=128,
+                embedder_options=options,
+            ).materialize()
             assert out.count() == ds.count()
             return time.perf_counter() - started
 
         for actors in (1, 2):
             startup, took = run(small, actors), run(full, actors)
-            print(f"Ray Data, {actors} actor(s) x 1 thread {_rate(len(texts), took)}  end to end; "
-                  f"{len(texts) / (took - startup):.0f} texts/s after actor start-up ({startup:.1f} s)")
+            print(
+                f"Ray Data, {actors} actor(s) x 1 thread {_rate(len(texts), took)}  end to end; "
+                f"{len(texts) / (took - startup):.0f} texts/s after actor start-up ({startup:.1f} s)"
+            )
     finally:
         ray.shutdown()
 

@@ -12,7 +12,7 @@ output per document with :meth:`ChunkedEncoded.aggregate`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 
@@ -51,9 +51,10 @@ def special_tokens_template(tokenizer: Any) -> tuple[list[int], list[int]]:
     raise ConfigError("Cannot find where this tokenizer puts its special tokens; chunking is unavailable.")
 
 
-def _windows(word_ids: list[Optional[int]], size: int, overlap: int) -> list[tuple[int, int]]:
+def _windows(word_ids: list[int | None], size: int, overlap: int) -> list[tuple[int, int]]:
     """Token windows ``[start, end)`` of at most ``size`` tokens that end and start on word
-    boundaries where possible; consecutive windows share about ``overlap`` tokens."""
+    boundaries where possible; consecutive windows share about ``overlap`` tokens.
+    """
     n = len(word_ids)
 
     def boundary(pos: int) -> bool:  # a word starts at pos
@@ -132,16 +133,20 @@ class ChunkedEncoded:
         """The chunks of document ``i`` and their outputs."""
         lo, hi = int(self.offsets[i]), int(self.offsets[i + 1])
         enc = self.encoded
-        return self.chunks[lo:hi], Encoded(
-            dense=None if enc.dense is None else enc.dense[lo:hi],
-            sparse=None if enc.sparse is None else enc.sparse[lo:hi],  # type: ignore[index]
-            colbert=None if enc.colbert is None else enc.colbert[lo:hi],  # type: ignore[index]
+        return (
+            self.chunks[lo:hi],
+            Encoded(
+                dense=None if enc.dense is None else enc.dense[lo:hi],
+                sparse=None if enc.sparse is None else enc.sparse[lo:hi],  # type: ignore[index]
+                colbert=None if enc.colbert is None else enc.colbert[lo:hi],  # type: ignore[index]
+            ),
         )
 
     def aggregate(self, how: Aggregate = "mean") -> Encoded:
         """One output per document: dense vectors averaged (``"mean"``) or element-wise
         maximum (``"max"``) over chunks, renormalized when the embedder normalizes; sparse
-        weights merged by maximum per token id; ColBERT vectors of all chunks concatenated."""
+        weights merged by maximum per token id; ColBERT vectors of all chunks concatenated.
+        """
         if how not in ("mean", "max"):
             raise ConfigError(f"Invalid aggregate {how!r}. Valid values are: mean, max.")
         enc = self.encoded

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 
@@ -37,7 +37,7 @@ _ALIASES = {
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
-def resolve_device(device: Union[str, int, torch.device, None]) -> torch.device:
+def resolve_device(device: str | int | torch.device | None) -> torch.device:
     """The device to run on: the caller's choice, or the first accelerator, or the CPU.
 
     Raises:
@@ -125,7 +125,7 @@ def affinity_cpus() -> int:
 
 
 def _mounts(root: Path) -> list[tuple[str, Path, str, set[str]]]:
-    """cgroup mounts from ``/proc/self/mountinfo``: (hierarchy root, mount point, fstype, options)."""
+    """Cgroup mounts from ``/proc/self/mountinfo``: (hierarchy root, mount point, fstype, options)."""
     try:
         lines = (root / "proc/self/mountinfo").read_text().splitlines()
     except OSError:
@@ -169,7 +169,7 @@ def _chain(mount_root: str, mount_point: Path, path: str) -> list[Path]:
     return chain
 
 
-def _quota_v2(folder: Path) -> Optional[float]:
+def _quota_v2(folder: Path) -> float | None:
     try:
         quota, period = (folder / "cpu.max").read_text().split()[:2]
     except (OSError, ValueError):
@@ -179,7 +179,7 @@ def _quota_v2(folder: Path) -> Optional[float]:
     return float(quota) / float(period)
 
 
-def _quota_v1(folder: Path) -> Optional[float]:
+def _quota_v1(folder: Path) -> float | None:
     try:
         quota = float((folder / "cpu.cfs_quota_us").read_text().strip())
         period = float((folder / "cpu.cfs_period_us").read_text().strip())
@@ -190,7 +190,7 @@ def _quota_v1(folder: Path) -> Optional[float]:
     return quota / period
 
 
-def cgroup_cpu_quota(root: Union[str, Path] = "/") -> Optional[float]:
+def cgroup_cpu_quota(root: str | Path = "/") -> float | None:
     """The cgroup CPU quota of this process in CPUs (e.g. 1.5), or ``None`` when there is none.
 
     Reads ``/proc/self/cgroup`` and ``/proc/self/mountinfo`` under ``root`` (a fake root in tests),
@@ -212,7 +212,7 @@ def cgroup_cpu_quota(root: Union[str, Path] = "/") -> Optional[float]:
     return min(quotas) if quotas else None
 
 
-def available_cpus(root: Union[str, Path] = "/", affinity: Optional[int] = None) -> int:
+def available_cpus(root: str | Path = "/", affinity: int | None = None) -> int:
     """CPUs this process may really use: its affinity mask capped by its cgroup CPU quota.
 
     A fractional quota rounds up (1.5 CPUs -> 2): the scheduler lets the process use that much

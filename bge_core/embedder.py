@@ -13,18 +13,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import batching
+from . import batching, icl
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError, UnsupportedModelError
 from .frozen import FrozenAfterInit
-from . import icl
 from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vectors, unused_token_ids
 from .inputs import as_pairs, as_texts
 from .loading import Backbone, open_model, resolve_max_length
@@ -98,27 +97,27 @@ class Embedder(FrozenAfterInit):
 
     def __init__(
         self,
-        model: Union[str, Path],
+        model: str | Path,
         *,
-        device: Union[str, int, torch.device, None] = None,
+        device: str | int | torch.device | None = None,
         precision: str = "auto",
         batch_size: int = batching.DEFAULT_BATCH_SIZE,
-        max_batch_tokens: Optional[int] = None,
-        max_length: Optional[int] = None,
-        query_instruction: Optional[str] = None,
-        query_instruction_format: Optional[str] = None,
-        document_instruction: Optional[str] = None,
-        pooling: Optional[str] = None,
+        max_batch_tokens: int | None = None,
+        max_length: int | None = None,
+        query_instruction: str | None = None,
+        query_instruction_format: str | None = None,
+        document_instruction: str | None = None,
+        pooling: str | None = None,
         normalize: bool = True,
-        truncate_dim: Optional[int] = None,
+        truncate_dim: int | None = None,
         truncation: bool = True,
-        show_progress: Optional[bool] = None,
-        trust_remote_code: Optional[bool] = None,
-        cache_dir: Optional[Union[str, Path]] = None,
-        revision: Optional[str] = None,
-        token: Optional[Union[str, bool]] = None,
-        examples: Optional[Sequence[Mapping[str, str]]] = None,
-        examples_instruction_format: Optional[str] = None,
+        show_progress: bool | None = None,
+        trust_remote_code: bool | None = None,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        examples: Sequence[Mapping[str, str]] | None = None,
+        examples_instruction_format: str | None = None,
     ) -> None:
         self.batch_size = batching.check_positive("batch_size", batch_size)
         for name, value in (
@@ -138,12 +137,16 @@ class Embedder(FrozenAfterInit):
         self.spec: ModelSpec
         self._backbone: Backbone
         self.spec, self._backbone, self.model_max_length = open_model(
-            model, "embedding", device=self.device, dtype=self.dtype, trust_remote_code=trust_remote_code,
-            cache_dir=cache_dir, revision=revision, token=token,
+            model,
+            "embedding",
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
+            revision=revision,
+            token=token,
         )
-        self.max_batch_tokens = batching.resolve_max_batch_tokens(
-            max_batch_tokens, self.device, self._backbone.config
-        )
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device, self._backbone.config)
         spec = self.spec
         self.max_length = resolve_max_length(max_length, spec, self._backbone, self.model_max_length, self.model_name)
         self.pooling = pooling if pooling is not None else (spec.pooling or "cls")
@@ -191,8 +194,13 @@ class Embedder(FrozenAfterInit):
 
     # ------------------------------------------------------------------ public API
     def encode_queries(
-        self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        normalize: bool | None = None,
+        truncation: bool | None = None,
     ) -> np.ndarray:
         """Dense vectors of queries, with the query instruction applied.
 
@@ -208,14 +216,23 @@ class Embedder(FrozenAfterInit):
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
         out = self.encode(
-            texts, kind="query", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            texts,
+            kind="query",
+            batch_size=batch_size,
+            show_progress=show_progress,
+            normalize=normalize,
             truncation=truncation,
         )
         return out.dense  # type: ignore[return-value]
 
     def encode_documents(
-        self, texts: Union[str, Sequence[str]], *, batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None, normalize: Optional[bool] = None, truncation: Optional[bool] = None,
+        self,
+        texts: str | Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        normalize: bool | None = None,
+        truncation: bool | None = None,
     ) -> np.ndarray:
         """Dense vectors of documents (no query instruction).
 
@@ -231,23 +248,27 @@ class Embedder(FrozenAfterInit):
             float32 array ``(N, D)`` for a list, ``(D,)`` for a single string.
         """
         out = self.encode(
-            texts, kind="document", batch_size=batch_size, show_progress=show_progress, normalize=normalize,
+            texts,
+            kind="document",
+            batch_size=batch_size,
+            show_progress=show_progress,
+            normalize=normalize,
             truncation=truncation,
         )
         return out.dense  # type: ignore[return-value]
 
     def encode(
         self,
-        texts: Union[str, Sequence[str]],
+        texts: str | Sequence[str],
         *,
         kind: Kind = "document",
         dense: bool = True,
         sparse: bool = False,
         colbert: bool = False,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
-        normalize: Optional[bool] = None,
-        truncation: Optional[bool] = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        normalize: bool | None = None,
+        truncation: bool | None = None,
     ) -> Encoded:
         """Encode texts into the requested outputs with one forward pass per batch.
 
@@ -303,16 +324,16 @@ class Embedder(FrozenAfterInit):
 
     def encode_chunked(
         self,
-        texts: Union[str, Sequence[str]],
+        texts: str | Sequence[str],
         *,
-        max_tokens: Optional[int] = None,
+        max_tokens: int | None = None,
         overlap: int = 0,
         dense: bool = True,
         sparse: bool = False,
         colbert: bool = False,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
-        normalize: Optional[bool] = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+        normalize: bool | None = None,
     ) -> ChunkedEncoded:
         """Encode long documents as overlapping token windows, keeping character offsets.
 
@@ -351,13 +372,13 @@ class Embedder(FrozenAfterInit):
 
     def compute_score(
         self,
-        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        pairs: tuple[str, str] | Sequence[tuple[str, str]],
         *,
-        weights: Optional[Sequence[float]] = None,
-        max_query_length: Optional[int] = None,
-        max_passage_length: Optional[int] = None,
-        batch_size: Optional[int] = None,
-    ) -> dict[str, Union[float, list[float]]]:
+        weights: Sequence[float] | None = None,
+        max_query_length: int | None = None,
+        max_passage_length: int | None = None,
+        batch_size: int | None = None,
+    ) -> dict[str, float | list[float]]:
         """BGE-M3 scores of (query, passage) pairs, as ``BGEM3FlagModel.compute_score``.
 
         Each distinct text is encoded once with all three outputs. Queries are encoded as
@@ -423,7 +444,7 @@ class Embedder(FrozenAfterInit):
         """
         self._heads(sparse=sparse, colbert=colbert)
 
-    def decode_sparse(self, vector: SparseVector, top_k: Optional[int] = None) -> list[tuple[str, float]]:
+    def decode_sparse(self, vector: SparseVector, top_k: int | None = None) -> list[tuple[str, float]]:
         """A token-string view of a sparse vector, heaviest first, for display.
 
         Distinct token ids can decode to the same string (e.g. a word-piece and a whole word),
@@ -436,7 +457,7 @@ class Embedder(FrozenAfterInit):
         return [(str(t), float(w)) for t, w in zip(tokens, vector.values[order].tolist())]
 
     # ------------------------------------------------------------------ steps
-    def _length(self, requested: Optional[int]) -> int:
+    def _length(self, requested: int | None) -> int:
         """A per-call truncation length, checked like ``max_length`` (default: ``max_length``)."""
         if requested is None:
             return self.max_length
@@ -446,7 +467,8 @@ class Embedder(FrozenAfterInit):
         """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer: the query
         instruction (in ``query_instruction_format``) before queries, the document instruction
         (E5) before documents, else unchanged. bge-en-icl queries also get their few-shot prefix
-        at tokenization, which this does not add."""
+        at tokenization, which this does not add.
+        """
         if kind == "query" and self.query_instruction:
             fmt = self.query_instruction_format.replace("\\n", "\n")
             return [fmt.format(self.query_instruction, t) for t in texts]
@@ -461,17 +483,27 @@ class Embedder(FrozenAfterInit):
         and not bge-en-icl queries (their paths tokenize differently). Only calls with truncation
         on do (``encode`` checks the call's ``truncation``).
         """
-        return (self._executor.tokenize_ahead and len(items) > batching.TOKENIZE_AHEAD_TEXTS
-                and not (kind == "query" and self.spec.icl))
+        return (
+            self._executor.tokenize_ahead
+            and len(items) > batching.TOKENIZE_AHEAD_TEXTS
+            and not (kind == "query" and self.spec.icl)
+        )
 
     def _encode_ahead(
-        self, items: list[str], kind: Kind, dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool], normalize: bool,
+        self,
+        items: list[str],
+        kind: Kind,
+        dense: bool,
+        heads: M3Heads,
+        batch_size: int,
+        show_progress: bool | None,
+        normalize: bool,
     ) -> tuple[Encoded, list[int]]:
         """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
         a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
         does not wait for the CPU to tokenize a whole large call first. Each text gets the same
-        tokens as in one call; texts are sorted by length within their chunk."""
+        tokens as in one call; texts are sorted by length within their chunk.
+        """
         from concurrent.futures import ThreadPoolExecutor
 
         texts = self.with_instruction(items, kind)
@@ -479,7 +511,8 @@ class Embedder(FrozenAfterInit):
         pieces = [texts[i : i + step] for i in range(0, len(texts), step)]
         max_length = self.max_length
         progress = batching.progress_bar(
-            len(texts), self.show_progress if show_progress is None else show_progress, "Embedding")
+            len(texts), self.show_progress if show_progress is None else show_progress, "Embedding"
+        )
         parts: list[Encoded] = []
         counts: list[int] = []
         truncated = 0
@@ -511,10 +544,12 @@ class Embedder(FrozenAfterInit):
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
         """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
-        has been given: counting needs a second tokenizer pass)."""
+        has been given: counting needs a second tokenizer pass).
+        """
         tokenizer = self._backbone.tokenizer
-        ids = tokenizer(texts, truncation=True, max_length=max_length, return_attention_mask=False,
-                        return_token_type_ids=False)["input_ids"]
+        ids = tokenizer(
+            texts, truncation=True, max_length=max_length, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
         cut = 0 if self._truncation_warner.warned else count_truncated(tokenizer, texts, ids, max_length)
         return ids, cut
 
@@ -531,8 +566,9 @@ class Embedder(FrozenAfterInit):
             )
             return ids
         # verbose=False: no "Token indices sequence length is longer than ..." before our error.
-        ids = self._backbone.tokenizer(texts, truncation=False, verbose=False, return_attention_mask=False,
-                                       return_token_type_ids=False)["input_ids"]
+        ids = self._backbone.tokenizer(
+            texts, truncation=False, verbose=False, return_attention_mask=False, return_token_type_ids=False
+        )["input_ids"]
         for i, row in enumerate(ids):
             if len(row) > max_length:
                 raise TextTooLongError(
@@ -555,14 +591,22 @@ class Embedder(FrozenAfterInit):
                 f"max_length={self.max_length}; shorten it, raise max_length, or pass truncation=True."
             )
         self._truncation_warner.report(
-            truncated=len(truncated), total=len(texts), max_length=self.max_length, limit=self.model_max_length,
+            truncated=len(truncated),
+            total=len(texts),
+            max_length=self.max_length,
+            limit=self.model_max_length,
             unit="queries",
         )
         return ids
 
     def _run(
-        self, input_ids: list[list[int]], dense: bool, heads: M3Heads, batch_size: int,
-        show_progress: Optional[bool], normalize: bool,
+        self,
+        input_ids: list[list[int]],
+        dense: bool,
+        heads: M3Heads,
+        batch_size: int,
+        show_progress: bool | None,
+        normalize: bool,
     ) -> Encoded:
         """Forward token ids in token-budget batches; outputs in input order.
 
@@ -570,8 +614,8 @@ class Embedder(FrozenAfterInit):
         """
         n = len(input_ids)
         dense_out = np.empty((n, self.dimension), dtype=np.float32) if dense else None
-        sparse_out: Optional[list[Any]] = [None] * n if heads.sparse is not None else None
-        colbert_out: Optional[list[Any]] = [None] * n if heads.colbert is not None else None
+        sparse_out: list[Any] | None = [None] * n if heads.sparse is not None else None
+        colbert_out: list[Any] | None = [None] * n if heads.colbert is not None else None
         for positions, out in batching.run_batches(
             input_ids,
             self._forward_fn(dense, heads, normalize),
@@ -635,7 +679,9 @@ class Embedder(FrozenAfterInit):
                 post = load_post_pooling(backbone.folder, backbone.hidden_size, self.device)
                 backbone.extras["post_pooling"] = post
         if self.spec.registered and any(isinstance(layer, NormalizeLayer) for layer in post.layers):
-            kept = [(layer, name) for layer, name in zip(post.layers, post.names) if not isinstance(layer, NormalizeLayer)]
+            kept = [
+                (layer, name) for layer, name in zip(post.layers, post.names) if not isinstance(layer, NormalizeLayer)
+            ]
             post = PostPooling(tuple(k[0] for k in kept), tuple(k[1] for k in kept))
         return post
 
@@ -650,7 +696,7 @@ class Embedder(FrozenAfterInit):
                 f"query_instruction='' (no instruction), or use sentence-transformers for this model."
             )
 
-    def _setup_icl(self, examples: Any, fmt: Optional[str]) -> None:
+    def _setup_icl(self, examples: Any, fmt: str | None) -> None:
         """Validate the bge-en-icl options and build the examples prefix of every query."""
         if not self.spec.icl:
             if examples is not None or fmt is not None:

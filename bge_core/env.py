@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 from .checks import check_positive
 from .errors import ConfigError
@@ -46,18 +45,18 @@ class EnvSettings:
     """The engine's ``BGE_RAG_*`` variables; ``None`` where a variable is unset (its default applies)."""
 
     #: ``BGE_RAG_CPU_STREAMS``: CPU streams, ``None`` for ``auto``.
-    cpu_streams: Optional[int] = None
+    cpu_streams: int | None = None
     #: ``BGE_RAG_CPU_THREADS``: CPU threads in total, ``None`` for ``auto``.
-    cpu_threads: Optional[int] = None
+    cpu_threads: int | None = None
     #: ``BGE_RAG_PREFETCH``: collate the next batch on a helper thread (default: accelerators only).
-    prefetch: Optional[bool] = None
+    prefetch: bool | None = None
     #: ``BGE_RAG_PREPACK``: prepack bf16 Linear weights on CPUs (default: on where as accurate).
-    prepack: Optional[bool] = None
+    prepack: bool | None = None
     #: ``BGE_RAG_TOKENIZE_AHEAD``: tokenize a large call's next chunk ahead (default: accelerators only).
-    tokenize_ahead: Optional[bool] = None
+    tokenize_ahead: bool | None = None
 
 
-def read_env(environ: Optional[Mapping[str, str]] = None) -> EnvSettings:
+def read_env(environ: Mapping[str, str] | None = None) -> EnvSettings:
     """Parse the ``BGE_RAG_*`` variables of ``environ`` (default: ``os.environ``, read now).
 
     Args:
@@ -79,7 +78,7 @@ def read_env(environ: Optional[Mapping[str, str]] = None) -> EnvSettings:
     )
 
 
-def _count(env: Mapping[str, str], name: str) -> Optional[int]:
+def _count(env: Mapping[str, str], name: str) -> int | None:
     """``auto`` or empty as ``None``, else a positive integer."""
     raw = env.get(name, "").strip().lower()
     if raw in ("", "auto"):
@@ -91,7 +90,7 @@ def _count(env: Mapping[str, str], name: str) -> Optional[int]:
     return check_positive(name, value)
 
 
-def _flag(env: Mapping[str, str], name: str) -> Optional[bool]:
+def _flag(env: Mapping[str, str], name: str) -> bool | None:
     """Empty as ``None``, else ``1``/``true``/``yes``/``on`` or ``0``/``false``/``no``/``off``."""
     raw = env.get(name, "").strip().lower()
     if raw == "":

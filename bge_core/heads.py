@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,13 +77,16 @@ def unused_token_ids(tokenizer: Any) -> np.ndarray:
 class M3Heads:
     """The heads a request needs, and the ids the sparse head ignores."""
 
-    sparse: Optional[torch.nn.Linear] = None
-    colbert: Optional[torch.nn.Linear] = None
-    unused_ids: Optional[np.ndarray] = None
+    sparse: torch.nn.Linear | None = None
+    colbert: torch.nn.Linear | None = None
+    unused_ids: np.ndarray | None = None
 
 
 def sparse_vectors(
-    hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, head: torch.nn.Linear,
+    hidden: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    head: torch.nn.Linear,
     unused_ids: np.ndarray,
 ) -> list[SparseVector]:
     """Lexical weights of each row, vectorized over the batch (no Python loop per token)."""
@@ -108,7 +111,7 @@ def sparse_vectors(
 
 
 def colbert_vectors(
-    hidden: torch.Tensor, attention_mask: torch.Tensor, head: torch.nn.Linear, truncate_dim: Optional[int] = None
+    hidden: torch.Tensor, attention_mask: torch.Tensor, head: torch.nn.Linear, truncate_dim: int | None = None
 ) -> list[np.ndarray]:
     """ColBERT vectors of each row: real tokens after CLS, projected, cut, normalized."""
     mask = attention_mask[:, 1:].bool()

@@ -12,7 +12,7 @@ limit that never cuts the examples). Documents are encoded as by any LLM embedde
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import Any
 
 from .errors import ConfigError
 
@@ -23,7 +23,7 @@ DEFAULT_EXAMPLES_FORMAT = "<instruct>{}\n<query>{}\n<response>{}"
 _EXAMPLE_KEYS = ("instruct", "query", "response")
 
 
-def check_examples(examples: Any, default_instruction: Optional[str]) -> tuple[dict[str, str], ...]:
+def check_examples(examples: Any, default_instruction: str | None) -> tuple[dict[str, str], ...]:
     """Validate in-context examples: a sequence of mappings with ``"query"``, ``"response"``
     and optionally ``"instruct"`` (default: the query instruction), all strings.
 
@@ -37,8 +37,9 @@ def check_examples(examples: Any, default_instruction: Optional[str]) -> tuple[d
     checked = []
     for i, example in enumerate(examples):
         if not isinstance(example, Mapping):
-            raise ConfigError(f"examples[{i}] must be a dict with 'instruct', 'query' and 'response', "
-                              f"got {type(example).__name__}")
+            raise ConfigError(
+                f"examples[{i}] must be a dict with 'instruct', 'query' and 'response', got {type(example).__name__}"
+            )
         unknown = sorted(str(k) for k in example if k not in _EXAMPLE_KEYS)
         if unknown:
             raise ConfigError(f"examples[{i}] has unknown keys {unknown}; the keys are {', '.join(_EXAMPLE_KEYS)}.")
@@ -54,7 +55,7 @@ def check_examples(examples: Any, default_instruction: Optional[str]) -> tuple[d
     return tuple(checked)
 
 
-def examples_prefix(examples: Optional[Sequence[Mapping[str, str]]], fmt: str) -> str:
+def examples_prefix(examples: Sequence[Mapping[str, str]] | None, fmt: str) -> str:
     """The text FlagICLModel puts before every query (``""`` without examples)."""
     if not examples:
         # FlagICLModel: examples=None gives no prefix; an empty list gives "\n\n" (kept, for parity).
@@ -63,8 +64,9 @@ def examples_prefix(examples: Optional[Sequence[Mapping[str, str]]], fmt: str) -
     try:
         parts = [fmt.format(e["instruct"], e["query"], e["response"]) for e in examples]
     except (IndexError, KeyError, ValueError) as exc:
-        raise ConfigError(f"examples_instruction_format {fmt!r} must take three fields (instruct, query, "
-                          f"response): {exc}") from exc
+        raise ConfigError(
+            f"examples_instruction_format {fmt!r} must take three fields (instruct, query, response): {exc}"
+        ) from exc
     return "\n\n".join(parts) + "\n\n"
 
 
@@ -109,5 +111,11 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-__all__ = ["DEFAULT_EXAMPLES_FORMAT", "ICL_SUFFIX", "check_examples", "examples_prefix", "query_token_limit",
-           "tokenize_queries"]
+__all__ = [
+    "DEFAULT_EXAMPLES_FORMAT",
+    "ICL_SUFFIX",
+    "check_examples",
+    "examples_prefix",
+    "query_token_limit",
+    "tokenize_queries",
+]

@@ -71,9 +71,7 @@ def as_pairs(pairs: Any, name: str = "pairs") -> tuple[list[tuple[str, str]], bo
     for i, pair in enumerate(items):
         if not _is_pair(pair):
             detail = (
-                f"a {type(pair).__name__} of {len(pair)} items"
-                if isinstance(pair, (tuple, list))
-                else _type_name(pair)
+                f"a {type(pair).__name__} of {len(pair)} items" if isinstance(pair, (tuple, list)) else _type_name(pair)
             )
             if isinstance(pair, (tuple, list)) and len(pair) == 2:
                 detail = f"({_type_name(pair[0])}, {_type_name(pair[1])})"

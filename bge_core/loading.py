@@ -16,7 +16,7 @@ import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import torch
 
@@ -60,9 +60,9 @@ def _offline_message(model: str) -> str:
 def resolve_model_dir(
     model: str | Path,
     *,
-    cache_dir: Optional[str | Path] = None,
-    revision: Optional[str] = None,
-    token: Optional[str | bool] = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
     trust_remote_code: bool = False,
 ) -> Path:
     """The local folder of ``model``: the folder itself, or a hub snapshot (downloaded if needed).
@@ -83,18 +83,18 @@ def resolve_model_dir(
             f"There is no folder at {str(model)!r}; check the path (hub ids look like 'BAAI/bge-m3')."
         )
     else:
-        folder = _download(str(model), cache_dir=cache_dir, revision=revision, token=token,
-                           trust_remote_code=trust_remote_code)
-    if not has_weights(folder):
-        raise ModelLoadError(
-            f"{str(folder)!r} has no model weights (expected one of {', '.join(WEIGHT_FILES)})."
+        folder = _download(
+            str(model), cache_dir=cache_dir, revision=revision, token=token, trust_remote_code=trust_remote_code
         )
+    if not has_weights(folder):
+        raise ModelLoadError(f"{str(folder)!r} has no model weights (expected one of {', '.join(WEIGHT_FILES)}).")
     return folder
 
 
 def _is_path_like(model: str) -> bool:
     """A name that can only be a local path: absolute, home- or dot-relative, or with a backslash
-    or more than one slash (hub ids are ``name`` or ``org/name``)."""
+    or more than one slash (hub ids are ``name`` or ``org/name``).
+    """
     return model.startswith(("/", "~", "./", "../", ".\\")) or "\\" in model or model.count("/") > 1
 
 
@@ -135,7 +135,7 @@ def _download(model: str, **kwargs: Any) -> Path:
     return folder
 
 
-def max_positions(config: Any, tokenizer: Any) -> Optional[int]:
+def max_positions(config: Any, tokenizer: Any) -> int | None:
     """The longest input (in tokens) the model's position embeddings allow (the hard limit).
 
     Falls back to the tokenizer's ``model_max_length`` for models without absolute positions.
@@ -148,18 +148,17 @@ def max_positions(config: Any, tokenizer: Any) -> Optional[int]:
     return tokenizer_limit(tokenizer)
 
 
-def tokenizer_limit(tokenizer: Any) -> Optional[int]:
+def tokenizer_limit(tokenizer: Any) -> int | None:
     """The tokenizer's ``model_max_length`` when it is a real limit (not transformers' 1e30)."""
     limit = getattr(tokenizer, "model_max_length", None)
     return limit if isinstance(limit, int) and 0 < limit < 1_000_000 else None
 
 
-def resolve_max_length(
-    requested: Optional[int], spec: ModelSpec, backbone: Backbone, limit: Optional[int], name: str
-) -> int:
+def resolve_max_length(requested: int | None, spec: ModelSpec, backbone: Backbone, limit: int | None, name: str) -> int:
     """The truncation length: the caller's (checked against the model's hard limit), or the
     default: the spec's (512, or a sentence-transformers folder's ``max_seq_length``), capped by
-    the tokenizer's ``model_max_length`` and the hard limit."""
+    the tokenizer's ``model_max_length`` and the hard limit.
+    """
     if requested is None:
         candidates = (spec.default_max_length, tokenizer_limit(backbone.tokenizer), limit)
         return min(c for c in candidates if c)
@@ -290,7 +289,7 @@ class Backbone:
         return int(self.model.config.hidden_size)
 
 
-_SHARED: "weakref.WeakValueDictionary[tuple, Backbone]" = weakref.WeakValueDictionary()
+_SHARED: weakref.WeakValueDictionary[tuple, Backbone] = weakref.WeakValueDictionary()
 _SHARED_LOCK = threading.Lock()
 
 
@@ -330,10 +329,10 @@ def load_backbone(
 def locate(
     model: str | Path,
     task: Task,
-    trust_remote_code: Optional[bool],
-    cache_dir: Optional[str | Path],
-    revision: Optional[str],
-    token: Optional[str | bool],
+    trust_remote_code: bool | None,
+    cache_dir: str | Path | None,
+    revision: str | None,
+    token: str | bool | None,
 ) -> tuple[Path, ModelSpec, bool]:
     """Resolve ``model`` to its folder and registry spec, checking that it fits ``task``.
 
@@ -362,27 +361,30 @@ def open_model(
     *,
     device: torch.device,
     dtype: torch.dtype,
-    trust_remote_code: Optional[bool],
-    cache_dir: Optional[str | Path],
-    revision: Optional[str],
-    token: Optional[str | bool],
-) -> tuple[ModelSpec, Backbone, Optional[int]]:
+    trust_remote_code: bool | None,
+    cache_dir: str | Path | None,
+    revision: str | None,
+    token: str | bool | None,
+) -> tuple[ModelSpec, Backbone, int | None]:
     """Locate, check and load (or reuse) a model for ``task``.
 
     Returns:
         The model's spec, its loaded backbone, and the longest input it accepts in tokens.
     """
     folder, spec, trust = locate(model, task, trust_remote_code, cache_dir, revision, token)
-    backbone = load_backbone(folder, task=task, device=device, dtype=dtype, trust_remote_code=trust,
-                             lowercase=spec.lowercase)
+    backbone = load_backbone(
+        folder, task=task, device=device, dtype=dtype, trust_remote_code=trust, lowercase=spec.lowercase
+    )
     return spec, backbone, spec.max_length or max_positions(backbone.config, backbone.tokenizer)
 
 
 def _check_task(spec: ModelSpec, model: str | Path, task: Task) -> None:
     if spec.task != task:
         use = "bge_core.Reranker" if spec.task == "reranking" else "bge_core.Embedder"
-        raise ConfigError(f"{str(model)!r} is {'a reranker' if spec.task == 'reranking' else 'an embedding model'}; "
-                          f"load it with {use}.")
+        raise ConfigError(
+            f"{str(model)!r} is {'a reranker' if spec.task == 'reranking' else 'an embedding model'}; "
+            f"load it with {use}."
+        )
     # Decoder (LLM) rerankers: bge_core.rerank tells them apart and runs them (one scorer per kind).
 
 

@@ -25,7 +25,7 @@ and heads are left alone.
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +40,7 @@ logger = logging.getLogger(__name__)
 CHECK_ROWS = (1, 3, 12, 37, 300)
 
 
-def _ops() -> Optional[tuple[Any, Any]]:
+def _ops() -> tuple[Any, Any] | None:
     mkldnn = getattr(torch.ops, "mkldnn", None)
     try:
         if mkldnn is None or not torch.backends.mkldnn.is_available():
@@ -53,16 +53,18 @@ def _ops() -> Optional[tuple[Any, Any]]:
 def prepack_setting() -> bool:
     """``BGE_RAG_PREPACK`` (:mod:`bge_core.env`, read now: when a model is loaded): off only when set
     to ``0`` / ``false`` / ``no`` / ``off`` (any other value but ``1`` / ``true`` / ``yes`` / ``on``
-    is a ``ConfigError``, as for the other flags)."""
+    is a ``ConfigError``, as for the other flags).
+    """
     return read_env().prepack is not False
 
 
 def _as_accurate(in_features: int, out_features: int, bias: bool, dtype: torch.dtype, ops: tuple[Any, Any]) -> bool:
     """Whether the prepacked product is as close to the fp32 product as ``F.linear``'s on random
-    inputs of this shape (at most twice its largest error, plus one ulp of the largest output)."""
+    inputs of this shape (at most twice its largest error, plus one ulp of the largest output).
+    """
     reorder, linear = ops
     gen = torch.Generator().manual_seed(in_features * 31 + out_features)
-    weight = (torch.randn(out_features, in_features, generator=gen) * in_features ** -0.5).to(dtype)
+    weight = (torch.randn(out_features, in_features, generator=gen) * in_features**-0.5).to(dtype)
     b = torch.randn(out_features, generator=gen).to(dtype) if bias else None
     packed = reorder(weight)
     inputs = [torch.randn(rows, in_features, generator=gen).to(dtype) for rows in CHECK_ROWS]
@@ -82,8 +84,9 @@ def _as_accurate(in_features: int, out_features: int, bias: bool, dtype: torch.d
 class _PackedForward:
     """``forward`` of one prepacked ``nn.Linear`` (the layer keeps its type, name and bias)."""
 
-    def __init__(self, packed: torch.Tensor, bias: Optional[torch.Tensor], dtype: torch.dtype, name: str,
-                 linear: Any) -> None:
+    def __init__(
+        self, packed: torch.Tensor, bias: torch.Tensor | None, dtype: torch.dtype, name: str, linear: Any
+    ) -> None:
         self.packed, self.bias, self.dtype, self.name, self._linear = packed, bias, dtype, name, linear
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -108,9 +111,13 @@ def prepack_encoder(model: nn.Module, device: torch.device, dtype: torch.dtype) 
     for _, param in model.named_parameters(remove_duplicate=False):
         owners[id(param)] = owners.get(id(param), 0) + 1
     layers = [
-        (name, module) for name, module in encoder.named_modules()
-        if type(module) is nn.Linear and module.weight.dtype == dtype and module.weight.device.type == "cpu"
-        and owners.get(id(module.weight), 0) == 1 and not module.weight.requires_grad
+        (name, module)
+        for name, module in encoder.named_modules()
+        if type(module) is nn.Linear
+        and module.weight.dtype == dtype
+        and module.weight.device.type == "cpu"
+        and owners.get(id(module.weight), 0) == 1
+        and not module.weight.requires_grad
     ]
     shapes = {(m.in_features, m.out_features, m.bias is not None) for _, m in layers}
     try:

@@ -14,7 +14,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
-from typing import Literal, Optional
+from typing import Literal
 
 from .errors import ConfigError
 
@@ -64,11 +64,11 @@ class ModelSpec:
     name: str
     family: str
     task: Task = "embedding"
-    pooling: Optional[Pooling] = "cls"
-    query_instruction: Optional[str] = None
+    pooling: Pooling | None = "cls"
+    query_instruction: str | None = None
     query_instruction_format: str = "{}{}"
-    document_instruction: Optional[str] = None
-    max_length: Optional[int] = 512
+    document_instruction: str | None = None
+    max_length: int | None = 512
     default_max_length: int = DEFAULT_MAX_LENGTH
     heads: frozenset[str] = field(default_factory=frozenset)
     architecture: Literal["encoder", "decoder"] = "encoder"
@@ -84,7 +84,7 @@ class ModelSpec:
         return fmt.format(instruction, text)
 
 
-def _bge(name: str, instruction: Optional[str]) -> ModelSpec:
+def _bge(name: str, instruction: str | None) -> ModelSpec:
     return ModelSpec(name, "bge", pooling="cls", query_instruction=instruction)
 
 
@@ -110,7 +110,7 @@ def _e5(name: str) -> ModelSpec:
 
 def _reranker(
     name: str,
-    max_length: Optional[int],
+    max_length: int | None,
     architecture: Literal["encoder", "decoder"] = "encoder",
     *,
     family: str = "bge-reranker",
@@ -200,12 +200,12 @@ def model_key(name_or_path: str | PurePath) -> str:
     return parts[-1].lower() if parts else ""
 
 
-def lookup(name_or_path: str | PurePath) -> Optional[ModelSpec]:
+def lookup(name_or_path: str | PurePath) -> ModelSpec | None:
     """The registry entry of a hub id or folder, or ``None`` when the model is not known."""
     return _BY_KEY.get(model_key(name_or_path))
 
 
-def known_models(task: Optional[Task] = None) -> list[str]:
+def known_models(task: Task | None = None) -> list[str]:
     """Names of the registered models, optionally only those of one task."""
     return [spec.name for spec in _SPECS if task is None or spec.task == task]
 
@@ -229,7 +229,7 @@ _ST_LEGACY_KEYS = {
 _ST_TO_OURS = {"cls": "cls", "mean": "mean", "lasttoken": "last_token"}
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _read_json(path: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
@@ -240,7 +240,7 @@ def _read_json(path: Path) -> Optional[dict]:
     return data if isinstance(data, dict) else None
 
 
-def _st_pooling_config(folder: Path) -> tuple[Optional[dict], Optional[Path]]:
+def _st_pooling_config(folder: Path) -> tuple[dict | None, Path | None]:
     modules_path = folder / "modules.json"
     if modules_path.is_file():
         try:
@@ -255,7 +255,7 @@ def _st_pooling_config(folder: Path) -> tuple[Optional[dict], Optional[Path]]:
     return _read_json(path), path
 
 
-def st_pooling(folder: Path) -> Optional[Pooling]:
+def st_pooling(folder: Path) -> Pooling | None:
     """The pooling a sentence-transformers folder declares, or ``None`` when it has no config.
 
     Raises:
@@ -340,7 +340,7 @@ def describe_folder(folder: Path) -> ModelSpec:
     )
 
 
-def resolve_spec(name_or_path: str | PurePath, folder: Optional[Path], task: Task) -> ModelSpec:
+def resolve_spec(name_or_path: str | PurePath, folder: Path | None, task: Task) -> ModelSpec:
     """The registry entry of a model, or a description of its local folder."""
     spec = lookup(name_or_path)
     if spec is None and folder is not None:
@@ -350,8 +350,10 @@ def resolve_spec(name_or_path: str | PurePath, folder: Optional[Path], task: Tas
             return ModelSpec(
                 model_key(name_or_path), "local", task="reranking", pooling=None, max_length=None, registered=False
             )
-        return describe_folder(folder) if folder is not None else ModelSpec(
-            model_key(name_or_path), "local", max_length=None, registered=False
+        return (
+            describe_folder(folder)
+            if folder is not None
+            else ModelSpec(model_key(name_or_path), "local", max_length=None, registered=False)
         )
     return spec
 

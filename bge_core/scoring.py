@@ -15,7 +15,7 @@ definitions are FlagEmbedding's:
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Optional, Union
+from typing import Union
 
 import numpy as np
 
@@ -29,7 +29,7 @@ ColbertInput = Union[np.ndarray, Sequence[np.ndarray]]
 _LEXICAL_CELLS = 1 << 24
 
 
-def dense_scores(queries: np.ndarray, documents: np.ndarray) -> Union[np.ndarray, float]:
+def dense_scores(queries: np.ndarray, documents: np.ndarray) -> np.ndarray | float:
     """Inner products of dense vectors: ``(Nq, D) x (Nd, D) -> (Nq, Nd)``."""
     q = np.asarray(queries, dtype=np.float32)
     d = np.asarray(documents, dtype=np.float32)
@@ -47,7 +47,7 @@ def _as_sparse_list(vectors: SparseInput, name: str) -> tuple[list[SparseVector]
     return items, False
 
 
-def lexical_scores(queries: SparseInput, documents: SparseInput) -> Union[np.ndarray, float]:
+def lexical_scores(queries: SparseInput, documents: SparseInput) -> np.ndarray | float:
     """Lexical matching scores of sparse vectors: ``sum(q[t] * d[t] for shared token t)``."""
     qs, q_single = _as_sparse_list(queries, "queries")
     ds, d_single = _as_sparse_list(documents, "documents")
@@ -85,7 +85,7 @@ def _as_matrix_list(vectors: ColbertInput, name: str) -> tuple[list[np.ndarray],
     return items, False
 
 
-def colbert_scores(queries: ColbertInput, documents: ColbertInput) -> Union[np.ndarray, float]:
+def colbert_scores(queries: ColbertInput, documents: ColbertInput) -> np.ndarray | float:
     """ColBERT late-interaction scores: mean over query tokens of the best document token."""
     qs, q_single = _as_matrix_list(queries, "queries")
     ds, d_single = _as_matrix_list(documents, "documents")
@@ -104,7 +104,7 @@ def colbert_scores(queries: ColbertInput, documents: ColbertInput) -> Union[np.n
     return _squeeze(out, q_single, d_single)
 
 
-def check_weights(weights: Optional[Sequence[float]]) -> tuple[float, float, float]:
+def check_weights(weights: Sequence[float] | None) -> tuple[float, float, float]:
     """Validate hybrid weights ``[dense, sparse, colbert]`` (default ``[1, 1, 1]``)."""
     if weights is None:
         return (1.0, 1.0, 1.0)
@@ -117,17 +117,17 @@ def check_weights(weights: Optional[Sequence[float]]) -> tuple[float, float, flo
 
 
 def hybrid_scores(
-    dense: Optional[np.ndarray] = None,
-    sparse: Optional[np.ndarray] = None,
-    colbert: Optional[np.ndarray] = None,
-    weights: Optional[Sequence[float]] = None,
+    dense: np.ndarray | None = None,
+    sparse: np.ndarray | None = None,
+    colbert: np.ndarray | None = None,
+    weights: Sequence[float] | None = None,
 ) -> np.ndarray:
     """``(w0 * dense + w1 * sparse + w2 * colbert) / (w0 + w1 + w2)`` over any score arrays.
 
     A score may be left out (``None``) only when its weight is zero.
     """
     w = check_weights(weights)
-    total: Optional[np.ndarray] = None
+    total: np.ndarray | None = None
     for name, scores, weight in (("dense", dense, w[0]), ("sparse", sparse, w[1]), ("colbert", colbert, w[2])):
         if weight == 0:
             continue
@@ -140,7 +140,7 @@ def hybrid_scores(
 
 
 def reciprocal_rank_fusion(
-    rankings: Iterable[Sequence[Hashable]], k: int = 60, weights: Optional[Sequence[float]] = None
+    rankings: Iterable[Sequence[Hashable]], k: int = 60, weights: Sequence[float] | None = None
 ) -> list[tuple[Hashable, float]]:
     """Fuse ranked lists: ``score(d) = sum_r w_r / (k + rank_r(d))``, ranks counted from 1.
 
@@ -165,7 +165,7 @@ def reciprocal_rank_fusion(
     return sorted(scores.items(), key=lambda item: -item[1])  # stable: ties keep first appearance
 
 
-def _squeeze(out: np.ndarray, q_single: bool, d_single: bool) -> Union[np.ndarray, float]:
+def _squeeze(out: np.ndarray, q_single: bool, d_single: bool) -> np.ndarray | float:
     if q_single and d_single:
         return float(out[0, 0])
     if q_single:

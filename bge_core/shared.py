@@ -14,16 +14,16 @@ import inspect
 import threading
 import weakref
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from .embedder import Embedder
 from .rerank import Reranker
 
-_CACHE: "weakref.WeakValueDictionary[tuple, Any]" = weakref.WeakValueDictionary()
+_CACHE: weakref.WeakValueDictionary[tuple, Any] = weakref.WeakValueDictionary()
 _LOCK = threading.Lock()
 
 
-def _key(cls: type, model: Union[str, Path], options: dict[str, Any]) -> tuple:
+def _key(cls: type, model: str | Path, options: dict[str, Any]) -> tuple:
     # Options are completed with the constructor's defaults, so that leaving one out and
     # passing its default value give one engine. The model is keyed by its name as given, not
     # a resolved path: the registry entry (instruction, pooling) follows the name, so two names
@@ -35,7 +35,7 @@ def _key(cls: type, model: Union[str, Path], options: dict[str, Any]) -> tuple:
     return (cls.__name__, str(model), tuple(sorted((k, repr(v)) for k, v in settings.items())))
 
 
-def _shared(cls: type, model: Union[str, Path], options: dict[str, Any]) -> Any:
+def _shared(cls: type, model: str | Path, options: dict[str, Any]) -> Any:
     key = _key(cls, model, options)
     with _LOCK:
         engine = _CACHE.get(key)
@@ -45,7 +45,7 @@ def _shared(cls: type, model: Union[str, Path], options: dict[str, Any]) -> Any:
         return engine
 
 
-def shared_embedder(model: Union[str, Path], **options: Any) -> Embedder:
+def shared_embedder(model: str | Path, **options: Any) -> Embedder:
     """An :class:`~bge_core.Embedder` for ``model`` and ``options``, shared while in use.
 
     Sharing is safe: an Embedder's settings are read-only after construction (assigning one
@@ -56,7 +56,7 @@ def shared_embedder(model: Union[str, Path], **options: Any) -> Embedder:
     return _shared(Embedder, model, options)
 
 
-def shared_reranker(model: Union[str, Path], **options: Any) -> Reranker:
+def shared_reranker(model: str | Path, **options: Any) -> Reranker:
     """A :class:`~bge_core.Reranker` for ``model`` and ``options``, shared while in use."""
     return _shared(Reranker, model, options)
 

@@ -33,8 +33,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 

@@ -23,7 +23,7 @@ import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +41,7 @@ class DenseLayer:
 
     linear: torch.nn.Linear
     activation: torch.nn.Module
-    residual: Optional[torch.nn.Linear] = None
+    residual: torch.nn.Linear | None = None
     use_residual: bool = False
 
     @property
@@ -96,7 +96,7 @@ class PostPooling:
         return x
 
 
-def _read_modules(folder: Path) -> Optional[list[dict]]:
+def _read_modules(folder: Path) -> list[dict] | None:
     path = folder / "modules.json"
     if not path.is_file():
         return None
@@ -109,9 +109,10 @@ def _read_modules(folder: Path) -> Optional[list[dict]]:
     return sorted(modules, key=lambda m: int(m.get("idx", 0)))
 
 
-def _short_name(type_name: str) -> Optional[str]:
+def _short_name(type_name: str) -> str | None:
     """``"Dense"`` for ``sentence_transformers.models.Dense`` and its newer paths; ``None`` for
-    classes outside sentence-transformers (custom code, other libraries)."""
+    classes outside sentence-transformers (custom code, other libraries).
+    """
     return type_name.rsplit(".", 1)[-1] if type_name.startswith(_PREFIX) else None
 
 
@@ -187,7 +188,7 @@ def _dense(folder: Path, module: dict, in_dim: int, device: torch.device) -> Den
             f"(expected {sorted(expected)})."
         )
     try:
-        linear.load_state_dict({k[len("linear."):]: v for k, v in state.items() if k.startswith("linear.")})
+        linear.load_state_dict({k[len("linear.") :]: v for k, v in state.items() if k.startswith("linear.")})
         if residual is not None:
             residual.load_state_dict({"weight": state["residual.weight"]})
     except RuntimeError as exc:

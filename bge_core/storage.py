@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 import numpy as np
 
@@ -72,8 +72,8 @@ def dequantize(q: Int8Vectors) -> np.ndarray:
 
 
 def compress(
-    x: Union[np.ndarray, Sequence[np.ndarray]], storage: Storage
-) -> Union[np.ndarray, Int8Vectors, list[Union[np.ndarray, Int8Vectors]]]:
+    x: np.ndarray | Sequence[np.ndarray], storage: Storage
+) -> np.ndarray | Int8Vectors | list[np.ndarray | Int8Vectors]:
     """Encode a dense matrix, or a list of ColBERT matrices, for storage.
 
     Args:
@@ -88,8 +88,8 @@ def compress(
 
 
 def decompress(
-    x: Union[np.ndarray, Int8Vectors, Sequence[Union[np.ndarray, Int8Vectors]]],
-) -> Union[np.ndarray, list[np.ndarray]]:
+    x: np.ndarray | Int8Vectors | Sequence[np.ndarray | Int8Vectors],
+) -> np.ndarray | list[np.ndarray]:
     """float32 arrays back from :func:`compress`'s output."""
     if isinstance(x, Int8Vectors):
         return dequantize(x)

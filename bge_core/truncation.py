@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ class TruncationWarner:
         return self._warned
 
     def report(
-        self, *, truncated: int, total: int, max_length: int, limit: Optional[int] = None, unit: Optional[str] = None
+        self, *, truncated: int, total: int, max_length: int, limit: int | None = None, unit: str | None = None
     ) -> None:
         """Warn (once) when ``truncated`` of ``total`` inputs were cut to ``max_length`` tokens.
 
@@ -63,7 +63,13 @@ class TruncationWarner:
             "%s: %d of %d %s were longer than max_length=%d tokens and were truncated, as FlagEmbedding does. "
             "Pass max_length=...%s to keep more tokens, or truncation=False to raise TextTooLongError instead. "
             "This warning is shown once per %s.",
-            self.owner, truncated, total, unit or self.unit, max_length, raise_hint, self.owner,
+            self.owner,
+            truncated,
+            total,
+            unit or self.unit,
+            max_length,
+            raise_hint,
+            self.owner,
         )
 
 

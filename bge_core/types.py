@@ -112,9 +112,10 @@ class Encoded:
 P = TypeVar("P")
 
 
-def join_parts(parts: "Sequence[P]") -> P:
+def join_parts(parts: Sequence[P]) -> P:
     """Consecutive pieces of one batch of texts (dataclasses of the same type, such as
-    :class:`Encoded`) joined back in order: arrays concatenated, lists chained, ``None`` kept."""
+    :class:`Encoded`) joined back in order: arrays concatenated, lists chained, ``None`` kept.
+    """
     if len(parts) == 1:
         return parts[0]
     joined: dict[str, Any] = {}

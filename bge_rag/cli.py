@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, TextIO
+from typing import TextIO
 
 import numpy as np
 
@@ -31,7 +31,8 @@ DEMO_QUERIES = (
 
 def _read_corpus(path: Path) -> list[str]:
     """Paragraphs from a ``.jsonl`` file (a ``"text"`` field per line) or a text file
-    (paragraphs separated by blank lines)."""
+    (paragraphs separated by blank lines).
+    """
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         return [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
@@ -85,7 +86,7 @@ def _load_demo_models(args: argparse.Namespace, out: TextIO):
     return embedder, reranker
 
 
-def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Index real paragraphs, answer queries with dense retrieval (+ reranking), print timings."""
     out = out or sys.stdout
     from bge_rag.sample_data import python_docs_paragraphs
@@ -122,12 +123,22 @@ def run_demo(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
 
 # The Hugging Face organisation of each registered model, by name (exact) or name prefix (first match).
 _HUB_ORGS_EXACT = {
-    "gte-large": "thenlper", "gte-base": "thenlper", "gte-small": "thenlper",
-    "gte-large-zh": "thenlper", "gte-base-zh": "thenlper", "gte-small-zh": "thenlper",
+    "gte-large": "thenlper",
+    "gte-base": "thenlper",
+    "gte-small": "thenlper",
+    "gte-large-zh": "thenlper",
+    "gte-base-zh": "thenlper",
+    "gte-small-zh": "thenlper",
 }
 _HUB_ORGS_BY_PREFIX = (
-    ("bge-", "BAAI"), ("qwen3-", "Qwen"), ("e5-", "intfloat"), ("multilingual-e5-", "intfloat"),
-    ("gte-", "Alibaba-NLP"), ("sfr-", "Salesforce"), ("linq-", "Linq-AI-Research"), ("bce-", "maidalun1020"),
+    ("bge-", "BAAI"),
+    ("qwen3-", "Qwen"),
+    ("e5-", "intfloat"),
+    ("multilingual-e5-", "intfloat"),
+    ("gte-", "Alibaba-NLP"),
+    ("sfr-", "Salesforce"),
+    ("linq-", "Linq-AI-Research"),
+    ("bce-", "maidalun1020"),
     ("jina-", "jinaai"),
 )
 
@@ -145,7 +156,7 @@ def hub_id(name: str) -> str:
     return f"{org}/{name}"
 
 
-def run_models(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run_models(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print the model registry: the hub ids ``--model`` takes, and what bge-rag applies to each."""
     out = out or sys.stdout
     from bge_core.registry import known_models, lookup
@@ -168,13 +179,13 @@ EXPORT_KINDS = ("dense", "sparse", "colbert", "reranker")
 _EXPORT_LOADERS = {
     "dense": "SentenceTransformer({out!r})",
     "sparse": "SparseEncoder({out!r}, trust_remote_code=True), or without the flag: "
-              "sentence_transformers_bge.load_sparse_encoder({out!r})",
+    "sentence_transformers_bge.load_sparse_encoder({out!r})",
     "colbert": "MultiVectorEncoder({out!r})",
     "reranker": "CrossEncoder({out!r})",
 }
 
 
-def run_export_st(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run_export_st(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Write a BGE checkpoint as a sentence-transformers folder (``sentence_transformers_bge.export``)."""
     out = out or sys.stdout
     try:
@@ -198,7 +209,10 @@ def run_export_st(args: argparse.Namespace, out: Optional[TextIO] = None) -> int
     }
     started = time.perf_counter()
     folder = export(
-        args.model, args.out_dir, args.kind, overwrite=args.overwrite,
+        args.model,
+        args.out_dir,
+        args.kind,
+        overwrite=args.overwrite,
         trust_remote_code=True if args.trust_remote_code else None,
         **{name: value for name, value in options.items() if value is not None},
     )
@@ -236,29 +250,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export_st.add_argument("model", help="hub id or local folder")
     export_st.add_argument("out_dir", help="folder to write (empty or absent)")
-    export_st.add_argument("--kind", choices=EXPORT_KINDS, default="dense",
-                           help="dense (SentenceTransformer), sparse (SparseEncoder), colbert (MultiVectorEncoder), "
-                                "reranker (CrossEncoder); default dense")
+    export_st.add_argument(
+        "--kind",
+        choices=EXPORT_KINDS,
+        default="dense",
+        help="dense (SentenceTransformer), sparse (SparseEncoder), colbert (MultiVectorEncoder), "
+        "reranker (CrossEncoder); default dense",
+    )
     export_st.add_argument("--pooling", choices=["cls", "mean", "last_token"], help="dense: override the pooling")
     export_st.add_argument("--query-instruction", help="override the query instruction ('' for none)")
     export_st.add_argument("--document-instruction", help="override the document instruction ('' for none)")
     export_st.add_argument("--max-length", type=int, help="tokens per text (reranker: per pair)")
     export_st.add_argument("--no-normalize", action="store_true", help="dense: leave vectors unnormalized")
-    export_st.add_argument("--activation", choices=["identity", "sigmoid"],
-                           help="reranker: identity (raw logits, default) or sigmoid")
+    export_st.add_argument(
+        "--activation", choices=["identity", "sigmoid"], help="reranker: identity (raw logits, default) or sigmoid"
+    )
     export_st.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
     export_st.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")
     export_st.set_defaults(func=run_export_st)
 
-    from bge_rag.server.command import register as register_serve
     from bge_rag.corpus.command import register as register_embed
+    from bge_rag.server.command import register as register_serve
 
     register_serve(sub)
     register_embed(sub)
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

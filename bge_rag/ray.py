@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 from bge_core.errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
 
@@ -28,6 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise MissingExtraError(f"bge_rag.ray needs Ray Data ({exc}): pip install 'bge-rag[ray]'") from exc
 
 from bge_core.embedder import Embedder
+
 from .corpus import OUTPUTS, arrow_columns, check_outputs, colbert_dimension
 
 #: Rows handed to one actor call (one ``Embedder.encode``) unless the caller says otherwise.
@@ -43,8 +44,9 @@ class BGEEmbedActor:
     (``list<fixed_size_list<float32>[dim]>``). Rows keep their order and every input column.
     """
 
-    def __init__(self, model: str, embedder_options: Mapping[str, Any], text_column: str,
-                 outputs: Sequence[str], kind: str) -> None:
+    def __init__(
+        self, model: str, embedder_options: Mapping[str, Any], text_column: str, outputs: Sequence[str], kind: str
+    ) -> None:
         self._embedder = Embedder(model, **dict(embedder_options))
         self._text_column = text_column
         self._outputs = tuple(outputs)
@@ -66,7 +68,9 @@ class BGEEmbedActor:
         texts = batch.column(self._text_column).to_pylist()
         try:
             encoded = self._embedder.encode(
-                texts, kind=self._kind, show_progress=False,  # type: ignore[arg-type]
+                texts,
+                kind=self._kind,
+                show_progress=False,  # type: ignore[arg-type]
                 **{name: name in self._outputs for name in OUTPUTS},
             )
         except InputTypeError as exc:
@@ -76,19 +80,22 @@ class BGEEmbedActor:
         return batch
 
 
-def _compute(concurrency: Union[int, tuple[int, int], None]) -> Optional[ray.data.ActorPoolStrategy]:
+def _compute(concurrency: int | tuple[int, int] | None) -> ray.data.ActorPoolStrategy | None:
     if concurrency is None:
         return None
     if isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency >= 1:
         return ray.data.ActorPoolStrategy(size=concurrency)
-    if (isinstance(concurrency, tuple) and len(concurrency) == 2
-            and all(isinstance(n, int) and not isinstance(n, bool) for n in concurrency)
-            and 1 <= concurrency[0] <= concurrency[1]):
+    if (
+        isinstance(concurrency, tuple)
+        and len(concurrency) == 2
+        and all(isinstance(n, int) and not isinstance(n, bool) for n in concurrency)
+        and 1 <= concurrency[0] <= concurrency[1]
+    ):
         return ray.data.ActorPoolStrategy(min_size=concurrency[0], max_size=concurrency[1])
     raise ConfigError(f"concurrency must be a positive int (actors) or a (min, max) tuple, got {concurrency!r}")
 
 
-def _check_resource(name: str, value: Optional[float]) -> Optional[float]:
+def _check_resource(name: str, value: float | None) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -101,13 +108,13 @@ def embed_dataset(
     *,
     model: str,
     text_column: str = "text",
-    outputs: Union[str, Sequence[str]] = ("dense",),
+    outputs: str | Sequence[str] = ("dense",),
     kind: str = "document",
-    concurrency: Union[int, tuple[int, int], None] = None,
+    concurrency: int | tuple[int, int] | None = None,
     num_gpus_per_actor: float = 0,
-    num_cpus_per_actor: Optional[float] = None,
+    num_cpus_per_actor: float | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    embedder_options: Optional[Mapping[str, Any]] = None,
+    embedder_options: Mapping[str, Any] | None = None,
 ) -> ray.data.Dataset:
     """Add embedding columns to a Ray dataset, with a pool of actors that each load the model once.
 
@@ -167,8 +174,13 @@ def embed_dataset(
         resources["num_cpus"] = cpus
     return ds.map_batches(
         BGEEmbedActor,
-        fn_constructor_kwargs={"model": str(model), "embedder_options": options, "text_column": text_column,
-                               "outputs": wanted, "kind": kind},
+        fn_constructor_kwargs={
+            "model": str(model),
+            "embedder_options": options,
+            "text_column": text_column,
+            "outputs": wanted,
+            "kind": kind,
+        },
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=_compute(concurrency),

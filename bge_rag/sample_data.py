@@ -7,12 +7,11 @@ behind ``help("with")`` and friends): documentation prose of mixed length, avail
 from __future__ import annotations
 
 import re
-from typing import Optional
 
 from bge_core.errors import MissingExtraError
 
 
-def python_docs_paragraphs(min_words: int = 8, limit: Optional[int] = None) -> list[str]:
+def python_docs_paragraphs(min_words: int = 8, limit: int | None = None) -> list[str]:
     """Paragraphs of the Python language reference, whitespace-normalized, deduplicated.
 
     Args:

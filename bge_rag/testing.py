@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 
@@ -57,7 +57,7 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def build_dense_model(dest: Union[str, Path]) -> Path:
+def build_dense_model(dest: str | Path) -> Path:
     """Write a BGE-style dense model folder (BERT, CLS pooling by default) to ``dest``."""
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,7 @@ def build_dense_model(dest: Union[str, Path]) -> Path:
     return dest
 
 
-def build_reranker_model(dest: Union[str, Path], seed: int = _SEED) -> Path:
+def build_reranker_model(dest: str | Path, seed: int = _SEED) -> Path:
     """Write a one-logit sequence-classification model (MiniLM backbone, fixed random head)."""
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
@@ -91,7 +91,7 @@ def build_reranker_model(dest: Union[str, Path], seed: int = _SEED) -> Path:
     return dest
 
 
-def add_m3_heads(folder: Union[str, Path], colbert_dim: int = -1, seed: int = _SEED) -> Path:
+def add_m3_heads(folder: str | Path, colbert_dim: int = -1, seed: int = _SEED) -> Path:
     """Add deterministic BGE-M3 heads (``sparse_linear.pt``, ``colbert_linear.pt``) to a folder.
 
     ``sparse_linear`` is ``Linear(hidden, 1)``; ``colbert_linear`` is ``Linear(hidden, hidden)``
@@ -110,8 +110,9 @@ def add_m3_heads(folder: Union[str, Path], colbert_dim: int = -1, seed: int = _S
     out_dim = hidden if colbert_dim <= 0 else colbert_dim
     gen = _generator(seed + 1)
     direction = torch.randn(1, hidden, generator=gen) * 0.2
-    batch = tokenizer(python_docs_paragraphs(limit=16), padding=True, truncation=True, max_length=128,
-                      return_tensors="pt")
+    batch = tokenizer(
+        python_docs_paragraphs(limit=16), padding=True, truncation=True, max_length=128, return_tensors="pt"
+    )
     with torch.inference_mode():
         states = model(**batch).last_hidden_state[batch["attention_mask"].bool()]
     projections = states @ direction[0]
@@ -133,7 +134,7 @@ _MULTILINGUAL_LINES = (
 )
 
 
-def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path:
+def build_xlmr_tokenizer(dest: str | Path, vocab_size: int = 1000) -> Path:
     """Train a small SentencePiece unigram tokenizer and save it as an XLM-R tokenizer.
 
     The id layout is XLM-R's: ``<s>=0, <pad>=1, </s>=2, <unk>=3``, the pieces, ``<mask>`` last;
@@ -144,8 +145,10 @@ def build_xlmr_tokenizer(dest: Union[str, Path], vocab_size: int = 1000) -> Path
         import sentencepiece as spm
         from sentencepiece import sentencepiece_model_pb2
     except ImportError as exc:
-        raise MissingExtraError("Building the XLM-R fixture needs sentencepiece and protobuf: "
-                                "pip install sentencepiece protobuf  (or pip install 'bge-rag[test]')") from exc
+        raise MissingExtraError(
+            "Building the XLM-R fixture needs sentencepiece and protobuf: "
+            "pip install sentencepiece protobuf  (or pip install 'bge-rag[test]')"
+        ) from exc
     import io
 
     from transformers import XLMRobertaTokenizer
@@ -195,16 +198,23 @@ def _xlmr_fast_tokenizer_tf4(vocab: list, charsmap: object) -> object:
     )
     rust.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always")
     rust.post_processor = processors.TemplateProcessing(
-        single=["<s>", "$A", "</s>"], pair=["<s>", "$A", "</s>", "</s>", "$B", "</s>"],
+        single=["<s>", "$A", "</s>"],
+        pair=["<s>", "$A", "</s>", "</s>", "$B", "</s>"],
         special_tokens=[("<s>", 0), ("</s>", 2)],
     )
     return XLMRobertaTokenizerFast(
-        tokenizer_object=rust, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>",
+        tokenizer_object=rust,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
     )
 
 
-def build_xlmr_model(dest: Union[str, Path], seed: int = _SEED, reranker: bool = False) -> Path:
+def build_xlmr_model(dest: str | Path, seed: int = _SEED, reranker: bool = False) -> Path:
     """A tiny random XLM-RoBERTa (2 layers, hidden 64) with a trained SentencePiece tokenizer.
 
     With ``reranker=True`` it is an ``XLMRobertaForSequenceClassification`` with one logit.
@@ -239,7 +249,7 @@ DecoderArch = Literal["qwen2", "qwen3", "mistral", "gemma", "gemma2", "llama"]
 DECODER_ARCHS: tuple[str, ...] = ("qwen2", "qwen3", "mistral", "gemma", "gemma2", "llama")
 
 
-def build_bpe_tokenizer(dest: Union[str, Path], *, vocab_size: int = 800, add_eos: bool = True) -> Path:
+def build_bpe_tokenizer(dest: str | Path, *, vocab_size: int = 800, add_eos: bool = True) -> Path:
     """Train a small byte-level BPE tokenizer (LLM style) and save it as a fast tokenizer.
 
     Special tokens: ``<s>`` (bos, id 0), ``</s>`` (eos, id 1), ``<pad>`` (id 2). Every text is
@@ -258,17 +268,24 @@ def build_bpe_tokenizer(dest: Union[str, Path], *, vocab_size: int = 800, add_eo
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator([*python_docs_paragraphs(), *_MULTILINGUAL_LINES * 20], trainer=trainer)
     template = "<s> $A </s>" if add_eos else "<s> $A"
     tok.post_processor = processors.TemplateProcessing(
-        single=template, pair=f"{template} $B:1 </s>:1" if add_eos else f"{template} $B:1",
+        single=template,
+        pair=f"{template} $B:1 </s>:1" if add_eos else f"{template} $B:1",
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", model_max_length=4096,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=4096,
         padding_side="right",
     )
     tokenizer.save_pretrained(str(dest))
@@ -279,9 +296,17 @@ def _decoder_config(arch: str, vocab_size: int) -> Any:
     import transformers
 
     common = dict(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        bos_token_id=0, eos_token_id=1, pad_token_id=2, tie_word_embeddings=False,
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=2,
+        tie_word_embeddings=False,
     )
     classes = {
         "qwen2": ("Qwen2Config", "Qwen2Model", {}),
@@ -297,7 +322,7 @@ def _decoder_config(arch: str, vocab_size: int) -> Any:
 
 
 def build_decoder_model(
-    dest: Union[str, Path], arch: DecoderArch = "qwen2", *, seed: int = _SEED, add_eos: bool = True
+    dest: str | Path, arch: DecoderArch = "qwen2", *, seed: int = _SEED, add_eos: bool = True
 ) -> Path:
     """A tiny random decoder-only (LLM) model folder: 2 layers, hidden 64, a trained BPE tokenizer.
 
@@ -341,7 +366,7 @@ class FixtureModels:
     xlmr_reranker: Path
 
 
-def build_fixture_models(root: Union[str, Path]) -> FixtureModels:
+def build_fixture_models(root: str | Path) -> FixtureModels:
     """Write every fixture folder under ``root`` (about 300 MB) and return their paths."""
     root = Path(root)
     return FixtureModels(

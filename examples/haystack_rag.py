@@ -64,8 +64,10 @@ class Models:
 
     def report(self) -> None:
         if self.missing:
-            print(f"Hub unreachable and {', '.join(self.missing)} not cached: using offline fixture models built from "
-                  f"the packaged MiniLM weights (untrained heads: their scores show the mechanics, not quality).")
+            print(
+                f"Hub unreachable and {', '.join(self.missing)} not cached: using offline fixture models built from "
+                f"the packaged MiniLM weights (untrained heads: their scores show the mechanics, not quality)."
+            )
 
 
 def dense_fixture(root: Path) -> Path:
@@ -90,8 +92,9 @@ def snippet(text: str, width: int = 90) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def dense_rag(args: argparse.Namespace, doc_embedder: BGEDocumentEmbedder, ranker: BGERanker,
-              docs: list[Document]) -> None:
+def dense_rag(
+    args: argparse.Namespace, doc_embedder: BGEDocumentEmbedder, ranker: BGERanker, docs: list[Document]
+) -> None:
     store = InMemoryDocumentStore(index="bge-rag-haystack-example")
     indexing = Pipeline()
     indexing.add_component("embedder", doc_embedder)
@@ -99,8 +102,10 @@ def dense_rag(args: argparse.Namespace, doc_embedder: BGEDocumentEmbedder, ranke
     indexing.connect("embedder.documents", "writer.documents")
     started = time.perf_counter()
     indexing.run({"embedder": {"documents": docs}})
-    print(f"Indexed {store.count_documents()} paragraphs in {time.perf_counter() - started:.1f} s "
-          f"with {Path(doc_embedder.model).name}")
+    print(
+        f"Indexed {store.count_documents()} paragraphs in {time.perf_counter() - started:.1f} s "
+        f"with {Path(doc_embedder.model).name}"
+    )
 
     query = Pipeline()
     # Same settings as the document embedder: the two share one loaded model.
@@ -111,8 +116,9 @@ def dense_rag(args: argparse.Namespace, doc_embedder: BGEDocumentEmbedder, ranke
     query.connect("retriever.documents", "ranker.documents")
 
     def ask(pipeline: Pipeline, question: str) -> dict:
-        return pipeline.run({"embedder": {"text": question}, "ranker": {"query": question}},
-                            include_outputs_from={"retriever"})
+        return pipeline.run(
+            {"embedder": {"text": question}, "ranker": {"query": question}}, include_outputs_from={"retriever"}
+        )
 
     results = {}
     for question in args.query or QUERIES:
@@ -131,9 +137,11 @@ def dense_rag(args: argparse.Namespace, doc_embedder: BGEDocumentEmbedder, ranke
         [(doc.id, doc.score) for doc in ask(restored, question)["ranker"]["documents"]] == ranked
         for question, ranked in results.items()
     )
-    print(f"\nQuery pipeline saved as YAML ({len(yaml.splitlines())} lines) and loaded back with Pipeline.loads: "
-          f"{'identical' if same else 'DIFFERENT'} results for {len(results)} "
-          f"{'query' if len(results) == 1 else 'queries'}.")
+    print(
+        f"\nQuery pipeline saved as YAML ({len(yaml.splitlines())} lines) and loaded back with Pipeline.loads: "
+        f"{'identical' if same else 'DIFFERENT'} results for {len(results)} "
+        f"{'query' if len(results) == 1 else 'queries'}."
+    )
 
 
 def hybrid_rag(args: argparse.Namespace, dense: BGEDocumentEmbedder, docs: list[Document]) -> None:
@@ -152,8 +160,10 @@ def hybrid_rag(args: argparse.Namespace, dense: BGEDocumentEmbedder, docs: list[
     indexing.connect("sparse.documents", "writer.documents")
     started = time.perf_counter()
     indexing.run({"dense": {"documents": docs}})
-    print(f"\nHybrid: indexed {store.count_documents()} paragraphs (dense + sparse) into Qdrant in "
-          f"{time.perf_counter() - started:.1f} s")
+    print(
+        f"\nHybrid: indexed {store.count_documents()} paragraphs (dense + sparse) into Qdrant in "
+        f"{time.perf_counter() - started:.1f} s"
+    )
 
     query = Pipeline()
     query.add_component("dense", BGETextEmbedder(**settings))
@@ -173,9 +183,11 @@ def hybrid_rag(args: argparse.Namespace, dense: BGEDocumentEmbedder, docs: list[
 def hint(exc: BaseException) -> str:
     """One line saying why a model could not be loaded and what to do (instead of a traceback)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
-            "(--model / --reranker / --m3-model), or drop the model argument to use the packaged offline "
-            "fixtures (pip install 'bge-rag[demo]').")
+    return (
+        f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
+        "(--model / --reranker / --m3-model), or drop the model argument to use the packaged offline "
+        "fixtures (pip install 'bge-rag[demo]')."
+    )
 
 
 def main() -> int:
@@ -198,14 +210,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bge-haystack-") as tmp:
         models = Models(Path(tmp))
         try:
-            doc_embedder = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
-                                       args.model, EMBEDDER, dense_fixture)
-            ranker = models.warm(lambda m: BGERanker(model=m, top_k=args.top_k), args.reranker, RERANKER,
-                                 reranker_fixture)
+            doc_embedder = models.warm(
+                lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
+                args.model,
+                EMBEDDER,
+                dense_fixture,
+            )
+            ranker = models.warm(
+                lambda m: BGERanker(model=m, top_k=args.top_k), args.reranker, RERANKER, reranker_fixture
+            )
             m3 = None
             if args.hybrid:
-                m3 = models.warm(lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
-                                 args.m3_model, M3, m3_fixture)
+                m3 = models.warm(
+                    lambda m: BGEDocumentEmbedder(model=m, progress_bar=False, max_length=256),
+                    args.m3_model,
+                    M3,
+                    m3_fixture,
+                )
         except (BGEError, ImportError) as exc:  # a named model not there offline, or no fixture weights
             print(hint(exc), file=sys.stderr)
             return 2

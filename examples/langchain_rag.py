@@ -19,7 +19,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from langchain_bge import BGEEmbeddings, BGEM3Retriever, BGEReranker, BGERerankRetriever
 from langchain_core.documents import Document
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableParallel, RunnablePassthrough
@@ -27,6 +26,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from bge_core import BGEError, ModelNotFoundError
 from bge_rag.sample_data import python_docs_paragraphs
+from langchain_bge import BGEEmbeddings, BGEM3Retriever, BGEReranker, BGERerankRetriever
 
 EMBEDDING_MODEL = "BAAI/bge-small-en-v1.5"
 RERANKER_MODEL = "BAAI/bge-reranker-base"
@@ -93,9 +93,7 @@ def main() -> None:
         store = InMemoryVectorStore.from_documents(documents, embeddings)
         print(f"Indexed {len(documents)} paragraphs in {time.perf_counter() - started:.1f} s")
 
-        retriever = BGERerankRetriever(
-            base_retriever=store.as_retriever(search_kwargs={"k": 20}), reranker=reranker
-        )
+        retriever = BGERerankRetriever(base_retriever=store.as_retriever(search_kwargs={"k": 20}), reranker=reranker)
         chain = RunnableParallel(question=RunnablePassthrough(), documents=retriever) | RunnablePassthrough.assign(
             prompt=lambda x: PROMPT.invoke({"context": format_documents(x["documents"]), "question": x["question"]})
         )

@@ -49,8 +49,10 @@ def load_models(args: argparse.Namespace, scratch: Path) -> tuple[BGEEmbedding, 
             raise  # a model you named is not there: say so rather than swap it
         from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
 
-        print(f"Hub unreachable and {DEFAULT_MODEL} / {DEFAULT_RERANKER} not cached: using the packaged "
-              "all-MiniLM-L6-v2 weights, and a reranker built on them with an untrained head.")
+        print(
+            f"Hub unreachable and {DEFAULT_MODEL} / {DEFAULT_RERANKER} not cached: using the packaged "
+            "all-MiniLM-L6-v2 weights, and a reranker built on them with an untrained head."
+        )
         embed = BGEEmbedding(str(minilm_folder()))
         postprocessors = [BGERerank(model=str(build_reranker_model(scratch / "reranker")), **options)]
         if args.m3:
@@ -61,9 +63,11 @@ def load_models(args: argparse.Namespace, scratch: Path) -> tuple[BGEEmbedding, 
 def hint(exc: BaseException) -> str:
     """One line saying why a model could not be loaded and what to do (instead of a traceback)."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return (f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
-            "(--model / --reranker), or drop the model argument to use the packaged offline fixtures "
-            "(pip install 'bge-rag[demo]').")
+    return (
+        f"Cannot load a model offline: {first} -- connect once to download it, pass a local folder "
+        "(--model / --reranker), or drop the model argument to use the packaged offline fixtures "
+        "(pip install 'bge-rag[demo]')."
+    )
 
 
 def main() -> int:

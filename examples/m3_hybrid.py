@@ -44,12 +44,15 @@ def main() -> None:
     try:
         m3 = Embedder(model, max_length=512)
     except ModelNotFoundError as exc:  # offline, and the model is not cached: say what to do instead
-        print(f"{exc}\nOffline? Run with --offline-fixture (M3-style heads on the packaged MiniLM weights), "
-              f"or pass --model /path/to/bge-m3.", file=sys.stderr)
+        print(
+            f"{exc}\nOffline? Run with --offline-fixture (M3-style heads on the packaged MiniLM weights), "
+            f"or pass --model /path/to/bge-m3.",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
 
     docs = python_docs_paragraphs(limit=args.docs)
-    corpus = m3.encode(docs, dense=True, sparse=True, colbert=True)   # one forward pass per batch
+    corpus = m3.encode(docs, dense=True, sparse=True, colbert=True)  # one forward pass per batch
     query = m3.encode(args.query, kind="query", dense=True, sparse=True, colbert=True)
 
     # 1. candidates from two cheap indexes, fused by rank
@@ -66,8 +69,10 @@ def main() -> None:
     print("top sparse tokens:", m3.decode_sparse(query.sparse, top_k=5))
     for rank, j in enumerate(np.argsort(-final)[:3], 1):
         i = candidates[j]
-        print(f"{rank}. hybrid {final[j]:.3f} (dense {dense[i]:.3f}, sparse {sparse[i]:.3f}, "
-              f"colbert {colbert[j]:.3f})  {docs[i][:90]}")
+        print(
+            f"{rank}. hybrid {final[j]:.3f} (dense {dense[i]:.3f}, sparse {sparse[i]:.3f}, "
+            f"colbert {colbert[j]:.3f})  {docs[i][:90]}"
+        )
 
 
 if __name__ == "__main__":

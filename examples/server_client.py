@@ -47,13 +47,19 @@ def main() -> int:
     try:
         run()
     except httpx.ConnectError as exc:
-        print(f"No bge-rag server answers there ({exc}). Start one with `bge-rag serve --model BAAI/bge-m3 "
-              f"--reranker BAAI/bge-reranker-v2-m3`, or run this example with --offline-fixture.", file=sys.stderr)
+        print(
+            f"No bge-rag server answers there ({exc}). Start one with `bge-rag serve --model BAAI/bge-m3 "
+            f"--reranker BAAI/bge-reranker-v2-m3`, or run this example with --offline-fixture.",
+            file=sys.stderr,
+        )
         return 1
     except BGEError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"Could not load the model ({first}). Offline, only models already in the Hugging Face cache load; "
-              f"run this example with --offline-fixture to use the packaged fixture models.", file=sys.stderr)
+        print(
+            f"Could not load the model ({first}). Offline, only models already in the Hugging Face cache load; "
+            f"run this example with --offline-fixture to use the packaged fixture models.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -76,8 +82,10 @@ def run() -> None:
         # 1. The official OpenAI client: only the base URL changes.
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=args.api_key)
         response = client.embeddings.create(model="bge", input=docs[:3], dimensions=256)
-        print(f"OpenAI client: {len(response.data)} vectors of {len(response.data[0].embedding)} dims "
-              f"(dimensions=256), {response.usage.total_tokens} tokens")
+        print(
+            f"OpenAI client: {len(response.data)} vectors of {len(response.data[0].embedding)} dims "
+            f"(dimensions=256), {response.usage.total_tokens} tokens"
+        )
 
         # 2. LangChain: documents as they are, queries through the query alias (BGE's query instruction).
         common = {"model": "bge", "base_url": f"{url}/v1", "api_key": args.api_key, "check_embedding_ctx_length": False}
@@ -91,18 +99,34 @@ def run() -> None:
 
         # 3. Rerank the candidates: Cohere / Jina request shape.
         if info["reranker"]:
-            ranked = httpx.post(f"{url}/v1/rerank", headers=headers, json={
-                "query": args.query, "documents": [h.page_content for h in hits], "top_n": 3,
-            }).json()["results"]
+            ranked = httpx.post(
+                f"{url}/v1/rerank",
+                headers=headers,
+                json={
+                    "query": args.query,
+                    "documents": [h.page_content for h in hits],
+                    "top_n": 3,
+                },
+            ).json()["results"]
             for rank, r in enumerate(ranked, 1):
-                print(f"  {rank}. rerank {r['relevance_score']:.3f} (dense #{r['index'] + 1:>2})  "
-                      f"{hits[r['index']].page_content[:80]}...")
+                print(
+                    f"  {rank}. rerank {r['relevance_score']:.3f} (dense #{r['index'] + 1:>2})  "
+                    f"{hits[r['index']].page_content[:80]}..."
+                )
 
         # 4. BGE-M3 extension: the query's heaviest sparse (lexical) tokens.
         if info["embedding_model"]["outputs"]["sparse"]:
-            encoded = httpx.post(f"{url}/v1/encode", headers=headers, json={
-                "input": args.query, "input_type": "query", "dense": False, "sparse": True, "sparse_top_tokens": 5,
-            }).json()
+            encoded = httpx.post(
+                f"{url}/v1/encode",
+                headers=headers,
+                json={
+                    "input": args.query,
+                    "input_type": "query",
+                    "dense": False,
+                    "sparse": True,
+                    "sparse_top_tokens": 5,
+                },
+            ).json()
             tokens = ", ".join(f"{t} {w:.2f}" for t, w in encoded["data"][0]["sparse"]["tokens"])
             print(f"\nSparse top tokens of the query: {tokens}")
 

@@ -16,7 +16,6 @@ random but fixed by a seed; the global RNG is left untouched.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -53,7 +52,11 @@ def build_tokenizer(dest: Path, padding_side: Literal["left", "right"] = "right"
     )
     rust.train_from_iterator([*python_docs_paragraphs()[:300], *MULTILINGUAL * 5, "Yes No Yes No"], trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=rust, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        tokenizer_object=rust,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        pad_token="<pad>",
+        unk_token="<unk>",
         padding_side=padding_side,
     )
     tokenizer.model_max_length = 8192
@@ -90,9 +93,16 @@ def build_causal_reranker(
 
     build_tokenizer(dest, padding_side)
     common = dict(
-        vocab_size=_vocab(dest), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+        vocab_size=_vocab(dest),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
     )
     if arch == "gemma":
         config = transformers.GemmaConfig(head_dim=16, **common)
@@ -154,10 +164,23 @@ def build_layerwise_reranker(dest: Path, *, seed: int = SEED, padding_side: Lite
 
     build_tokenizer(dest, padding_side)
     config = LayerWiseMiniCPMConfig(
-        vocab_size=_vocab(dest), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, pad_token_id=0,
-        eos_token_id=1, bos_token_id=2, tie_word_embeddings=False, scale_emb=12, dim_model_base=32,
-        scale_depth=1.4, start_layer=2, head_multi=True, head_type="simple",
+        vocab_size=_vocab(dest),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        tie_word_embeddings=False,
+        scale_emb=12,
+        dim_model_base=32,
+        scale_depth=1.4,
+        start_layer=2,
+        head_multi=True,
+        head_type="simple",
         # FlagEmbedding 1.4.2's MiniCPM cache path fails on transformers 4.5x (get_usable_length).
         use_cache=False,
     )
@@ -168,25 +191,43 @@ def build_layerwise_reranker(dest: Path, *, seed: int = SEED, padding_side: Lite
     _init(model, seed, 0.1)
     _save(model, dest)
     _copy_code(dest, ("configuration_minicpm_reranker.py", "modeling_minicpm_reranker.py"))
-    _write_auto_map(dest, {
-        "AutoConfig": "configuration_minicpm_reranker.LayerWiseMiniCPMConfig",
-        "AutoModel": "modeling_minicpm_reranker.LayerWiseMiniCPMModel",
-        "AutoModelForCausalLM": "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM",
-    })
+    _write_auto_map(
+        dest,
+        {
+            "AutoConfig": "configuration_minicpm_reranker.LayerWiseMiniCPMConfig",
+            "AutoModel": "modeling_minicpm_reranker.LayerWiseMiniCPMModel",
+            "AutoModelForCausalLM": "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM",
+        },
+    )
     return dest
 
 
-def build_lightweight_reranker(dest: Path, *, seed: int = SEED, padding_side: Literal["left", "right"] = "left") -> Path:
+def build_lightweight_reranker(
+    dest: Path, *, seed: int = SEED, padding_side: Literal["left", "right"] = "left"
+) -> Path:
     """A 4-layer random lightweight (cost-wise) Gemma 2 reranker, transformers 4 only."""
     from FlagEmbedding.inference.reranker.decoder_only.models.gemma_config import CostWiseGemmaConfig
     from FlagEmbedding.inference.reranker.decoder_only.models.gemma_model import CostWiseGemmaForCausalLM
 
     build_tokenizer(dest, padding_side)
     config = CostWiseGemmaConfig(
-        vocab_size=_vocab(dest), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2, sliding_window=64, start_layer=2, layer_sep=1,
-        layer_wise=True, tie_word_embeddings=False, use_cache=False,
+        vocab_size=_vocab(dest),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=4096,
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=2,
+        sliding_window=64,
+        start_layer=2,
+        layer_sep=1,
+        layer_wise=True,
+        tie_word_embeddings=False,
+        use_cache=False,
     )
     config.architectures = ["CostWiseGemmaForCausalLM"]
     # transformers 4.46's GenerationConfig.validate logs a malformed warning for Gemma 2 configs
@@ -204,11 +245,14 @@ def build_lightweight_reranker(dest: Path, *, seed: int = SEED, padding_side: Li
     _init(model, seed, 0.1)
     _save(model, dest)
     _copy_code(dest, ("gemma_config.py", "gemma_model.py"))
-    _write_auto_map(dest, {
-        "AutoConfig": "gemma_config.CostWiseGemmaConfig",
-        "AutoModel": "gemma_model.CostWiseGemmaModel",
-        "AutoModelForCausalLM": "gemma_model.CostWiseGemmaForCausalLM",
-    })
+    _write_auto_map(
+        dest,
+        {
+            "AutoConfig": "gemma_config.CostWiseGemmaConfig",
+            "AutoModel": "gemma_model.CostWiseGemmaModel",
+            "AutoModelForCausalLM": "gemma_model.CostWiseGemmaForCausalLM",
+        },
+    )
     return dest
 
 

@@ -6,7 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 from bge_core import Embedder, Reranker
 from bge_rag.server import ServerSettings, create_app
@@ -32,15 +32,13 @@ def serve(app: Any):
 
 
 @contextmanager
-def serve_engines(
-    embedder: Optional[Embedder] = None, reranker: Optional[Reranker] = None, **settings: Any
-) -> Iterator[str]:
+def serve_engines(embedder: Embedder | None = None, reranker: Reranker | None = None, **settings: Any) -> Iterator[str]:
     """:func:`serve` for ``create_app(embedder, reranker, settings=ServerSettings(**settings))``."""
     with serve(create_app(embedder, reranker, settings=ServerSettings(**settings))) as url:
         yield url
 
 
-def find_chromium() -> Optional[str]:
+def find_chromium() -> str | None:
     """A Chromium/Chrome binary: ``$BGE_RAG_CHROMIUM``, else the usual names on ``PATH``."""
     candidates = [os.environ.get("BGE_RAG_CHROMIUM"), "/usr/bin/chromium"]
     candidates += [shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome", "chrome")]
@@ -52,6 +50,12 @@ def find_chromium() -> Optional[str]:
 
 #: Chromium flags for a sandboxed CI machine with no network: nothing is downloaded or synced.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]

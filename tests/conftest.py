@@ -23,6 +23,7 @@ from bge_core.checks import transformers_version
 from bge_rag.sample_data import python_docs_paragraphs
 from bge_rag.testing import FixtureModels, build_fixture_models
 
+
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> FixtureModels:
     """Model folders built from the real MiniLM weights, once per test run."""

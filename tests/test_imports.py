@@ -6,12 +6,23 @@ import ast
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 
 FRAMEWORKS = (
-    "langchain", "langchain_core", "llama_index", "haystack", "sentence_transformers", "FlagEmbedding",
+    "langchain",
+    "langchain_core",
+    "llama_index",
+    "haystack",
+    "sentence_transformers",
+    "FlagEmbedding",
     # The server, streaming and Ray extras load these only when used.
-    "fastapi", "starlette", "uvicorn", "prometheus_client", "pyarrow", "ray",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "prometheus_client",
+    "pyarrow",
+    "ray",
 )
 
 
@@ -83,12 +94,27 @@ def test_public_names():
 
 
 # ------------------------------------------------------------------------------------ the wheel
-NAMESPACE_DIRS = ("llama_index", "llama_index/embeddings", "llama_index/postprocessor", "haystack_integrations",
-                  "haystack_integrations/components", "haystack_integrations/components/embedders",
-                  "haystack_integrations/components/rankers")
-PACKAGES = ("bge_core", "bge_rag", "bge_rag/server", "bge_rag/corpus", "langchain_bge", "sentence_transformers_bge", "llama_index/embeddings/bge",
-            "llama_index/postprocessor/bge_rerank", "haystack_integrations/components/embedders/bge",
-            "haystack_integrations/components/rankers/bge")
+NAMESPACE_DIRS = (
+    "llama_index",
+    "llama_index/embeddings",
+    "llama_index/postprocessor",
+    "haystack_integrations",
+    "haystack_integrations/components",
+    "haystack_integrations/components/embedders",
+    "haystack_integrations/components/rankers",
+)
+PACKAGES = (
+    "bge_core",
+    "bge_rag",
+    "bge_rag/server",
+    "bge_rag/corpus",
+    "langchain_bge",
+    "sentence_transformers_bge",
+    "llama_index/embeddings/bge",
+    "llama_index/postprocessor/bge_rerank",
+    "haystack_integrations/components/embedders/bge",
+    "haystack_integrations/components/rankers/bge",
+)
 
 
 def _tracked_copy(dest):
@@ -98,7 +124,12 @@ def _tracked_copy(dest):
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    files = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=root, capture_output=True, check=True).stdout
+    files = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        check=True,
+    ).stdout
     for name in filter(None, files.decode().split("\0")):
         if (root / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -113,8 +144,24 @@ def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
     import zipfile
 
     source = _tracked_copy(tmp_path / "clone")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(tmp_path / "dist"), str(source)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     (wheel,) = (tmp_path / "dist").glob("bge_rag-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for package in PACKAGES:
@@ -125,8 +172,13 @@ def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
     assert not any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names)
 
     target = tmp_path / "installed"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
-                   check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     # -S: no site processing, so the editable install of this checkout is not on the path; the
     # frameworks come from this environment's site-packages, bge-rag only from the wheel.
     code = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -17,7 +16,7 @@ class Batch:
     positions: np.ndarray
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
-    token_type_ids: Optional[torch.Tensor] = None
+    token_type_ids: torch.Tensor | None = None
 
     def model_inputs(self) -> dict[str, torch.Tensor]:
         """The keyword arguments of a Hugging Face model's forward: ids, mask and token types if any."""
@@ -32,8 +31,8 @@ def collate(
     positions: np.ndarray,
     pad_id: int,
     device: torch.device,
-    token_type_ids: Optional[Sequence[Sequence[int]]] = None,
-    pin_memory: Optional[bool] = None,
+    token_type_ids: Sequence[Sequence[int]] | None = None,
+    pin_memory: bool | None = None,
 ) -> Batch:
     """Right-pad the rows at ``positions`` into tensors on ``device``.
 

@@ -33,7 +33,6 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch
@@ -51,7 +50,7 @@ TOKENIZE_AHEAD_TEXTS = 4096
 
 Make = Callable[[np.ndarray], Batch]
 
-_override: contextvars.ContextVar[tuple[Optional[int], Optional[int]]] = contextvars.ContextVar(
+_override: contextvars.ContextVar[tuple[int | None, int | None]] = contextvars.ContextVar(
     "bge_rag_cpu_execution", default=(None, None)
 )
 
@@ -65,7 +64,7 @@ class CpuPlan:
 
 
 @contextlib.contextmanager
-def cpu_execution(streams: Optional[int] = None, threads: Optional[int] = None) -> Iterator[None]:
+def cpu_execution(streams: int | None = None, threads: int | None = None) -> Iterator[None]:
     """Override CPU streams and/or threads for the calls made inside this block (this context only).
 
     Args:
@@ -91,8 +90,11 @@ def cpu_execution(streams: Optional[int] = None, threads: Optional[int] = None) 
 
 
 def cpu_plan(
-    n_batches: int, *, streams: Optional[int] = None, threads: Optional[int] = None,
-    settings: Optional[EnvSettings] = None,
+    n_batches: int,
+    *,
+    streams: int | None = None,
+    threads: int | None = None,
+    settings: EnvSettings | None = None,
 ) -> CpuPlan:
     """Streams and threads for a CPU job of ``n_batches`` batches.
 
@@ -124,8 +126,13 @@ class Executor(ABC):
 
     @abstractmethod
     def run(
-        self, batches: list[np.ndarray], attempt: Attempt, make: Make, *, streams: Optional[int] = None,
-        threads: Optional[int] = None,
+        self,
+        batches: list[np.ndarray],
+        attempt: Attempt,
+        make: Make,
+        *,
+        streams: int | None = None,
+        threads: int | None = None,
     ) -> Iterator[Pair]:
         """Run ``attempt`` on every batch; yield its pairs in plan order.
 
@@ -142,8 +149,13 @@ class InlineExecutor(Executor):
     """Each batch collated and run in the calling thread, one after the other."""
 
     def run(
-        self, batches: list[np.ndarray], attempt: Attempt, make: Make, *, streams: Optional[int] = None,
-        threads: Optional[int] = None,
+        self,
+        batches: list[np.ndarray],
+        attempt: Attempt,
+        make: Make,
+        *,
+        streams: int | None = None,
+        threads: int | None = None,
     ) -> Iterator[Pair]:
         for positions in batches:
             yield from attempt(positions, None)
@@ -157,17 +169,22 @@ class CpuStreamsExecutor(Executor):
     and :func:`cpu_execution` take precedence (see :func:`cpu_plan`).
     """
 
-    streams: Optional[int] = None
-    threads: Optional[int] = None
+    streams: int | None = None
+    threads: int | None = None
 
-    def plan(self, n_batches: int, *, streams: Optional[int] = None, threads: Optional[int] = None) -> CpuPlan:
+    def plan(self, n_batches: int, *, streams: int | None = None, threads: int | None = None) -> CpuPlan:
         """:func:`cpu_plan` with this executor's environment settings."""
         settings = EnvSettings(cpu_streams=self.streams, cpu_threads=self.threads)
         return cpu_plan(n_batches, streams=streams, threads=threads, settings=settings)
 
     def run(
-        self, batches: list[np.ndarray], attempt: Attempt, make: Make, *, streams: Optional[int] = None,
-        threads: Optional[int] = None,
+        self,
+        batches: list[np.ndarray],
+        attempt: Attempt,
+        make: Make,
+        *,
+        streams: int | None = None,
+        threads: int | None = None,
     ) -> Iterator[Pair]:
         texts = sum(int(b.size) for b in batches)
         wanted = self.plan(texts, streams=streams, threads=threads).streams
@@ -182,8 +199,13 @@ class PrefetchExecutor(Executor):
     depth: int = 2
 
     def run(
-        self, batches: list[np.ndarray], attempt: Attempt, make: Make, *, streams: Optional[int] = None,
-        threads: Optional[int] = None,
+        self,
+        batches: list[np.ndarray],
+        attempt: Attempt,
+        make: Make,
+        *,
+        streams: int | None = None,
+        threads: int | None = None,
     ) -> Iterator[Pair]:
         ahead = _prefetched(batches, make, self.depth)
         try:
@@ -194,7 +216,7 @@ class PrefetchExecutor(Executor):
 
 
 def executor_for(
-    device: torch.device, settings: Optional[EnvSettings] = None, *, prefetch: Optional[bool] = None
+    device: torch.device, settings: EnvSettings | None = None, *, prefetch: bool | None = None
 ) -> Executor:
     """The executor for ``device``: CPU streams on CPUs, prefetching on accelerators.
 
@@ -265,8 +287,9 @@ def _run_streams(batches: list[np.ndarray], attempt: Attempt, plan: CpuPlan) -> 
                 future.exception()
 
 
-def _prefetched(batches: Iterable[np.ndarray], make: Make,
-                depth: int = 2) -> Generator[tuple[np.ndarray, Optional[Batch]], None, None]:
+def _prefetched(
+    batches: Iterable[np.ndarray], make: Make, depth: int = 2
+) -> Generator[tuple[np.ndarray, Batch | None], None, None]:
     """``(positions, batch)`` in order, each batch collated by a helper thread ahead of use.
 
     A batch whose collation failed comes as ``None`` (the caller collates it again itself, so
@@ -282,7 +305,7 @@ def _prefetched(batches: Iterable[np.ndarray], make: Make,
                 if stop.is_set():
                     return
                 try:
-                    ready: Optional[Batch] = make(positions)
+                    ready: Batch | None = make(positions)
                 except Exception:  # retried by the caller in its own thread, where it raises
                     ready = None
                 items.put((positions, ready))

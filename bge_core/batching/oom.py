@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 Pair = tuple[np.ndarray, Any]
 #: Runs one planned batch (collated by the caller when given, else by itself) and yields its
 #: pairs: one, or more when out-of-memory errors split it.
-Attempt = Callable[[np.ndarray, Optional[Batch]], Iterator[Pair]]
+Attempt = Callable[[np.ndarray, Batch | None], Iterator[Pair]]
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -45,7 +45,9 @@ def free_cache(device: torch.device) -> None:
 
 
 def with_backoff(
-    forward: Callable[[Batch], Any], make: Callable[[np.ndarray], Batch], device: torch.device,
+    forward: Callable[[Batch], Any],
+    make: Callable[[np.ndarray], Batch],
+    device: torch.device,
     lengths: Sequence[int],
 ) -> Attempt:
     """An :data:`Attempt` running ``forward`` under ``torch.inference_mode`` with OOM back-off.
@@ -64,7 +66,7 @@ def with_backoff(
         BGEOutOfMemoryError: (from the attempt) a single text does not fit.
     """
 
-    def attempt(positions: np.ndarray, ready: Optional[Batch] = None) -> Iterator[Pair]:
+    def attempt(positions: np.ndarray, ready: Batch | None = None) -> Iterator[Pair]:
         try:
             batch = ready if ready is not None else make(positions)
             with torch.inference_mode():

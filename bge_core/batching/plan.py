@@ -9,7 +9,7 @@ batch (:data:`CPU_BATCH_OVERHEAD`, see :func:`plan_batches`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,7 +38,7 @@ CPU_ACTIVATION_BUDGET = 1 << 21
 CPU_BATCH_OVERHEAD = 64
 
 
-def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.device, config: Any = None) -> int:
+def resolve_max_batch_tokens(max_batch_tokens: int | None, device: torch.device, config: Any = None) -> int:
     """The caller's token budget per batch, or the default for the device and model shape.
 
     Args:
@@ -63,7 +63,11 @@ def resolve_max_batch_tokens(max_batch_tokens: Optional[int], device: torch.devi
 
 
 def plan_batches(
-    lengths: Sequence[int], max_batch_size: int, max_batch_tokens: int, *, batch_overhead: Optional[int] = None,
+    lengths: Sequence[int],
+    max_batch_size: int,
+    max_batch_tokens: int,
+    *,
+    batch_overhead: int | None = None,
     min_rows: int = 4,
 ) -> list[np.ndarray]:
     """Group input positions into batches, longest texts first.

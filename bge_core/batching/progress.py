@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 #: Inputs at least this long show a progress bar when ``show_progress`` is left as ``None``.
 PROGRESS_THRESHOLD = 2048
 
 
-def progress_bar(total: int, show_progress: Optional[bool], desc: str) -> Any:
+def progress_bar(total: int, show_progress: bool | None, desc: str) -> Any:
     """A tqdm bar over ``total`` texts, or ``None``.
 
     Args:

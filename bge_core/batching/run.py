@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,13 +25,13 @@ def run_batches(
     device: torch.device,
     max_batch_size: int,
     max_batch_tokens: int,
-    token_type_ids: Optional[Sequence[Sequence[int]]] = None,
-    show_progress: Optional[bool] = None,
+    token_type_ids: Sequence[Sequence[int]] | None = None,
+    show_progress: bool | None = None,
     desc: str = "Batches",
-    executor: Optional[Executor] = None,
-    streams: Optional[int] = None,
-    threads: Optional[int] = None,
-    prefetch: Optional[bool] = None,
+    executor: Executor | None = None,
+    streams: int | None = None,
+    threads: int | None = None,
+    prefetch: bool | None = None,
 ) -> Iterator[tuple[np.ndarray, T]]:
     """Run ``forward`` over token-budget batches; yield ``(input positions, output)`` pairs.
 
@@ -65,15 +65,17 @@ def run_batches(
     if executor is None:
         executor = executor_for(device, prefetch=prefetch)
     lengths = [len(ids) for ids in input_ids]
-    batches = plan_batches(lengths, max_batch_size, max_batch_tokens,
-                           batch_overhead=CPU_BATCH_OVERHEAD if device.type == "cpu" else None)
+    batches = plan_batches(
+        lengths, max_batch_size, max_batch_tokens, batch_overhead=CPU_BATCH_OVERHEAD if device.type == "cpu" else None
+    )
     progress = progress_bar(len(lengths), show_progress, desc)
 
     def make(positions: np.ndarray) -> Batch:
         return collate(input_ids, positions, pad_id, device, token_type_ids)
 
-    results = executor.run(batches, with_backoff(forward, make, device, lengths), make, streams=streams,
-                           threads=threads)
+    results = executor.run(
+        batches, with_backoff(forward, make, device, lengths), make, streams=streams, threads=threads
+    )
     try:
         for done, output in results:
             yield done, output

@@ -13,7 +13,6 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from typing import Optional
 
 import torch
 
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=1)
-def thread_control() -> Optional[Callable[[int], None]]:
+def thread_control() -> Callable[[int], None] | None:
     """A function setting the intra-op thread count of the calling OS thread only, or ``None``.
 
     It calls ``omp_set_num_threads`` (a per-thread setting in OpenMP) of the OpenMP runtime

@@ -51,7 +51,7 @@ SCORERS: Mapping[str, type[PairScorer]] = {
 }
 
 
-def scorer_class(folder: Path, name: Optional[str] = None) -> type[PairScorer]:
+def scorer_class(folder: Path, name: str | None = None) -> type[PairScorer]:
     """The scorer class for a model folder (``name``: its registry name, if any).
 
     Raises:
@@ -112,24 +112,24 @@ class Reranker(FrozenAfterInit):
 
     def __init__(
         self,
-        model: Union[str, Path],
+        model: str | Path,
         *,
         normalize: bool = False,
-        max_length: Optional[int] = None,
-        query_max_length: Optional[int] = None,
-        device: Union[str, int, torch.device, None] = None,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        device: str | int | torch.device | None = None,
         precision: str = "auto",
         batch_size: int = DEFAULT_RERANK_BATCH_SIZE,
-        max_batch_tokens: Optional[int] = None,
-        show_progress: Optional[bool] = None,
-        trust_remote_code: Optional[bool] = None,
-        cache_dir: Optional[Union[str, Path]] = None,
-        revision: Optional[str] = None,
-        token: Optional[Union[str, bool]] = None,
-        prompt: Optional[str] = None,
-        cutoff_layers: Union[int, Sequence[int], None] = None,
+        max_batch_tokens: int | None = None,
+        show_progress: bool | None = None,
+        trust_remote_code: bool | None = None,
+        cache_dir: str | Path | None = None,
+        revision: str | None = None,
+        token: str | bool | None = None,
+        prompt: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
         compress_ratio: int = 1,
-        compress_layers: Union[int, Sequence[int], None] = None,
+        compress_layers: int | Sequence[int] | None = None,
         truncation: bool = True,
     ) -> None:
         self.normalize = bool(normalize)
@@ -153,9 +153,7 @@ class Reranker(FrozenAfterInit):
             folder, model_name=self.model_name, device=self.device, dtype=self.dtype, trust_remote_code=trust
         )
         self.model_max_length = self.spec.max_length or max_positions(self._backbone.config, self._backbone.tokenizer)
-        self.max_batch_tokens = batching.resolve_max_batch_tokens(
-            max_batch_tokens, self.device, self._backbone.config
-        )
+        self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device, self._backbone.config)
         self.max_length = resolve_max_length(
             max_length, self.spec, self._backbone, self.model_max_length, self.model_name
         )
@@ -174,7 +172,7 @@ class Reranker(FrozenAfterInit):
         )
 
     @property
-    def llm_kind(self) -> Optional[str]:
+    def llm_kind(self) -> str | None:
         """``None`` for a cross-encoder, else the LLM reranker kind (``"llm"``, ``"layerwise"``, ``"lightweight"``)."""
         kind = self._scorer.kind
         return None if kind == CrossEncoderScorer.kind else kind
@@ -194,9 +192,9 @@ class Reranker(FrozenAfterInit):
         self,
         pairs: tuple[str, str],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> float: ...
 
     @overload
@@ -204,19 +202,19 @@ class Reranker(FrozenAfterInit):
         self,
         pairs: Sequence[tuple[str, str]],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> list[float]: ...
 
     def score(
         self,
-        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        pairs: tuple[str, str] | Sequence[tuple[str, str]],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
-    ) -> Union[float, list[float]]:
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> float | list[float]:
         """Relevance scores of (query, passage) pairs, in input order.
 
         Args:
@@ -242,11 +240,11 @@ class Reranker(FrozenAfterInit):
         self,
         query: str,
         documents: Sequence[str],
-        top_k: Optional[int] = None,
+        top_k: int | None = None,
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> list[Ranked]:
         """Documents ordered by relevance to ``query``, best first (ties keep input order).
 
@@ -279,9 +277,9 @@ class Reranker(FrozenAfterInit):
         self,
         pairs: tuple[str, str],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> dict[int, float]: ...
 
     @overload
@@ -289,19 +287,19 @@ class Reranker(FrozenAfterInit):
         self,
         pairs: Sequence[tuple[str, str]],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
     ) -> dict[int, list[float]]: ...
 
     def score_layers(
         self,
-        pairs: Union[tuple[str, str], Sequence[tuple[str, str]]],
+        pairs: tuple[str, str] | Sequence[tuple[str, str]],
         *,
-        normalize: Optional[bool] = None,
-        batch_size: Optional[int] = None,
-        show_progress: Optional[bool] = None,
-    ) -> Union[dict[int, float], dict[int, list[float]]]:
+        normalize: bool | None = None,
+        batch_size: int | None = None,
+        show_progress: bool | None = None,
+    ) -> dict[int, float] | dict[int, list[float]]:
         """Scores from each of ``cutoff_layers`` (layer-wise and lightweight LLM rerankers).
 
         FlagEmbedding returns one list per cutoff layer; this returns ``{layer: scores}`` in the
@@ -330,7 +328,7 @@ class Reranker(FrozenAfterInit):
             return {layer: row[0] for layer, row in zip(layers, rows)}
         return dict(zip(layers, rows))
 
-    def _scores(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> np.ndarray:
+    def _scores(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: bool | None) -> np.ndarray:
         """Scores of ``pairs``: float32, one row per scorer output, one column per pair in input order."""
         scorer = self._scorer
         scores = np.empty((scorer.n_outputs, len(pairs)), dtype=np.float32)
@@ -356,7 +354,7 @@ class Reranker(FrozenAfterInit):
             truncated=truncated, total=total, max_length=self.max_length, limit=self.model_max_length
         )
 
-    def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: Optional[bool]) -> list[float]:
+    def _logits(self, pairs: list[tuple[str, str]], batch_size: int, show_progress: bool | None) -> list[float]:
         if not pairs:
             return []
         if self._scorer.n_outputs > 1:
@@ -372,8 +370,8 @@ class Reranker(FrozenAfterInit):
         rows: Sequence[Sequence[int]],
         forward: Callable[[batching.Batch], np.ndarray],
         batch_size: int,
-        show_progress: Optional[bool],
-        token_type_ids: Optional[Sequence[Sequence[int]]] = None,
+        show_progress: bool | None,
+        token_type_ids: Sequence[Sequence[int]] | None = None,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """``batching.run_batches`` with this reranker's padding, device and token budget."""
         return batching.run_batches(

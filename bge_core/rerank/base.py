@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ class PreparedPairs:
     input_ids: list[list[int]]
     truncated: int
     forward: Callable[[batching.Batch], np.ndarray]
-    token_type_ids: Optional[list[list[int]]] = None
+    token_type_ids: list[list[int]] | None = None
 
 
 class PairScorer(FrozenAfterInit, ABC):
@@ -65,7 +65,7 @@ class PairScorer(FrozenAfterInit, ABC):
     #: is replaced by the model's name.
     refusal: ClassVar[str] = ""
     #: The layers scored, one output each (``None``: one output, the kind's own).
-    cutoff_layers: Optional[list[int]] = None
+    cutoff_layers: list[int] | None = None
 
     @classmethod
     def check_options(cls, given: Mapping[str, Any], model_name: str) -> None:

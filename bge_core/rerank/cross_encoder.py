@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,9 +34,7 @@ class PairEncoder:
     def __init__(self, tokenizer: Any, max_length: int, query_max_length: int) -> None:
         backend = getattr(tokenizer, "_tokenizer", None)
         if backend is None:
-            raise ModelLoadError(
-                "Reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the model folder."
-            )
+            raise ModelLoadError("Reranking needs a fast (Rust) tokenizer, i.e. a tokenizer.json in the model folder.")
         from tokenizers import Tokenizer
 
         self._rust = Tokenizer.from_str(backend.to_str())
@@ -49,7 +47,7 @@ class PairEncoder:
         self.last_truncated = 0
         self.with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], Optional[list[list[int]]]]:
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]] | None]:
         queries = self._rust.encode_batch([q for q, _ in pairs], add_special_tokens=False)
         passages = self._rust.encode_batch([p for _, p in pairs], add_special_tokens=False)
         ids: list[list[int]] = []
@@ -103,9 +101,7 @@ class CrossEncoderScorer(PairScorer):
         )
         labels = getattr(backbone.config, "num_labels", 1)
         if labels != 1:
-            raise ModelLoadError(
-                f"{model_name!r} has {labels} output labels; a reranker must have exactly one score."
-            )
+            raise ModelLoadError(f"{model_name!r} has {labels} output labels; a reranker must have exactly one score.")
         return backbone
 
     def __init__(self, backbone: Backbone, *, max_length: int, query_max_length: int) -> None:

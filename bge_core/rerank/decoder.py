@@ -34,7 +34,7 @@ from abc import abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -92,7 +92,7 @@ def _is_decoder(config: dict[str, Any]) -> bool:
     )
 
 
-def detect_kind(folder: Path, name: Optional[str] = None) -> Optional[LLMKind]:
+def detect_kind(folder: Path, name: str | None = None) -> LLMKind | None:
     """The LLM reranker kind of a model folder, or ``None`` for a cross-encoder.
 
     Raises:
@@ -258,7 +258,7 @@ class LLMPairEncoder:
         return LLMPairs(rows, query_lengths, len(self.sep_ids) + len(self.prompt_ids), truncated)
 
 
-def check_layers(name: str, layers: Union[int, Sequence[int], None]) -> Optional[list[int]]:
+def check_layers(name: str, layers: int | Sequence[int] | None) -> list[int] | None:
     """Validate ``cutoff_layers`` / ``compress_layers``: an int, a non-empty list of ints, or None."""
     if layers is None:
         return None
@@ -313,7 +313,7 @@ class DecoderScorer(PairScorer):
         return Backbone(folder, "reranking", llm, tokenizer, device, dtype)
 
     def __init__(
-        self, backbone: Backbone, *, max_length: int, query_max_length: int, prompt: Optional[str] = None
+        self, backbone: Backbone, *, max_length: int, query_max_length: int, prompt: str | None = None
     ) -> None:
         if prompt is not None and not isinstance(prompt, str):
             raise ConfigError(f"prompt must be a string, got {type(prompt).__name__}")
@@ -321,7 +321,10 @@ class DecoderScorer(PairScorer):
         self.model = backbone.model
         self.device = backbone.device
         self.pairs = LLMPairEncoder(
-            tokenizer, max_length, query_max_length, self.default_prompt if prompt is None else prompt,
+            tokenizer,
+            max_length,
+            query_max_length,
+            self.default_prompt if prompt is None else prompt,
             self.bos_ids(tokenizer),
         )
         self.pad_id = tokenizer.pad_token_id
@@ -388,8 +391,8 @@ class LayeredScorer(DecoderScorer):
         *,
         max_length: int,
         query_max_length: int,
-        prompt: Optional[str] = None,
-        cutoff_layers: Union[int, Sequence[int], None] = None,
+        prompt: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(backbone, max_length=max_length, query_max_length=query_max_length, prompt=prompt)
         layers = check_layers("cutoff_layers", cutoff_layers)

@@ -8,7 +8,6 @@ layers whose scores are returned.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -35,11 +34,14 @@ class LayerwiseScorer(LayeredScorer):
         *,
         max_length: int,
         query_max_length: int,
-        prompt: Optional[str] = None,
-        cutoff_layers: Union[int, Sequence[int], None] = None,
+        prompt: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(
-            backbone, max_length=max_length, query_max_length=query_max_length, prompt=prompt,
+            backbone,
+            max_length=max_length,
+            query_max_length=query_max_length,
+            prompt=prompt,
             cutoff_layers=cutoff_layers,
         )
         self._freeze()
@@ -49,8 +51,13 @@ class LayerwiseScorer(LayeredScorer):
     ) -> np.ndarray:
         # use_cache=False: the shipped MiniCPM code's cache path calls DynamicCache.get_usable_length,
         # which transformers 4.5x removed; without a cache the scores are the same.
-        out = self.model(input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
-                         cutoff_layers=self.cutoff_layers)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            output_hidden_states=True,
+            use_cache=False,
+            cutoff_layers=self.cutoff_layers,
+        )
         return np.stack([self._last(lg, mask).float().cpu().numpy() for lg in out.logits])
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -63,13 +62,16 @@ class LightweightScorer(LayeredScorer):
         *,
         max_length: int,
         query_max_length: int,
-        prompt: Optional[str] = None,
-        cutoff_layers: Union[int, Sequence[int], None] = None,
+        prompt: str | None = None,
+        cutoff_layers: int | Sequence[int] | None = None,
         compress_ratio: int = 1,
-        compress_layers: Union[int, Sequence[int], None] = None,
+        compress_layers: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__(
-            backbone, max_length=max_length, query_max_length=query_max_length, prompt=prompt,
+            backbone,
+            max_length=max_length,
+            query_max_length=query_max_length,
+            prompt=prompt,
             cutoff_layers=cutoff_layers,
         )
         layers = check_layers("compress_layers", compress_layers)
@@ -83,14 +85,17 @@ class LightweightScorer(LayeredScorer):
         self, input_ids: torch.Tensor, mask: torch.Tensor, query_lengths: list[int], prompt_length: int
     ) -> np.ndarray:
         out = self.model(
-            input_ids=input_ids, attention_mask=mask, output_hidden_states=True, use_cache=False,
+            input_ids=input_ids,
+            attention_mask=mask,
+            output_hidden_states=True,
+            use_cache=False,
             compress_layer=self.compress_layers,
-            compress_ratio=self.compress_ratio, query_lengths=list(query_lengths),
-            prompt_lengths=[prompt_length] * len(query_lengths), cutoff_layers=self.cutoff_layers,
+            compress_ratio=self.compress_ratio,
+            query_lengths=list(query_lengths),
+            prompt_lengths=[prompt_length] * len(query_lengths),
+            cutoff_layers=self.cutoff_layers,
         )
-        return np.stack(
-            [self._last(lg, am).float().cpu().numpy() for lg, am in zip(out.logits, out.attention_masks)]
-        )
+        return np.stack([self._last(lg, am).float().cpu().numpy() for lg, am in zip(out.logits, out.attention_masks)])
 
 
 __all__ = ["COMPRESS_RATIOS", "LightweightScorer"]

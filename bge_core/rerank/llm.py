@@ -8,8 +8,6 @@ state, plus Gemma 2's final logit soft-capping, without computing the other voca
 
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 import torch
 
@@ -30,12 +28,11 @@ class YesLogitScorer(DecoderScorer):
     kind = "llm"
     options = frozenset({"prompt"})
     refusal = (
-        "cutoff_layers, compress_ratio and compress_layers apply to the layer-wise and lightweight "
-        "LLM rerankers only."
+        "cutoff_layers, compress_ratio and compress_layers apply to the layer-wise and lightweight LLM rerankers only."
     )
 
     def __init__(
-        self, backbone: Backbone, *, max_length: int, query_max_length: int, prompt: Optional[str] = None
+        self, backbone: Backbone, *, max_length: int, query_max_length: int, prompt: str | None = None
     ) -> None:
         super().__init__(backbone, max_length=max_length, query_max_length=query_max_length, prompt=prompt)
         self.yes_id = self.pairs.ids("Yes")[0]

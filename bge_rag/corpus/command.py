@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 from bge_core.errors import MissingExtraError
 
@@ -31,20 +31,33 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     embed.add_argument("input", help="a .jsonl / .ndjson (.gz) file, a .parquet file, or a folder of .parquet files")
     embed.add_argument("output", help="output folder: new, empty, or an earlier run of the same command")
     embed.add_argument("--model", required=True, help="embedding model: hub id or local folder")
-    embed.add_argument("--outputs", default="dense",
-                       help="comma-separated: dense, sparse, colbert (sparse and colbert need a BGE-M3 model); "
-                            "default dense")
-    embed.add_argument("--kind", choices=["document", "query"], default="document",
-                       help="document (default) or query (applies the model's query instruction)")
+    embed.add_argument(
+        "--outputs",
+        default="dense",
+        help="comma-separated: dense, sparse, colbert (sparse and colbert need a BGE-M3 model); default dense",
+    )
+    embed.add_argument(
+        "--kind",
+        choices=["document", "query"],
+        default="document",
+        help="document (default) or query (applies the model's query instruction)",
+    )
     embed.add_argument("--text-field", default="text", help="field / column holding the text (default text)")
-    embed.add_argument("--id-field", default="id",
-                       help="field / column holding ids (default id; without it, ids are row numbers)")
-    embed.add_argument("--chunk-size", type=int, default=_CHUNK_SIZE,
-                       help=f"texts per encode call and per Parquet part (default {_CHUNK_SIZE}; "
-                            "lower it for ColBERT on long texts)")
-    embed.add_argument("--dense-format", choices=["parquet", "npy"], default="parquet",
-                       help="dense vectors as a Parquet column (default) or in one OUTPUT/_dense.npy "
-                            "for np.load(mmap_mode='r')")
+    embed.add_argument(
+        "--id-field", default="id", help="field / column holding ids (default id; without it, ids are row numbers)"
+    )
+    embed.add_argument(
+        "--chunk-size",
+        type=int,
+        default=_CHUNK_SIZE,
+        help=f"texts per encode call and per Parquet part (default {_CHUNK_SIZE}; lower it for ColBERT on long texts)",
+    )
+    embed.add_argument(
+        "--dense-format",
+        choices=["parquet", "npy"],
+        default="parquet",
+        help="dense vectors as a Parquet column (default) or in one OUTPUT/_dense.npy for np.load(mmap_mode='r')",
+    )
     embed.add_argument("--batch-size", type=int, help="texts per forward pass at most (engine default 256)")
     embed.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass at most")
     embed.add_argument("--max-length", type=int, help="tokens per text (default: the model's, at most 512)")
@@ -58,7 +71,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _require_pyarrow() -> None:
-    """pyarrow is importable, or a MissingExtraError naming the extra."""
+    """Pyarrow is importable, or a MissingExtraError naming the extra."""
     try:
         import pyarrow  # noqa: F401
         import pyarrow.parquet  # noqa: F401
@@ -68,11 +81,12 @@ def _require_pyarrow() -> None:
         ) from exc
 
 
-def run_embed(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run_embed(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``bge-rag embed`` with parsed arguments; print a summary."""
     out = out or sys.stdout
     _require_pyarrow()  # before a model is loaded: loading one takes seconds to minutes
     from bge_core.embedder import Embedder
+
     from .encoder import check_outputs, embed_corpus
 
     outputs = check_outputs(args.outputs)
@@ -87,19 +101,33 @@ def run_embed(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     embedder = Embedder(args.model, **{k: v for k, v in options.items() if v is not None})
     try:
         summary = embed_corpus(
-            args.input, args.output, embedder, outputs=outputs, kind=args.kind, text_field=args.text_field,
-            id_field=args.id_field or None, chunk_size=args.chunk_size, dense_format=args.dense_format,
-            overwrite=args.overwrite, show_progress=False if args.no_progress else None,
+            args.input,
+            args.output,
+            embedder,
+            outputs=outputs,
+            kind=args.kind,
+            text_field=args.text_field,
+            id_field=args.id_field or None,
+            chunk_size=args.chunk_size,
+            dense_format=args.dense_format,
+            overwrite=args.overwrite,
+            show_progress=False if args.no_progress else None,
         )
     except KeyboardInterrupt:
         print(f"Interrupted. Run the same command again to continue into {args.output}.", file=out)
         return _INTERRUPTED
     rate = summary.encoded / summary.seconds if summary.seconds > 0 else 0.0
-    print(f"Embedded {summary.encoded} texts with {embedder!r} into {summary.output} "
-          f"in {summary.seconds:.1f} s ({rate:.0f} texts/s).", file=out)
+    print(
+        f"Embedded {summary.encoded} texts with {embedder!r} into {summary.output} "
+        f"in {summary.seconds:.1f} s ({rate:.0f} texts/s).",
+        file=out,
+    )
     if summary.skipped:
         print(f"Kept {summary.skipped} rows written by an earlier run.", file=out)
-    print(f"{summary.rows} rows in {summary.parts} Parquet parts; outputs: {', '.join(outputs)}"
-          + (f"; dense vectors in {summary.output / '_dense.npy'}" if args.dense_format == "npy" else "") + ".",
-          file=out)
+    print(
+        f"{summary.rows} rows in {summary.parts} Parquet parts; outputs: {', '.join(outputs)}"
+        + (f"; dense vectors in {summary.output / '_dense.npy'}" if args.dense_format == "npy" else "")
+        + ".",
+        file=out,
+    )
     return 0

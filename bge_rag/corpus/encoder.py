@@ -37,11 +37,11 @@ import logging
 import numbers
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -71,7 +71,7 @@ _PARQUET_SUFFIXES = (".parquet", ".pq")
 
 
 def _arrow() -> tuple[Any, Any]:
-    """pyarrow and pyarrow.parquet, or an error naming the extra."""
+    """Pyarrow and pyarrow.parquet, or an error naming the extra."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -104,7 +104,7 @@ class EmbedSummary:
 
 
 # ---------------------------------------------------------------------------------- columns
-def check_outputs(outputs: Union[str, Iterable[str]]) -> tuple[str, ...]:
+def check_outputs(outputs: str | Iterable[str]) -> tuple[str, ...]:
     """``"dense,sparse"`` or ``["dense", "sparse"]`` as a tuple in column order.
 
     Raises:
@@ -126,7 +126,7 @@ def _list_offsets(lengths: Sequence[int]) -> np.ndarray:
     return offsets.astype(np.int32)
 
 
-def arrow_columns(encoded: Encoded, colbert_dim: Optional[int] = None) -> dict[str, Any]:
+def arrow_columns(encoded: Encoded, colbert_dim: int | None = None) -> dict[str, Any]:
     """The outputs of one ``Embedder.encode`` call (a list input) as pyarrow arrays.
 
     ``dense`` is ``fixed_size_list<float32>[dim]``, ``sparse`` a struct of ``indices``
@@ -147,8 +147,10 @@ def arrow_columns(encoded: Encoded, colbert_dim: Optional[int] = None) -> dict[s
         indices = np.concatenate([v.indices for v in vectors]) if vectors else np.empty(0, np.int64)
         values = np.concatenate([v.values for v in vectors]) if vectors else np.empty(0, np.float32)
         columns["sparse"] = pa.StructArray.from_arrays(
-            [pa.ListArray.from_arrays(offsets, pa.array(indices, pa.int64())),
-             pa.ListArray.from_arrays(offsets, pa.array(values, pa.float32()))],
+            [
+                pa.ListArray.from_arrays(offsets, pa.array(indices, pa.int64())),
+                pa.ListArray.from_arrays(offsets, pa.array(values, pa.float32())),
+            ],
             names=["indices", "values"],
         )
     if encoded.colbert is not None:
@@ -179,7 +181,7 @@ def _matrix(vectors: Any) -> np.ndarray:
     return flat.reshape(len(vectors), dim)
 
 
-def encoded_from_arrow(table: Any, dense: Optional[np.ndarray] = None) -> Encoded:
+def encoded_from_arrow(table: Any, dense: np.ndarray | None = None) -> Encoded:
     """The inverse of :func:`arrow_columns`: an :class:`~bge_core.Encoded` from a table's columns.
 
     Args:
@@ -210,10 +212,10 @@ def encoded_from_arrow(table: Any, dense: Optional[np.ndarray] = None) -> Encode
 class _Source:
     """Rows ``(where, id or _MISSING, text)`` of a file or an iterable, in input order."""
 
-    def __init__(self, source: Any, text_field: str, id_field: Optional[str]) -> None:
+    def __init__(self, source: Any, text_field: str, id_field: str | None) -> None:
         self.text_field, self.id_field = text_field, id_field
         if isinstance(source, (str, os.PathLike)):
-            self.path: Optional[Path] = Path(source)
+            self.path: Path | None = Path(source)
             self.kind = self._file_kind(self.path)
             self.items: Any = None
         elif isinstance(source, (bytes, bytearray, Mapping)) or not isinstance(source, Iterable):
@@ -242,7 +244,7 @@ class _Source:
             f"or a folder of .parquet files."
         )
 
-    def known_rows(self) -> Optional[int]:
+    def known_rows(self) -> int | None:
         """The row count when it is known without reading the rows."""
         if self.kind == "parquet":
             _, pq = _arrow()
@@ -258,8 +260,8 @@ class _Source:
 
     def rows(self) -> Iterator[tuple[Any, str]]:
         """``(id, text)`` pairs, validated: the first row decides whether ids come from the input."""
-        from_input: Optional[bool] = None
-        id_type: Optional[type] = None
+        from_input: bool | None = None
+        id_type: type | None = None
         for position, (where, id_, text) in enumerate(self._raw()):
             if not isinstance(text, str):
                 raise InputTypeError(f"{where}: the text is {_type_name(text)}, expected str")
@@ -395,8 +397,11 @@ class _DenseNpy:
     def __init__(self, path: Path, rows: int, dim: int, create: bool) -> None:
         self.path, self.dim = path, dim
         if create or not path.is_file():
-            header = {"descr": np.lib.format.dtype_to_descr(np.dtype("<f4")), "fortran_order": False,
-                      "shape": (rows, dim)}
+            header = {
+                "descr": np.lib.format.dtype_to_descr(np.dtype("<f4")),
+                "fortran_order": False,
+                "shape": (rows, dim),
+            }
             with open(path, "wb") as f:
                 np.lib.format.write_array_header_1_0(f, header)
                 f.truncate(f.tell() + rows * dim * 4)  # zeros until written; sparse on most file systems
@@ -419,8 +424,15 @@ class _DenseNpy:
             os.fsync(f.fileno())
 
 
-def _job_settings(embedder: Embedder, outputs: tuple[str, ...], kind: str, chunk_size: int,
-                  dense_format: str, text_field: str, id_field: Optional[str]) -> dict[str, Any]:
+def _job_settings(
+    embedder: Embedder,
+    outputs: tuple[str, ...],
+    kind: str,
+    chunk_size: int,
+    dense_format: str,
+    text_field: str,
+    id_field: str | None,
+) -> dict[str, Any]:
     """What must match for an earlier output folder to be continued."""
     return {
         "model": embedder.model_name,
@@ -467,7 +479,7 @@ def _committed_parts(folder: Path) -> int:
     return count
 
 
-def _prepare(folder: Path, settings: dict[str, Any], rows: Optional[int], overwrite: bool) -> int:
+def _prepare(folder: Path, settings: dict[str, Any], rows: int | None, overwrite: bool) -> int:
     """Create or check the output folder; return how many parts an earlier run committed."""
     if (folder / MANIFEST).is_file():
         manifest = _read_manifest(folder)
@@ -492,8 +504,10 @@ def _prepare(folder: Path, settings: dict[str, Any], rows: Optional[int], overwr
     elif folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise ConfigError(f"{folder} exists and is not an output of bge-rag embed; choose a new or empty folder.")
     folder.mkdir(parents=True, exist_ok=True)
-    _write_json(folder / MANIFEST, {"format": FORMAT, "version": FORMAT_VERSION, "complete": False,
-                                    "rows": rows, "settings": settings})
+    _write_json(
+        folder / MANIFEST,
+        {"format": FORMAT, "version": FORMAT_VERSION, "complete": False, "rows": rows, "settings": settings},
+    )
     return 0
 
 
@@ -510,19 +524,19 @@ def _check_part(path: Path, meta: dict[str, Any]) -> None:
 
 # ---------------------------------------------------------------------------------- job
 def embed_corpus(
-    source: Union[str, os.PathLike, Iterable[Any]],
-    output: Union[str, os.PathLike],
-    embedder: Union[Embedder, str, os.PathLike],
+    source: str | os.PathLike | Iterable[Any],
+    output: str | os.PathLike,
+    embedder: Embedder | str | os.PathLike,
     *,
-    outputs: Union[str, Sequence[str]] = ("dense",),
+    outputs: str | Sequence[str] = ("dense",),
     kind: str = "document",
     text_field: str = "text",
-    id_field: Optional[str] = "id",
+    id_field: str | None = "id",
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     dense_format: str = "parquet",
     overwrite: bool = False,
-    show_progress: Optional[bool] = None,
-    on_chunk: Optional[Callable[[int, int], None]] = None,
+    show_progress: bool | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
 ) -> EmbedSummary:
     """Encode a corpus chunk by chunk into a folder of Parquet parts, in bounded memory.
 
@@ -575,8 +589,13 @@ def embed_corpus(
     flags = {name: name in wanted for name in OUTPUTS}
 
     start = encoded_rows = skipped = parts = 0
-    with tqdm(total=rows_total, disable=None if show_progress is None else not show_progress,
-              unit="text", desc="Embedding", dynamic_ncols=True) as progress:
+    with tqdm(
+        total=rows_total,
+        disable=None if show_progress is None else not show_progress,
+        unit="text",
+        desc="Embedding",
+        dynamic_ncols=True,
+    ) as progress:
         for index, (ids, texts) in enumerate(_chunks(src.rows(), chunk_size)):
             meta = {"index": index, "start": start, "rows": len(texts), "sha256": _digest(ids, texts)}
             path = folder / _PART.format(index)
@@ -611,8 +630,9 @@ def embed_corpus(
     return EmbedSummary(folder, start, encoded_rows, skipped, parts, time.perf_counter() - started)
 
 
-def _check_job(outputs: Union[str, Sequence[str]], kind: str, chunk_size: int, dense_format: str,
-               text_field: str) -> tuple[str, ...]:
+def _check_job(
+    outputs: str | Sequence[str], kind: str, chunk_size: int, dense_format: str, text_field: str
+) -> tuple[str, ...]:
     wanted = check_outputs(outputs)
     if kind not in ("document", "query"):
         raise ConfigError(f"Invalid kind {kind!r}. Valid kinds are: document, query.")
@@ -643,22 +663,31 @@ def _finish(folder: Path, settings: dict[str, Any], rows: int, parts: int, npy: 
     """Mark the output complete, with its row count and column types."""
     _, pq = _arrow()
     schema = pq.read_schema(folder / _PART.format(parts - 1))
-    _write_json(folder / MANIFEST, {
-        "format": FORMAT, "version": FORMAT_VERSION, "complete": True, "rows": rows, "parts": parts,
-        "settings": settings, "dense_npy": DENSE_NPY if npy else None,
-        "columns": {field.name: str(field.type) for field in schema},
-    })
+    _write_json(
+        folder / MANIFEST,
+        {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "complete": True,
+            "rows": rows,
+            "parts": parts,
+            "settings": settings,
+            "dense_npy": DENSE_NPY if npy else None,
+            "columns": {field.name: str(field.type) for field in schema},
+        },
+    )
 
 
-def colbert_dimension(embedder: Embedder) -> Optional[int]:
+def colbert_dimension(embedder: Embedder) -> int | None:
     """The length of the embedder's ColBERT vectors, or ``None`` without a ColBERT head."""
     if not embedder.has_head("colbert"):
         return None
     return int(embedder.encode([""], dense=False, colbert=True, show_progress=False).colbert[0].shape[1])  # type: ignore[index]
 
 
-def _write_part(path: Path, ids: list[Any], encoded: Encoded, meta: dict[str, Any],
-                colbert_dim: Optional[int] = None) -> None:
+def _write_part(
+    path: Path, ids: list[Any], encoded: Encoded, meta: dict[str, Any], colbert_dim: int | None = None
+) -> None:
     """Write one chunk as one Parquet file (one row group), atomically."""
     pa, pq = _arrow()
     id_type = pa.string() if ids and isinstance(ids[0], str) else pa.int64()
@@ -668,7 +697,7 @@ def _write_part(path: Path, ids: list[Any], encoded: Encoded, meta: dict[str, An
 
 
 # ---------------------------------------------------------------------------------- reading
-def iter_embeddings(output: Union[str, os.PathLike]) -> Iterator[tuple[list[Any], Encoded]]:
+def iter_embeddings(output: str | os.PathLike) -> Iterator[tuple[list[Any], Encoded]]:
     """Read a complete output back, one part at a time: ``(ids, Encoded)`` in input order.
 
     Raises:
@@ -684,17 +713,17 @@ def iter_embeddings(output: Union[str, os.PathLike]) -> Iterator[tuple[list[Any]
     for index in range(manifest["parts"]):
         table = pq.read_table(folder / _PART.format(index))
         rows = table.num_rows
-        part_dense = None if dense is None else np.array(dense[start:start + rows])
+        part_dense = None if dense is None else np.array(dense[start : start + rows])
         yield table.column("id").to_pylist(), encoded_from_arrow(table, part_dense)
         start += rows
 
 
-def read_embeddings(output: Union[str, os.PathLike]) -> tuple[list[Any], Encoded]:
+def read_embeddings(output: str | os.PathLike) -> tuple[list[Any], Encoded]:
     """Read a complete output into memory: ids and one :class:`~bge_core.Encoded` in input order."""
     ids: list[Any] = []
     dense: list[np.ndarray] = []
-    sparse: Optional[list[SparseVector]] = None
-    colbert: Optional[list[np.ndarray]] = None
+    sparse: list[SparseVector] | None = None
+    colbert: list[np.ndarray] | None = None
     for part_ids, part in iter_embeddings(output):
         ids.extend(part_ids)
         if part.dense is not None:

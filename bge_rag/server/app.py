@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Optional
 
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -42,10 +41,10 @@ ROUTERS = (native, openai, infinity, cohere, tei)
 
 
 def create_app(
-    embedder: Optional[Embedder] = None,
-    reranker: Optional[Reranker] = None,
+    embedder: Embedder | None = None,
+    reranker: Reranker | None = None,
     *,
-    settings: Optional[ServerSettings] = None,
+    settings: ServerSettings | None = None,
 ) -> FastAPI:
     """The ASGI app serving ``embedder`` and/or ``reranker`` (one model each).
 
@@ -66,7 +65,12 @@ def create_app(
         await service.close()
 
     app = FastAPI(
-        title="bge-rag", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None,
+        title="bge-rag",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
         description="OpenAI-compatible embeddings, TEI, Infinity and Cohere v2 routes, and Cohere/Jina/TEI-style "
         "reranking with BGE models.",
     )
@@ -75,11 +79,14 @@ def create_app(
     for router in ROUTERS:
         router.add_routes(app, service, auth)
     add_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes,
-                       timeout=service.settings.body_timeout)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=service.settings.max_body_bytes, timeout=service.settings.body_timeout
+    )
     if service.settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware, allow_origins=list(service.settings.cors_origins), allow_methods=["GET", "POST"],
+            CORSMiddleware,
+            allow_origins=list(service.settings.cors_origins),
+            allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
     # Metrics label each route's path (a bounded set); any other path counts as "other".

@@ -22,9 +22,9 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from bge_core.aio import run_serialized
 from bge_core.errors import BGEError
@@ -79,9 +79,9 @@ class DynamicBatcher:
         *,
         max_batch_items: int,
         max_queue_items: int,
-        on_batch: Optional[BatchObserver] = None,
-        max_piece_items: Optional[int] = None,
-        merge: Optional[Callable[[list[Any]], Any]] = None,
+        on_batch: BatchObserver | None = None,
+        max_piece_items: int | None = None,
+        merge: Callable[[list[Any]], Any] | None = None,
     ) -> None:
         if max_piece_items is not None and merge is None:
             raise ValueError("max_piece_items needs a merge function")
@@ -96,8 +96,8 @@ class DynamicBatcher:
         self._pending: collections.deque[_Job] = collections.deque()
         self._queued_items = 0
         self._running_items = 0
-        self._wakeup: Optional[asyncio.Event] = None
-        self._task: Optional[asyncio.Task] = None
+        self._wakeup: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
 
     @property
     def queued_items(self) -> int:
@@ -177,7 +177,8 @@ class DynamicBatcher:
 
     def _take(self) -> list[_Job]:
         """Queued jobs sharing the first job's key, up to ``max_batch_items`` (at least one),
-        at most one piece of each request."""
+        at most one piece of each request.
+        """
         first = self._pending[0]
         taken: list[_Job] = []
         kept: collections.deque[_Job] = collections.deque()
@@ -238,7 +239,7 @@ def jobs_futures(jobs: list[_Job]) -> list[asyncio.Future]:
     return [job.future for job in jobs]
 
 
-def _settle(job: _Job, *, result: Any = None, exc: Optional[BaseException] = None) -> None:
+def _settle(job: _Job, *, result: Any = None, exc: BaseException | None = None) -> None:
     if job.future.done():  # timed out or cancelled meanwhile
         return
     if exc is not None:

@@ -1,10 +1,11 @@
 """What every router's request bodies share: the strict base model, the common field types, and
-the checks that give each bad input a clear 4xx message (raised as :class:`~.errors.APIError`)."""
+the checks that give each bad input a clear 4xx message (raised as :class:`~.errors.APIError`).
+"""
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -28,7 +29,8 @@ TruncationDirection = Literal["right", "Right", "left", "Left"]
 
 class Strict(BaseModel):
     """The base of every request body: strict types (no silent coercion: ``"3"`` is not 3, ``1``
-    is not ``True``) and no unknown fields (a misspelt argument is an error, not ignored)."""
+    is not ``True``) and no unknown fields (a misspelt argument is an error, not ignored).
+    """
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -89,7 +91,8 @@ def check_documents(value: list[Any], name: str, *, max_items: int, max_chars: i
             texts.append(item)
         else:
             raise APIError(
-                400, f"'{name}[{i}]' is {_json_type(item)}, expected a string or an object with a 'text' string.",
+                400,
+                f"'{name}[{i}]' is {_json_type(item)}, expected a string or an object with a 'text' string.",
                 param=name,
             )
     check_sizes(texts, name, max_items=max_items, max_chars=max_chars)
@@ -106,18 +109,20 @@ def check_sizes(items: list[str], name: str, *, max_items: int, max_chars: int) 
         check_chars(text, f"{name}[{i}]", max_chars, param=name)
 
 
-def check_chars(text: str, name: str, max_chars: int, *, param: Optional[str] = None) -> None:
+def check_chars(text: str, name: str, max_chars: int, *, param: str | None = None) -> None:
     """At most ``max_chars`` characters (else 413), and valid Unicode (else 400)."""
     if len(text) > max_chars:
         raise APIError(
-            413, f"'{name}' has {len(text)} characters; this server takes at most {max_chars} per text.",
+            413,
+            f"'{name}' has {len(text)} characters; this server takes at most {max_chars} per text.",
             param=param or name,
         )
     # JSON may escape lone UTF-16 surrogates ("\ud800"), which are not text: tokenizers reject them.
     if (bad := _SURROGATE.search(text)) is not None:
         raise APIError(
-            400, f"'{name}' is not valid Unicode: a lone surrogate \\u{ord(bad.group()):04x} "
-            f"at character {bad.start()}.", param=param or name,
+            400,
+            f"'{name}' is not valid Unicode: a lone surrogate \\u{ord(bad.group()):04x} at character {bad.start()}.",
+            param=param or name,
         )
 
 
@@ -126,7 +131,7 @@ def unsupported(message: str, param: str) -> APIError:
     return APIError(400, message, param=param, code="unsupported_value")
 
 
-def check_positive(name: str, value: Optional[int]) -> Optional[int]:
+def check_positive(name: str, value: int | None) -> int | None:
     """``value`` when it is absent or at least 1, else a 400 naming the field ``name``.
 
     The engine's :func:`bge_core.checks.check_positive` takes its arguments in the same order; this
@@ -137,7 +142,7 @@ def check_positive(name: str, value: Optional[int]) -> Optional[int]:
     return value
 
 
-def engine_kind(input_type: Optional[str], *, query: bool, query_alias: str) -> str:
+def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> str:
     """The engine kind (``query`` / ``document``) that ``input_type`` asks for.
 
     Args:
@@ -152,7 +157,8 @@ def engine_kind(input_type: Optional[str], *, query: bool, query_alias: str) -> 
         return INPUT_TYPES[input_type or "document"]
     if input_type is not None and INPUT_TYPES[input_type] != "query":
         raise APIError(
-            400, f"'input_type' is {input_type!r}, but this path or model name serves queries "
+            400,
+            f"'input_type' is {input_type!r}, but this path or model name serves queries "
             f"(/query/v1 or '{query_alias}'); use /v1 and the plain model name for documents.",
             param="input_type",
         )

@@ -12,9 +12,10 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, Optional, TextIO
+from typing import Any, TextIO
 
 from bge_core.errors import BGEError, MissingExtraError
+
 from .settings import API_KEY_ENV, ServerSettings
 
 _DEFAULTS = ServerSettings()
@@ -40,40 +41,99 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
     p.add_argument("--max-length", type=int, help="tokens per text for the embedding model (default 512)")
     p.add_argument("--reranker-max-length", type=int, help="tokens per (query, document) pair (default 512)")
-    p.add_argument("--rerank-scores", choices=["sigmoid", "raw"], default=_DEFAULTS.rerank_scores,
-                   help="sigmoid (0..1, as Cohere/Jina/TEI; default) or raw logits (FlagReranker's default)")
-    p.add_argument("--cors-origin", action="append", default=[],
-                   help="allow browser calls from this origin (repeatable; '*' for any). Default: CORS off")
-    p.add_argument("--max-inputs", type=int, default=_DEFAULTS.max_inputs,
-                   help=f"texts per embeddings request / documents per rerank request (default {_DEFAULTS.max_inputs})")
-    p.add_argument("--max-input-chars", type=int, default=_DEFAULTS.max_input_chars,
-                   help=f"characters per text (default {_DEFAULTS.max_input_chars})")
-    p.add_argument("--max-body-bytes", type=int, default=_DEFAULTS.max_body_bytes,
-                   help=f"bytes per request body (default {_DEFAULTS.max_body_bytes})")
-    p.add_argument("--max-batch-items", type=int, default=_DEFAULTS.max_batch_items,
-                   help="texts of concurrent requests coalesced into one model call "
-                   f"(default {_DEFAULTS.max_batch_items})")
-    p.add_argument("--max-queue-items", type=int, default=_DEFAULTS.max_queue_items,
-                   help=f"texts waiting for the model before requests get 429 (default {_DEFAULTS.max_queue_items})")
-    p.add_argument("--timeout", type=float, default=_DEFAULTS.request_timeout,
-                   help=f"seconds a request may wait for the model before 503 (default {_DEFAULTS.request_timeout:g})")
-    p.add_argument("--max-piece-items", type=int, default=_DEFAULTS.max_piece_items,
-                   help="larger requests are split into pieces of this many texts that take turns with other "
-                   f"requests on the model (default {_DEFAULTS.max_piece_items})")
-    p.add_argument("--max-colbert-vectors", type=int, default=_DEFAULTS.max_colbert_vectors,
-                   help=f"ColBERT vectors one /v1/encode request may get back (default {_DEFAULTS.max_colbert_vectors})")
-    p.add_argument("--max-connections", type=int, default=None,
-                   help="open connections at most; beyond, new requests get 503 (default: no limit)")
-    p.add_argument("--header-timeout", type=float, default=_DEFAULTS.header_timeout,
-                   help=f"seconds a client may take to send request headers (default {_DEFAULTS.header_timeout:g})")
-    p.add_argument("--body-timeout", type=float, default=_DEFAULTS.body_timeout,
-                   help=f"seconds a client may take to send a request body (default {_DEFAULTS.body_timeout:g})")
-    p.add_argument("--no-cut-long-texts", dest="cut_long_texts", action="store_false",
-                   help="give the model every text whole, instead of cutting a text far longer than max_length "
-                   "tokens to a prefix with the same tokens before tokenizing it")
+    p.add_argument(
+        "--rerank-scores",
+        choices=["sigmoid", "raw"],
+        default=_DEFAULTS.rerank_scores,
+        help="sigmoid (0..1, as Cohere/Jina/TEI; default) or raw logits (FlagReranker's default)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow browser calls from this origin (repeatable; '*' for any). Default: CORS off",
+    )
+    p.add_argument(
+        "--max-inputs",
+        type=int,
+        default=_DEFAULTS.max_inputs,
+        help=f"texts per embeddings request / documents per rerank request (default {_DEFAULTS.max_inputs})",
+    )
+    p.add_argument(
+        "--max-input-chars",
+        type=int,
+        default=_DEFAULTS.max_input_chars,
+        help=f"characters per text (default {_DEFAULTS.max_input_chars})",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=_DEFAULTS.max_body_bytes,
+        help=f"bytes per request body (default {_DEFAULTS.max_body_bytes})",
+    )
+    p.add_argument(
+        "--max-batch-items",
+        type=int,
+        default=_DEFAULTS.max_batch_items,
+        help=f"texts of concurrent requests coalesced into one model call (default {_DEFAULTS.max_batch_items})",
+    )
+    p.add_argument(
+        "--max-queue-items",
+        type=int,
+        default=_DEFAULTS.max_queue_items,
+        help=f"texts waiting for the model before requests get 429 (default {_DEFAULTS.max_queue_items})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=_DEFAULTS.request_timeout,
+        help=f"seconds a request may wait for the model before 503 (default {_DEFAULTS.request_timeout:g})",
+    )
+    p.add_argument(
+        "--max-piece-items",
+        type=int,
+        default=_DEFAULTS.max_piece_items,
+        help="larger requests are split into pieces of this many texts that take turns with other "
+        f"requests on the model (default {_DEFAULTS.max_piece_items})",
+    )
+    p.add_argument(
+        "--max-colbert-vectors",
+        type=int,
+        default=_DEFAULTS.max_colbert_vectors,
+        help=f"ColBERT vectors one /v1/encode request may get back (default {_DEFAULTS.max_colbert_vectors})",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=None,
+        help="open connections at most; beyond, new requests get 503 (default: no limit)",
+    )
+    p.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_DEFAULTS.header_timeout,
+        help=f"seconds a client may take to send request headers (default {_DEFAULTS.header_timeout:g})",
+    )
+    p.add_argument(
+        "--body-timeout",
+        type=float,
+        default=_DEFAULTS.body_timeout,
+        help=f"seconds a client may take to send a request body (default {_DEFAULTS.body_timeout:g})",
+    )
+    p.add_argument(
+        "--no-cut-long-texts",
+        dest="cut_long_texts",
+        action="store_false",
+        help="give the model every text whole, instead of cutting a text far longer than max_length "
+        "tokens to a prefix with the same tokens before tokenizing it",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the models' own code")
-    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
-                   help="uvicorn log level (default info)")
+    p.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn log level (default info)",
+    )
     p.set_defaults(func=run_serve)
     return p
 
@@ -107,13 +167,20 @@ def _import_server() -> tuple[Any, Any]:
 
         from .app import create_app
     except ImportError as exc:
-        if (exc.name or "").split(".")[0] not in ("fastapi", "uvicorn", "starlette", "prometheus_client", "pydantic", "orjson"):
+        if (exc.name or "").split(".")[0] not in (
+            "fastapi",
+            "uvicorn",
+            "starlette",
+            "prometheus_client",
+            "pydantic",
+            "orjson",
+        ):
             raise
         raise MissingExtraError(f"bge-rag serve needs the server extra ({exc}): pip install 'bge-rag[server]'") from exc
     return uvicorn, create_app
 
 
-def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
+def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Load the models, then serve them until interrupted (Ctrl-C / SIGTERM)."""
     out = out or sys.stdout
     if not (args.model or args.reranker):
@@ -131,7 +198,9 @@ def run_serve(args: argparse.Namespace, out: Optional[TextIO] = None) -> int:
     if args.host not in _LOOPBACK and settings.api_key is None:
         logging.getLogger(__name__).warning(
             "Serving on %s without an API key: anyone who can reach this port can use the models "
-            "(set --api-key or $%s).", args.host, API_KEY_ENV,
+            "(set --api-key or $%s).",
+            args.host,
+            API_KEY_ENV,
         )
     for engine in (embedder, reranker):
         if engine is not None:
@@ -162,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

@@ -11,7 +11,8 @@ Unknown paths, and routes of plain FastAPI route classes, answer in OpenAI's sha
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,8 +42,14 @@ class APIError(Exception):
     """
 
     def __init__(
-        self, status: int, message: str, *, type: str = "invalid_request_error", param: Optional[str] = None,
-        code: Optional[str] = None, headers: Optional[dict[str, str]] = None,
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -59,7 +66,8 @@ class ClientGone(Exception):
 
 def openai_error(err: APIError) -> Response:
     """OpenAI's error body ``{"error": {message, type, param, code}}`` (also Infinity's, and this
-    server's default)."""
+    server's default).
+    """
     body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
@@ -116,18 +124,22 @@ _TRANSLATIONS: dict[type[Exception], Callable[[Any], APIError]] = {
     APIError: lambda exc: exc,
     RequestValidationError: _validation_error,
     StarletteHTTPException: _http_error,
-    QueueFullError: lambda exc: APIError(429, str(exc), type="overloaded_error", code="queue_full",
-                                         headers={"Retry-After": "1"}),
-    RequestTimeoutError: lambda exc: APIError(503, str(exc), type="overloaded_error", code="timeout",
-                                              headers={"Retry-After": "1"}),
-    BGEOutOfMemoryError: lambda exc: APIError(503, f"{exc} Send fewer or shorter texts.", type="overloaded_error",
-                                              code="out_of_memory"),
+    QueueFullError: lambda exc: APIError(
+        429, str(exc), type="overloaded_error", code="queue_full", headers={"Retry-After": "1"}
+    ),
+    RequestTimeoutError: lambda exc: APIError(
+        503, str(exc), type="overloaded_error", code="timeout", headers={"Retry-After": "1"}
+    ),
+    BGEOutOfMemoryError: lambda exc: APIError(
+        503, f"{exc} Send fewer or shorter texts.", type="overloaded_error", code="out_of_memory"
+    ),
     MissingHeadError: lambda exc: APIError(400, str(exc), code="missing_head"),
     # Only requests that asked not to truncate (TEI's truncate=false, Cohere's truncate=NONE) get here.
     TextTooLongError: lambda exc: APIError(413, str(exc), code="input_too_long"),
     InvalidInputError: lambda exc: APIError(400, str(exc)),
-    Exception: lambda exc: APIError(500, f"Internal error: {type(exc).__name__}. See the server log.",
-                                    type="server_error"),
+    Exception: lambda exc: APIError(
+        500, f"Internal error: {type(exc).__name__}. See the server log.", type="server_error"
+    ),
 }
 
 

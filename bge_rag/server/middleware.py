@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Collection
-from typing import Any, Callable, Optional
+from collections.abc import Callable, Collection
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -28,22 +28,41 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.requests = Counter("bge_rag_requests", "HTTP requests by endpoint and status", ["endpoint", "status"],
-                                registry=r)
-        self.latency = Histogram("bge_rag_request_duration_seconds", "HTTP request latency", ["endpoint"],
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.batch_items = Histogram("bge_rag_batch_items", "Texts (embedder) or pairs (reranker) per engine call",
-                                     ["model"], buckets=_ITEM_BUCKETS, registry=r)
-        self.batch_requests = Histogram("bge_rag_batch_requests", "Requests coalesced into one engine call",
-                                        ["model"], buckets=_ITEM_BUCKETS, registry=r)
-        self.batch_seconds = Histogram("bge_rag_batch_duration_seconds", "Time of one engine call", ["model"],
-                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.requests = Counter(
+            "bge_rag_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "bge_rag_request_duration_seconds",
+            "HTTP request latency",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_items = Histogram(
+            "bge_rag_batch_items",
+            "Texts (embedder) or pairs (reranker) per engine call",
+            ["model"],
+            buckets=_ITEM_BUCKETS,
+            registry=r,
+        )
+        self.batch_requests = Histogram(
+            "bge_rag_batch_requests",
+            "Requests coalesced into one engine call",
+            ["model"],
+            buckets=_ITEM_BUCKETS,
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "bge_rag_batch_duration_seconds", "Time of one engine call", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
         self.queue = Gauge("bge_rag_queue_items", "Texts or pairs waiting for the model", ["model"], registry=r)
         self.tokens = Counter("bge_rag_prompt_tokens", "Tokens read by the embedding model", registry=r)
 
     def batch_observer(self, model: str) -> Callable[[int, int, float], None]:
         items, requests, seconds = (
-            self.batch_items.labels(model), self.batch_requests.labels(model), self.batch_seconds.labels(model)
+            self.batch_items.labels(model),
+            self.batch_requests.labels(model),
+            self.batch_seconds.labels(model),
         )
 
         def observe(n_items: int, n_requests: int, took: float) -> None:
@@ -68,7 +87,7 @@ class MetricsMiddleware:
             return
         path = scope.get("path", "")
         endpoint = path if path in self.endpoints else "other"  # bounded label values
-        status: Optional[int] = None
+        status: int | None = None
         started = time.perf_counter()
         gone = False
 
@@ -100,7 +119,8 @@ class MetricsMiddleware:
 
 class BodyLimitMiddleware:
     """Answers 413 to a request body over ``max_bytes`` (declared or streamed), before parsing it,
-    and 408 to a body that does not arrive within ``timeout`` seconds (a slow-body client)."""
+    and 408 to a body that does not arrive within ``timeout`` seconds (a slow-body client).
+    """
 
     def __init__(self, app: Any, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
@@ -122,8 +142,9 @@ class BodyLimitMiddleware:
             try:
                 message = await asyncio.wait_for(receive(), max(deadline - asyncio.get_running_loop().time(), 0))
             except asyncio.TimeoutError:
-                await self._reject(send, 408, f"The request body did not arrive within {self.timeout:g} s.",
-                                   "request_timeout")
+                await self._reject(
+                    send, 408, f"The request body did not arrive within {self.timeout:g} s.", "request_timeout"
+                )
                 return
             if message["type"] != "http.request":  # the client disconnected
                 return
@@ -153,8 +174,11 @@ class BodyLimitMiddleware:
     async def _reject(self, send: Send, status: int, message: str, code: str) -> None:
         payload = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
         data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
-                   (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(data)).encode()),
+            (b"connection", b"close"),
+        ]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 

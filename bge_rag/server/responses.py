@@ -46,7 +46,8 @@ def json_bytes(payload: Any) -> bytes:
     """``payload`` as compact UTF-8 JSON; ``ValueError`` on NaN or infinity anywhere in it.
 
     orjson writes a non-finite float as ``null``, so an answer without ``null`` in it is all
-    finite; only one with a ``null`` (a real ``None``, or that word inside a string) is walked."""
+    finite; only one with a ``null`` (a real ``None``, or that word inside a string) is walked.
+    """
     out = orjson.dumps(payload, default=_default, option=_OPTIONS)
     if b"null" in out:
         check_finite(payload)

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Optional
+from typing import Any
 
 import uvicorn
 
@@ -27,8 +27,9 @@ _TIMEOUT_RESPONSE = (
 
 
 def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
-    """uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
-    per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's."""
+    """Uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
+    per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's.
+    """
     try:
         return _protocol("httptools"), "httptools"
     except ImportError:  # httptools not installed
@@ -36,7 +37,7 @@ def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
 
 
 def _protocol(parser: str) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol class for ``parser`` (``"httptools"`` or ``"h11"``)."""
+    """Uvicorn's HTTP protocol class for ``parser`` (``"httptools"`` or ``"h11"``)."""
     if parser == "httptools":
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -48,8 +49,8 @@ def _protocol(parser: str) -> type[asyncio.Protocol]:
     raise ValueError(f"parser must be 'httptools' or 'h11', not {parser!r}")
 
 
-def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol, closing connections whose request headers take over ``timeout`` s.
+def header_timeout_protocol(timeout: float, parser: str | None = None) -> type[asyncio.Protocol]:
+    """Uvicorn's HTTP protocol, closing connections whose request headers take over ``timeout`` s.
 
     ``parser`` is ``"httptools"`` or ``"h11"``; by default httptools when it is installed.
     """
@@ -64,7 +65,7 @@ def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> typ
         base = _protocol(parser)
 
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
-        _header_timer: Optional[asyncio.TimerHandle] = None
+        _header_timer: asyncio.TimerHandle | None = None
         http_parser = parser
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -72,12 +73,14 @@ def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> typ
             self._arm()
 
         if parser == "h11":
+
             def handle_events(self) -> None:
                 before = self.cycle
                 super().handle_events()
                 if self.cycle is not before:  # a request's headers arrived
                     self._disarm()
         else:
+
             def on_headers_complete(self) -> None:
                 self._disarm()  # a request's headers arrived
                 super().on_headers_complete()
@@ -87,7 +90,7 @@ def header_timeout_protocol(timeout: float, parser: Optional[str] = None) -> typ
             if not self.transport.is_closing():
                 self._arm()  # the next request's headers
 
-        def connection_lost(self, exc: Optional[Exception]) -> None:
+        def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 

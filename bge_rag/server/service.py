@@ -12,7 +12,7 @@ import asyncio
 import hmac
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from starlette.requests import Request
 
@@ -34,7 +34,7 @@ from .work import EncodedPart, EncodeKey, ServerTokenizer, encode_process, merge
 QUERY_SUFFIX = "-query"
 
 
-def served_name(engine: Any, name: Optional[str]) -> str:
+def served_name(engine: Any, name: str | None) -> str:
     """The name clients see: ``name``, else the hub id, else the model folder's name."""
     if name:
         return name
@@ -58,38 +58,45 @@ class Service:
         >>> part = await service.encode(["what is BGE?"], EncodeKey("query"))
     """
 
-    def __init__(self, embedder: Optional[Embedder], reranker: Optional[Reranker], settings: ServerSettings) -> None:
+    def __init__(self, embedder: Embedder | None, reranker: Reranker | None, settings: ServerSettings) -> None:
         if embedder is None and reranker is None:
             raise ConfigError("create_app needs an embedder, a reranker, or both.")
         self.settings = settings
         self.embedder = embedder
         self.reranker = reranker
         self.metrics = Metrics()
-        self.embed_batcher: Optional[DynamicBatcher] = None
-        self.rerank_batcher: Optional[DynamicBatcher] = None
+        self.embed_batcher: DynamicBatcher | None = None
+        self.rerank_batcher: DynamicBatcher | None = None
         self.heads = {"sparse": False, "colbert": False}
-        limits = {"max_batch_items": settings.max_batch_items, "max_queue_items": settings.max_queue_items,
-                  "max_piece_items": settings.max_piece_items}
-        self.embed_tokenizer: Optional[ServerTokenizer] = None
-        self.rerank_tokenizer: Optional[ServerTokenizer] = None
+        limits = {
+            "max_batch_items": settings.max_batch_items,
+            "max_queue_items": settings.max_queue_items,
+            "max_piece_items": settings.max_piece_items,
+        }
+        self.embed_tokenizer: ServerTokenizer | None = None
+        self.rerank_tokenizer: ServerTokenizer | None = None
         if embedder is not None:
             self.embedder_name = served_name(embedder, settings.model_name)
             self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}  # type: ignore[arg-type]
             embedder.require_heads(**self.heads)  # load them now, not on a first request
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
             embed_batcher = self.embed_batcher = DynamicBatcher(
-                embedder, encode_process(embedder, self.embed_tokenizer if settings.cut_long_texts else None),
+                embedder,
+                encode_process(embedder, self.embed_tokenizer if settings.cut_long_texts else None),
                 merge=join_parts,  # a split request's EncodedParts, in order
-                on_batch=self.metrics.batch_observer("embedder"), **limits,
+                on_batch=self.metrics.batch_observer("embedder"),
+                **limits,
             )
             self.metrics.queue.labels("embedder").set_function(lambda: embed_batcher.queued_items)
         if reranker is not None:
             self.reranker_name = served_name(reranker, settings.reranker_name)
             self.rerank_tokenizer = ServerTokenizer.for_engine(reranker.tokenizer)
             rerank_batcher = self.rerank_batcher = DynamicBatcher(
-                reranker, rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
+                reranker,
+                rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
                 merge=merge_scores,
-                on_batch=self.metrics.batch_observer("reranker"), **limits,
+                on_batch=self.metrics.batch_observer("reranker"),
+                **limits,
             )
             self.metrics.queue.labels("reranker").set_function(lambda: rerank_batcher.queued_items)
 
@@ -107,8 +114,11 @@ class Service:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
             raise APIError(
-                401, "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
-                type="authentication_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
+                401,
+                "Missing or wrong API key: send the header 'Authorization: Bearer <key>'.",
+                type="authentication_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
             )
 
     def need_embedder(self) -> Embedder:
@@ -128,11 +138,11 @@ class Service:
         s = self.settings
         return check_texts(value, name, max_items=s.max_inputs, max_chars=s.max_input_chars)
 
-    def query_alias(self, model: Optional[str]) -> bool:
+    def query_alias(self, model: str | None) -> bool:
         """Whether ``model`` names the query alias of the embedding model (``<name>-query``)."""
         return bool(model) and self.embedder is not None and model == self.embedder_name + QUERY_SUFFIX
 
-    async def encode(self, texts: list[str], key: EncodeKey, request: Optional[Request] = None) -> EncodedPart:
+    async def encode(self, texts: list[str], key: EncodeKey, request: Request | None = None) -> EncodedPart:
         """``texts`` encoded as ``key`` says, coalesced with other requests; dropped if the client leaves."""
         assert self.embed_batcher is not None
         part: EncodedPart = await while_connected(
@@ -141,7 +151,7 @@ class Service:
         self.metrics.tokens.inc(sum(part.token_counts))
         return part
 
-    async def logits(self, query: str, docs: list[str], request: Optional[Request] = None) -> list[float]:
+    async def logits(self, query: str, docs: list[str], request: Request | None = None) -> list[float]:
         """Raw reranker logits of ``(query, doc)`` pairs, in input order."""
         if not docs:
             return []
@@ -160,16 +170,25 @@ class Service:
         for i, row in enumerate(ids):
             for token in row:
                 if not 0 <= token < tok.vocab_size:
-                    raise APIError(400, f"'ids' holds {token} (in sequence {i}); token ids of this model are "
-                                   f"0..{tok.vocab_size - 1}.", param="ids")
+                    raise APIError(
+                        400,
+                        f"'ids' holds {token} (in sequence {i}); token ids of this model are 0..{tok.vocab_size - 1}.",
+                        param="ids",
+                    )
         return await run_serialized(engine, tok.decode, ids, skip_special_tokens)
 
     def _tokenizer(self) -> tuple[Any, ServerTokenizer]:
-        engine, tok = (self.embedder, self.embed_tokenizer) if self.embedder is not None else (
-            self.reranker, self.rerank_tokenizer)
+        engine, tok = (
+            (self.embedder, self.embed_tokenizer)
+            if self.embedder is not None
+            else (self.reranker, self.rerank_tokenizer)
+        )
         if tok is None:
-            raise APIError(424, "This model has a slow (Python) tokenizer; /tokenize and /decode need a fast one.",
-                           code="no_fast_tokenizer")
+            raise APIError(
+                424,
+                "This model has a slow (Python) tokenizer; /tokenize and /decode need a fast one.",
+                code="no_fast_tokenizer",
+            )
         return engine, tok
 
 
@@ -181,9 +200,10 @@ async def _disconnect(request: Request) -> None:
             return
 
 
-async def while_connected(request: Optional[Request], work: Awaitable[Any]) -> Any:
+async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
     """Await ``work`` unless the client disconnects first: then cancel it (dropping its queued
-    pieces) and raise :class:`ClientGone`."""
+    pieces) and raise :class:`ClientGone`.
+    """
     task = asyncio.ensure_future(work)
     if request is None:
         return await task

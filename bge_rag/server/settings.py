@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 from bge_core.errors import ConfigError
 
@@ -50,9 +50,9 @@ class ServerSettings:
             are not split at whitespace).
     """
 
-    model_name: Optional[str] = None
-    reranker_name: Optional[str] = None
-    api_key: Optional[str] = None
+    model_name: str | None = None
+    reranker_name: str | None = None
+    api_key: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_inputs: int = 2048
     max_input_chars: int = 100_000
@@ -65,17 +65,25 @@ class ServerSettings:
     max_colbert_vectors: int = 4096
     body_timeout: float = 30.0
     header_timeout: float = 10.0
-    max_connections: Optional[int] = None
+    max_connections: int | None = None
     cut_long_texts: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("max_inputs", "max_input_chars", "max_body_bytes", "max_batch_items", "max_queue_items",
-                     "max_piece_items", "max_colbert_vectors"):
+        for name in (
+            "max_inputs",
+            "max_input_chars",
+            "max_body_bytes",
+            "max_batch_items",
+            "max_queue_items",
+            "max_piece_items",
+            "max_colbert_vectors",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if self.max_connections is not None and (
-            isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int)
+            isinstance(self.max_connections, bool)
+            or not isinstance(self.max_connections, int)
             or self.max_connections < 1
         ):
             raise ConfigError(f"max_connections must be a positive integer or None, got {self.max_connections!r}")

@@ -8,14 +8,14 @@ framework is imported.
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
-from bge_core.embedder import Embedder
 from bge_core import Reranker, sigmoid
+from bge_core.embedder import Embedder
 from bge_core.types import SparseVector
 
 
@@ -27,8 +27,8 @@ class EncodeKey:
     dense: bool = True
     sparse: bool = False
     colbert: bool = False
-    top_tokens: Optional[int] = None  # sparse tokens as strings, heaviest first, for display
-    normalize: Optional[bool] = None  # None: the embedder's setting; False: vectors before L2 normalization
+    top_tokens: int | None = None  # sparse tokens as strings, heaviest first, for display
+    normalize: bool | None = None  # None: the embedder's setting; False: vectors before L2 normalization
     strict: bool = False  # True: a text longer than max_length fails instead of being cut (TEI's truncate=false)
 
 
@@ -36,10 +36,10 @@ class EncodeKey:
 class EncodedPart:
     """One request's share of a coalesced ``encode`` call, in its input order."""
 
-    dense: Optional[np.ndarray]
-    sparse: Optional[list[SparseVector]]
-    colbert: Optional[list[np.ndarray]]
-    tokens: Optional[list[list[tuple[str, float]]]]
+    dense: np.ndarray | None
+    sparse: list[SparseVector] | None
+    colbert: list[np.ndarray] | None
+    tokens: list[list[tuple[str, float]]] | None
     token_counts: list[int]
 
 
@@ -52,7 +52,7 @@ def _offsets(item_lists: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
 
 
 def encode_process(
-    embedder: Embedder, cutter: Optional[ServerTokenizer] = None
+    embedder: Embedder, cutter: ServerTokenizer | None = None
 ) -> Callable[[EncodeKey, list[Sequence[str]]], list[EncodedPart]]:
     """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch.
 
@@ -68,8 +68,14 @@ def encode_process(
         if cutter is not None and truncation:  # else the engine must see it whole
             texts = cutter.cut(texts, embedder.max_length)
         out = embedder.encode(
-            texts, kind=key.kind, dense=key.dense, sparse=key.sparse, colbert=key.colbert,  # type: ignore[arg-type]
-            show_progress=False, normalize=key.normalize, truncation=truncation,
+            texts,
+            kind=key.kind,
+            dense=key.dense,
+            sparse=key.sparse,
+            colbert=key.colbert,  # type: ignore[arg-type]
+            show_progress=False,
+            normalize=key.normalize,
+            truncation=truncation,
         )
         tokens = None
         if key.top_tokens is not None and out.sparse is not None:
@@ -96,7 +102,7 @@ def merge_scores(parts: list[list[float]]) -> list[float]:
 
 
 def rerank_process(
-    reranker: Reranker, cutter: Optional[ServerTokenizer] = None
+    reranker: Reranker, cutter: ServerTokenizer | None = None
 ) -> Callable[[Any, list[Sequence[tuple[str, str]]]], list[list[float]]]:
     """The batcher's ``process`` for a :class:`~bge_core.Reranker`: raw logits, one call per batch."""
 
@@ -138,7 +144,7 @@ class ServerTokenizer:
         self.cut_count = 0  # texts given to the engine as a prefix (for tests)
 
     @classmethod
-    def for_engine(cls, tokenizer: Any) -> Optional["ServerTokenizer"]:
+    def for_engine(cls, tokenizer: Any) -> ServerTokenizer | None:
         """A copy of ``tokenizer``, or ``None`` for a slow (Python) tokenizer."""
         return cls(tokenizer) if getattr(tokenizer, "is_fast", False) else None
 
@@ -153,8 +159,9 @@ class ServerTokenizer:
                 if special:
                     tokens.append({"id": token_id, "text": token, "special": True, "start": None, "stop": None})
                 else:
-                    tokens.append({"id": token_id, "text": text[start:stop], "special": False,
-                                   "start": start, "stop": stop})
+                    tokens.append(
+                        {"id": token_id, "text": text[start:stop], "special": False, "start": start, "stop": stop}
+                    )
             out.append(tokens)
         return out
 
@@ -181,7 +188,7 @@ class ServerTokenizer:
         return out
 
 
-def rank(scores: list[float], top_n: Optional[int], activation: str) -> list[tuple[int, float]]:
+def rank(scores: list[float], top_n: int | None, activation: str) -> list[tuple[int, float]]:
     """``(index, score)`` best first (ties keep input order), as ``Reranker.rerank`` orders them."""
     if activation == "sigmoid":
         scores = [sigmoid(s) for s in scores]

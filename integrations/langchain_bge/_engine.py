@@ -14,7 +14,7 @@ torch is imported only when an engine is built, not when this package is importe
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr
 
@@ -80,7 +80,7 @@ class EngineOwner:
         """The keyword arguments that build an object equal to this one."""
         return {name: getattr(self, name) for name in type(self).model_fields}  # type: ignore[attr-defined]
 
-    def model_copy(self, *, update: Optional[dict[str, Any]] = None, deep: bool = False) -> Any:
+    def model_copy(self, *, update: dict[str, Any] | None = None, deep: bool = False) -> Any:
         """A copy; with ``update``, a new object built (and validated) from the merged settings.
 
         Unlike pydantic's default, an update is validated and the engine (model, instruction,

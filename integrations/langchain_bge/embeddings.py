@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
@@ -21,9 +21,24 @@ DEFAULT_MODEL_NAME = "BAAI/bge-small-en-v1.5"
 #: Fields resolved from the registry when left at ``None`` (shown resolved, rebuilt from ``None``).
 _RESOLVED = ("query_instruction", "document_instruction")
 #: The fields passed to the engine (all but ``model_name``, which is its first argument).
-_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "query_instruction", "document_instruction",
-                  "pooling", "normalize", "truncate_dim", "examples", "examples_instruction_format",
-                  "trust_remote_code", "cache_folder", "revision", "token", "show_progress")
+_ENGINE_FIELDS = (
+    "device",
+    "precision",
+    "batch_size",
+    "max_length",
+    "query_instruction",
+    "document_instruction",
+    "pooling",
+    "normalize",
+    "truncate_dim",
+    "examples",
+    "examples_instruction_format",
+    "trust_remote_code",
+    "cache_folder",
+    "revision",
+    "token",
+    "show_progress",
+)
 
 
 class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
@@ -56,35 +71,35 @@ class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
 
     model_name: str = Field(default=DEFAULT_MODEL_NAME, alias="model")
     """Hugging Face Hub id or local folder of the embedding model (alias: ``model``)."""
-    device: Optional[str] = None
+    device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
-    max_length: Optional[int] = None
+    max_length: int | None = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512 for BGE)."""
-    query_instruction: Optional[str] = None
+    query_instruction: str | None = None
     """Text put before queries; ``None`` takes the registry's and is replaced by it, ``""`` turns it off."""
-    document_instruction: Optional[str] = None
+    document_instruction: str | None = None
     """Text put before documents; ``None`` takes the registry's (E5: ``"passage: "``, else none), ``""`` turns it off."""
-    pooling: Optional[str] = None
+    pooling: str | None = None
     """``"cls"``, ``"mean"`` or ``"last_token"``; ``None`` takes the registry's or the folder's own config."""
     normalize: bool = True
     """L2-normalize the vectors (cosine similarity equals inner product)."""
-    truncate_dim: Optional[int] = None
+    truncate_dim: int | None = None
     """Keep only the first dimensions (Matryoshka-style), before normalization; ``None`` keeps all."""
-    examples: Optional[list[dict[str, str]]] = None
+    examples: list[dict[str, str]] | None = None
     """In-context examples for bge-en-icl queries: ``{"query", "response"}`` and optional ``"instruct"``."""
-    examples_instruction_format: Optional[str] = None
+    examples_instruction_format: str | None = None
     """Template of one in-context example (bge-en-icl); ``None`` takes FlagICLModel's."""
-    trust_remote_code: Optional[bool] = None
+    trust_remote_code: bool | None = None
     """Allow the model folder's own code; ``None`` takes the registry's choice (off for unknown models)."""
-    cache_folder: Optional[str] = None
+    cache_folder: str | None = None
     """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
-    revision: Optional[str] = None
+    revision: str | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
-    token: Optional[Union[SecretStr, bool]] = None
+    token: SecretStr | bool | None = None
     """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while embedding."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForRetrieverRun,
@@ -28,9 +28,23 @@ if TYPE_CHECKING:
 DEFAULT_RERANKER_NAME = "BAAI/bge-reranker-v2-m3"
 SCORE_KEY = "relevance_score"
 #: The fields that select the engine (the others select what ``compress_documents`` keeps).
-_ENGINE_FIELDS = ("normalize", "device", "precision", "batch_size", "max_length", "query_max_length", "prompt",
-                  "cutoff_layers", "compress_ratio", "compress_layers", "trust_remote_code", "cache_folder",
-                  "revision", "token", "show_progress")
+_ENGINE_FIELDS = (
+    "normalize",
+    "device",
+    "precision",
+    "batch_size",
+    "max_length",
+    "query_max_length",
+    "prompt",
+    "cutoff_layers",
+    "compress_ratio",
+    "compress_layers",
+    "trust_remote_code",
+    "cache_folder",
+    "revision",
+    "token",
+    "show_progress",
+)
 
 
 class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
@@ -61,37 +75,37 @@ class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
 
     model_name: str = Field(default=DEFAULT_RERANKER_NAME, alias="model")
     """Hugging Face Hub id or local folder of the cross-encoder (alias: ``model``)."""
-    top_n: Optional[int] = Field(default=3, gt=0)
+    top_n: int | None = Field(default=3, gt=0)
     """Documents kept by ``compress_documents``, best first; ``None`` keeps all."""
-    score_threshold: Optional[float] = None
+    score_threshold: float | None = None
     """Drop documents scoring below this (on the scale ``normalize`` selects); ``None`` keeps all."""
     normalize: bool = True
     """Sigmoid scores in 0..1; ``False`` gives the raw logits FlagReranker returns."""
-    device: Optional[str] = None
+    device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Most pairs in one forward pass (also capped by a token budget); ``None``: the engine's default."""
-    max_length: Optional[int] = None
+    max_length: int | None = None
     """Tokens per (query, passage) pair (LLM rerankers: of the passage); ``None`` takes the model's default (512)."""
-    query_max_length: Optional[int] = None
+    query_max_length: int | None = None
     """Tokens of the query at most; ``None``: 3/4 of ``max_length``, as FlagReranker."""
-    prompt: Optional[str] = None
+    prompt: str | None = None
     """LLM rerankers only: the instruction after the pair; ``None`` takes FlagEmbedding's."""
-    cutoff_layers: Optional[Union[int, list[int]]] = None
+    cutoff_layers: int | list[int] | None = None
     """Layer-wise and lightweight LLM rerankers: the layer whose score head is used (``None``: the last)."""
-    compress_ratio: Optional[int] = None
+    compress_ratio: int | None = None
     """Lightweight LLM reranker only: passage-token compression ratio (1, 2, 4 or 8; ``None``: 1)."""
-    compress_layers: Optional[Union[int, list[int]]] = None
+    compress_layers: int | list[int] | None = None
     """Lightweight LLM reranker only: the layers where compression applies (``None``: ``[8]``)."""
-    trust_remote_code: Optional[bool] = None
+    trust_remote_code: bool | None = None
     """Allow the model folder's own code; ``None`` takes the registry's choice."""
-    cache_folder: Optional[str] = None
+    cache_folder: str | None = None
     """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
-    revision: Optional[str] = None
+    revision: str | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
-    token: Optional[Union[SecretStr, bool]] = None
+    token: SecretStr | bool | None = None
     """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while scoring."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
@@ -36,8 +36,17 @@ if TYPE_CHECKING:
 Fusion = Literal["weighted", "rrf"]
 _MODES = ("dense", "sparse", "colbert")
 #: The fields that select the engine (the others select documents and scoring).
-_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "trust_remote_code", "cache_folder",
-                  "revision", "token", "show_progress")
+_ENGINE_FIELDS = (
+    "device",
+    "precision",
+    "batch_size",
+    "max_length",
+    "trust_remote_code",
+    "cache_folder",
+    "revision",
+    "token",
+    "show_progress",
+)
 
 
 def _lexical_scores(query: SparseVector, documents: list[SparseVector]) -> np.ndarray:
@@ -93,21 +102,21 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
     """``"weighted"``: weighted mean of the scores; ``"rrf"``: weighted reciprocal-rank fusion."""
     rrf_k: int = Field(default=60, ge=0)
     """The reciprocal-rank-fusion constant (used with ``fusion="rrf"``)."""
-    device: Optional[str] = None
+    device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
-    max_length: Optional[int] = None
+    max_length: int | None = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512)."""
-    trust_remote_code: Optional[bool] = None
+    trust_remote_code: bool | None = None
     """Allow the model folder's own code; ``None`` takes the registry's choice."""
-    cache_folder: Optional[str] = None
+    cache_folder: str | None = None
     """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
-    revision: Optional[str] = None
+    revision: str | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
-    token: Optional[Union[SecretStr, bool]] = None
+    token: SecretStr | bool | None = None
     """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while encoding the documents."""
@@ -133,14 +142,14 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
     def from_texts(
         cls,
         texts: Iterable[str],
-        metadatas: Optional[Iterable[dict]] = None,
-        ids: Optional[Iterable[str]] = None,
+        metadatas: Iterable[dict] | None = None,
+        ids: Iterable[str] | None = None,
         **kwargs: Any,
     ) -> BGEM3Retriever:
         """A retriever over ``texts`` (with optional metadata and ids); ``kwargs`` are its fields."""
         texts = list(texts)
         metadatas = list(metadatas) if metadatas is not None else [{} for _ in texts]
-        id_list: list[Optional[str]] = list(ids) if ids is not None else [None] * len(texts)
+        id_list: list[str | None] = list(ids) if ids is not None else [None] * len(texts)
         if not len(texts) == len(metadatas) == len(id_list):
             raise InvalidInputError(f"got {len(texts)} texts, {len(metadatas)} metadatas and {len(id_list)} ids")
         docs = [Document(page_content=t, metadata=m, id=i) for t, m, i in zip(texts, metadatas, id_list)]
@@ -169,7 +178,7 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
         key = (settings_key(self.model_name, self._engine_options()), tuple(outputs.items()), texts)
         return self._slot.get(key, lambda: engine.encode(list(texts), kind="document", **outputs), name="index")
 
-    def _search(self, query: str, k: Optional[int]) -> list[Document]:
+    def _search(self, query: str, k: int | None) -> list[Document]:
         query = check_text(query, "query")
         k = self.k if k is None else _check_k(k)
         if not self.docs:
@@ -196,12 +205,12 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
         ]
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: Optional[int] = None
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
         return self._search(query, k)
 
     async def _aget_relevant_documents(
-        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: Optional[int] = None
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
         return await run_serialized(self._engine, self._search, query, k)
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
@@ -41,8 +41,17 @@ DEFAULT_M3_MODEL_NAME = "BAAI/bge-m3"
 
 OutputFormat = Literal["qdrant", "milvus"]
 #: The fields that select the engine (``output_format`` only converts its output).
-_ENGINE_FIELDS = ("device", "precision", "batch_size", "max_length", "trust_remote_code", "cache_folder",
-                  "revision", "token", "show_progress")
+_ENGINE_FIELDS = (
+    "device",
+    "precision",
+    "batch_size",
+    "max_length",
+    "trust_remote_code",
+    "cache_folder",
+    "revision",
+    "token",
+    "show_progress",
+)
 
 
 class SparseEmbedding(list):
@@ -102,8 +111,11 @@ def register_with_langchain_milvus(cls: type) -> bool:
     try:
         from langchain_milvus.utils.sparse import BaseSparseEmbedding
     except ImportError as exc:  # installed but broken (e.g. an incompatible pymilvus)
-        logger.warning("langchain-milvus is installed but cannot be imported (%s); Milvus will not "
-                       "recognise BGESparseEmbeddings as a sparse model.", exc)
+        logger.warning(
+            "langchain-milvus is installed but cannot be imported (%s); Milvus will not "
+            "recognise BGESparseEmbeddings as a sparse model.",
+            exc,
+        )
         return False
     if not issubclass(cls, BaseSparseEmbedding):
         BaseSparseEmbedding.register(cls)
@@ -115,7 +127,7 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
 
     A weight per token id, computed exactly as FlagEmbedding's ``BGEM3FlagModel`` does (at
     ``precision="fp32"``; the bf16 default moved weights by at most 0.07, on weights up to 5.6, on the
-MiniLM-based test model: see the README). The model folder must
+    MiniLM-based test model: see the README). The model folder must
     contain ``sparse_linear.pt`` (BGE-M3 does): creating the object raises
     :class:`bge_core.MissingHeadError` otherwise.
 
@@ -137,21 +149,21 @@ MiniLM-based test model: see the README). The model folder must
     """Hugging Face Hub id or local folder of a BGE-M3 model (alias: ``model``)."""
     output_format: OutputFormat = "qdrant"
     """``"qdrant"``: :class:`SparseEmbedding` (``.indices``/``.values``, also a Milvus row); ``"milvus"``: plain ``{id: weight}``."""
-    device: Optional[str] = None
+    device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
-    batch_size: Optional[int] = None
+    batch_size: int | None = None
     """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
-    max_length: Optional[int] = None
+    max_length: int | None = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512)."""
-    trust_remote_code: Optional[bool] = None
+    trust_remote_code: bool | None = None
     """Allow the model folder's own code; ``None`` takes the registry's choice."""
-    cache_folder: Optional[str] = None
+    cache_folder: str | None = None
     """Hugging Face cache folder for hub ids (``None``: the Hub's default)."""
-    revision: Optional[str] = None
+    revision: str | None = None
     """Hub revision (branch, tag or commit) for hub ids."""
-    token: Optional[Union[SecretStr, bool]] = None
+    token: SecretStr | bool | None = None
     """Hub token for private or gated models (``True``: the stored login); never shown in ``repr``."""
     show_progress: bool = False
     """Show a progress bar while embedding."""

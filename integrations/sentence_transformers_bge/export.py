@@ -17,7 +17,7 @@ import logging
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import torch
 from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
@@ -64,7 +64,7 @@ _LEGACY_POOLING_KEYS = {
 }
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def lexical_weights_class() -> type[M3LexicalWeights]:
     """The :class:`M3LexicalWeights` class bge-rag builds sparse models with.
 
@@ -111,7 +111,7 @@ def _write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
 
 
-def _trusted(registry_choice: bool, trust_remote_code: Optional[bool]) -> bool:
+def _trusted(registry_choice: bool, trust_remote_code: bool | None) -> bool:
     """Whether the model's own code runs: the caller's choice, else the registry's."""
     return registry_choice if trust_remote_code is None else bool(trust_remote_code)
 
@@ -131,7 +131,7 @@ def _query_prompt(embedder: Embedder) -> str:
     return prefix
 
 
-def _embedding_settings(model: Union[str, Path], trust_remote_code: Optional[bool], **options: Any) -> _Settings:
+def _embedding_settings(model: str | Path, trust_remote_code: bool | None, **options: Any) -> _Settings:
     """Resolve an embedding model's settings exactly as ``bge_core.Embedder`` does (fp32, CPU)."""
     from transformers import AutoConfig
 
@@ -159,11 +159,11 @@ def _post_pooling_modules(folder: Path) -> tuple[str, ...]:
     if not path.is_file():
         return ()
     names = [str(entry.get("type", "")).rsplit(".", 1)[-1] for entry in _read_json(path)]
-    return tuple(names[names.index("Pooling") + 1:]) if "Pooling" in names else ()
+    return tuple(names[names.index("Pooling") + 1 :]) if "Pooling" in names else ()
 
 
 def _m3_settings_and_head(
-    model: Union[str, Path], head: Literal["sparse", "colbert"], trust_remote_code: Optional[bool], **options: Any
+    model: str | Path, head: Literal["sparse", "colbert"], trust_remote_code: bool | None, **options: Any
 ) -> tuple[_Settings, torch.nn.Linear]:
     """The settings of a BGE-M3 model and one of its heads (fp32, CPU); raises ``MissingHeadError`` without it."""
     settings = _embedding_settings(model, trust_remote_code, **options)
@@ -202,19 +202,19 @@ def _skipped_first_token(tokenizer: Any, folder: Path) -> str:
 
 
 def build_sentence_transformer(
-    model: Union[str, Path],
+    model: str | Path,
     *,
-    pooling: Optional[str] = None,
-    query_instruction: Optional[str] = None,
-    query_instruction_format: Optional[str] = None,
-    document_instruction: Optional[str] = None,
-    max_length: Optional[int] = None,
+    pooling: str | None = None,
+    query_instruction: str | None = None,
+    query_instruction_format: str | None = None,
+    document_instruction: str | None = None,
+    max_length: int | None = None,
     normalize: bool = True,
-    device: Optional[str] = None,
-    trust_remote_code: Optional[bool] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> SentenceTransformer:
     """A dense ``SentenceTransformer`` giving ``bge_core.Embedder``'s dense vectors.
 
@@ -234,9 +234,17 @@ def build_sentence_transformer(
         ConfigError: an invalid override, or a query format that is not a prefix.
     """
     settings = _embedding_settings(
-        model, trust_remote_code, pooling=pooling, query_instruction=query_instruction,
-        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
-        max_length=max_length, normalize=normalize, cache_dir=cache_dir, revision=revision, token=token,
+        model,
+        trust_remote_code,
+        pooling=pooling,
+        query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format,
+        document_instruction=document_instruction,
+        max_length=max_length,
+        normalize=normalize,
+        cache_dir=cache_dir,
+        revision=revision,
+        token=token,
     )
     if "Dense" in settings.post_modules:
         raise UnsupportedModelError(
@@ -256,17 +264,17 @@ def build_sentence_transformer(
 
 
 def build_multi_vector_encoder(
-    model: Union[str, Path],
+    model: str | Path,
     *,
-    query_instruction: Optional[str] = None,
-    query_instruction_format: Optional[str] = None,
-    document_instruction: Optional[str] = None,
-    max_length: Optional[int] = None,
-    device: Optional[str] = None,
-    trust_remote_code: Optional[bool] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    query_instruction: str | None = None,
+    query_instruction_format: str | None = None,
+    document_instruction: str | None = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> MultiVectorEncoder:
     """A ``MultiVectorEncoder`` giving BGE-M3's ColBERT vectors, from built-in modules only.
 
@@ -285,9 +293,16 @@ def build_multi_vector_encoder(
         MissingHeadError: the model has no ``colbert_linear.pt``.
     """
     settings, head = _m3_settings_and_head(
-        model, "colbert", trust_remote_code, query_instruction=query_instruction,
-        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
-        max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
+        model,
+        "colbert",
+        trust_remote_code,
+        query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format,
+        document_instruction=document_instruction,
+        max_length=max_length,
+        cache_dir=cache_dir,
+        revision=revision,
+        token=token,
     )
     transformer = _embedding_transformer(settings)
     dense = Dense(
@@ -312,17 +327,17 @@ def build_multi_vector_encoder(
 
 
 def build_sparse_encoder(
-    model: Union[str, Path],
+    model: str | Path,
     *,
-    query_instruction: Optional[str] = None,
-    query_instruction_format: Optional[str] = None,
-    document_instruction: Optional[str] = None,
-    max_length: Optional[int] = None,
-    device: Optional[str] = None,
-    trust_remote_code: Optional[bool] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    query_instruction: str | None = None,
+    query_instruction_format: str | None = None,
+    document_instruction: str | None = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> SparseEncoder:
     """A ``SparseEncoder`` giving BGE-M3's lexical weights, built in code (no ``trust_remote_code``).
 
@@ -339,13 +354,22 @@ def build_sparse_encoder(
         MissingHeadError: the model has no ``sparse_linear.pt``.
     """
     settings, head = _m3_settings_and_head(
-        model, "sparse", trust_remote_code, query_instruction=query_instruction,
-        query_instruction_format=query_instruction_format, document_instruction=document_instruction,
-        max_length=max_length, cache_dir=cache_dir, revision=revision, token=token,
+        model,
+        "sparse",
+        trust_remote_code,
+        query_instruction=query_instruction,
+        query_instruction_format=query_instruction_format,
+        document_instruction=document_instruction,
+        max_length=max_length,
+        cache_dir=cache_dir,
+        revision=revision,
+        token=token,
     )
     if head.out_features != 1:
-        raise ModelLoadError(f"{settings.folder / 'sparse_linear.pt'} must be a Linear(hidden, 1) head, "
-                             f"it has {head.out_features} outputs.")
+        raise ModelLoadError(
+            f"{settings.folder / 'sparse_linear.pt'} must be a Linear(hidden, 1) head, "
+            f"it has {head.out_features} outputs."
+        )
     transformer = _embedding_transformer(settings)
     tokenizer = transformer.tokenizer
     lexical = lexical_weights_class()(
@@ -360,15 +384,15 @@ def build_sparse_encoder(
 
 
 def build_cross_encoder(
-    model: Union[str, Path],
+    model: str | Path,
     *,
     activation: Activation = "identity",
-    max_length: Optional[int] = None,
-    device: Optional[str] = None,
-    trust_remote_code: Optional[bool] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    max_length: int | None = None,
+    device: str | None = None,
+    trust_remote_code: bool | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> CrossEncoder:
     """A ``CrossEncoder`` for a BGE reranker, with its activation stated explicitly.
 
@@ -386,8 +410,14 @@ def build_cross_encoder(
     if activation not in ACTIVATIONS:
         raise ConfigError(f"Invalid activation {activation!r}. Valid activations are: {', '.join(ACTIVATIONS)}.")
     reranker = Reranker(
-        model, device="cpu", precision="fp32", max_length=max_length, trust_remote_code=trust_remote_code,
-        cache_dir=cache_dir, revision=revision, token=token,
+        model,
+        device="cpu",
+        precision="fp32",
+        max_length=max_length,
+        trust_remote_code=trust_remote_code,
+        cache_dir=cache_dir,
+        revision=revision,
+        token=token,
     )
     folder, length = reranker.folder, reranker.max_length
     trust = _trusted(reranker.spec.trust_remote_code, trust_remote_code)
@@ -446,7 +476,8 @@ def _check_sparse_folder_is_portable(out_dir: Path) -> None:
 
 def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransformer) -> None:
     """Rewrite a dense folder's module types and configs in the format every sentence-transformers
-    release from 2.x to 6.x loads (6.x maps the old types to its modules and converts the keys)."""
+    release from 2.x to 6.x loads (6.x maps the old types to its modules and converts the keys).
+    """
     modules_path = out_dir / "modules.json"
     modules = _read_json(modules_path)
     for entry in modules:
@@ -472,8 +503,9 @@ def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransform
 
 
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
-    "dense": frozenset({"pooling", "query_instruction", "query_instruction_format", "document_instruction",
-                        "max_length", "normalize"}),
+    "dense": frozenset(
+        {"pooling", "query_instruction", "query_instruction_format", "document_instruction", "max_length", "normalize"}
+    ),
     "sparse": frozenset({"query_instruction", "query_instruction_format", "document_instruction", "max_length"}),
     "colbert": frozenset({"query_instruction", "query_instruction_format", "document_instruction", "max_length"}),
     "reranker": frozenset({"activation", "max_length"}),
@@ -481,22 +513,22 @@ _KIND_OPTIONS: dict[str, frozenset[str]] = {
 
 
 def export(
-    model: Union[str, Path],
-    out_dir: Union[str, Path],
+    model: str | Path,
+    out_dir: str | Path,
     kind: Kind = "dense",
     *,
     overwrite: bool = False,
-    pooling: Optional[str] = None,
-    query_instruction: Optional[str] = None,
-    query_instruction_format: Optional[str] = None,
-    document_instruction: Optional[str] = None,
-    max_length: Optional[int] = None,
-    normalize: Optional[bool] = None,
-    activation: Optional[Activation] = None,
-    trust_remote_code: Optional[bool] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    pooling: str | None = None,
+    query_instruction: str | None = None,
+    query_instruction_format: str | None = None,
+    document_instruction: str | None = None,
+    max_length: int | None = None,
+    normalize: bool | None = None,
+    activation: Activation | None = None,
+    trust_remote_code: bool | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> Path:
     """Save a BGE checkpoint as a sentence-transformers folder of the given kind.
 
@@ -535,9 +567,13 @@ def export(
     if kind not in _BUILDERS:
         raise ConfigError(f"Invalid kind {kind!r}. Valid kinds are: {', '.join(KINDS)}.")
     given = {
-        "pooling": pooling, "query_instruction": query_instruction,
-        "query_instruction_format": query_instruction_format, "document_instruction": document_instruction,
-        "max_length": max_length, "normalize": normalize, "activation": activation,
+        "pooling": pooling,
+        "query_instruction": query_instruction,
+        "query_instruction_format": query_instruction_format,
+        "document_instruction": document_instruction,
+        "max_length": max_length,
+        "normalize": normalize,
+        "activation": activation,
     }
     options = {name: value for name, value in given.items() if value is not None}
     wrong = sorted(set(options) - _KIND_OPTIONS[kind])
@@ -548,8 +584,13 @@ def export(
     _check_out_dir(out, Path(model).expanduser(), overwrite)
     with quiet_transformers():  # no weight-loading or shard-writing bars: export says what it did itself
         built = _BUILDERS[kind](
-            model, device="cpu", trust_remote_code=trust_remote_code, cache_dir=cache_dir, revision=revision,
-            token=token, **options,
+            model,
+            device="cpu",
+            trust_remote_code=trust_remote_code,
+            cache_dir=cache_dir,
+            revision=revision,
+            token=token,
+            **options,
         )
         _empty_out_dir(out)
         built.save(str(out), create_model_card=False)
@@ -558,8 +599,9 @@ def export(
     elif kind == "sparse":
         _check_sparse_folder_is_portable(out)
     (out / "README.md").write_text(
-        model_card(kind, model, out, built, resolve_model_dir(model, cache_dir=cache_dir, revision=revision,
-                                                             token=token)),
+        model_card(
+            kind, model, out, built, resolve_model_dir(model, cache_dir=cache_dir, revision=revision, token=token)
+        ),
         encoding="utf-8",
     )
     logger.info("Exported %s as a %s folder to %s", model, type(built).__name__, out)
@@ -567,12 +609,12 @@ def export(
 
 
 def load_sparse_encoder(
-    model: Union[str, Path],
+    model: str | Path,
     *,
-    device: Optional[str] = None,
-    cache_dir: Optional[Union[str, Path]] = None,
-    revision: Optional[str] = None,
-    token: Optional[Union[str, bool]] = None,
+    device: str | None = None,
+    cache_dir: str | Path | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
 ) -> SparseEncoder:
     """Load a sparse folder written by :func:`export` without ``trust_remote_code``.
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from sentence_transformers.base.modules.module import Module
@@ -41,7 +41,7 @@ class M3LexicalWeights(Module):
 
     config_keys: list[str] = ["hidden_size", "vocab_size", "unused_token_ids"]
 
-    def __init__(self, hidden_size: int, vocab_size: int, unused_token_ids: Optional[list[int]] = None) -> None:
+    def __init__(self, hidden_size: int, vocab_size: int, unused_token_ids: list[int] | None = None) -> None:
         super().__init__()
         self.hidden_size = int(hidden_size)
         self.vocab_size = int(vocab_size)
@@ -75,12 +75,12 @@ class M3LexicalWeights(Module):
         cls,
         model_name_or_path: str,
         subfolder: str = "",
-        token: Optional[bool | str] = None,
-        cache_folder: Optional[str] = None,
-        revision: Optional[str] = None,
+        token: bool | str | None = None,
+        cache_folder: str | None = None,
+        revision: str | None = None,
         local_files_only: bool = False,
         **kwargs: Any,
-    ) -> "M3LexicalWeights":
+    ) -> M3LexicalWeights:
         hub_kwargs = {
             "subfolder": subfolder,
             "token": token,

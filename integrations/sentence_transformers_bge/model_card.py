@@ -9,25 +9,36 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
 _LOAD = {
-    "dense": ("SentenceTransformer", 'model = SentenceTransformer("{out}")\n'
-                                     'q = model.encode_query(["what is BGE?"])\n'
-                                     'd = model.encode_document(["BGE is an embedding model."])\n'
-                                     "print(model.similarity(q, d))"),
-    "sparse": ("SparseEncoder", 'model = SparseEncoder("{out}", trust_remote_code=True)\n'
-                                "# or, without the flag: sentence_transformers_bge.load_sparse_encoder(\"{out}\")\n"
-                                'q = model.encode_query(["what is BGE?"])\n'
-                                "print(model.decode(q, top_k=5))"),
-    "colbert": ("MultiVectorEncoder", 'model = MultiVectorEncoder("{out}")\n'
-                                      'q = model.encode_query(["what is BGE?"])\n'
-                                      'd = model.encode_document(["BGE is an embedding model."])\n'
-                                      "print(model.similarity(q, d))  # meanmaxsim, as FlagEmbedding"),
-    "reranker": ("CrossEncoder", 'model = CrossEncoder("{out}")\n'
-                                 'print(model.predict([("what is BGE?", "BGE is an embedding model.")]))'),
+    "dense": (
+        "SentenceTransformer",
+        'model = SentenceTransformer("{out}")\n'
+        'q = model.encode_query(["what is BGE?"])\n'
+        'd = model.encode_document(["BGE is an embedding model."])\n'
+        "print(model.similarity(q, d))",
+    ),
+    "sparse": (
+        "SparseEncoder",
+        'model = SparseEncoder("{out}", trust_remote_code=True)\n'
+        '# or, without the flag: sentence_transformers_bge.load_sparse_encoder("{out}")\n'
+        'q = model.encode_query(["what is BGE?"])\n'
+        "print(model.decode(q, top_k=5))",
+    ),
+    "colbert": (
+        "MultiVectorEncoder",
+        'model = MultiVectorEncoder("{out}")\n'
+        'q = model.encode_query(["what is BGE?"])\n'
+        'd = model.encode_document(["BGE is an embedding model."])\n'
+        "print(model.similarity(q, d))  # meanmaxsim, as FlagEmbedding",
+    ),
+    "reranker": (
+        "CrossEncoder",
+        'model = CrossEncoder("{out}")\nprint(model.predict([("what is BGE?", "BGE is an embedding model.")]))',
+    ),
 }
 
 # The Hub's task of each kind, as sentence-transformers' own cards give it.
@@ -40,13 +51,13 @@ PIPELINE_TAGS = {
 
 _GIVES = {
     "dense": "dense vectors equal to `bge_core.Embedder(..., precision='fp32')`'s `encode_queries` / "
-             "`encode_documents` (FlagEmbedding's `FlagModel` at fp32)",
+    "`encode_documents` (FlagEmbedding's `FlagModel` at fp32)",
     "sparse": "BGE-M3 lexical weights equal to `bge_core.Embedder(..., precision='fp32').encode(..., sparse=True)` "
-              "(FlagEmbedding's `BGEM3FlagModel` at fp32): the ids with a weight are the non-zero entries",
+    "(FlagEmbedding's `BGEM3FlagModel` at fp32): the ids with a weight are the non-zero entries",
     "colbert": "BGE-M3 ColBERT vectors equal to `bge_core.Embedder(..., precision='fp32').encode(..., colbert=True)` "
-               "(FlagEmbedding's `BGEM3FlagModel` at fp32), scored with meanmaxsim",
+    "(FlagEmbedding's `BGEM3FlagModel` at fp32), scored with meanmaxsim",
     "reranker": "scores equal to `bge_core.Reranker(..., precision='fp32').score` (FlagEmbedding's `FlagReranker` "
-                "at fp32)",
+    "at fp32)",
 }
 
 _NOTES = {
@@ -70,7 +81,7 @@ _NOTES = {
 }
 
 
-def source_metadata(source: Union[str, Path], folder: Path) -> dict[str, str]:
+def source_metadata(source: str | Path, folder: Path) -> dict[str, str]:
     """``base_model`` and ``license`` of the model exported, where they are known.
 
     ``base_model`` is a hub id only: ``source`` itself when it is one, or the repository of a hub
@@ -84,7 +95,7 @@ def source_metadata(source: Union[str, Path], folder: Path) -> dict[str, str]:
     else:
         for part in Path(given).expanduser().resolve().parts:
             if part.startswith("models--") and part.count("--") >= 2:
-                found["base_model"] = part[len("models--"):].replace("--", "/", 1)
+                found["base_model"] = part[len("models--") :].replace("--", "/", 1)
     try:
         from huggingface_hub.repocard import metadata_load
 
@@ -98,7 +109,7 @@ def source_metadata(source: Union[str, Path], folder: Path) -> dict[str, str]:
     return found
 
 
-def model_card(kind: str, source: Union[str, Path], out_dir: Path, built: Any, folder: Path) -> str:
+def model_card(kind: str, source: str | Path, out_dir: Path, built: Any, folder: Path) -> str:
     """The card of ``built`` (a sentence-transformers model of ``kind``) saved in ``out_dir``.
 
     Args:
@@ -122,14 +133,18 @@ def model_card(kind: str, source: Union[str, Path], out_dir: Path, built: Any, f
     header += [f"{key}: {meta[key]}" for key in ("base_model", "license") if key in meta]
     name = meta["base_model"].rsplit("/", 1)[-1] if "base_model" in meta else Path(given_name(source)).name
     origin = f"`{meta['base_model']}`" if "base_model" in meta else f"a local folder named `{name}`"
-    license_line = (f"License: {meta['license']}, as the source model's card declares.\n" if "license" in meta
-                    else "The source model's card declares no license; check its terms before publishing this folder.\n")
-    versions = ("Loads with sentence-transformers 5.x and 6.x." if kind in ("dense", "reranker")
-                else "Written in the sentence-transformers 6 format (loads with sentence-transformers >= 6.0).")
+    license_line = (
+        f"License: {meta['license']}, as the source model's card declares.\n"
+        if "license" in meta
+        else "The source model's card declares no license; check its terms before publishing this folder.\n"
+    )
+    versions = (
+        "Loads with sentence-transformers 5.x and 6.x."
+        if kind in ("dense", "reranker")
+        else "Written in the sentence-transformers 6 format (loads with sentence-transformers >= 6.0)."
+    )
     return (
-        "---\n"
-        + "\n".join(header)
-        + f"\ntags:\n- sentence-transformers\n- bge\n- bge-rag\n- {kind}\n"
+        "---\n" + "\n".join(header) + f"\ntags:\n- sentence-transformers\n- bge\n- bge-rag\n- {kind}\n"
         "---\n\n"
         f"# {name} as a sentence-transformers {class_name}\n\n"
         f"Exported from {origin} by bge-rag (`bge-rag export-st --kind {kind}`). It gives {_GIVES[kind]}.\n"
@@ -145,6 +160,6 @@ def model_card(kind: str, source: Union[str, Path], out_dir: Path, built: Any, f
     )
 
 
-def given_name(source: Union[str, Path]) -> str:
+def given_name(source: str | Path) -> str:
     """``source`` without a trailing slash, so that its last part is the model's name."""
     return str(source).rstrip("/\\") or str(source)

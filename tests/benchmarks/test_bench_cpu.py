@@ -27,13 +27,29 @@ def test_model_flops_counts_linear_layers_and_attention():
 
 
 def test_table_shows_busy_rows_and_drop():
-    row = {"task": "dense", "shape": "bge-base", "corpus": "realistic", "busy": True, "label": "bge_core",
-           "throughput": 50.0, "ours_over_this": 1.0, "quiet_over_busy": 1.6, "peak_rss_mb": 900.0,
-           "mfu": 0.3, "mfu_peak": "bf16"}
-    report = {"machine": {"cores": 2, "available_cpus": 2, "native_bf16": True},
-              "matmul_peak_gflops": {"fp32": 100.0, "bf16": 400.0}, "cpu": "x", "rows": [row]}
+    row = {
+        "task": "dense",
+        "shape": "bge-base",
+        "corpus": "realistic",
+        "busy": True,
+        "label": "bge_core",
+        "throughput": 50.0,
+        "ours_over_this": 1.0,
+        "quiet_over_busy": 1.6,
+        "peak_rss_mb": 900.0,
+        "mfu": 0.3,
+        "mfu_peak": "bf16",
+    }
+    report = {
+        "machine": {"cores": 2, "available_cpus": 2, "native_bf16": True},
+        "matmul_peak_gflops": {"fp32": 100.0, "bf16": 400.0},
+        "cpu": "x",
+        "rows": [row],
+    }
     table = bench.render_table(report)
-    assert "| dense | bge-base | realistic | 1 core busy | bge_core | 50.0 | 1.00x | 1.60x | 900 | 30% (bf16) |" in table
+    assert (
+        "| dense | bge-base | realistic | 1 core busy | bge_core | 50.0 | 1.00x | 1.60x | 900 | 30% (bf16) |" in table
+    )
 
 
 def test_busy_process_starts_and_stops():

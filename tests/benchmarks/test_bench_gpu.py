@@ -25,8 +25,14 @@ import pytest
 def test_gpu_dry_run_end_to_end(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)],
-                            capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--dry-run", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["mode"].startswith("dry run")
@@ -36,8 +42,14 @@ def test_gpu_dry_run_end_to_end(tmp_path):
     assert checks["OOM back-off"]["splits"] > 0 and checks["OOM back-off"]["ok"]
     rows = [r for r in report["throughput"] if "sweep" not in r]
     systems = {r["system"] for r in rows}
-    for expected in ("bge_core (defaults)", "bge_core, prefetch off", "FlagModel (defaults, batch 256)",
-                     "sentence-transformers fp32", "bge_core Reranker (defaults)", "FlagReranker (defaults)"):
+    for expected in (
+        "bge_core (defaults)",
+        "bge_core, prefetch off",
+        "FlagModel (defaults, batch 256)",
+        "sentence-transformers fp32",
+        "bge_core Reranker (defaults)",
+        "FlagReranker (defaults)",
+    ):
         assert expected in systems, systems
     assert any(s.startswith("FlagModel best batch (") for s in systems)
     for row in rows:  # every system ran (no peer failed silently)

@@ -11,11 +11,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import pytest
 import serve_load  # noqa: E402
 
 from bge_core import Embedder  # noqa: E402
 from bge_rag.testing import build_dense_model  # noqa: E402
-import pytest
 
 
 @pytest.mark.parity

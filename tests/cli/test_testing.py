@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import filecmp
 
+import pytest
 import torch
 
 from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
-import pytest
 
 
 def test_dense_fixture_has_no_sentence_transformers_files(models):

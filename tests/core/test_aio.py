@@ -6,10 +6,10 @@ import asyncio
 import threading
 
 import numpy as np
+import pytest
 
 from bge_core import Embedder
 from bge_core.aio import run_serialized
-import pytest
 
 
 @pytest.mark.slow

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from bge_core import BGEOutOfMemoryError, Embedder
-from bge_core import batching
+from bge_core import BGEOutOfMemoryError, Embedder, batching
 from bge_core.batching import is_out_of_memory, plan_batches, run_batches
 
 
@@ -105,7 +104,7 @@ def test_cpu_plan_is_the_cheapest_partition():
                     run += 1
             sizes.append(run)
             bounds = np.cumsum([0] + sizes)
-            parts = [ordered[bounds[j]:bounds[j + 1]] for j in range(len(sizes))]
+            parts = [ordered[bounds[j] : bounds[j + 1]] for j in range(len(sizes))]
             if all(len(p) <= max_size and (len(p) * p[0] <= max_tokens or len(p) == 1) for p in parts):
                 cost = sum(overhead + len(p) * p[0] for p in parts)
                 best = cost if best is None else min(best, cost)
@@ -118,7 +117,9 @@ def test_cpu_batches_split_mixed_short_texts_only_where_it_pays():
     assert len(plain) == 1  # one batch, every row padded to 34 tokens
     split = plan_batches(lengths, 64, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)
     assert 1 < len(split) <= 4  # padding 40 rows to 34 costs more than more batches
-    assert _plan_cost(lengths, split, batching.CPU_BATCH_OVERHEAD) < _plan_cost(lengths, plain, batching.CPU_BATCH_OVERHEAD)
+    assert _plan_cost(lengths, split, batching.CPU_BATCH_OVERHEAD) < _plan_cost(
+        lengths, plain, batching.CPU_BATCH_OVERHEAD
+    )
     # A few short queries of similar lengths stay in one batch: another batch would cost more.
     assert len(plan_batches([12, 11, 10, 9, 9, 8, 7, 6], 64, 10_000, batch_overhead=batching.CPU_BATCH_OVERHEAD)) == 1
     # No overhead: every batch as long as its own texts (equal lengths together).
@@ -147,8 +148,9 @@ def test_other_runtime_errors_are_not_swallowed():
         raise RuntimeError("shape mismatch in matmul")
 
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        list(run_batches([[1, 2]], broken, pad_id=0, device=torch.device("cpu"), max_batch_size=4,
-                         max_batch_tokens=100))
+        list(
+            run_batches([[1, 2]], broken, pad_id=0, device=torch.device("cpu"), max_batch_size=4, max_batch_tokens=100)
+        )
 
 
 def test_single_text_out_of_memory_raises_clear_error():
@@ -156,8 +158,11 @@ def test_single_text_out_of_memory_raises_clear_error():
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
     with pytest.raises(BGEOutOfMemoryError, match="single text of 2 tokens"):
-        list(run_batches([[1, 2], [3]], always_oom, pad_id=0, device=torch.device("cpu"), max_batch_size=4,
-                         max_batch_tokens=100))
+        list(
+            run_batches(
+                [[1, 2], [3]], always_oom, pad_id=0, device=torch.device("cpu"), max_batch_size=4, max_batch_tokens=100
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -201,17 +206,20 @@ def test_cpu_token_budget_follows_model_shape(ffn, expected):
 
 
 # --------------------------------------------------------------------------- CPU streams and prefetching
-from bge_core import ConfigError, batching, env  # noqa: E402
+from bge_core import ConfigError, env  # noqa: E402
 from bge_core.batching import cpu_execution, cpu_plan, executors  # noqa: E402
 
 
-@pytest.mark.parametrize(("batches", "threads", "streams", "expected"), [
-    (10, 4, None, (4, 1)),   # one single-threaded stream per CPU
-    (1, 4, None, (1, 4)),    # one batch: all threads on it
-    (3, 4, None, (3, 1)),    # never more streams than batches
-    (10, 4, 2, (2, 2)),      # threads shared out among the streams
-    (10, 1, None, (1, 1)),
-])
+@pytest.mark.parametrize(
+    ("batches", "threads", "streams", "expected"),
+    [
+        (10, 4, None, (4, 1)),  # one single-threaded stream per CPU
+        (1, 4, None, (1, 4)),  # one batch: all threads on it
+        (3, 4, None, (3, 1)),  # never more streams than batches
+        (10, 4, 2, (2, 2)),  # threads shared out among the streams
+        (10, 1, None, (1, 1)),
+    ],
+)
 def test_cpu_plan(batches, threads, streams, expected):
     plan = cpu_plan(batches, threads=threads, streams=streams)
     assert (plan.streams, plan.threads) == expected
@@ -239,23 +247,32 @@ def test_cpu_plan_environment_and_scoped_override(monkeypatch):
     assert cpu.plan(10).streams == 1  # a built executor never reads the environment again
     with pytest.raises(ConfigError, match="BGE_RAG_CPU_STREAMS"):
         batching.executor_for(torch.device("cpu"))
-    with pytest.raises(ConfigError, match="streams"):
-        with cpu_execution(streams=0):
-            pass
+    with pytest.raises(ConfigError, match="streams"), cpu_execution(streams=0):
+        pass
 
 
 def _record_forward(seen):
     def forward(batch):
         seen.append((threading.current_thread().name, torch.get_num_threads()))
         return _sum_forward(batch)
+
     return forward
 
 
 def _collect(**options):
     inputs = _toy_inputs(n=120, seed=5)
     seen = []
-    pairs = list(run_batches(inputs, _record_forward(seen), pad_id=0, device=torch.device("cpu"),
-                             max_batch_size=6, max_batch_tokens=80, **options))
+    pairs = list(
+        run_batches(
+            inputs,
+            _record_forward(seen),
+            pad_id=0,
+            device=torch.device("cpu"),
+            max_batch_size=6,
+            max_batch_tokens=80,
+            **options,
+        )
+    )
     return inputs, pairs, seen
 
 
@@ -300,8 +317,15 @@ def test_a_one_batch_job_is_split_across_the_streams():
     def run(**options):
         seen = []
         got = {}
-        for positions, out in run_batches(inputs, _record_forward(seen), pad_id=0, device=torch.device("cpu"),
-                                          max_batch_size=8, max_batch_tokens=10_000, **options):
+        for positions, out in run_batches(
+            inputs,
+            _record_forward(seen),
+            pad_id=0,
+            device=torch.device("cpu"),
+            max_batch_size=8,
+            max_batch_tokens=10_000,
+            **options,
+        ):
             got.update(zip(positions.tolist(), out.tolist()))
         return got, seen
 
@@ -328,8 +352,9 @@ def test_out_of_memory_back_off_with_streams_and_prefetch(options):
         return _sum_forward(batch)
 
     got = np.zeros(len(inputs), dtype=np.int64)
-    for positions, out in run_batches(inputs, flaky, pad_id=0, device=torch.device("cpu"), max_batch_size=16,
-                                      max_batch_tokens=10_000, **options):
+    for positions, out in run_batches(
+        inputs, flaky, pad_id=0, device=torch.device("cpu"), max_batch_size=16, max_batch_tokens=10_000, **options
+    ):
         got[positions] = out
     assert got.tolist() == [sum(row) for row in inputs]
 
@@ -344,15 +369,26 @@ def test_errors_propagate_and_stop_the_rest(options):
 
     inputs = _toy_inputs(n=200)
     with pytest.raises(RuntimeError, match="shape mismatch"):
-        list(run_batches(inputs, broken, pad_id=0, device=torch.device("cpu"), max_batch_size=2,
-                         max_batch_tokens=100, **options))
+        list(
+            run_batches(
+                inputs, broken, pad_id=0, device=torch.device("cpu"), max_batch_size=2, max_batch_tokens=100, **options
+            )
+        )
     assert len(calls) < 10  # queued batches were cancelled, not all 100 run
 
 
 def test_an_abandoned_stream_run_leaves_the_workers_usable():
     inputs = _toy_inputs(n=100)
-    run = run_batches(inputs, _sum_forward, pad_id=0, device=torch.device("cpu"), max_batch_size=2,
-                      max_batch_tokens=100, streams=2, threads=2)
+    run = run_batches(
+        inputs,
+        _sum_forward,
+        pad_id=0,
+        device=torch.device("cpu"),
+        max_batch_size=2,
+        max_batch_tokens=100,
+        streams=2,
+        threads=2,
+    )
     next(run)
     run.close()
     _, pairs, _ = _collect(streams=2, threads=2)

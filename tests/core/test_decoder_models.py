@@ -19,8 +19,11 @@ ATOL = 1e-5
 ARCHS = ["qwen2", "qwen3", "mistral", "gemma", "gemma2"]
 TASK = "Given a web search query, retrieve relevant passages that answer the query."
 EXAMPLES = [
-    {"instruct": "Given a question, retrieve the passage that answers it.", "query": "what is a list?",
-     "response": "A list is a mutable sequence."},
+    {
+        "instruct": "Given a question, retrieve the passage that answers it.",
+        "query": "what is a list?",
+        "response": "A list is a mutable sequence.",
+    },
     {"query": "how do I open a file?", "response": "Use the built-in open()."},
 ]
 
@@ -51,7 +54,9 @@ def _llm_ref(flag, folder, **kwargs):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_unknown_decoder_folder_gets_last_token_pooling(flag, decoders, texts, arch):
     folder = decoders[arch]
-    ours = Embedder(folder, precision="fp32", query_instruction=TASK, query_instruction_format="Instruct: {}\nQuery: {}")
+    ours = Embedder(
+        folder, precision="fp32", query_instruction=TASK, query_instruction_format="Instruct: {}\nQuery: {}"
+    )
     assert ours.spec.architecture == "decoder" and not ours.spec.registered
     assert ours.pooling == "last_token"
     ref = _llm_ref(flag, folder, query_instruction_for_retrieval=TASK)
@@ -110,18 +115,34 @@ def test_icl_queries_and_documents_match_flag_icl_model(flag, icl_folder, texts,
     np.testing.assert_allclose(ours.encode_documents(texts), ref.encode_corpus(texts), atol=ATOL, rtol=0)
     np.testing.assert_allclose(ours.encode_queries(texts[0]), ref.encode_queries(texts[0]), atol=ATOL, rtol=0)
     # The ICL format really differs from the plain LLM-embedder format.
-    plain = _llm_ref(flag, icl_folder, query_instruction_for_retrieval=WEB_SEARCH_TASK,
-                     query_instruction_format="<instruct>{}\n<query>{}").encode_queries(texts)
+    plain = _llm_ref(
+        flag,
+        icl_folder,
+        query_instruction_for_retrieval=WEB_SEARCH_TASK,
+        query_instruction_format="<instruct>{}\n<query>{}",
+    ).encode_queries(texts)
     assert np.abs(queries - plain).max() > 1e-2
 
 
 @pytest.mark.slow
 def test_icl_examples_change_queries_and_custom_format(flag, icl_folder, texts):
     fmt = "Task: {}\nQ: {}\nA: {}"
-    ours = Embedder(icl_folder, precision="fp32", examples=EXAMPLES, examples_instruction_format=fmt,
-                    query_instruction="Find the answer.", max_length=32)
-    ref = _icl_ref(flag, icl_folder, query_instruction_for_retrieval="Find the answer.", examples_for_task=EXAMPLES,
-                   examples_instruction_format=fmt, query_max_length=32)
+    ours = Embedder(
+        icl_folder,
+        precision="fp32",
+        examples=EXAMPLES,
+        examples_instruction_format=fmt,
+        query_instruction="Find the answer.",
+        max_length=32,
+    )
+    ref = _icl_ref(
+        flag,
+        icl_folder,
+        query_instruction_for_retrieval="Find the answer.",
+        examples_for_task=EXAMPLES,
+        examples_instruction_format=fmt,
+        query_max_length=32,
+    )
     got = ours.encode_queries(texts)
     np.testing.assert_allclose(got, ref.encode_queries(texts), atol=ATOL, rtol=0)
     without = Embedder(icl_folder, precision="fp32", query_instruction="Find the answer.", max_length=32)

@@ -29,8 +29,10 @@ def test_auto_precision_on_cuda_is_fp16():
     assert resolve_precision("auto", torch.device("cuda", 0)) == torch.float16
 
 
-@pytest.mark.parametrize(("name", "dtype"), [("fp32", torch.float32), ("float16", torch.float16),
-                                            ("BF16", torch.bfloat16), ("bfloat16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [("fp32", torch.float32), ("float16", torch.float16), ("BF16", torch.bfloat16), ("bfloat16", torch.bfloat16)],
+)
 def test_explicit_precisions(name, dtype):
     assert resolve_precision(name, torch.device("cpu")) == dtype
 
@@ -88,20 +90,30 @@ V1_MOUNTS = (
 
 
 def test_cgroup_v2_quota_rounds_up(tmp_path):
-    root = _fake_root(tmp_path, "0::/kubepods/pod1\n", V2_MOUNT, {
-        "sys/fs/cgroup/cpu.max": "max 100000\n",
-        "sys/fs/cgroup/kubepods/pod1/cpu.max": "150000 100000\n",
-    })
+    root = _fake_root(
+        tmp_path,
+        "0::/kubepods/pod1\n",
+        V2_MOUNT,
+        {
+            "sys/fs/cgroup/cpu.max": "max 100000\n",
+            "sys/fs/cgroup/kubepods/pod1/cpu.max": "150000 100000\n",
+        },
+    )
     assert devices.cgroup_cpu_quota(root) == pytest.approx(1.5)
     assert devices.available_cpus(root, affinity=8) == 2
     assert devices.available_cpus(root, affinity=1) == 1  # the affinity mask can be smaller still
 
 
 def test_cgroup_v2_smallest_quota_of_the_ancestors_wins(tmp_path):
-    root = _fake_root(tmp_path, "0::/a/b\n", V2_MOUNT, {
-        "sys/fs/cgroup/a/cpu.max": "100000 100000\n",
-        "sys/fs/cgroup/a/b/cpu.max": "max 100000\n",
-    })
+    root = _fake_root(
+        tmp_path,
+        "0::/a/b\n",
+        V2_MOUNT,
+        {
+            "sys/fs/cgroup/a/cpu.max": "100000 100000\n",
+            "sys/fs/cgroup/a/b/cpu.max": "max 100000\n",
+        },
+    )
     assert devices.cgroup_cpu_quota(root) == pytest.approx(1.0)
     assert devices.available_cpus(root, affinity=16) == 1
 
@@ -119,21 +131,31 @@ def test_cgroup_v2_in_a_cgroup_namespace_reads_the_mount_top(tmp_path):
 
 
 def test_cgroup_v1_cfs_quota(tmp_path):
-    root = _fake_root(tmp_path, "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n", V1_MOUNTS, {
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
-        "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
-        "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
-    })
+    root = _fake_root(
+        tmp_path,
+        "4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+        V1_MOUNTS,
+        {
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+            "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "50000\n",
+            "sys/fs/cgroup/cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert devices.cgroup_cpu_quota(root) == pytest.approx(0.5)
     assert devices.available_cpus(root, affinity=4) == 1  # never below one CPU
 
 
 def test_cgroup_v1_unlimited_and_missing_files(tmp_path):
-    root = _fake_root(tmp_path, "4:cpu,cpuacct:/\n", V1_MOUNTS, {
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
-        "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
-    })
+    root = _fake_root(
+        tmp_path,
+        "4:cpu,cpuacct:/\n",
+        V1_MOUNTS,
+        {
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us": "-1\n",
+            "sys/fs/cgroup/cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert devices.cgroup_cpu_quota(root) is None
     assert devices.available_cpus(root, affinity=3) == 3
     assert devices.cgroup_cpu_quota(tmp_path / "nothing-here") is None
@@ -141,10 +163,15 @@ def test_cgroup_v1_unlimited_and_missing_files(tmp_path):
 
 def test_v1_quota_of_another_controller_is_ignored(tmp_path):
     # a memory hierarchy holding files named like cpu quota files must not count
-    root = _fake_root(tmp_path, "3:memory:/x\n", V1_MOUNTS, {
-        "sys/fs/cgroup/memory/x/cpu.cfs_quota_us": "10000\n",
-        "sys/fs/cgroup/memory/x/cpu.cfs_period_us": "100000\n",
-    })
+    root = _fake_root(
+        tmp_path,
+        "3:memory:/x\n",
+        V1_MOUNTS,
+        {
+            "sys/fs/cgroup/memory/x/cpu.cfs_quota_us": "10000\n",
+            "sys/fs/cgroup/memory/x/cpu.cfs_period_us": "100000\n",
+        },
+    )
     assert devices.cgroup_cpu_quota(root) is None
 
 

@@ -57,8 +57,9 @@ def test_token_counts_are_what_the_model_read(models, paragraphs):
     texts = ["", "short", *paragraphs[200:210]]
     tokenizer = ours.tokenizer
     as_documents = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=32)["input_ids"]]
-    as_queries = [len(ids) for ids in tokenizer([EN_INSTRUCTION + t for t in texts], truncation=True,
-                                                 max_length=32)["input_ids"]]
+    as_queries = [
+        len(ids) for ids in tokenizer([EN_INSTRUCTION + t for t in texts], truncation=True, max_length=32)["input_ids"]
+    ]
     assert ours.encode(texts).token_counts == as_documents
     assert max(as_documents) == 32 and min(as_documents) == 2  # truncated texts and the empty one
     assert ours.encode(texts, kind="query").token_counts == as_queries
@@ -98,9 +99,7 @@ def test_unnormalized_matches(flag, models, paragraphs):
 @pytest.mark.slow
 def test_last_token_pooling_matches_flag_llm_model(flag, models, paragraphs):
     """last_token pooling (LLM embedders) on the BERT fixture, against FlagLLMModel's pooling."""
-    ref = flag.FlagLLMModel(
-        str(models.dense), use_fp16=False, devices="cpu", pooling_method="last_token", batch_size=8
-    )
+    ref = flag.FlagLLMModel(str(models.dense), use_fp16=False, devices="cpu", pooling_method="last_token", batch_size=8)
     ours = Embedder(models.dense, precision="fp32", pooling="last_token")
     texts = paragraphs[300:330]
     np.testing.assert_allclose(ours.encode_documents(texts), ref.encode_corpus(texts), atol=ATOL, rtol=0)

@@ -40,7 +40,22 @@ def test_truncation_warns_once_per_engine_with_count_and_fix(models, paragraphs,
 
 def test_text_of_exactly_max_length_is_not_counted(models, caplog):
     emb = Embedder(models.dense, precision="fp32", max_length=16)
-    words = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen".split()
+    words = [
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "eleven",
+        "twelve",
+        "thirteen",
+        "fourteen",
+    ]
     exact = " ".join(words[:14])
     assert len(emb.tokenizer(exact)["input_ids"]) == 16
     with caplog.at_level(logging.WARNING, logger="bge_core.truncation"):
@@ -84,9 +99,8 @@ def test_missing_weights_raise_without_transformers_tables(models, tmp_path, cap
     assert dropped
     save_file({k: v for k, v in state.items() if k not in dropped}, str(folder / "model.safetensors"))
     capfd.readouterr()
-    with caplog.at_level(logging.INFO):
-        with pytest.raises(ModelLoadError, match="randomly initialized"):
-            Embedder(folder, precision="fp32")
+    with caplog.at_level(logging.INFO), pytest.raises(ModelLoadError, match="randomly initialized"):
+        Embedder(folder, precision="fp32")
     text = capfd.readouterr().err + "\n".join(r.getMessage() for r in caplog.records)
     for noise in ("newly initialized", "MISSING", "LOAD REPORT", "Loading weights"):
         assert noise not in text
@@ -124,8 +138,9 @@ def test_compute_score_of_no_pairs(models):
 def test_compute_score_ignores_the_query_instruction_as_bgem3flagmodel(flag, models, paragraphs):
     pairs = [(paragraphs[0], paragraphs[1]), (paragraphs[2], paragraphs[2]), ("a question", paragraphs[3])]
     instruction = "Represent this query: "
-    ref = flag.BGEM3FlagModel(str(models.xlmr_m3), use_fp16=False, devices="cpu", batch_size=8,
-                              query_instruction_for_retrieval=instruction)
+    ref = flag.BGEM3FlagModel(
+        str(models.xlmr_m3), use_fp16=False, devices="cpu", batch_size=8, query_instruction_for_retrieval=instruction
+    )
     ours = Embedder(models.xlmr_m3, precision="fp32", query_instruction=instruction)
     expected = ref.compute_score(pairs)
     got = ours.compute_score(pairs)

@@ -13,21 +13,30 @@ def test_unset_variables_leave_the_defaults():
     assert env.read_env({"BGE_RAG_CPU_STREAMS": " Auto ", "BGE_RAG_PREFETCH": ""}) == env.EnvSettings()
 
 
-@pytest.mark.parametrize(("name", "raw", "field", "value"), [
-    (env.STREAMS_ENV, "2", "cpu_streams", 2),
-    (env.THREADS_ENV, " 4 ", "cpu_threads", 4),
-    (env.PREFETCH_ENV, "off", "prefetch", False),
-    (env.PREPACK_ENV, "0", "prepack", False),
-    (env.TOKENIZE_AHEAD_ENV, "YES", "tokenize_ahead", True),
-])
+@pytest.mark.parametrize(
+    ("name", "raw", "field", "value"),
+    [
+        (env.STREAMS_ENV, "2", "cpu_streams", 2),
+        (env.THREADS_ENV, " 4 ", "cpu_threads", 4),
+        (env.PREFETCH_ENV, "off", "prefetch", False),
+        (env.PREPACK_ENV, "0", "prepack", False),
+        (env.TOKENIZE_AHEAD_ENV, "YES", "tokenize_ahead", True),
+    ],
+)
 def test_values_are_parsed(name, raw, field, value):
     assert getattr(env.read_env({name: raw}), field) == value
 
 
-@pytest.mark.parametrize(("name", "raw"), [
-    (env.STREAMS_ENV, "many"), (env.THREADS_ENV, "0"), (env.PREFETCH_ENV, "maybe"),
-    (env.PREPACK_ENV, "2"), (env.TOKENIZE_AHEAD_ENV, "sometimes"),
-])
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        (env.STREAMS_ENV, "many"),
+        (env.THREADS_ENV, "0"),
+        (env.PREFETCH_ENV, "maybe"),
+        (env.PREPACK_ENV, "2"),
+        (env.TOKENIZE_AHEAD_ENV, "sometimes"),
+    ],
+)
 def test_a_typo_is_a_config_error_naming_the_variable(name, raw):
     with pytest.raises(ConfigError, match=name):
         env.read_env({name: raw})

@@ -15,9 +15,24 @@ from bge_core import Embedder, ReadOnlySettingError, TextTooLongError
 from bge_rag.testing import FixtureModels
 
 SETTINGS = (
-    "batch_size", "device", "dtype", "model_name", "spec", "model_max_length", "max_batch_tokens", "max_length",
-    "pooling", "query_instruction", "query_instruction_format", "document_instruction", "normalize",
-    "truncate_dim", "truncation", "show_progress", "examples", "examples_instruction_format",
+    "batch_size",
+    "device",
+    "dtype",
+    "model_name",
+    "spec",
+    "model_max_length",
+    "max_batch_tokens",
+    "max_length",
+    "pooling",
+    "query_instruction",
+    "query_instruction_format",
+    "document_instruction",
+    "normalize",
+    "truncate_dim",
+    "truncation",
+    "show_progress",
+    "examples",
+    "examples_instruction_format",
 )
 
 

@@ -15,8 +15,8 @@ import pytest
 import transformers
 from _llm_support import build_causal_reranker, build_tokenizer, edge_pairs
 
-from bge_core.checks import transformers_version
 from bge_core import ConfigError, Reranker, UnsupportedModelError
+from bge_core.checks import transformers_version
 
 ATOL = 1e-4
 #: bf16 (precision="auto" on this CPU) against FlagEmbedding's fp32, on these random tiny models.
@@ -109,18 +109,22 @@ def test_llm_only_options_are_refused_where_they_do_not_apply(causal, models):
 def test_unknown_decoder_type_is_refused(tmp_path):
     """A decoder we cannot score exactly (OPT here) gets a clear error, never a plausible score."""
     folder = build_tokenizer(tmp_path / "opt")
-    config = transformers.OPTConfig(vocab_size=800, hidden_size=32, num_hidden_layers=1, ffn_dim=64,
-                                    num_attention_heads=2, word_embed_proj_dim=32)
+    config = transformers.OPTConfig(
+        vocab_size=800, hidden_size=32, num_hidden_layers=1, ffn_dim=64, num_attention_heads=2, word_embed_proj_dim=32
+    )
     config.architectures = ["OPTForCausalLM"]
     transformers.OPTForCausalLM(config).save_pretrained(str(folder))
     with pytest.raises(UnsupportedModelError, match="'opt'"):
         Reranker(folder, precision="fp32")
 
 
-@pytest.mark.parametrize("kind,mark", [
-    ("layerwise", "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM"),
-    ("lightweight", "gemma_model.CostWiseGemmaForCausalLM"),
-])
+@pytest.mark.parametrize(
+    "kind,mark",
+    [
+        ("layerwise", "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM"),
+        ("lightweight", "gemma_model.CostWiseGemmaForCausalLM"),
+    ],
+)
 def test_remote_code_kinds_need_trust_and_transformers_4(tmp_path, kind, mark):
     folder = build_tokenizer(tmp_path / kind)
     (folder / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModelForCausalLM": mark}}))

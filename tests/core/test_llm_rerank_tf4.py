@@ -10,8 +10,7 @@ import pytest
 import transformers
 from _llm_support import build_layerwise_reranker, edge_pairs
 
-from bge_core import ConfigError, Reranker
-from bge_core import sigmoid
+from bge_core import ConfigError, Reranker, sigmoid
 
 pytestmark = pytest.mark.tf4
 

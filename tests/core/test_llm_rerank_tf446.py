@@ -10,8 +10,7 @@ import pytest
 import transformers
 from _llm_support import build_lightweight_reranker, edge_pairs
 
-from bge_core import ConfigError, Reranker
-from bge_core import sigmoid
+from bge_core import ConfigError, Reranker, sigmoid
 
 pytestmark = pytest.mark.tf4
 
@@ -38,12 +37,15 @@ def flag_lightweight(flag, folder, **kwargs):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("options", [
-    {},
-    {"cutoff_layers": [3]},
-    {"compress_ratio": 2, "compress_layers": [2]},
-    {"compress_ratio": 4, "compress_layers": [2, 3], "cutoff_layers": [4]},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"cutoff_layers": [3]},
+        {"compress_ratio": 2, "compress_layers": [2]},
+        {"compress_ratio": 4, "compress_layers": [2, 3], "cutoff_layers": [4]},
+    ],
+)
 def test_lightweight_scores_match(flag, lightweight, pairs, options):
     expected = flag_lightweight(flag, lightweight, **options).compute_score(pairs)
     rr = Reranker(lightweight, precision="fp32", trust_remote_code=True, **options)
@@ -57,8 +59,9 @@ def test_lightweight_scores_match(flag, lightweight, pairs, options):
 def test_lightweight_several_layers_and_short_limits(flag, lightweight, pairs):
     ref = flag_lightweight(flag, lightweight, cutoff_layers=[2, 4], max_length=48, query_max_length=16)
     expected = ref.compute_score(pairs)
-    rr = Reranker(lightweight, precision="fp32", trust_remote_code=True, cutoff_layers=[2, 4], max_length=48,
-                  query_max_length=16)
+    rr = Reranker(
+        lightweight, precision="fp32", trust_remote_code=True, cutoff_layers=[2, 4], max_length=48, query_max_length=16
+    )
     by_layer = rr.score_layers(pairs)
     np.testing.assert_allclose(by_layer[2], expected[0], atol=ATOL, rtol=0)
     np.testing.assert_allclose(by_layer[4], expected[1], atol=ATOL, rtol=0)

@@ -19,8 +19,14 @@ ATOL = 1e-5
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 TEXTS = [
-    "The QUICK brown Fox", "ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ", "İstanbul IST", "Grüße aus KÖLN", "HTTP/2 SERVER-SENT EVENTS",
-    "already lower case", "", "PYTHON " * 40,
+    "The QUICK brown Fox",
+    "ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ",
+    "İstanbul IST",
+    "Grüße aus KÖLN",
+    "HTTP/2 SERVER-SENT EVENTS",
+    "already lower case",
+    "",
+    "PYTHON " * 40,
 ]
 
 
@@ -33,8 +39,9 @@ def _st_folder(source: Path, dest: Path, lowercase: bool) -> Path:
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     transformer = Transformer(str(source))
-    SentenceTransformer(modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")],
-                        device="cpu").save(str(dest))
+    SentenceTransformer(
+        modules=[transformer, Pooling(transformer.get_embedding_dimension(), "mean")], device="cpu"
+    ).save(str(dest))
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
             shutil.copy(source / name, dest / name)
@@ -96,10 +103,13 @@ def test_chunk_offsets_point_into_the_original_text(folders):
     out = engine.encode_chunked([text], max_tokens=32, overlap=4)
     assert len(out.chunks) > 1
     for chunk in out.chunks:
-        piece = text[chunk.start:chunk.end]
+        piece = text[chunk.start : chunk.end]
         assert piece.strip() and piece != piece.lower()  # the original's capitals, not the lowered copy
-    whole = Embedder(folders[True], precision="fp32", device="cpu").encode(
-        [text[out.chunks[0].start:out.chunks[0].end]]).dense
+    whole = (
+        Embedder(folders[True], precision="fp32", device="cpu")
+        .encode([text[out.chunks[0].start : out.chunks[0].end]])
+        .dense
+    )
     assert np.abs(out.encoded.dense[0] - whole[0]).max() < 1e-4
 
 

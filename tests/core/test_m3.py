@@ -56,9 +56,7 @@ def assert_same_outputs(expected, got, atol=ATOL):
 @pytest.mark.parametrize("fixture", M3_FIXTURES)
 def test_all_outputs_match_bgem3flagmodel(flag, models, m3_texts, fixture):
     folder = getattr(models, fixture)
-    expected = _flag_m3(flag, folder).encode(
-        m3_texts, return_dense=True, return_sparse=True, return_colbert_vecs=True
-    )
+    expected = _flag_m3(flag, folder).encode(m3_texts, return_dense=True, return_sparse=True, return_colbert_vecs=True)
     got = Embedder(folder, precision="fp32").encode(m3_texts, dense=True, sparse=True, colbert=True)
     assert_same_outputs(expected, got)
     assert sum(len(v) for v in got.sparse) > 3 * len(m3_texts)  # the heads really produce weights

@@ -69,8 +69,9 @@ def test_packed_reranker_scores_stay_close(models, monkeypatch, tmp_path, paragr
 def _encoder(hidden: int = 32) -> nn.Module:
     from transformers import BertConfig, BertModel
 
-    config = BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=4 * hidden)
+    config = BertConfig(
+        vocab_size=100, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=4 * hidden
+    )
     model = BertModel(config).eval().to(torch.bfloat16)
     model.requires_grad_(False)
     return model
@@ -96,8 +97,11 @@ def test_outputs_of_a_packed_model_and_dtype_guard():
 
 
 def test_never_packed_off_cpu_bf16_or_when_turned_off(monkeypatch):
-    for device, dtype in ((torch.device("cpu"), torch.float32), (torch.device("cpu"), torch.float16),
-                          (torch.device("meta"), torch.bfloat16)):
+    for device, dtype in (
+        (torch.device("cpu"), torch.float32),
+        (torch.device("cpu"), torch.float16),
+        (torch.device("meta"), torch.bfloat16),
+    ):
         model = _encoder()
         assert prepack.prepack_encoder(model, device, dtype) == 0 and _packed_layers(model) == 0
     monkeypatch.setenv(env.PREPACK_ENV, "0")
@@ -111,6 +115,7 @@ def test_never_packed_off_cpu_bf16_or_when_turned_off(monkeypatch):
 def test_an_inaccurate_op_is_refused(monkeypatch):
     """If the packed product were further from fp32 than F.linear's (a broken build, an unexpected
     CPU), nothing is packed: plausible-but-wrong vectors are the worst outcome."""
+
     def plain_reorder(w, *args):
         return w.clone()
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from bge_core.checks import transformers_version
 from bge_core import InputTypeError, ModelLoadError, Ranked, Reranker
+from bge_core.checks import transformers_version
 
 ATOL = 1e-4
 TRANSFORMERS_MAJOR = transformers_version()[0]

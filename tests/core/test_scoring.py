@@ -53,8 +53,10 @@ def test_lexical_scores_large_vocabulary_chunks(monkeypatch):
     import bge_core.scoring as scoring
 
     monkeypatch.setattr(scoring, "_LEXICAL_CELLS", 16)  # force many passage chunks
-    vectors = [_sparse({int(i): float(w) for i, w in zip(rng.choice(1000, 20, replace=False), rng.random(20))})
-               for _ in range(12)]
+    vectors = [
+        _sparse({int(i): float(w) for i, w in zip(rng.choice(1000, 20, replace=False), rng.random(20))})
+        for _ in range(12)
+    ]
     out = lexical_scores(vectors, vectors)
     direct = np.array([[a.dot(b) for b in vectors] for a in vectors])
     np.testing.assert_allclose(out, direct, rtol=1e-5)

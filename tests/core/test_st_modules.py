@@ -101,7 +101,9 @@ def test_default_precision_with_dense(st_folders, texts):
 def _with_module(source: Path, dest: Path, module_type: str, **config) -> Path:
     shutil.copytree(source, dest)
     modules = json.loads((dest / "modules.json").read_text())
-    modules.append({"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Extra", "type": module_type})
+    modules.append(
+        {"idx": len(modules), "name": str(len(modules)), "path": f"{len(modules)}_Extra", "type": module_type}
+    )
     (dest / "modules.json").write_text(json.dumps(modules))
     (dest / f"{len(modules) - 1}_Extra").mkdir()
     (dest / f"{len(modules) - 1}_Extra" / "config.json").write_text(json.dumps(config))

@@ -5,9 +5,9 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 from bge_core import Embedder, Reranker
-import pytest
 
 
 @pytest.mark.slow

@@ -67,8 +67,9 @@ def test_a_few_thousand_texts_match_one_in_memory_call(tiny, paragraphs, tmp_pat
 @pytest.mark.parametrize("dense_format", ["parquet", "npy"])
 def test_one_chunk_round_trips_bit_identical(bert_m3, paragraphs, tmp_path, dense_format):
     texts = corpus(paragraphs, 48)
-    embed_corpus(texts, tmp_path / "out", bert_m3, outputs=ALL, chunk_size=1000, dense_format=dense_format,
-                 show_progress=False)
+    embed_corpus(
+        texts, tmp_path / "out", bert_m3, outputs=ALL, chunk_size=1000, dense_format=dense_format, show_progress=False
+    )
     ids, got = read_embeddings(tmp_path / "out")
     assert ids == list(range(48))  # no id field: row numbers
     assert_identical(got, bert_m3.encode(texts, dense=True, sparse=True, colbert=True))
@@ -79,8 +80,14 @@ def test_one_chunk_round_trips_bit_identical(bert_m3, paragraphs, tmp_path, dens
 
 def test_columns_are_what_parquet_readers_and_vector_stores_take(bert_m3, paragraphs, tmp_path):
     texts = corpus(paragraphs, 40)
-    embed_corpus([{"id": 10 + i, "text": t} for i, t in enumerate(texts)], tmp_path / "out", bert_m3,
-                 outputs="dense,sparse,colbert", chunk_size=16, show_progress=False)
+    embed_corpus(
+        [{"id": 10 + i, "text": t} for i, t in enumerate(texts)],
+        tmp_path / "out",
+        bert_m3,
+        outputs="dense,sparse,colbert",
+        chunk_size=16,
+        show_progress=False,
+    )
     table = pq.read_table(tmp_path / "out")  # the folder as a Parquet dataset: manifest skipped
     assert table.num_rows == 40 and table.column_names == ["id", "dense", "sparse", "colbert"]
     assert table.schema.field("id").type == pa.int64()
@@ -136,18 +143,34 @@ def test_killed_job_resumes_to_the_same_files(tiny, models, paragraphs, tmp_path
 
 def test_interrupted_npy_job_resumes_to_the_same_files(tiny, paragraphs, tmp_path):
     texts = corpus(paragraphs, 230)
-    embed_corpus(texts, tmp_path / "whole", tiny, outputs="dense,sparse", chunk_size=50, dense_format="npy",
-                 show_progress=False)
+    embed_corpus(
+        texts, tmp_path / "whole", tiny, outputs="dense,sparse", chunk_size=50, dense_format="npy", show_progress=False
+    )
 
     def interrupt(index, rows):
         if index == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        embed_corpus(texts, tmp_path / "resumed", tiny, outputs="dense,sparse", chunk_size=50, dense_format="npy",
-                     show_progress=False, on_chunk=interrupt)
-    resumed = embed_corpus(texts, tmp_path / "resumed", tiny, outputs="dense,sparse", chunk_size=50,
-                           dense_format="npy", show_progress=False)
+        embed_corpus(
+            texts,
+            tmp_path / "resumed",
+            tiny,
+            outputs="dense,sparse",
+            chunk_size=50,
+            dense_format="npy",
+            show_progress=False,
+            on_chunk=interrupt,
+        )
+    resumed = embed_corpus(
+        texts,
+        tmp_path / "resumed",
+        tiny,
+        outputs="dense,sparse",
+        chunk_size=50,
+        dense_format="npy",
+        show_progress=False,
+    )
     assert (resumed.skipped, resumed.encoded) == (150, 80)
     assert _files(tmp_path / "resumed") == _files(tmp_path / "whole")
 
@@ -188,10 +211,22 @@ def test_parquet_input_with_its_own_columns(tiny, paragraphs, tmp_path):
     folder.mkdir()
     for k, start in enumerate(range(0, 70, 30)):  # a folder of files, read in name order
         rows = range(start, min(start + 30, 70))
-        pq.write_table(pa.table({"doc_id": [1000 + i for i in rows], "body": [texts[i] for i in rows]}),
-                       folder / f"part-{k}.parquet", row_group_size=7)
-    embed_corpus(folder, tmp_path / "out", tiny, outputs="sparse", kind="query", text_field="body",
-                 id_field="doc_id", chunk_size=32, show_progress=False)
+        pq.write_table(
+            pa.table({"doc_id": [1000 + i for i in rows], "body": [texts[i] for i in rows]}),
+            folder / f"part-{k}.parquet",
+            row_group_size=7,
+        )
+    embed_corpus(
+        folder,
+        tmp_path / "out",
+        tiny,
+        outputs="sparse",
+        kind="query",
+        text_field="body",
+        id_field="doc_id",
+        chunk_size=32,
+        show_progress=False,
+    )
     ids, got = read_embeddings(tmp_path / "out")
     assert ids == [1000 + i for i in range(70)]
     assert got.dense is None and got.colbert is None
@@ -230,7 +265,7 @@ def test_bad_settings_are_typed_errors(tiny, models, tmp_path):
     texts = ["a", "b"]
     with pytest.raises(ConfigError, match="Valid outputs are: dense, sparse, colbert"):
         embed_corpus(texts, tmp_path / "o1", tiny, outputs="dense,lexical")
-    with pytest.raises(ConfigError, match="needs \"dense\""):
+    with pytest.raises(ConfigError, match='needs "dense"'):
         embed_corpus(texts, tmp_path / "o2", tiny, outputs="sparse", dense_format="npy")
     with pytest.raises(ConfigError, match="chunk_size"):
         embed_corpus(texts, tmp_path / "o3", tiny, chunk_size=0)
@@ -268,10 +303,17 @@ def test_encoded_from_arrow_reads_sliced_and_plain_list_columns(tiny, paragraphs
     texts = corpus(paragraphs, 12)
     want = tiny.encode(texts, dense=True, sparse=True, colbert=True)
     table = pa.table(arrow_columns(want))
-    assert_identical(encoded_from_arrow(table.slice(5, 4)), Encoded(
-        dense=want.dense[5:9], sparse=want.sparse[5:9], colbert=want.colbert[5:9]))
-    plain = table.cast(pa.schema([
-        pa.field("dense", pa.list_(pa.float32())), table.schema.field("sparse"),
-        pa.field("colbert", pa.list_(pa.list_(pa.float32()))),
-    ]))
+    assert_identical(
+        encoded_from_arrow(table.slice(5, 4)),
+        Encoded(dense=want.dense[5:9], sparse=want.sparse[5:9], colbert=want.colbert[5:9]),
+    )
+    plain = table.cast(
+        pa.schema(
+            [
+                pa.field("dense", pa.list_(pa.float32())),
+                table.schema.field("sparse"),
+                pa.field("colbert", pa.list_(pa.list_(pa.float32()))),
+            ]
+        )
+    )
     assert_identical(encoded_from_arrow(plain), want)

@@ -23,8 +23,22 @@ def test_register_adds_a_working_embed_command(models, paragraphs, tmp_path):
     source = write_jsonl(tmp_path / "corpus.jsonl", texts, [f"doc-{i}" for i in range(60)])
     parser = argparse.ArgumentParser(prog="bge-rag")
     register(parser.add_subparsers(dest="command", required=True))
-    argv = ["embed", str(source), str(tmp_path / "out"), "--model", str(models.m3), "--outputs", "dense,sparse",
-            "--max-length", "32", "--precision", "fp32", "--chunk-size", "25", "--no-progress"]
+    argv = [
+        "embed",
+        str(source),
+        str(tmp_path / "out"),
+        "--model",
+        str(models.m3),
+        "--outputs",
+        "dense,sparse",
+        "--max-length",
+        "32",
+        "--precision",
+        "fp32",
+        "--chunk-size",
+        "25",
+        "--no-progress",
+    ]
 
     first, second = io.StringIO(), io.StringIO()
     args = parser.parse_args(argv)
@@ -43,8 +57,22 @@ def test_register_adds_a_working_embed_command(models, paragraphs, tmp_path):
 def test_npy_dense_format_from_the_command(models, paragraphs, tmp_path, capsys):
     texts = corpus(paragraphs, 20)
     source = write_jsonl(tmp_path / "corpus.jsonl", texts)
-    rc = main(["embed", str(source), str(tmp_path / "out"), "--model", str(models.dense), "--dense-format", "npy",
-               "--max-length", "32", "--precision", "fp32", "--no-progress"])
+    rc = main(
+        [
+            "embed",
+            str(source),
+            str(tmp_path / "out"),
+            "--model",
+            str(models.dense),
+            "--dense-format",
+            "npy",
+            "--max-length",
+            "32",
+            "--precision",
+            "fp32",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "dense vectors in" in capsys.readouterr().out
     assert pq.read_schema(tmp_path / "out" / "part-000000.parquet").names == ["id"]
@@ -96,8 +124,11 @@ print(json.dumps(peaks))
 def _held_bytes(out) -> int:
     """What the outputs take in memory (float32 vectors, int64 + float32 sparse entries)."""
     _, encoded = read_embeddings(out)
-    return (encoded.dense.nbytes + sum(m.nbytes for m in encoded.colbert)
-            + sum(v.indices.nbytes + v.values.nbytes for v in encoded.sparse))
+    return (
+        encoded.dense.nbytes
+        + sum(m.nbytes for m in encoded.colbert)
+        + sum(v.indices.nbytes + v.values.nbytes for v in encoded.sparse)
+    )
 
 
 @pytest.mark.slow

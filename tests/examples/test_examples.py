@@ -46,11 +46,23 @@ _NO_NETWORK = textwrap.dedent(
 
 
 def _run_offline(script: Path, *args: str, home: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": str(home),
-           "HAYSTACK_TELEMETRY_ENABLED": "False", "ANONYMIZED_TELEMETRY": "False"}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HOME": str(home),
+        "HAYSTACK_TELEMETRY_ENABLED": "False",
+        "ANONYMIZED_TELEMETRY": "False",
+    }
     env.pop("HF_HUB_CACHE", None)
-    return subprocess.run([sys.executable, "-c", _NO_NETWORK, str(script), *args], capture_output=True, text=True,
-                          env=env, cwd=home, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-c", _NO_NETWORK, str(script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=home,
+        timeout=600,
+    )
 
 
 def _small(script: Path) -> list[str]:
@@ -59,8 +71,13 @@ def _small(script: Path) -> list[str]:
 
 
 def test_every_example_is_found():
-    assert {path.name for path in EXAMPLES} >= {"m3_hybrid.py", "langchain_rag.py", "llamaindex_rag.py",
-                                               "haystack_rag.py", "server_client.py"}
+    assert {path.name for path in EXAMPLES} >= {
+        "m3_hybrid.py",
+        "langchain_rag.py",
+        "llamaindex_rag.py",
+        "haystack_rag.py",
+        "server_client.py",
+    }
 
 
 @pytest.mark.slow
@@ -81,7 +98,10 @@ def test_m3_hybrid_example_runs_offline():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "m3_hybrid.py"), "--offline-fixture", "--docs", "80"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

@@ -10,8 +10,8 @@ import ray.data
 from _streaming_support import assert_close, assert_identical, corpus
 
 from bge_core import ConfigError, Embedder, InputTypeError, InvalidInputError
-from bge_rag.ray import BGEEmbedActor, embed_dataset
 from bge_rag.corpus import arrow_columns, encoded_from_arrow
+from bge_rag.ray import BGEEmbedActor, embed_dataset
 
 OPTIONS = {"precision": "fp32", "max_length": 32}
 _RAY_ENV = {
@@ -28,8 +28,13 @@ def ray_runtime():
     with pytest.MonkeyPatch.context() as patch:
         for name, value in _RAY_ENV.items():
             patch.setenv(name, value)
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": dict(_RAY_ENV)})
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            runtime_env={"env_vars": dict(_RAY_ENV)},
+        )
         context = ray.data.DataContext.get_current()
         preserve, progress = context.execution_options.preserve_order, context.enable_progress_bars
         context.execution_options.preserve_order = True  # the dataset's global order, for the comparison
@@ -55,8 +60,15 @@ def test_two_actors_give_embedder_vectors_with_ids_in_order(ray_runtime, models,
     ds = ray.data.read_parquet(str(source)).repartition(4)
     # Two actors with half a CPU each leave a CPU for the read tasks (a pool that reserves every
     # CPU starves them).
-    embedded = embed_dataset(ds, model=str(models.xlmr_m3), outputs=["dense", "sparse", "colbert"], concurrency=2,
-                             num_cpus_per_actor=0.5, batch_size=16, embedder_options=OPTIONS).materialize()
+    embedded = embed_dataset(
+        ds,
+        model=str(models.xlmr_m3),
+        outputs=["dense", "sparse", "colbert"],
+        concurrency=2,
+        num_cpus_per_actor=0.5,
+        batch_size=16,
+        embedder_options=OPTIONS,
+    ).materialize()
 
     table = pa.concat_tables(ray.get(embedded.to_arrow_refs()))
     assert table.column_names == ["id", "text", "dense", "sparse", "colbert"]

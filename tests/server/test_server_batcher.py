@@ -14,9 +14,9 @@ import pytest
 from _server_support import m3_embedder
 
 from bge_core import Embedder, TextTooLongError
+from bge_core.types import join_parts
 from bge_rag.server.batcher import DynamicBatcher, QueueFullError, RequestTimeoutError
 from bge_rag.server.work import EncodeKey, encode_process
-from bge_core.types import join_parts
 
 DOC, QUERY = EncodeKey("document"), EncodeKey("query")
 
@@ -46,8 +46,11 @@ def _batcher(embedder: Embedder, **limits) -> tuple[DynamicBatcher, Gated]:
     gated = Gated(encode_process(embedder))
     seen: list[tuple[int, int]] = []
     batcher = DynamicBatcher(
-        embedder, gated, max_batch_items=limits.get("max_batch_items", 64),
-        max_queue_items=limits.get("max_queue_items", 64), on_batch=lambda n, r, s: seen.append((n, r)),
+        embedder,
+        gated,
+        max_batch_items=limits.get("max_batch_items", 64),
+        max_queue_items=limits.get("max_queue_items", 64),
+        on_batch=lambda n, r, s: seen.append((n, r)),
     )
     batcher.seen = seen  # type: ignore[attr-defined]
     return batcher, gated
@@ -85,8 +88,9 @@ async def test_requests_arriving_while_busy_share_one_call(embedder, paragraphs)
     for texts, part in zip(jobs, results[1:], strict=True):
         assert part.dense.shape == (len(texts), embedder.dimension)
         np.testing.assert_allclose(part.dense, embedder.encode_documents(texts), atol=1e-5, rtol=0)
-        assert part.token_counts == [len(ids) for ids in embedder.tokenizer(texts, truncation=True,
-                                                                             max_length=64)["input_ids"]]
+        assert part.token_counts == [
+            len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=64)["input_ids"]
+        ]
 
 
 async def test_keys_and_the_batch_limit_separate_calls(embedder):
@@ -165,16 +169,21 @@ async def test_a_failing_request_fails_alone(models, paragraphs):
     for result, text in ((results[1], "ok"), (results[3], "ok too")):
         np.testing.assert_allclose(result.dense, strict.encode_documents([text]), atol=1e-5, rtol=0)
     # The coalesced call failed, then each request ran alone.
-    assert [items for _, items in gated.calls][1:] == [[["ok"], [long_text], ["ok too"]], [["ok"]], [[long_text]],
-                                                       [["ok too"]]]
+    assert [items for _, items in gated.calls][1:] == [
+        [["ok"], [long_text], ["ok too"]],
+        [["ok"]],
+        [[long_text]],
+        [["ok too"]],
+    ]
 
 
 async def test_a_large_request_takes_turns_with_small_ones(embedder, paragraphs):
     """Split into pieces of 2, a request of 8 texts shares each engine call with the small
     requests that arrived after it, instead of making them wait for all 8."""
     gated = Gated(encode_process(embedder))
-    batcher = DynamicBatcher(embedder, gated, max_batch_items=64, max_queue_items=64, max_piece_items=2,
-                             merge=join_parts)
+    batcher = DynamicBatcher(
+        embedder, gated, max_batch_items=64, max_queue_items=64, max_piece_items=2, merge=join_parts
+    )
     big, small = paragraphs[:8], ["small"]
     try:
         first = await _busy(batcher, gated)

@@ -29,8 +29,7 @@ from langchain_openai import OpenAIEmbeddings
 from llama_index.embeddings.openai_like import OpenAILikeEmbedding
 from llama_index.embeddings.text_embeddings_inference import TextEmbeddingsInference
 
-from bge_core import Embedder, Reranker
-from bge_core import sigmoid
+from bge_core import Embedder, Reranker, sigmoid
 
 NAME = "bge-test"
 
@@ -91,13 +90,17 @@ def test_huggingface_hub_feature_extraction(url, embedder, raw_embedder, texts, 
     client = InferenceClient(model=url)
     np.testing.assert_array_equal(client.feature_extraction(texts), embedder.encode_documents(texts))
     np.testing.assert_array_equal(client.feature_extraction(texts[0])[0], embedder.encode_documents(texts[0]))
-    np.testing.assert_array_equal(client.feature_extraction(QUERIES, prompt_name="query"),
-                                  embedder.encode_queries(QUERIES))
-    np.testing.assert_array_equal(client.feature_extraction(texts, normalize=False),
-                                  raw_embedder.encode_documents(texts))
+    np.testing.assert_array_equal(
+        client.feature_extraction(QUERIES, prompt_name="query"), embedder.encode_queries(QUERIES)
+    )
+    np.testing.assert_array_equal(
+        client.feature_extraction(texts, normalize=False), raw_embedder.encode_documents(texts)
+    )
     # truncate=True (and right) cuts at max_length as the engine does; truncate=False refuses, as TEI does.
-    np.testing.assert_array_equal(client.feature_extraction([long_text], truncate=True, truncation_direction="right"),
-                                  embedder.encode_documents([long_text]))
+    np.testing.assert_array_equal(
+        client.feature_extraction([long_text], truncate=True, truncation_direction="right"),
+        embedder.encode_documents([long_text]),
+    )
     with pytest.raises(HfHubHTTPError, match="more than max_length=128") as refused:
         client.feature_extraction([long_text], truncate=False)
     assert refused.value.response.status_code == 413
@@ -105,8 +108,9 @@ def test_huggingface_hub_feature_extraction(url, embedder, raw_embedder, texts, 
         client.feature_extraction([long_text], truncate=True, truncation_direction="left")
     assert refused.value.response.status_code == 400
     # Left truncation of texts that need no cutting is no cutting at all.
-    np.testing.assert_array_equal(client.feature_extraction(texts[:2], truncation_direction="left"),
-                                  embedder.encode_documents(texts[:2]))
+    np.testing.assert_array_equal(
+        client.feature_extraction(texts[:2], truncation_direction="left"), embedder.encode_documents(texts[:2])
+    )
 
 
 def test_tei_root_route_dimensions_and_errors(url, embedder, models, texts):
@@ -135,7 +139,8 @@ def test_tei_tokenize_decode_and_info(url, embedder, texts):
         ids = [[t["id"] for t in row] for row in tokens]
         assert ids == tokenizer(texts[:2])["input_ids"]
         assert [t["special"] for t in tokens[0]][0] is True and tokens[0][1]["text"] == texts[0][
-            tokens[0][1]["start"]:tokens[0][1]["stop"]]
+            tokens[0][1]["start"] : tokens[0][1]["stop"]
+        ]
         decoded = http.post("/decode", json={"ids": ids}).json()
         assert decoded == tokenizer.batch_decode(ids, skip_special_tokens=True)
         assert http.post("/decode", json={"ids": [10**9]}).status_code == 400
@@ -146,13 +151,20 @@ def test_tei_tokenize_decode_and_info(url, embedder, texts):
 
 
 def test_llamaindex_text_embeddings_inference(url, embedder, texts):
-    tei = TextEmbeddingsInference(model_name=NAME, base_url=url, query_instruction=QUERY_INSTRUCTION.strip(),
-                                  text_instruction="", embed_batch_size=4)
-    np.testing.assert_array_equal(np.asarray(tei.get_text_embedding_batch(texts), np.float32),
-                                  _in_batches(embedder, texts, 4))
+    tei = TextEmbeddingsInference(
+        model_name=NAME,
+        base_url=url,
+        query_instruction=QUERY_INSTRUCTION.strip(),
+        text_instruction="",
+        embed_batch_size=4,
+    )
+    np.testing.assert_array_equal(
+        np.asarray(tei.get_text_embedding_batch(texts), np.float32), _in_batches(embedder, texts, 4)
+    )
     # The client puts the instruction before the query itself (with a space the tokenizer drops).
-    np.testing.assert_array_equal(np.asarray(tei.get_query_embedding(QUERIES[0]), np.float32),
-                                  embedder.encode_queries(QUERIES[0]))
+    np.testing.assert_array_equal(
+        np.asarray(tei.get_query_embedding(QUERIES[0]), np.float32), embedder.encode_queries(QUERIES[0])
+    )
 
 
 async def test_llamaindex_text_embeddings_inference_async(url, embedder, texts):
@@ -165,15 +177,16 @@ def test_haystack_tei_embedders(url, embedder, raw_embedder, texts, monkeypatch)
     _no_proxy(monkeypatch)
     api = {"api_type": "text_embeddings_inference", "api_params": {"url": url}}
     text = HuggingFaceAPITextEmbedder(**api)  # Haystack's default: normalize=False, truncate=True
-    np.testing.assert_array_equal(np.asarray(text.run(text=QUERIES[0])["embedding"], np.float32),
-                                  raw_embedder.encode_documents(QUERIES[0]))
+    np.testing.assert_array_equal(
+        np.asarray(text.run(text=QUERIES[0])["embedding"], np.float32), raw_embedder.encode_documents(QUERIES[0])
+    )
     normalized = HuggingFaceAPITextEmbedder(**api, normalize=True)
-    np.testing.assert_array_equal(np.asarray(normalized.run(text=QUERIES[0])["embedding"], np.float32),
-                                  embedder.encode_documents(QUERIES[0]))
+    np.testing.assert_array_equal(
+        np.asarray(normalized.run(text=QUERIES[0])["embedding"], np.float32), embedder.encode_documents(QUERIES[0])
+    )
     docs = HuggingFaceAPIDocumentEmbedder(**api, normalize=True, batch_size=4)
     out = docs.run(documents=[Document(content=t) for t in texts])["documents"]
-    np.testing.assert_array_equal(np.asarray([d.embedding for d in out], np.float32),
-                                  _in_batches(embedder, texts, 4))
+    np.testing.assert_array_equal(np.asarray([d.embedding for d in out], np.float32), _in_batches(embedder, texts, 4))
 
 
 @pytest.mark.parametrize("direction", [None, TruncationDirection.RIGHT])
@@ -190,8 +203,9 @@ def test_haystack_tei_ranker(url, rr, texts, direction):
 def test_haystack_tei_ranker_left_truncation_is_refused(url, texts):
     ranker = HuggingFaceTEIRanker(url=url, top_k=3)
     with pytest.raises(RuntimeError, match="(?s)400 Bad Request.*'left' is not supported for rerank"):
-        ranker.run(query="q", documents=[Document(content=t) for t in texts],
-                   truncation_direction=TruncationDirection.LEFT)
+        ranker.run(
+            query="q", documents=[Document(content=t) for t in texts], truncation_direction=TruncationDirection.LEFT
+        )
 
 
 # ---------------------------------------------------------------------------- Cohere v2
@@ -204,8 +218,9 @@ def co(url):
 def test_cohere_v2_embed(co, embedder, models, texts):
     queries = co.embed(model=NAME, texts=QUERIES, input_type="search_query", embedding_types=["float"])
     np.testing.assert_array_equal(np.asarray(queries.embeddings.float_, np.float32), embedder.encode_queries(QUERIES))
-    docs = co.embed(model=NAME, texts=texts, input_type="search_document", embedding_types=["float", "base64"],
-                    output_dimension=64)
+    docs = co.embed(
+        model=NAME, texts=texts, input_type="search_document", embedding_types=["float", "base64"], output_dimension=64
+    )
     truncated = m3_embedder(models, truncate_dim=64).encode_documents(texts)
     np.testing.assert_allclose(np.asarray(docs.embeddings.float_, np.float32), truncated, atol=1e-6)
     decoded = [np.frombuffer(base64.b64decode(b), "<f4") for b in docs.embeddings.base64]
@@ -227,21 +242,25 @@ def test_cohere_v2_rerank(co, rr, texts):
 def test_infinity_routes(url, embedder, rr, texts):
     with httpx.Client(trust_env=False) as http:
         client = openai.OpenAI(base_url=url, api_key="unused", max_retries=0, http_client=http)  # no /v1
-        response = client.embeddings.create(model=NAME, input=texts, encoding_format="float",
-                                            extra_body={"modality": "text"})
-        np.testing.assert_array_equal(np.asarray([d.embedding for d in response.data], np.float32),
-                                      embedder.encode_documents(texts))
+        response = client.embeddings.create(
+            model=NAME, input=texts, encoding_format="float", extra_body={"modality": "text"}
+        )
+        np.testing.assert_array_equal(
+            np.asarray([d.embedding for d in response.data], np.float32), embedder.encode_documents(texts)
+        )
         raw = http.post(f"{url}/embeddings", json={"input": texts[:1], "dimensions": 0}).json()
         assert raw["usage"]["prompt_tokens"] > 0 and isinstance(raw["created"], int) and raw["id"]
-        np.testing.assert_array_equal(np.asarray(raw["data"][0]["embedding"], np.float32),
-                                      embedder.encode_documents(texts[0]))
+        np.testing.assert_array_equal(
+            np.asarray(raw["data"][0]["embedding"], np.float32), embedder.encode_documents(texts[0])
+        )
         image = http.post(f"{url}/embeddings", json={"input": ["x"], "modality": "image"})
         assert image.status_code == 400 and "text only" in image.json()["error"]["message"]
         models = http.get(f"{url}/models").json()["data"]
         assert [(m["id"], m["capabilities"]) for m in models] == [(NAME, ["embed"]), ("rerank-test", ["rerank"])]
         query = "How do I handle an exception?"
-        body = http.post(f"{url}/rerank", json={"query": query, "documents": texts, "return_documents": True,
-                                                "top_n": 2}).json()
+        body = http.post(
+            f"{url}/rerank", json={"query": query, "documents": texts, "return_documents": True, "top_n": 2}
+        ).json()
     ranked = rr.rerank(query, texts, top_k=2, normalize=True)
     assert [(r["index"], r["relevance_score"], r["document"]) for r in body["results"]] == [
         (r.index, r.score, r.text) for r in ranked
@@ -254,29 +273,41 @@ def test_llamaindex_openai_like_query_path(url, embedder, texts):
     common = {"model_name": NAME, "api_key": "unused", "max_retries": 0, "http_client": httpx.Client(trust_env=False)}
     queries = OpenAILikeEmbedding(**common, api_base=f"{url}/query/v1")
     documents = OpenAILikeEmbedding(**common, api_base=f"{url}/v1")
-    np.testing.assert_array_equal(np.asarray(queries.get_query_embedding(QUERIES[0]), np.float32),
-                                  embedder.encode_queries(QUERIES[0]))
-    np.testing.assert_array_equal(np.asarray(documents.get_text_embedding_batch(texts), np.float32),
-                                  embedder.encode_documents(texts))
+    np.testing.assert_array_equal(
+        np.asarray(queries.get_query_embedding(QUERIES[0]), np.float32), embedder.encode_queries(QUERIES[0])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(documents.get_text_embedding_batch(texts), np.float32), embedder.encode_documents(texts)
+    )
 
 
 def test_langchain_openai_query_model_alias(url, embedder, texts):
     def make(model: str) -> OpenAIEmbeddings:
-        return OpenAIEmbeddings(model=model, base_url=f"{url}/v1", api_key="unused", check_embedding_ctx_length=False,
-                                max_retries=0, http_client=httpx.Client(trust_env=False))
+        return OpenAIEmbeddings(
+            model=model,
+            base_url=f"{url}/v1",
+            api_key="unused",
+            check_embedding_ctx_length=False,
+            max_retries=0,
+            http_client=httpx.Client(trust_env=False),
+        )
 
-    np.testing.assert_array_equal(np.asarray(make(f"{NAME}-query").embed_query(QUERIES[0]), np.float32),
-                                  embedder.encode_queries(QUERIES[0]))
-    np.testing.assert_array_equal(np.asarray(make(NAME).embed_documents(texts), np.float32),
-                                  embedder.encode_documents(texts))
+    np.testing.assert_array_equal(
+        np.asarray(make(f"{NAME}-query").embed_query(QUERIES[0]), np.float32), embedder.encode_queries(QUERIES[0])
+    )
+    np.testing.assert_array_equal(
+        np.asarray(make(NAME).embed_documents(texts), np.float32), embedder.encode_documents(texts)
+    )
 
 
 def test_haystack_openai_text_embedder_query_path(url, embedder, monkeypatch):
     _no_proxy(monkeypatch)
-    text = OpenAITextEmbedder(api_key=Secret.from_token("unused"), model=NAME, api_base_url=f"{url}/query/v1",
-                              max_retries=0)
-    np.testing.assert_array_equal(np.asarray(text.run(text=QUERIES[0])["embedding"], np.float32),
-                                  embedder.encode_queries(QUERIES[0]))
+    text = OpenAITextEmbedder(
+        api_key=Secret.from_token("unused"), model=NAME, api_base_url=f"{url}/query/v1", max_retries=0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(text.run(text=QUERIES[0])["embedding"], np.float32), embedder.encode_queries(QUERIES[0])
+    )
 
 
 def test_query_path_refuses_document_input_type(url):

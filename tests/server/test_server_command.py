@@ -13,11 +13,11 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from bge_core import Embedder, Reranker
 from bge_rag.server import API_KEY_ENV, ServerSettings
 from bge_rag.server.command import main, register, settings_from_args
-import pytest
 
 WEB_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")
 
@@ -30,13 +30,31 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def test_register_adds_serve_and_its_settings(monkeypatch):
     monkeypatch.setenv(API_KEY_ENV, "from-env")
-    args = _parse(["serve", "--model", "m", "--cors-origin", "http://a.example", "--cors-origin", "http://b.example",
-                   "--max-inputs", "16", "--timeout", "2.5", "--rerank-scores", "raw"])
+    args = _parse(
+        [
+            "serve",
+            "--model",
+            "m",
+            "--cors-origin",
+            "http://a.example",
+            "--cors-origin",
+            "http://b.example",
+            "--max-inputs",
+            "16",
+            "--timeout",
+            "2.5",
+            "--rerank-scores",
+            "raw",
+        ]
+    )
     assert (args.command, args.model, args.host, args.port) == ("serve", "m", "127.0.0.1", 8000)
     settings = settings_from_args(args)
     assert settings == ServerSettings(
-        api_key="from-env", cors_origins=("http://a.example", "http://b.example"), max_inputs=16,
-        request_timeout=2.5, rerank_scores="raw",
+        api_key="from-env",
+        cors_origins=("http://a.example", "http://b.example"),
+        max_inputs=16,
+        request_timeout=2.5,
+        rerank_scores="raw",
     )
     assert settings_from_args(_parse(["serve", "--model", "m", "--api-key", "flag"])).api_key == "flag"
     monkeypatch.delenv(API_KEY_ENV)
@@ -86,9 +104,24 @@ class _Output:
 @pytest.mark.slow
 def test_python_m_bge_core_server_serves_and_stops(models, paragraphs):
     command = [
-        sys.executable, "-m", "bge_rag.server", "serve", "--model", str(models.m3), "--reranker", str(models.reranker),
-        "--port", "0", "--precision", "fp32", "--max-length", "64", "--served-model-name", "bge-cli-test",
-        "--log-level", "info",
+        sys.executable,
+        "-m",
+        "bge_rag.server",
+        "serve",
+        "--model",
+        str(models.m3),
+        "--reranker",
+        str(models.reranker),
+        "--port",
+        "0",
+        "--precision",
+        "fp32",
+        "--max-length",
+        "64",
+        "--served-model-name",
+        "bge-cli-test",
+        "--log-level",
+        "info",
     ]
     env = {**os.environ, API_KEY_ENV: "cli-key", "HF_HUB_OFFLINE": "1"}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -119,4 +152,3 @@ def test_python_m_bge_core_server_serves_and_stops(models, paragraphs):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-

@@ -101,8 +101,9 @@ def test_size_limits_are_413(http, embedder):
     huge = http.post("/v1/embeddings", json={"input": "z" * 60_000})
     assert "larger than this server accepts (50000 bytes)" in _error(huge, 413)
     # A chunked upload (no Content-Length) is cut off as soon as it passes the limit.
-    chunked = http.post("/v1/embeddings", content=(b"x" * 10_000 for _ in range(8)),
-                        headers={"content-type": "application/json"})
+    chunked = http.post(
+        "/v1/embeddings", content=(b"x" * 10_000 for _ in range(8)), headers={"content-type": "application/json"}
+    )
     assert "larger than this server accepts" in _error(chunked, 413)
     _still_serving(http, embedder)
 
@@ -193,7 +194,8 @@ def test_metrics(http, embedder):
     text = http.get("/metrics").text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
     ok = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "200")))]
     bad = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "400")))]

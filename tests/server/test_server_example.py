@@ -6,6 +6,7 @@ import importlib.util
 import socket
 import sys
 from pathlib import Path
+
 import pytest
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "server_client.py"

@@ -39,13 +39,17 @@ def _samples(client: httpx.Client) -> dict:
     text = client.get("/metrics").text
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text) for s in family.samples
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
     }
 
 
 def _statuses(samples: dict, endpoint: str) -> dict[str, float]:
-    return {dict(labels)["status"]: value for (name, labels), value in samples.items()
-            if name == "bge_rag_requests_total" and dict(labels).get("endpoint") == endpoint}
+    return {
+        dict(labels)["status"]: value
+        for (name, labels), value in samples.items()
+        if name == "bge_rag_requests_total" and dict(labels).get("endpoint") == endpoint
+    }
 
 
 def _raw_post(url: str, path: str, payload: dict) -> socket.socket:
@@ -53,8 +57,11 @@ def _raw_post(url: str, path: str, payload: dict) -> socket.socket:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(payload).encode()
     sock = socket.create_connection((host, int(port)))
-    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-                 f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
     return sock
 
 
@@ -75,8 +82,7 @@ def test_abandoned_requests_are_never_encoded(embedder, paragraphs):
             try:
                 first = pool.submit(client.post, "/v1/embeddings", json={"input": "first"})
                 _wait(lambda: batcher.running_items == 1, "the first request to reach the model")
-                gone = [_raw_post(url, "/v1/embeddings", {"input": paragraphs[16 * i : 16 * i + 16]})
-                        for i in range(4)]
+                gone = [_raw_post(url, "/v1/embeddings", {"input": paragraphs[16 * i : 16 * i + 16]}) for i in range(4)]
                 _wait(lambda: batcher.queued_items == 64, "the four large requests to queue")
                 for sock in gone:
                     sock.close()
@@ -88,8 +94,9 @@ def test_abandoned_requests_are_never_encoded(embedder, paragraphs):
             assert first.result().status_code == 200
             response = live.result()
         assert response.status_code == 200
-        np.testing.assert_array_equal(np.asarray(response.json()["data"][0]["embedding"], np.float32),
-                                      embedder.encode_documents("live"))
+        np.testing.assert_array_equal(
+            np.asarray(response.json()["data"][0]["embedding"], np.float32), embedder.encode_documents("live")
+        )
         samples = _samples(client)
     assert _engine_items(samples) - before == 2  # "first" and "live": not one abandoned text
     statuses = _statuses(samples, "/v1/embeddings")
@@ -135,8 +142,10 @@ def test_a_client_leaving_mid_body_is_not_a_server_error(embedder):
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
         host, port = url.removeprefix("http://").split(":")
         sock = socket.create_connection((host, int(port)))
-        sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{\"input\": ")
+        sock.sendall(
+            b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b'Content-Length: 1000\r\n\r\n{"input": '
+        )
         sock.close()
         _wait(lambda: _statuses(_samples(client), "/v1/embeddings").get("499") == 1, "the disconnect to be counted")
         assert "500" not in _statuses(_samples(client), "/v1/embeddings")
@@ -180,8 +189,10 @@ def test_slow_headers_and_slow_bodies_time_out(embedder, parser, monkeypatch):
             answer = _read_all(slow_headers)
             assert answer.startswith(b"HTTP/1.1 408 ") and b"headers did not arrive" in answer
         with socket.create_connection((host, int(port))) as slow_body:
-            slow_body.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                              b"Content-Length: 100\r\n\r\n{\"in")
+            slow_body.sendall(
+                b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"in'
+            )
             answer = _read_all(slow_body)
             assert answer.startswith(b"HTTP/1.1 408 ") and b"body did not arrive within 0.3 s" in answer
         # A keep-alive client that sends its next request in time is served as usual.
@@ -210,8 +221,9 @@ def test_colbert_output_is_capped(embedder, paragraphs):
         too_much = client.post("/v1/encode", json={"input": paragraphs[:4], "colbert": True})
         assert too_much.status_code == 413
         assert "returns at most 40 per request (--max-colbert-vectors)" in too_much.json()["error"]["message"]
-        small = client.post("/v1/encode", json={"input": ["a short text"], "colbert": True, "dense": False,
-                                                "encoding_format": "base64"})
+        small = client.post(
+            "/v1/encode", json={"input": ["a short text"], "colbert": True, "dense": False, "encoding_format": "base64"}
+        )
         assert small.status_code == 200
     expected = embedder.encode(["a short text"], dense=False, colbert=True).colbert[0]
     assert small.json()["data"][0]["colbert_shape"] == list(expected.shape)

@@ -46,9 +46,12 @@ def _plan(pool: list[str]) -> list[list[dict]]:
             if rng.random() < 0.125:
                 plan.append({"path": "/v1/rerank", "query": rng.choice(pool), "documents": rng.sample(pool, 3)})
                 continue
-            request = {"path": "/v1/embeddings", "input": rng.sample(pool, rng.randint(1, 3)),
-                       "input_type": rng.choice(["query", "document"]),
-                       "encoding_format": rng.choice(["float", "base64"])}
+            request = {
+                "path": "/v1/embeddings",
+                "input": rng.sample(pool, rng.randint(1, 3)),
+                "input_type": rng.choice(["query", "document"]),
+                "encoding_format": rng.choice(["float", "base64"]),
+            }
             if rng.random() < 0.25:
                 request["dimensions"] = 128
             plan.append(request)
@@ -70,8 +73,10 @@ async def test_concurrent_clients_each_get_their_own_answers(engines, pool):
     plans = _plan(pool)
     position = {text: i for i, text in enumerate(pool)}
     expected = {
-        ("document", None): embedder.encode_documents(pool), ("query", None): embedder.encode_queries(pool),
-        ("document", 128): truncated.encode_documents(pool), ("query", 128): truncated.encode_queries(pool),
+        ("document", None): embedder.encode_documents(pool),
+        ("query", None): embedder.encode_queries(pool),
+        ("document", 128): truncated.encode_documents(pool),
+        ("query", 128): truncated.encode_queries(pool),
     }
     tokens = {
         kind: [len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=MAX_LENGTH)["input_ids"]]
@@ -109,7 +114,8 @@ async def test_concurrent_clients_each_get_their_own_answers(engines, pool):
 
     samples = {
         (s.name, s.labels.get("model"), s.labels.get("le")): s.value
-        for family in text_string_to_metric_families(metrics) for s in family.samples
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
     }
     calls = samples[("bge_rag_batch_requests_count", "embedder", None)]
     alone = samples[("bge_rag_batch_requests_bucket", "embedder", "1.0")]

@@ -19,9 +19,8 @@ def embedder(models) -> Embedder:
 
 @pytest.fixture(scope="module")
 def http(embedder):
-    with serve_engines(embedder) as url:
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
-            yield client
+    with serve_engines(embedder) as url, httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        yield client
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +36,9 @@ def test_all_three_outputs(http, embedder, texts, kind):
     body = response.json()
     expected = embedder.encode(texts, kind=kind, dense=True, sparse=True, colbert=True)
     assert [item["index"] for item in body["data"]] == list(range(len(texts)))
-    for item, dense, sparse, colbert in zip(body["data"], expected.dense, expected.sparse, expected.colbert,
-                                            strict=True):
+    for item, dense, sparse, colbert in zip(
+        body["data"], expected.dense, expected.sparse, expected.colbert, strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(item["dense"], np.float32), dense)
         assert SparseVector(item["sparse"]["indices"], item["sparse"]["values"]) == sparse
         np.testing.assert_array_equal(np.asarray(item["colbert"], np.float32), colbert)
@@ -88,10 +88,9 @@ def test_bad_encode_requests_are_400(http, payload, message):
 
 def test_a_model_without_heads_says_so(models):
     dense_only = Embedder(models.dense, precision="fp32", max_length=64)
-    with serve_engines(dense_only) as url:
-        with httpx.Client(base_url=url, trust_env=False) as client:
-            response = client.post("/v1/encode", json={"input": "x", "sparse": True})
-            assert response.status_code == 400
-            assert "no sparse head" in response.json()["error"]["message"]
-            assert client.get("/info").json()["embedding_model"]["outputs"]["colbert"] is False
-            assert client.post("/v1/encode", json={"input": "x"}).status_code == 200
+    with serve_engines(dense_only) as url, httpx.Client(base_url=url, trust_env=False) as client:
+        response = client.post("/v1/encode", json={"input": "x", "sparse": True})
+        assert response.status_code == 400
+        assert "no sparse head" in response.json()["error"]["message"]
+        assert client.get("/info").json()["embedding_model"]["outputs"]["colbert"] is False
+        assert client.post("/v1/encode", json={"input": "x"}).status_code == 200

@@ -65,8 +65,9 @@ def test_explicit_base64_is_little_endian_float32(client, embedder, texts):
 def test_single_string_input(client, embedder):
     response = client.embeddings.create(model="bge-test", input="what is BGE?")
     assert len(response.data) == 1
-    np.testing.assert_array_equal(np.asarray(response.data[0].embedding, np.float32),
-                                  embedder.encode_documents("what is BGE?"))
+    np.testing.assert_array_equal(
+        np.asarray(response.data[0].embedding, np.float32), embedder.encode_documents("what is BGE?")
+    )
 
 
 def test_dimensions_equal_an_embedder_with_truncate_dim(client, models, texts):
@@ -98,8 +99,14 @@ def test_client_error_is_a_bad_request(client):
 
 def _langchain(url: str, **options) -> OpenAIEmbeddings:
     return OpenAIEmbeddings(
-        model="bge-test", base_url=f"{url}/v1", api_key="unused", check_embedding_ctx_length=False, max_retries=0,
-        http_client=httpx.Client(trust_env=False), http_async_client=httpx.AsyncClient(trust_env=False), **options,
+        model="bge-test",
+        base_url=f"{url}/v1",
+        api_key="unused",
+        check_embedding_ctx_length=False,
+        max_retries=0,
+        http_client=httpx.Client(trust_env=False),
+        http_async_client=httpx.AsyncClient(trust_env=False),
+        **options,
     )
 
 

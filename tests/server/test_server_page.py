@@ -14,8 +14,11 @@ from _server_support import CHROMIUM_ARGS, find_chromium, m3_embedder, reranker,
 
 CHROMIUM = find_chromium()
 if CHROMIUM is None and os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):  # CI never skips it
-    pytest.fail("CI: no Chromium binary, so the web page test cannot run: apt-get install chromium, "
-                "or set BGE_RAG_CHROMIUM to one", pytrace=False)
+    pytest.fail(
+        "CI: no Chromium binary, so the web page test cannot run: apt-get install chromium, "
+        "or set BGE_RAG_CHROMIUM to one",
+        pytrace=False,
+    )
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(

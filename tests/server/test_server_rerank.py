@@ -6,8 +6,7 @@ import httpx
 import pytest
 from _server_support import reranker, serve_engines
 
-from bge_core import Reranker
-from bge_core import sigmoid
+from bge_core import Reranker, sigmoid
 
 
 @pytest.fixture(scope="module")

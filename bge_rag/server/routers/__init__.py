@@ -15,8 +15,8 @@ answers a wrong method (405) in its API's shape.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -55,8 +55,12 @@ class Routes:
     def _route(self, path: str, method: str, public: bool, options: dict[str, Any]) -> Callable[[Endpoint], Endpoint]:
         def register(endpoint: Endpoint) -> Endpoint:
             self.app.router.add_api_route(
-                path, endpoint, methods=[method], dependencies=None if public else self.auth,
-                route_class_override=self.route_class, **options,
+                path,
+                endpoint,
+                methods=[method],
+                dependencies=None if public else self.auth,
+                route_class_override=self.route_class,
+                **options,
             )
             return endpoint
 

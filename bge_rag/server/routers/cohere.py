@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -34,36 +34,40 @@ from ..service import QUERY_SUFFIX, Service
 from ..work import EncodeKey, b64_float32, rank, truncate_dims
 from . import Routes, rerank
 
-COHERE_INPUT_TYPES = {"search_query": "query", "search_document": "document", "classification": "document",
-                      "clustering": "document"}
+COHERE_INPUT_TYPES = {
+    "search_query": "query",
+    "search_document": "document",
+    "classification": "document",
+    "clustering": "document",
+}
 EmbeddingType = Literal["float", "int8", "uint8", "binary", "ubinary", "base64"]
 
 
 class CohereEmbedRequest(Strict):
     """``POST /v2/embed``."""
 
-    model: Optional[str] = None
-    texts: Optional[list[Any]] = None
-    images: Optional[list[Any]] = None
-    inputs: Optional[list[Any]] = None
-    input_type: Optional[str] = None
-    embedding_types: Optional[list[EmbeddingType]] = None
-    truncate: Optional[Literal["NONE", "START", "END"]] = None
-    output_dimension: Optional[int] = None
-    max_tokens: Optional[int] = None
-    priority: Optional[int] = None
+    model: str | None = None
+    texts: list[Any] | None = None
+    images: list[Any] | None = None
+    inputs: list[Any] | None = None
+    input_type: str | None = None
+    embedding_types: list[EmbeddingType] | None = None
+    truncate: Literal["NONE", "START", "END"] | None = None
+    output_dimension: int | None = None
+    max_tokens: int | None = None
+    priority: int | None = None
 
 
 class CohereRerankRequest(Strict):
     """``POST /v2/rerank``."""
 
-    model: Optional[str] = None
+    model: str | None = None
     query: str
-    documents: list[Any] = Field(description="Strings (or {\"text\": ...} objects).")
-    top_n: Optional[int] = None
-    max_tokens_per_doc: Optional[int] = None
-    relevant_spans: Optional[Any] = None
-    priority: Optional[int] = None
+    documents: list[Any] = Field(description='Strings (or {"text": ...} objects).')
+    top_n: int | None = None
+    max_tokens_per_doc: int | None = None
+    relevant_spans: Any | None = None
+    priority: int | None = None
 
 
 def _texts(body: CohereEmbedRequest, max_items: int, max_chars: int) -> list[str]:
@@ -75,10 +79,18 @@ def _texts(body: CohereEmbedRequest, max_items: int, max_chars: int) -> list[str
         texts = []
         for i, item in enumerate(body.inputs):
             content = item.get("content") if isinstance(item, dict) else None
-            if not (isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict)
-                    and content[0].get("type") == "text" and isinstance(content[0].get("text"), str)):
-                raise unsupported(f"'inputs[{i}]' must be {{\"content\": [{{\"type\": \"text\", \"text\": ...}}]}}: "
-                                  f"this server embeds one text per input.", "inputs")
+            if not (
+                isinstance(content, list)
+                and len(content) == 1
+                and isinstance(content[0], dict)
+                and content[0].get("type") == "text"
+                and isinstance(content[0].get("text"), str)
+            ):
+                raise unsupported(
+                    f'\'inputs[{i}]\' must be {{"content": [{{"type": "text", "text": ...}}]}}: '
+                    f"this server embeds one text per input.",
+                    "inputs",
+                )
             texts.append(content[0]["text"])
         return check_texts(texts, "inputs", max_items=max_items, max_chars=max_chars)
     if body.texts is None:
@@ -108,33 +120,49 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         s = service.settings
         texts = _texts(body, s.max_inputs, s.max_input_chars)
         if body.input_type is not None and body.input_type not in COHERE_INPUT_TYPES:
-            raise APIError(400, f"Invalid 'input_type' {body.input_type!r}. Valid values are: "
-                           f"{', '.join(COHERE_INPUT_TYPES)}.", param="input_type")
+            raise APIError(
+                400,
+                f"Invalid 'input_type' {body.input_type!r}. Valid values are: {', '.join(COHERE_INPUT_TYPES)}.",
+                param="input_type",
+            )
         kind = COHERE_INPUT_TYPES[body.input_type or "search_document"]
         if service.query_alias(body.model):
-            kind = engine_kind(None if body.input_type is None else kind, query=True,
-                               query_alias=service.embedder_name + QUERY_SUFFIX)
+            kind = engine_kind(
+                None if body.input_type is None else kind, query=True, query_alias=service.embedder_name + QUERY_SUFFIX
+            )
         types = body.embedding_types or ["float"]
         quantized = [t for t in types if t not in ("float", "base64")]
         if quantized:
-            raise unsupported(f"'embedding_types' {quantized} are not served: this server returns 'float' and "
-                              f"'base64' (float32) embeddings only.", "embedding_types")
+            raise unsupported(
+                f"'embedding_types' {quantized} are not served: this server returns 'float' and "
+                f"'base64' (float32) embeddings only.",
+                "embedding_types",
+            )
         max_tokens = check_positive("max_tokens", body.max_tokens)
         if max_tokens is not None and max_tokens < embedder.max_length:
-            raise unsupported(f"'max_tokens' {max_tokens} is below this server's max_length ({embedder.max_length} "
-                              f"tokens per text); start the server with --max-length {max_tokens}.", "max_tokens")
+            raise unsupported(
+                f"'max_tokens' {max_tokens} is below this server's max_length ({embedder.max_length} "
+                f"tokens per text); start the server with --max-length {max_tokens}.",
+                "max_tokens",
+            )
         dims = check_positive("output_dimension", body.output_dimension)
         if dims is not None and dims > embedder.dimension:
-            raise APIError(400, f"'output_dimension' is {dims}, but this model's vectors have {embedder.dimension} "
-                           f"dimensions.", param="output_dimension")
+            raise APIError(
+                400,
+                f"'output_dimension' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
+                param="output_dimension",
+            )
         strict = body.truncate in ("NONE", "START")
         try:
             part = await service.encode(texts, EncodeKey(kind, strict=strict), request)
         except TextTooLongError as exc:
             if body.truncate == "NONE":
                 raise
-            raise unsupported(f"'truncate': 'START' is not supported: this server cuts the end of a text, and this "
-                              f"one needs cutting ({exc}).", "truncate") from exc
+            raise unsupported(
+                f"'truncate': 'START' is not supported: this server cuts the end of a text, and this "
+                f"one needs cutting ({exc}).",
+                "truncate",
+            ) from exc
         vectors = part.dense
         assert vectors is not None
         if dims is not None and dims < vectors.shape[1]:
@@ -144,11 +172,15 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
             embeddings["float"] = vectors
         if "base64" in types:
             embeddings["base64"] = [b64_float32(v) for v in vectors]
-        return json_response({
-            "id": str(uuid.uuid4()), "embeddings": embeddings, "texts": texts,
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": sum(part.token_counts)}},
-            "response_type": "embeddings_by_type",
-        })
+        return json_response(
+            {
+                "id": str(uuid.uuid4()),
+                "embeddings": embeddings,
+                "texts": texts,
+                "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": sum(part.token_counts)}},
+                "response_type": "embeddings_by_type",
+            }
+        )
 
     @routes.post("/v2/rerank", name="rerank")
     async def rerank_v2(body: CohereRerankRequest, request: Request) -> Response:
@@ -158,19 +190,23 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
             raise unsupported("'relevant_spans' is not served: this server scores whole documents.", "relevant_spans")
         max_tokens = check_positive("max_tokens_per_doc", body.max_tokens_per_doc)
         if max_tokens is not None and max_tokens < reranker.max_length:
-            raise unsupported(f"'max_tokens_per_doc' {max_tokens} is below this server's reranker max_length "
-                              f"({reranker.max_length} tokens per pair); start it with --reranker-max-length.",
-                              "max_tokens_per_doc")
+            raise unsupported(
+                f"'max_tokens_per_doc' {max_tokens} is below this server's reranker max_length "
+                f"({reranker.max_length} tokens per pair); start it with --reranker-max-length.",
+                "max_tokens_per_doc",
+            )
         check_chars(body.query, "query", s.max_input_chars)
         docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
         top_n = check_positive("top_n", body.top_n)
         scores = await service.logits(body.query, docs, request)
         ranked = rank(scores, top_n, s.rerank_scores)
-        return json_response({
-            "id": str(uuid.uuid4()),
-            "results": [{"index": i, "relevance_score": score} for i, score in ranked],
-            "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
-        })
+        return json_response(
+            {
+                "id": str(uuid.uuid4()),
+                "results": [{"index": i, "relevance_score": score} for i, score in ranked],
+                "meta": {"api_version": {"version": "2"}, "billed_units": {"search_units": 1}},
+            }
+        )
 
 
 __all__ = ["COHERE_INPUT_TYPES", "CohereEmbedRequest", "CohereRerankRequest", "CohereRoute", "add_routes"]

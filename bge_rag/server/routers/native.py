@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from importlib import resources
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -33,12 +33,12 @@ class EncodeRequest(Strict):
     """``POST /v1/encode``: dense, BGE-M3 sparse and ColBERT outputs of texts."""
 
     input: Any = Field(description="A string or a list of strings.")
-    model: Optional[str] = None
-    input_type: Optional[InputType] = None
+    model: str | None = None
+    input_type: InputType | None = None
     dense: bool = True
     sparse: bool = False
     colbert: bool = False
-    sparse_top_tokens: Optional[int] = Field(
+    sparse_top_tokens: int | None = Field(
         None, description="Also return the N heaviest sparse tokens as strings (for display)."
     )
     encoding_format: Literal["float", "base64"] = "float"
@@ -52,7 +52,7 @@ class NativeRoute(FamilyRoute):
         return openai_error(err)
 
 
-async def encode_outputs(service: Service, body: EncodeRequest, request: Optional[Request] = None) -> Response:
+async def encode_outputs(service: Service, body: EncodeRequest, request: Request | None = None) -> Response:
     """``/v1/encode``'s answer: per text, the outputs ``body`` asks for."""
     service.need_embedder()
     texts = service.texts(body.input)
@@ -61,8 +61,10 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Optiona
     for head in ("sparse", "colbert"):
         if getattr(body, head) and not service.heads[head]:
             raise APIError(
-                400, f"This model has no {head} head (a BGE-M3 model ships {head}_linear.pt); "
-                f"ask for dense output only.", param=head, code="missing_head",
+                400,
+                f"This model has no {head} head (a BGE-M3 model ships {head}_linear.pt); ask for dense output only.",
+                param=head,
+                code="missing_head",
             )
     top = check_positive("sparse_top_tokens", body.sparse_top_tokens)
     if top is not None and not body.sparse:
@@ -74,9 +76,11 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Optiona
         limit = service.settings.max_colbert_vectors
         if vectors > limit:
             raise APIError(
-                413, f"The ColBERT output of this request has {vectors} vectors (one per token); this server "
+                413,
+                f"The ColBERT output of this request has {vectors} vectors (one per token); this server "
                 f"returns at most {limit} per request (--max-colbert-vectors). Send fewer or shorter texts.",
-                param="colbert", code="output_too_large",
+                param="colbert",
+                code="output_too_large",
             )
     b64 = body.encoding_format == "base64"
     data = []
@@ -94,10 +98,14 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Optiona
             item["colbert_shape"] = list(matrix.shape)
         data.append(item)
     tokens = sum(part.token_counts)
-    return json_response({
-        "object": "list", "data": data, "model": service.embedder_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": service.embedder_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
 
 
 def server_info(service: Service) -> Response:
@@ -109,44 +117,55 @@ def server_info(service: Service) -> Response:
         model_type: dict[str, Any] = {"embedding": {"pooling": embedder.pooling}}
     else:
         model_type = {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
-    return json_response({
-        "model_id": service.embedder_name if embedder is not None else service.reranker_name,
-        "model_sha": None,
-        "model_dtype": str(main.dtype).removeprefix("torch."),
-        "served_model_name": service.embedder_name if embedder is not None else service.reranker_name,
-        "model_type": model_type,
-        "max_concurrent_requests": s.max_queue_items,
-        "max_input_length": main.max_length,
-        "max_batch_tokens": main.max_batch_tokens,
-        "max_batch_requests": None,
-        "max_client_batch_size": s.max_inputs,
-        "auto_truncate": True,
-        "tokenization_workers": 1,
-        "version": __version__,
-        "sha": None,
-        "docker_label": None,
-        "embedding_model": None if embedder is None else {
-            "id": service.embedder_name,
-            "query_alias": service.embedder_name + QUERY_SUFFIX,
-            "dimension": embedder.dimension,
-            "max_length": embedder.max_length,
-            "query_instruction": embedder.query_instruction,
-            "normalize": embedder.normalize,
-            "outputs": {"dense": True, **service.heads},
-        },
-        "reranker": None if reranker is None else {
-            "id": service.reranker_name,
-            "max_length": reranker.max_length,
-            "scores": s.rerank_scores,
-        },
-        "limits": {
-            "max_inputs": s.max_inputs, "max_input_chars": s.max_input_chars, "max_body_bytes": s.max_body_bytes,
-            "max_batch_items": s.max_batch_items, "max_queue_items": s.max_queue_items,
-            "max_piece_items": s.max_piece_items, "max_colbert_vectors": s.max_colbert_vectors,
-            "request_timeout": s.request_timeout, "body_timeout": s.body_timeout,
-        },
-        "auth": s.api_key is not None,
-    })
+    return json_response(
+        {
+            "model_id": service.embedder_name if embedder is not None else service.reranker_name,
+            "model_sha": None,
+            "model_dtype": str(main.dtype).removeprefix("torch."),
+            "served_model_name": service.embedder_name if embedder is not None else service.reranker_name,
+            "model_type": model_type,
+            "max_concurrent_requests": s.max_queue_items,
+            "max_input_length": main.max_length,
+            "max_batch_tokens": main.max_batch_tokens,
+            "max_batch_requests": None,
+            "max_client_batch_size": s.max_inputs,
+            "auto_truncate": True,
+            "tokenization_workers": 1,
+            "version": __version__,
+            "sha": None,
+            "docker_label": None,
+            "embedding_model": None
+            if embedder is None
+            else {
+                "id": service.embedder_name,
+                "query_alias": service.embedder_name + QUERY_SUFFIX,
+                "dimension": embedder.dimension,
+                "max_length": embedder.max_length,
+                "query_instruction": embedder.query_instruction,
+                "normalize": embedder.normalize,
+                "outputs": {"dense": True, **service.heads},
+            },
+            "reranker": None
+            if reranker is None
+            else {
+                "id": service.reranker_name,
+                "max_length": reranker.max_length,
+                "scores": s.rerank_scores,
+            },
+            "limits": {
+                "max_inputs": s.max_inputs,
+                "max_input_chars": s.max_input_chars,
+                "max_body_bytes": s.max_body_bytes,
+                "max_batch_items": s.max_batch_items,
+                "max_queue_items": s.max_queue_items,
+                "max_piece_items": s.max_piece_items,
+                "max_colbert_vectors": s.max_colbert_vectors,
+                "request_timeout": s.request_timeout,
+                "body_timeout": s.body_timeout,
+            },
+            "auth": s.api_key is not None,
+        }
+    )
 
 
 def _page() -> str:

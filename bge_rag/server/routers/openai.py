@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -31,14 +31,14 @@ class EmbeddingsRequest(Strict):
     """``POST /v1/embeddings``: OpenAI's request, plus ``input_type``."""
 
     input: Any = Field(description="A string or a list of strings.")
-    model: Optional[str] = Field(None, description="Informational: one model per server.")
+    model: str | None = Field(None, description="Informational: one model per server.")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: Optional[int] = Field(None, description="Keep the first N dimensions (renormalized).")
-    user: Optional[str] = None
-    input_type: Optional[InputType] = Field(
+    dimensions: int | None = Field(None, description="Keep the first N dimensions (renormalized).")
+    user: str | None = None
+    input_type: InputType | None = Field(
         None, description="query (applies the model's query instruction) or document (default)."
     )
-    modality: Optional[str] = Field(None, description="Infinity's field: only \"text\" is served here.")
+    modality: str | None = Field(None, description='Infinity\'s field: only "text" is served here.')
 
 
 class OpenAIRoute(FamilyRoute):
@@ -50,20 +50,22 @@ class OpenAIRoute(FamilyRoute):
 
 
 async def create_embeddings(
-    service: Service, body: EmbeddingsRequest, request: Optional[Request] = None, *, query_path: bool = False
+    service: Service, body: EmbeddingsRequest, request: Request | None = None, *, query_path: bool = False
 ) -> Response:
     """OpenAI's embeddings answer for ``body``; every input is a query when ``query_path``."""
     embedder = service.need_embedder()
     if body.modality not in (None, "text"):
-        raise unsupported(f"'modality' is {body.modality!r}; this server embeds text only (modality 'text').",
-                          "modality")
+        raise unsupported(
+            f"'modality' is {body.modality!r}; this server embeds text only (modality 'text').", "modality"
+        )
     texts = service.texts(body.input)
     query = query_path or service.query_alias(body.model)
     kind = engine_kind(body.input_type, query=query, query_alias=service.embedder_name + QUERY_SUFFIX)
     dims = check_positive("dimensions", body.dimensions)
     if dims is not None and dims > embedder.dimension:
         raise APIError(
-            400, f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
+            400,
+            f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
             param="dimensions",
         )
     part = await service.encode(texts, EncodeKey(kind), request)
@@ -76,14 +78,16 @@ async def create_embeddings(
     else:
         embeddings = list(vectors)  # float32 rows: orjson writes each float32 exactly (responses.py)
     tokens = sum(part.token_counts)
-    return json_response({
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
-        "model": service.embedder_name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        "id": f"bge-rag-{uuid.uuid4()}",  # Infinity's fields
-        "created": int(time.time()),
-    })
+    return json_response(
+        {
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
+            "model": service.embedder_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "id": f"bge-rag-{uuid.uuid4()}",  # Infinity's fields
+            "created": int(time.time()),
+        }
+    )
 
 
 def model_list(service: Service) -> Response:

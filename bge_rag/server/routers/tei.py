@@ -23,7 +23,7 @@ TEI options and what they do here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional, Union
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -39,28 +39,33 @@ from ..work import EncodedPart, EncodeKey, truncate_dims
 from . import Routes, rerank
 
 #: TEI's ``prompt_name`` values this server knows, and the engine kind of each.
-PROMPT_NAMES = {"query": "query", "search_query": "query", "document": "document", "passage": "document",
-                "search_document": "document"}
+PROMPT_NAMES = {
+    "query": "query",
+    "search_query": "query",
+    "document": "document",
+    "passage": "document",
+    "search_document": "document",
+}
 
 
 class TEIEmbedRequest(Strict):
     """``POST /embed`` (and ``POST /``), as TEI's ``EmbedRequest``."""
 
     inputs: Any = Field(description="A string or a list of strings.")
-    truncate: Optional[bool] = None
-    truncation_direction: Optional[TruncationDirection] = None
-    prompt_name: Optional[str] = None
-    normalize: Optional[bool] = True
-    dimensions: Optional[int] = None
+    truncate: bool | None = None
+    truncation_direction: TruncationDirection | None = None
+    prompt_name: str | None = None
+    normalize: bool | None = True
+    dimensions: int | None = None
 
 
 class TEISparseRequest(Strict):
     """``POST /embed_sparse``, as TEI's ``EmbedSparseRequest``."""
 
     inputs: Any = Field(description="A string or a list of strings.")
-    truncate: Optional[bool] = None
-    truncation_direction: Optional[TruncationDirection] = None
-    prompt_name: Optional[str] = None
+    truncate: bool | None = None
+    truncation_direction: TruncationDirection | None = None
+    prompt_name: str | None = None
 
 
 class TEITokenizeRequest(Strict):
@@ -68,7 +73,7 @@ class TEITokenizeRequest(Strict):
 
     inputs: Any = Field(description="A string or a list of strings.")
     add_special_tokens: bool = True
-    prompt_name: Optional[str] = None
+    prompt_name: str | None = None
 
 
 class TEIDecodeRequest(Strict):
@@ -94,18 +99,21 @@ class TEIRoute(FamilyRoute):
         return tei_error(err)
 
 
-def prompt_kind(prompt_name: Optional[str]) -> str:
+def prompt_kind(prompt_name: str | None) -> str:
     """The engine kind of TEI's ``prompt_name`` (documents when absent); 400 for an unknown name."""
     if prompt_name is None:
         return "document"
     if prompt_name not in PROMPT_NAMES:
-        raise APIError(400, f"Unknown 'prompt_name' {prompt_name!r}. This server's prompts are: "
-                       f"{', '.join(PROMPT_NAMES)} (query ones apply the model's query instruction).",
-                       param="prompt_name")
+        raise APIError(
+            400,
+            f"Unknown 'prompt_name' {prompt_name!r}. This server's prompts are: "
+            f"{', '.join(PROMPT_NAMES)} (query ones apply the model's query instruction).",
+            param="prompt_name",
+        )
     return PROMPT_NAMES[prompt_name]
 
 
-def _left(direction: Optional[str]) -> bool:
+def _left(direction: str | None) -> bool:
     return direction is not None and direction.lower() == "left"
 
 
@@ -124,12 +132,11 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
     """Register TEI's routes on ``app``."""
     routes = Routes(app, TEIRoute, auth)
 
-    async def encode(
-        body: Union[TEIEmbedRequest, TEISparseRequest], request: Request, *, sparse: bool
-    ) -> EncodedPart:
+    async def encode(body: TEIEmbedRequest | TEISparseRequest, request: Request, *, sparse: bool) -> EncodedPart:
         embedder = service.need_embedder()
-        texts = check_texts(body.inputs, "inputs", max_items=service.settings.max_inputs,
-                            max_chars=service.settings.max_input_chars)
+        texts = check_texts(
+            body.inputs, "inputs", max_items=service.settings.max_inputs, max_chars=service.settings.max_input_chars
+        )
         kind = prompt_kind(body.prompt_name)
         left = _left(body.truncation_direction)
         strict = body.truncate is False or left
@@ -142,16 +149,22 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         except TextTooLongError as exc:
             if body.truncate is False:
                 raise
-            raise unsupported(f"'truncation_direction': 'left' is not supported: this server cuts the end of a "
-                              f"text, and this one needs cutting ({exc}).", "truncation_direction") from exc
+            raise unsupported(
+                f"'truncation_direction': 'left' is not supported: this server cuts the end of a "
+                f"text, and this one needs cutting ({exc}).",
+                "truncation_direction",
+            ) from exc
 
     @routes.post("/embed")
     async def embed(body: TEIEmbedRequest, request: Request) -> Response:
         embedder = service.need_embedder()
         dims = check_positive("dimensions", body.dimensions)
         if dims is not None and dims > embedder.dimension:
-            raise APIError(400, f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} "
-                           f"dimensions.", param="dimensions")
+            raise APIError(
+                400,
+                f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
+                param="dimensions",
+            )
         part = await encode(body, request, sparse=False)
         vectors = part.dense
         assert vectors is not None
@@ -171,14 +184,19 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
     async def embed_sparse(body: TEISparseRequest, request: Request) -> Response:
         service.need_embedder()
         if not service.heads["sparse"]:
-            raise APIError(424, "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); "
-                           "/embed_sparse needs one.", code="missing_head")
+            raise APIError(
+                424,
+                "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); /embed_sparse needs one.",
+                code="missing_head",
+            )
         part = await encode(body, request, sparse=True)
         assert part.sparse is not None
-        return json_response([
-            [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices.tolist(), vec.values.tolist())]
-            for vec in part.sparse
-        ])
+        return json_response(
+            [
+                [{"index": int(i), "value": float(v)} for i, v in zip(vec.indices.tolist(), vec.values.tolist())]
+                for vec in part.sparse
+            ]
+        )
 
     @routes.post("/tokenize")
     async def tokenize(body: TEITokenizeRequest) -> Response:
@@ -192,10 +210,22 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
     async def decode(body: TEIDecodeRequest) -> Response:
         ids = _ids(body.ids)
         if len(ids) > service.settings.max_inputs:
-            raise APIError(413, f"'ids' has {len(ids)} sequences; this server takes at most "
-                           f"{service.settings.max_inputs} per request.", param="ids")
+            raise APIError(
+                413,
+                f"'ids' has {len(ids)} sequences; this server takes at most {service.settings.max_inputs} per request.",
+                param="ids",
+            )
         return json_response(await service.decode(ids, body.skip_special_tokens))
 
 
-__all__ = ["PROMPT_NAMES", "TEIDecodeRequest", "TEIEmbedRequest", "TEIRoute", "TEISparseRequest",
-           "TEITokenizeRequest", "add_routes", "prompt_kind", "tei_error"]
+__all__ = [
+    "PROMPT_NAMES",
+    "TEIDecodeRequest",
+    "TEIEmbedRequest",
+    "TEIRoute",
+    "TEISparseRequest",
+    "TEITokenizeRequest",
+    "add_routes",
+    "prompt_kind",
+    "tei_error",
+]

@@ -24,27 +24,62 @@ import bge_core
 from bge_core import ConfigError, InputTypeError, MissingHeadError, ModelNotFoundError
 
 CLASSES = [
-    BGETextEmbedder, BGEDocumentEmbedder, BGESparseTextEmbedder, BGESparseDocumentEmbedder, BGERanker, BGEM3Ranker,
+    BGETextEmbedder,
+    BGEDocumentEmbedder,
+    BGESparseTextEmbedder,
+    BGESparseDocumentEmbedder,
+    BGERanker,
+    BGEM3Ranker,
 ]
 DEFAULT_TOKEN = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False)
 CPU = ComponentDevice.from_str("cpu")
 TOKEN = Secret.from_env_var("MY_HF_TOKEN", strict=False)
 
 # Every init parameter set away from its default, per class.
-COMMON = {"model": "org/some-model", "device": CPU, "token": TOKEN, "max_length": 64, "precision": "fp32",
-          "trust_remote_code": False, "revision": "v1"}
+COMMON = {
+    "model": "org/some-model",
+    "device": CPU,
+    "token": TOKEN,
+    "max_length": 64,
+    "precision": "fp32",
+    "trust_remote_code": False,
+    "revision": "v1",
+}
 DOCS = {"batch_size": 8, "progress_bar": False, "meta_fields_to_embed": ["title"], "embedding_separator": " | "}
 DENSE = {"pooling": "mean", "normalize_embeddings": False, "truncate_dim": 128}
 CUSTOM = {
-    BGETextEmbedder: {**COMMON, **DENSE, "query_instruction": "query: ", "prefix": "Q: ", "suffix": " ?",
-                      "examples": [{"query": "q", "response": "r"}], "examples_instruction_format": "{}|{}|{}"},
+    BGETextEmbedder: {
+        **COMMON,
+        **DENSE,
+        "query_instruction": "query: ",
+        "prefix": "Q: ",
+        "suffix": " ?",
+        "examples": [{"query": "q", "response": "r"}],
+        "examples_instruction_format": "{}|{}|{}",
+    },
     BGEDocumentEmbedder: {**COMMON, **DENSE, **DOCS, "prefix": "D: ", "suffix": " .", "document_instruction": "p: "},
     BGESparseTextEmbedder: COMMON,
     BGESparseDocumentEmbedder: {**COMMON, **DOCS},
-    BGERanker: {**COMMON, "top_k": 4, "scale_score": False, "calibration_factor": 0.5, "score_threshold": 0.2,
-                "meta_fields_to_embed": ["title"], "embedding_separator": " | ", "batch_size": 8},
-    BGEM3Ranker: {**COMMON, "top_k": 4, "mode": "sparse+dense", "weights": [0.5, 0.5, 0.0], "score_threshold": 0.2,
-                  "meta_fields_to_embed": ["title"], "embedding_separator": " | ", "batch_size": 8},
+    BGERanker: {
+        **COMMON,
+        "top_k": 4,
+        "scale_score": False,
+        "calibration_factor": 0.5,
+        "score_threshold": 0.2,
+        "meta_fields_to_embed": ["title"],
+        "embedding_separator": " | ",
+        "batch_size": 8,
+    },
+    BGEM3Ranker: {
+        **COMMON,
+        "top_k": 4,
+        "mode": "sparse+dense",
+        "weights": [0.5, 0.5, 0.0],
+        "score_threshold": 0.2,
+        "meta_fields_to_embed": ["title"],
+        "embedding_separator": " | ",
+        "batch_size": 8,
+    },
 }
 
 
@@ -262,8 +297,13 @@ def test_warm_up_is_idempotent_and_text_and_document_embedders_share_one_engine(
 
 def test_bge_m3_components_share_one_engine(models):
     settings = {"model": str(models.m3), "device": CPU, **FAST}
-    components = [BGETextEmbedder(**settings), BGEDocumentEmbedder(**settings), BGESparseTextEmbedder(**settings),
-                  BGESparseDocumentEmbedder(**settings), BGEM3Ranker(**settings)]
+    components = [
+        BGETextEmbedder(**settings),
+        BGEDocumentEmbedder(**settings),
+        BGESparseTextEmbedder(**settings),
+        BGESparseDocumentEmbedder(**settings),
+        BGEM3Ranker(**settings),
+    ]
     for component in components:
         component.warm_up()
     assert len({id(component._embedder) for component in components}) == 1
@@ -278,8 +318,9 @@ def test_rankers_with_the_same_model_share_one_engine(models):
     assert a._reranker is not None and a._reranker is b._reranker
 
 
-@pytest.mark.parametrize("cls", [BGESparseTextEmbedder, BGESparseDocumentEmbedder, BGEM3Ranker],
-                         ids=lambda c: c.__name__)
+@pytest.mark.parametrize(
+    "cls", [BGESparseTextEmbedder, BGESparseDocumentEmbedder, BGEM3Ranker], ids=lambda c: c.__name__
+)
 def test_model_without_m3_heads_fails_at_warm_up(cls, models):
     component = cls(model=str(models.dense), device=CPU, **FAST)
     with pytest.raises(MissingHeadError, match="sparse_linear.pt"):

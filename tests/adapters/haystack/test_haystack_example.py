@@ -18,9 +18,21 @@ def test_haystack_rag_example_runs_offline(models):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     # The dense model and the reranker fall back to fixtures built by the example; the M3 fixture is ours (time).
     result = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "haystack_rag.py"), "--docs", "20", "--hybrid",
-         "--m3-model", str(models.m3), "--query", "How do I handle an exception with try and except?"],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "haystack_rag.py"),
+            "--docs",
+            "20",
+            "--hybrid",
+            "--m3-model",
+            str(models.m3),
+            "--query",
+            "How do I handle an exception with try and except?",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.strip()]

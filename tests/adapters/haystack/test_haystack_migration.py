@@ -32,8 +32,9 @@ def docs(paragraphs) -> list[Document]:
 
 
 def test_text_embedder_prefix_and_suffix_wrap_the_query(models, reference):
-    embedder = BGETextEmbedder(model=str(models.dense), prefix="Q: ", suffix=" (python)", query_instruction="Find: ",
-                               **FAST)
+    embedder = BGETextEmbedder(
+        model=str(models.dense), prefix="Q: ", suffix=" (python)", query_instruction="Find: ", **FAST
+    )
     got = embedder.run(QUERY)["embedding"]
     # The engine's instruction first, then prefix + text + suffix.
     np.testing.assert_allclose(got, reference.encode_documents("Find: Q: " + QUERY + " (python)"), rtol=0, atol=1e-6)
@@ -42,9 +43,16 @@ def test_text_embedder_prefix_and_suffix_wrap_the_query(models, reference):
 
 
 def test_document_embedder_prefix_suffix_and_document_instruction(models, reference, docs):
-    embedder = BGEDocumentEmbedder(model=str(models.dense), prefix="D: ", suffix=" .", document_instruction="passage: ",
-                                   meta_fields_to_embed=["title"], embedding_separator=" | ", progress_bar=False,
-                                   **FAST)
+    embedder = BGEDocumentEmbedder(
+        model=str(models.dense),
+        prefix="D: ",
+        suffix=" .",
+        document_instruction="passage: ",
+        meta_fields_to_embed=["title"],
+        embedding_separator=" | ",
+        progress_bar=False,
+        **FAST,
+    )
     got = [d.embedding for d in embedder.run(docs)["documents"]]
     texts = [f"passage: D: {d.meta['title']} | {d.content} ." for d in docs]
     np.testing.assert_allclose(got, reference.encode_documents(texts), rtol=0, atol=1e-5)
@@ -80,12 +88,15 @@ def test_icl_examples_reach_the_engine(tmp_path):
         BGETextEmbedder(model=str(plain), examples=ICL_EXAMPLES, precision="fp32", token=None).warm_up()
 
 
-@pytest.mark.parametrize("scores", [
-    [None, 0.5, 0.9, None, 0.9, 0.1],
-    [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
-    [None, None, None, None, None, None],
-    [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-])
+@pytest.mark.parametrize(
+    "scores",
+    [
+        [None, 0.5, 0.9, None, 0.9, 0.1],
+        [0.3, 0.3, 0.3, 0.3, 0.3, 0.3],
+        [None, None, None, None, None, None],
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    ],
+)
 def test_deduplication_has_haystack_s_semantics(scores):
     ids = ["a", "b", "a", "c", "b", "a"]
     documents = [Document(id=i, content=f"{i}-{n}", score=s) for n, (i, s) in enumerate(zip(ids, scores))]
@@ -126,7 +137,9 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("package", ["embedders", "rankers"])
 def test_missing_haystack_names_the_extra(package):
-    result = _run(_BLOCK_HAYSTACK + f"""
+    result = _run(
+        _BLOCK_HAYSTACK
+        + f"""
 from bge_core import MissingExtraError
 try:
     import haystack_integrations.components.{package}.bge
@@ -135,7 +148,8 @@ except MissingExtraError as exc:
     print(exc)
 else:
     raise SystemExit("imported without haystack")
-""")
+"""
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pip install 'bge-rag[haystack]'" in result.stdout and "haystack-ai" in result.stdout
 

@@ -129,8 +129,9 @@ except DeserializationError as exc:
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("HAYSTACK_")}
     env["HAYSTACK_TELEMETRY_ENABLED"] = "False"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.splitlines() == [
         "preloaded False",
@@ -146,8 +147,9 @@ def test_concurrent_async_runs_give_the_sync_results(models, indexed):
     expected = {q: _ranked(_ask(query, q)) for q in QUERIES}
 
     async def main() -> list[dict]:
-        return await asyncio.gather(*(query.run_async({"embedder": {"text": q}, "ranker": {"query": q}})
-                                      for q in queries))
+        return await asyncio.gather(
+            *(query.run_async({"embedder": {"text": q}, "ranker": {"query": q}}) for q in queries)
+        )
 
     assert [_ranked(r) for r in asyncio.run(main())] == [expected[q] for q in queries]
 
@@ -168,14 +170,16 @@ def test_qdrant_hybrid_search_with_bge_m3_dense_and_sparse(models, paragraphs):
     queries = reference.encode(texts, kind="query", dense=True, sparse=True)
     # The query: a text that both signals rank first (computed here, not assumed).
     target = next(
-        i for i in range(len(texts))
+        i
+        for i in range(len(texts))
         if int(np.argmax(dense_scores(queries.dense[i], corpus.dense))) == i
         and int(np.argmax(lexical_scores(queries.sparse[i], corpus.sparse))) == i
     )
     query_text = texts[target]
 
-    store = QdrantDocumentStore(":memory:", use_sparse_embeddings=True, embedding_dim=384, recreate_index=True,
-                                progress_bar=False)
+    store = QdrantDocumentStore(
+        ":memory:", use_sparse_embeddings=True, embedding_dim=384, recreate_index=True, progress_bar=False
+    )
     indexing = Pipeline()
     indexing.add_component("dense", BGEDocumentEmbedder(**settings, progress_bar=False))
     indexing.add_component("sparse", BGESparseDocumentEmbedder(**settings, progress_bar=False))
@@ -191,8 +195,9 @@ def test_qdrant_hybrid_search_with_bge_m3_dense_and_sparse(models, paragraphs):
     query.add_component("retriever", QdrantHybridRetriever(store, top_k=5))
     query.connect("dense.embedding", "retriever.query_embedding")
     query.connect("sparse.sparse_embedding", "retriever.query_sparse_embedding")
-    out = query.run({"dense": {"text": query_text}, "sparse": {"text": query_text}},
-                    include_outputs_from={"dense", "sparse"})
+    out = query.run(
+        {"dense": {"text": query_text}, "sparse": {"text": query_text}}, include_outputs_from={"dense", "sparse"}
+    )
     hits = out["retriever"]["documents"]
     assert len(hits) == 5 and hits[0].content == query_text
 
@@ -203,14 +208,16 @@ def test_qdrant_hybrid_search_with_bge_m3_dense_and_sparse(models, paragraphs):
     alone = reference.encode([query_text], kind="query", dense=True, sparse=True)
     expected_sparse = lexical_scores(alone.sparse[0], corpus.sparse)
     sparse_hits = QdrantSparseEmbeddingRetriever(store, top_k=len(texts)).run(
-        query_sparse_embedding=out["sparse"]["sparse_embedding"])["documents"]
+        query_sparse_embedding=out["sparse"]["sparse_embedding"]
+    )["documents"]
     # Sparse search returns the documents sharing a token with the query, exactly those scoring above zero.
     assert sorted(position[d.content] for d in sparse_hits) == [i for i, s in enumerate(expected_sparse) if s > 0]
     for doc in sparse_hits:
         assert doc.score == pytest.approx(float(expected_sparse[position[doc.content]]), rel=1e-5)
     expected_dense = dense_scores(alone.dense[0], corpus.dense)
-    dense_hits = QdrantEmbeddingRetriever(store, top_k=len(texts)).run(
-        query_embedding=out["dense"]["embedding"])["documents"]
+    dense_hits = QdrantEmbeddingRetriever(store, top_k=len(texts)).run(query_embedding=out["dense"]["embedding"])[
+        "documents"
+    ]
     assert len(dense_hits) == len(texts)
     for doc in dense_hits:
         assert doc.score == pytest.approx(float(expected_dense[position[doc.content]]), abs=1e-5)

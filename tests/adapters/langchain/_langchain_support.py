@@ -9,7 +9,7 @@ import threading
 MAX_LENGTH = 96
 
 
-async def pending_while_model_busy(lock: "threading.RLock", start_calls, ticks: int = 20):
+async def pending_while_model_busy(lock: threading.RLock, start_calls, ticks: int = 20):
     """Start async calls while the test holds the model's lock; report what happened meanwhile.
 
     Returns ``(results, done_while_locked, ticks_counted, threads_added)``: with the lock held by

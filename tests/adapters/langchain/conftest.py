@@ -18,8 +18,11 @@ def registry_folders(models, tmp_path_factory: pytest.TempPathFactory) -> Simple
     one engine and one registry entry.
     """
     root = tmp_path_factory.mktemp("registry-named")
-    links = {"en": ("bge-small-en-v1.5", models.dense), "zh": ("bge-small-zh-v1.5", models.dense),
-             "m3": ("bge-m3", models.m3)}
+    links = {
+        "en": ("bge-small-en-v1.5", models.dense),
+        "zh": ("bge-small-zh-v1.5", models.dense),
+        "m3": ("bge-m3", models.m3),
+    }
     out = {}
     for key, (name, target) in links.items():
         folder = root / name

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 from _langchain_support import MAX_LENGTH
-from langchain_bge import BGEEmbeddings, BGEM3Retriever, BGEReranker, BGERerankRetriever, BGESparseEmbeddings
 from langchain_core.documents import Document
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ValidationError
 
 from bge_core.registry import EN_INSTRUCTION, ZH_INSTRUCTION
+from langchain_bge import BGEEmbeddings, BGEM3Retriever, BGEReranker, BGERerankRetriever, BGESparseEmbeddings
 
 FP32 = {"precision": "fp32", "max_length": MAX_LENGTH}
 QUERY = "How do I catch an exception?"
@@ -38,8 +38,9 @@ def objects(models, registry_folders, texts):  # noqa: F811
         "embeddings": embeddings,
         "sparse": BGESparseEmbeddings(model_name=str(models.m3), **FP32),
         "reranker": reranker,
-        "rerank_retriever": BGERerankRetriever(base_retriever=store.as_retriever(search_kwargs={"k": 6}),
-                                               reranker=reranker),
+        "rerank_retriever": BGERerankRetriever(
+            base_retriever=store.as_retriever(search_kwargs={"k": 6}), reranker=reranker
+        ),
         "m3_retriever": BGEM3Retriever.from_texts(texts, model_name=str(models.m3), k=3, **FP32),
     }
 
@@ -55,8 +56,10 @@ def outputs(name: str, obj, texts: list[str]):
     if name == "sparse":
         return [[v.to_dict() for v in obj.embed_documents(texts[:3])], obj.embed_query(QUERY).to_dict()]
     if name == "reranker":
-        return [obj.score([(QUERY, t) for t in texts[:4]]), _docs(obj.compress_documents(
-            [Document(page_content=t) for t in texts[:4]], QUERY))]
+        return [
+            obj.score([(QUERY, t) for t in texts[:4]]),
+            _docs(obj.compress_documents([Document(page_content=t) for t in texts[:4]], QUERY)),
+        ]
     return _docs(obj.invoke(QUERY))
 
 
@@ -107,8 +110,9 @@ def test_unpickled_in_a_fresh_process_gives_the_same_outputs(objects, expected, 
     path = tmp_path / "objects.pkl"
     path.write_bytes(pickle.dumps(objects))
     code = _FRESH.format(tests=str(Path(__file__).parent))
-    result = subprocess.run([sys.executable, "-c", code, str(path), json.dumps(texts)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(path), json.dumps(texts)], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     got = json.loads(result.stdout.strip().splitlines()[-1])
     assert got == json.loads(json.dumps(expected))
@@ -146,21 +150,26 @@ def test_model_copy_update_follows_the_fields_for_the_others(objects, models, te
 
     sparse = objects["sparse"]
     as_dicts = sparse.model_copy(update={"output_format": "milvus", "max_length": 16})
-    fresh_sparse = BGESparseEmbeddings(model_name=str(models.m3), output_format="milvus", precision="fp32",
-                                       max_length=16)
+    fresh_sparse = BGESparseEmbeddings(
+        model_name=str(models.m3), output_format="milvus", precision="fp32", max_length=16
+    )
     assert as_dicts.embed_documents(texts[:3]) == fresh_sparse.embed_documents(texts[:3])
     assert type(as_dicts.embed_query(QUERY)) is dict
 
     retriever = objects["m3_retriever"]
-    new_texts = ["Pandas eat bamboo in the mountains of Sichuan.", "Exceptions are caught with try and except.",
-                 "The kettle boils water for tea."]
+    new_texts = [
+        "Pandas eat bamboo in the mountains of Sichuan.",
+        "Exceptions are caught with try and except.",
+        "The kettle boils water for tea.",
+    ]
     moved = retriever.model_copy(update={"docs": [Document(page_content=t) for t in new_texts]})
     fresh_m3 = BGEM3Retriever.from_texts(new_texts, model_name=str(models.m3), k=3, **FP32)
     assert _docs(moved.invoke(QUERY)) == _docs(fresh_m3.invoke(QUERY))
     assert {d.page_content for d in moved.invoke(QUERY)} == set(new_texts)
     reweighted = retriever.model_copy(update={"weights": (1.0, 0.0, 0.0), "fusion": "rrf"})
-    fresh_rw = BGEM3Retriever.from_texts(texts, model_name=str(models.m3), k=3, weights=(1.0, 0.0, 0.0),
-                                         fusion="rrf", **FP32)
+    fresh_rw = BGEM3Retriever.from_texts(
+        texts, model_name=str(models.m3), k=3, weights=(1.0, 0.0, 0.0), fusion="rrf", **FP32
+    )
     assert _docs(reweighted.invoke(QUERY)) == _docs(fresh_rw.invoke(QUERY))
     assert _docs(retriever.invoke(QUERY)) == outputs("m3_retriever", retriever, texts)
 
@@ -174,8 +183,9 @@ def test_documents_changed_in_place_are_encoded_again(models):
     docs = [Document(page_content=t) for t in ("alpha beta", "gamma delta", "try and except")]
     retriever = BGEM3Retriever(docs=docs, model_name=str(models.m3), k=3, **FP32)
     retriever.docs[0].page_content = "Exceptions are caught with try and except."
-    fresh = BGEM3Retriever(docs=[Document(page_content=d.page_content) for d in docs], model_name=str(models.m3),
-                           k=3, **FP32)
+    fresh = BGEM3Retriever(
+        docs=[Document(page_content=d.page_content) for d in docs], model_name=str(models.m3), k=3, **FP32
+    )
     assert _docs(retriever.invoke(QUERY)) == _docs(fresh.invoke(QUERY))
 
 
@@ -190,9 +200,19 @@ def test_token_is_a_secret_and_reaches_the_engine(monkeypatch, registry_folders)
         return real(model, **{k: v for k, v in options.items() if k not in ("cache_dir", "revision", "token")})
 
     monkeypatch.setattr(bge_core, "shared_embedder", recording)
-    emb = BGEEmbeddings(model_name=registry_folders.en, token="hf_secret", revision="v2", cache_folder="/tmp/hf",
-                        trust_remote_code=False, **FP32)
+    emb = BGEEmbeddings(
+        model_name=registry_folders.en,
+        token="hf_secret",
+        revision="v2",
+        cache_folder="/tmp/hf",
+        trust_remote_code=False,
+        **FP32,
+    )
     assert (seen["token"], seen["revision"], seen["cache_dir"], seen["trust_remote_code"]) == (
-        "hf_secret", "v2", "/tmp/hf", False)
+        "hf_secret",
+        "v2",
+        "/tmp/hf",
+        False,
+    )
     assert "hf_secret" not in repr(emb) and "hf_secret" not in str(emb.model_dump())
     assert pickle.loads(pickle.dumps(emb)).token.get_secret_value() == "hf_secret"

@@ -6,7 +6,6 @@ import asyncio
 
 import pytest
 from _langchain_support import MAX_LENGTH, pending_while_model_busy
-from langchain_bge import BGEEmbeddings
 from langchain_core.embeddings import Embeddings
 from langchain_tests.integration_tests import EmbeddingsIntegrationTests
 from langchain_tests.unit_tests import EmbeddingsUnitTests
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 
 from bge_core import ConfigError, Embedder, InputTypeError
 from bge_core.registry import EN_INSTRUCTION, ZH_INSTRUCTION
+from langchain_bge import BGEEmbeddings
 
 
 class _FixtureParams:
@@ -102,10 +102,22 @@ def test_identical_settings_share_one_model(registry_folders):  # noqa: F811
 def test_settings_serialize_without_the_model_and_round_trip(en):
     dumped = en.model_dump()
     assert dumped == {
-        "model_name": en.model_name, "device": None, "precision": "fp32", "batch_size": en.batch_size,
-        "max_length": MAX_LENGTH, "query_instruction": EN_INSTRUCTION, "normalize": True, "show_progress": False,
-        "document_instruction": "", "pooling": None, "truncate_dim": None, "examples": None,
-        "examples_instruction_format": None, "trust_remote_code": None, "cache_folder": None, "revision": None,
+        "model_name": en.model_name,
+        "device": None,
+        "precision": "fp32",
+        "batch_size": en.batch_size,
+        "max_length": MAX_LENGTH,
+        "query_instruction": EN_INSTRUCTION,
+        "normalize": True,
+        "show_progress": False,
+        "document_instruction": "",
+        "pooling": None,
+        "truncate_dim": None,
+        "examples": None,
+        "examples_instruction_format": None,
+        "trust_remote_code": None,
+        "cache_folder": None,
+        "revision": None,
         "token": None,
     }
     again = BGEEmbeddings(**dumped)
@@ -192,8 +204,12 @@ def test_is_a_langchain_embeddings(en):
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "option",
-    [{"truncate_dim": 64}, {"pooling": "mean"}, {"document_instruction": "passage: "}, {"normalize": False,
-                                                                                       "truncate_dim": 32}],
+    [
+        {"truncate_dim": 64},
+        {"pooling": "mean"},
+        {"document_instruction": "passage: "},
+        {"normalize": False, "truncate_dim": 32},
+    ],
     ids=["truncate_dim", "pooling", "document_instruction", "raw-truncated"],
 )
 def test_engine_options_give_the_engines_outputs(registry_folders, paragraphs, option):  # noqa: F811
@@ -211,15 +227,21 @@ def test_icl_examples_reach_the_engine(tmp_path_factory, registry_folders):  # n
     from bge_rag.testing import build_decoder_model
 
     folder = str(build_decoder_model(tmp_path_factory.mktemp("icl") / "bge-en-icl", "mistral"))
-    examples = [{"instruct": "Given a question, retrieve passages that answer it.", "query": "what is a panda?",
-                 "response": "The giant panda is a bear native to China."}]
+    examples = [
+        {
+            "instruct": "Given a question, retrieve passages that answer it.",
+            "query": "what is a panda?",
+            "response": "The giant panda is a bear native to China.",
+        }
+    ]
     emb = BGEEmbeddings(model_name=folder, examples=examples, precision="fp32")
     engine = Embedder(folder, examples=examples, precision="fp32")
     plain = BGEEmbeddings(model_name=folder, precision="fp32")
     query = "where do pandas live?"
     assert emb.embed_query(query) == engine.encode_queries(query).tolist() != plain.embed_query(query)
     assert emb.embed_documents(["Pandas live in bamboo forests."]) == plain.embed_documents(
-        ["Pandas live in bamboo forests."])  # examples go before queries only
+        ["Pandas live in bamboo forests."]
+    )  # examples go before queries only
     assert emb.model_copy(update={"examples": None}).embed_query(query) == plain.embed_query(query)
     with pytest.raises(ConfigError, match="bge-en-icl"):
         BGEEmbeddings(model_name=registry_folders.en, examples=examples)
@@ -239,8 +261,10 @@ def test_defaults_run_bf16_within_a_cosine_of_fp32(registry_folders, en, paragra
     if cpu_supports_bf16() and not torch.cuda.is_available():
         assert default._engine.dtype == torch.bfloat16
     texts = paragraphs[:48]
-    for got, want in ((default.embed_documents(texts), en.embed_documents(texts)),
-                      ([default.embed_query(t[:80]) for t in texts[:8]], [en.embed_query(t[:80]) for t in texts[:8]])):
+    for got, want in (
+        (default.embed_documents(texts), en.embed_documents(texts)),
+        ([default.embed_query(t[:80]) for t in texts[:8]], [en.embed_query(t[:80]) for t in texts[:8]]),
+    ):
         a, b = np.asarray(got), np.asarray(want)
         cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
         assert cosine.min() >= 0.999

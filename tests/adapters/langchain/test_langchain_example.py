@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -17,7 +18,10 @@ def test_langchain_rag_example_runs_offline():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "langchain_rag.py"), "--docs", "24", "--hybrid"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

@@ -5,11 +5,22 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import langchain_bge
 import pytest
 
-OPTIONAL = ("langchain_classic", "langchain_community", "langchain_qdrant", "qdrant_client", "pymilvus",
-            "langchain_milvus", "llama_index", "haystack", "sentence_transformers", "FlagEmbedding")
+import langchain_bge
+
+OPTIONAL = (
+    "langchain_classic",
+    "langchain_community",
+    "langchain_qdrant",
+    "qdrant_client",
+    "pymilvus",
+    "langchain_milvus",
+    "llama_index",
+    "haystack",
+    "sentence_transformers",
+    "FlagEmbedding",
+)
 
 # Runs in a fresh interpreter where the optional packages cannot be imported at all.
 _SCRIPT = """
@@ -34,7 +45,11 @@ print("ok")
 
 def test_public_names():
     assert set(langchain_bge.__all__) == {
-        "BGEEmbeddings", "BGEM3Retriever", "BGERerankRetriever", "BGEReranker", "BGESparseEmbeddings",
+        "BGEEmbeddings",
+        "BGEM3Retriever",
+        "BGERerankRetriever",
+        "BGEReranker",
+        "BGESparseEmbeddings",
         "SparseEmbedding",
     }
     assert all(hasattr(langchain_bge, name) for name in langchain_bge.__all__)
@@ -44,7 +59,9 @@ def test_public_names():
 def test_works_without_optional_packages(models):
     code = _SCRIPT.format(optional=OPTIONAL)
     result = subprocess.run(
-        [sys.executable, "-c", code, str(models.reranker), str(models.m3)], capture_output=True, text=True,
+        [sys.executable, "-c", code, str(models.reranker), str(models.m3)],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -100,19 +117,29 @@ def test_every_engine_field_is_an_engine_parameter():
     """A field added to an adapter class but not wired to the engine (or misspelt) fails here."""
     import inspect
 
+    from bge_core import Embedder, Reranker
     from langchain_bge import embeddings, rerankers, retrievers, sparse
 
-    from bge_core import Embedder, Reranker
-
-    for module, engine in ((embeddings, Embedder), (sparse, Embedder), (retrievers, Embedder),
-                           (rerankers, Reranker)):
+    for module, engine in ((embeddings, Embedder), (sparse, Embedder), (retrievers, Embedder), (rerankers, Reranker)):
         accepted = set(inspect.signature(engine).parameters)
         names = {"cache_dir" if name == "cache_folder" else name for name in module._ENGINE_FIELDS}
         assert names <= accepted, (module.__name__, names - accepted)
-    own = {embeddings.BGEEmbeddings: {"model_name"}, sparse.BGESparseEmbeddings: {"model_name", "output_format"},
-           rerankers.BGEReranker: {"model_name", "top_n", "score_threshold"},
-           retrievers.BGEM3Retriever: {"model_name", "docs", "k", "weights", "fusion", "rrf_k", "name", "tags",
-                                       "metadata"}}
+    own = {
+        embeddings.BGEEmbeddings: {"model_name"},
+        sparse.BGESparseEmbeddings: {"model_name", "output_format"},
+        rerankers.BGEReranker: {"model_name", "top_n", "score_threshold"},
+        retrievers.BGEM3Retriever: {
+            "model_name",
+            "docs",
+            "k",
+            "weights",
+            "fusion",
+            "rrf_k",
+            "name",
+            "tags",
+            "metadata",
+        },
+    }
     for cls, fields in own.items():
         module = sys.modules[cls.__module__]
         assert set(cls.model_fields) == fields | set(module._ENGINE_FIELDS), cls.__name__

@@ -7,7 +7,6 @@ import asyncio
 import numpy as np
 import pytest
 from _langchain_support import MAX_LENGTH, pending_while_model_busy
-from langchain_bge import BGEEmbeddings, BGEReranker, BGERerankRetriever
 from langchain_core.cross_encoders import BaseCrossEncoder
 from langchain_core.documents import BaseDocumentCompressor, Document
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
@@ -15,6 +14,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import ValidationError
 
 from bge_core import Embedder, InputTypeError, Reranker
+from langchain_bge import BGEEmbeddings, BGEReranker, BGERerankRetriever
 
 QUERY = "How do I catch an exception and handle it?"
 
@@ -32,8 +32,10 @@ def reference(models):
 
 @pytest.fixture(scope="module")
 def documents(paragraphs):
-    return [Document(page_content=p, metadata={"source": "python-docs", "n": i}, id=f"p{i}") for i, p in
-            enumerate(paragraphs[40:48])]
+    return [
+        Document(page_content=p, metadata={"source": "python-docs", "n": i}, id=f"p{i}")
+        for i, p in enumerate(paragraphs[40:48])
+    ]
 
 
 def test_is_a_compressor_and_a_cross_encoder(reranker):
@@ -78,8 +80,9 @@ def test_top_n_and_score_threshold(models, reference, documents):
 
 
 def test_raw_logits_with_normalize_false(models, documents):
-    raw = BGEReranker(model_name=str(models.reranker), precision="fp32", max_length=MAX_LENGTH, normalize=False,
-                      top_n=None)
+    raw = BGEReranker(
+        model_name=str(models.reranker), precision="fp32", max_length=MAX_LENGTH, normalize=False, top_n=None
+    )
     engine = Reranker(models.reranker, precision="fp32", max_length=MAX_LENGTH)
     expected = engine.score([(QUERY, d.page_content) for d in documents])
     got = raw.compress_documents(documents, QUERY)
@@ -198,4 +201,5 @@ def test_llm_rerankers_by_model_name_with_their_options(tmp_path_factory, paragr
         best = adapter.compress_documents([Document(page_content=p) for _, p in pairs], QUERY)
         assert [d.metadata["relevance_score"] for d in best] == sorted(engine.score(pairs), reverse=True)[:2]
     assert BGEReranker(model_name=folder, precision="fp32", prompt=prompt).score(pairs) != BGEReranker(
-        model_name=folder, precision="fp32").score(pairs)
+        model_name=folder, precision="fp32"
+    ).score(pairs)

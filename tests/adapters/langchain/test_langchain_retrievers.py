@@ -7,7 +7,6 @@ import asyncio
 import numpy as np
 import pytest
 from _langchain_support import MAX_LENGTH
-from langchain_bge import BGEM3Retriever
 from langchain_core.documents import Document
 from langchain_tests.integration_tests import RetrieversIntegrationTests
 from pydantic import ValidationError
@@ -21,6 +20,7 @@ from bge_core import (
     dense_scores,
     reciprocal_rank_fusion,
 )
+from langchain_bge import BGEM3Retriever
 
 QUERY = "How do I catch an exception and handle it?"
 WEIGHTS = (0.4, 0.2, 0.4)
@@ -56,14 +56,16 @@ class TestBGEM3RetrieverStandard(RetrieversIntegrationTests):
 
 @pytest.fixture(scope="module")
 def docs(texts):
-    return [Document(page_content=t, metadata={"n": i, "source": "python-docs"}, id=f"d{i}") for i, t in
-            enumerate(texts)]
+    return [
+        Document(page_content=t, metadata={"n": i, "source": "python-docs"}, id=f"d{i}") for i, t in enumerate(texts)
+    ]
 
 
 @pytest.fixture(scope="module")
 def hybrid(models, docs):
-    return BGEM3Retriever(docs=docs, model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH,
-                          k=len(docs), weights=WEIGHTS)
+    return BGEM3Retriever(
+        docs=docs, model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH, k=len(docs), weights=WEIGHTS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +86,16 @@ def test_weighted_fusion_equals_compute_score(hybrid, docs, reference_scores):
 
 
 def test_rrf_fusion_equals_reciprocal_rank_fusion(models, docs, reference_scores):
-    rrf = BGEM3Retriever(docs=docs, model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH,
-                         k=5, weights=WEIGHTS, fusion="rrf", rrf_k=30)
+    rrf = BGEM3Retriever(
+        docs=docs,
+        model_name=str(models.m3),
+        precision="fp32",
+        max_length=MAX_LENGTH,
+        k=5,
+        weights=WEIGHTS,
+        fusion="rrf",
+        rrf_k=30,
+    )
     rankings = [np.argsort(-reference_scores[m], kind="stable").tolist() for m in ("dense", "sparse", "colbert")]
     expected = reciprocal_rank_fusion(rankings, k=30, weights=WEIGHTS)[:5]
     got = rrf.invoke(QUERY)
@@ -96,8 +106,9 @@ def test_rrf_fusion_equals_reciprocal_rank_fusion(models, docs, reference_scores
 def test_dense_only_needs_no_m3_heads(models, docs):
     with pytest.raises(MissingHeadError):
         BGEM3Retriever(docs=docs, model_name=str(models.dense), precision="fp32", max_length=MAX_LENGTH)
-    dense_only = BGEM3Retriever(docs=docs, model_name=str(models.dense), precision="fp32", max_length=MAX_LENGTH,
-                                weights=(1, 0, 0), k=3)
+    dense_only = BGEM3Retriever(
+        docs=docs, model_name=str(models.dense), precision="fp32", max_length=MAX_LENGTH, weights=(1, 0, 0), k=3
+    )
     emb = Embedder(models.dense, precision="fp32", max_length=MAX_LENGTH)
     expected = dense_scores(emb.encode_queries(QUERY), emb.encode_documents([d.page_content for d in docs]))
     got = dense_only.invoke(QUERY)
@@ -142,8 +153,9 @@ def test_empty_collection_and_bad_query(models):
 
 def test_from_texts(models, texts):
     common = {"model_name": str(models.m3), "precision": "fp32", "max_length": MAX_LENGTH, "k": 2}
-    retriever = BGEM3Retriever.from_texts(texts[:3], metadatas=[{"n": i} for i in range(3)], ids=["a", "b", "c"],
-                                          **common)
+    retriever = BGEM3Retriever.from_texts(
+        texts[:3], metadatas=[{"n": i} for i in range(3)], ids=["a", "b", "c"], **common
+    )
     assert sorted(d.id for d in retriever.docs) == ["a", "b", "c"]
     assert {d.id: d.metadata["n"] for d in retriever.invoke(QUERY)}.items() <= {"a": 0, "b": 1, "c": 2}.items()
     with pytest.raises(InvalidInputError, match="2 metadatas"):

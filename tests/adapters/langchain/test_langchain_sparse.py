@@ -7,9 +7,9 @@ import asyncio
 import numpy as np
 import pytest
 from _langchain_support import MAX_LENGTH, pending_while_model_busy
-from langchain_bge import BGEEmbeddings, BGESparseEmbeddings, SparseEmbedding
 
 from bge_core import Embedder, InputTypeError, MissingHeadError, lexical_scores
+from langchain_bge import BGEEmbeddings, BGESparseEmbeddings, SparseEmbedding
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,11 @@ def test_qdrant_hybrid_store_in_memory(models, reference, paragraphs):
     query = paragraphs[7][:150]
 
     sparse_store = langchain_qdrant.QdrantVectorStore.from_texts(
-        texts, sparse_embedding=sparse, retrieval_mode=langchain_qdrant.RetrievalMode.SPARSE,
-        location=":memory:", collection_name="sparse",
+        texts,
+        sparse_embedding=sparse,
+        retrieval_mode=langchain_qdrant.RetrievalMode.SPARSE,
+        location=":memory:",
+        collection_name="sparse",
     )
     hits = sparse_store.similarity_search_with_score(query, k=5)
     # Qdrant's sparse score is bge_core's lexical score (the dot product over shared token ids).
@@ -96,8 +99,12 @@ def test_qdrant_hybrid_store_in_memory(models, reference, paragraphs):
     np.testing.assert_allclose([score for _, score in hits], expected[best], rtol=1e-5)
 
     hybrid_store = langchain_qdrant.QdrantVectorStore.from_texts(
-        texts, embedding=BGEEmbeddings(model_name=str(models.m3), **common), sparse_embedding=sparse,
-        retrieval_mode=langchain_qdrant.RetrievalMode.HYBRID, location=":memory:", collection_name="hybrid",
+        texts,
+        embedding=BGEEmbeddings(model_name=str(models.m3), **common),
+        sparse_embedding=sparse,
+        retrieval_mode=langchain_qdrant.RetrievalMode.HYBRID,
+        location=":memory:",
+        collection_name="hybrid",
     )
     hybrid_hits = hybrid_store.similarity_search(query, k=3)
     assert len(hybrid_hits) == 3 and hybrid_hits[0].page_content == texts[7]

@@ -11,11 +11,11 @@ import langchain_milvus
 import numpy as np
 import pytest
 from _langchain_support import MAX_LENGTH
-from langchain_bge import BGEEmbeddings, BGESparseEmbeddings, SparseEmbedding
 from langchain_milvus.utils.sparse import BaseSparseEmbedding
 from pymilvus import DataType, Function, FunctionType
 
 from bge_core import Embedder, dense_scores, lexical_scores
+from langchain_bge import BGEEmbeddings, BGESparseEmbeddings, SparseEmbedding
 
 FP32 = {"precision": "fp32", "max_length": MAX_LENGTH}
 RTOL, ATOL = 1e-5, 1e-6
@@ -57,10 +57,15 @@ def hybrid_store(models, texts, connection):
     """Dense + sparse in one collection; the sparse model in its default (Qdrant-compatible) output."""
     store = langchain_milvus.Milvus.from_texts(
         texts,
-        embedding=[BGEEmbeddings(model_name=str(models.m3), **FP32), BGESparseEmbeddings(model_name=str(models.m3),
-                                                                                         **FP32)],
-        vector_field=["dense", "sparse"], index_params=[DENSE_INDEX, SPARSE_INDEX],
-        search_params=[DENSE_SEARCH, SPARSE_SEARCH], connection_args=connection, collection_name="hybrid",
+        embedding=[
+            BGEEmbeddings(model_name=str(models.m3), **FP32),
+            BGESparseEmbeddings(model_name=str(models.m3), **FP32),
+        ],
+        vector_field=["dense", "sparse"],
+        index_params=[DENSE_INDEX, SPARSE_INDEX],
+        search_params=[DENSE_SEARCH, SPARSE_SEARCH],
+        connection_args=connection,
+        collection_name="hybrid",
     )
     yield store
     store.client.drop_collection("hybrid")
@@ -68,8 +73,9 @@ def hybrid_store(models, texts, connection):
 
 def _expected(engine, encoded, query: str, weights: tuple[float, float], k: int):
     q = engine.encode(query, kind="query", dense=True, sparse=True)
-    fused = (weights[0] * np.asarray(dense_scores(q.dense, encoded.dense), dtype=np.float64)
-             + weights[1] * np.asarray(lexical_scores(q.sparse, encoded.sparse), dtype=np.float64))
+    fused = weights[0] * np.asarray(dense_scores(q.dense, encoded.dense), dtype=np.float64) + weights[1] * np.asarray(
+        lexical_scores(q.sparse, encoded.sparse), dtype=np.float64
+    )
     best = np.argsort(-fused, kind="stable")[:k]
     return best, fused[best]
 
@@ -85,8 +91,12 @@ def test_the_sparse_model_is_recognised_without_a_register_step(hybrid_store, mo
 @pytest.mark.parametrize("weights", [(1.0, 0.0), (0.0, 1.0), (0.6, 0.4)], ids=["dense", "sparse", "hybrid"])
 def test_hybrid_search_scores_equal_the_engine(hybrid_store, engine, encoded, texts, queries, weights):
     """Milvus's weighted fusion (raw scores) equals the engine's dense IP / lexical score / their sum."""
-    ranker = Function(name="weighted", input_field_names=[], function_type=FunctionType.RERANK,
-                      params={"reranker": "weighted", "weights": list(weights), "norm_score": False})
+    ranker = Function(
+        name="weighted",
+        input_field_names=[],
+        function_type=FunctionType.RERANK,
+        params={"reranker": "weighted", "weights": list(weights), "norm_score": False},
+    )
     for query in queries:
         hits = hybrid_store.similarity_search_with_score(query, k=5, fetch_k=len(texts), reranker=ranker)
         best, scores = _expected(engine, encoded, query, weights, 5)
@@ -94,15 +104,22 @@ def test_hybrid_search_scores_equal_the_engine(hybrid_store, engine, encoded, te
         np.testing.assert_allclose([score for _, score in hits], scores, rtol=RTOL, atol=ATOL)
 
 
-def test_both_sparse_output_shapes_reach_milvus_with_the_same_weights(models, engine, encoded, texts, queries,
-                                                                      connection):
+def test_both_sparse_output_shapes_reach_milvus_with_the_same_weights(
+    models, engine, encoded, texts, queries, connection
+):
     """A sparse-only collection written with ``{id: weight}`` dicts and searched with the default
     :class:`SparseEmbedding` objects (a list of pairs with ``.indices``/``.values``) and with dicts."""
     as_dicts = BGESparseEmbeddings(model_name=str(models.m3), output_format="milvus", **FP32)
     default = BGESparseEmbeddings(model_name=str(models.m3), **FP32)
     assert isinstance(default.embed_query(queries[0]), SparseEmbedding)
-    common = {"vector_field": "sparse", "index_params": SPARSE_INDEX, "search_params": SPARSE_SEARCH,
-              "connection_args": connection, "collection_name": "sparse", "consistency_level": "Strong"}
+    common = {
+        "vector_field": "sparse",
+        "index_params": SPARSE_INDEX,
+        "search_params": SPARSE_SEARCH,
+        "connection_args": connection,
+        "collection_name": "sparse",
+        "consistency_level": "Strong",
+    }
     written = langchain_milvus.Milvus.from_texts(texts, embedding=as_dicts, **common)
     reader = langchain_milvus.Milvus(embedding_function=default, **common)
     try:

@@ -45,13 +45,27 @@ def rerank_outputs(rerank, texts: list[str]) -> list:
 
 # (class, fixture model attribute, how to read outputs, updates to try one at a time)
 CASES = {
-    "BGEEmbedding": (BGEEmbedding, "dense", dense_outputs, [
-        {"normalize": False}, {"truncate_dim": 64}, {"query_instruction": "Question: "},
-        {"document_instruction": "Passage: "}, {"pooling": "mean"},
-    ]),
-    "BGESparseEmbedding": (BGESparseEmbedding, "m3", sparse_outputs, [
-        {"max_length": 8}, {"query_instruction": "Question: "},
-    ]),
+    "BGEEmbedding": (
+        BGEEmbedding,
+        "dense",
+        dense_outputs,
+        [
+            {"normalize": False},
+            {"truncate_dim": 64},
+            {"query_instruction": "Question: "},
+            {"document_instruction": "Passage: "},
+            {"pooling": "mean"},
+        ],
+    ),
+    "BGESparseEmbedding": (
+        BGESparseEmbedding,
+        "m3",
+        sparse_outputs,
+        [
+            {"max_length": 8},
+            {"query_instruction": "Question: "},
+        ],
+    ),
     "BGERerank": (BGERerank, "reranker", rerank_outputs, [{"normalize": True}, {"top_n": 1}]),
     "BGEM3Rerank": (BGEM3Rerank, "m3", rerank_outputs, [{"weights": (0.0, 1.0, 0.0)}, {"max_length": 8}]),
 }

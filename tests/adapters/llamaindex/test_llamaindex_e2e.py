@@ -42,8 +42,9 @@ def test_index_retriever_and_reranking_query_engine(models, documents):
     candidates = retriever.retrieve(query)
     texts = [c.node.get_content(metadata_mode=MetadataMode.EMBED) for c in candidates]
     dense = Embedder(models.dense, **OPTIONS)
-    np.testing.assert_allclose([c.score for c in candidates],
-                               dense.encode_documents(texts) @ dense.encode_queries(query), rtol=1e-5)
+    np.testing.assert_allclose(
+        [c.score for c in candidates], dense.encode_documents(texts) @ dense.encode_queries(query), rtol=1e-5
+    )
 
     engine = RetrieverQueryEngine.from_args(retriever, llm=MockLLM(), node_postprocessors=[rerank])
     response = engine.query(query)
@@ -92,7 +93,10 @@ def test_example_runs_offline(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}  # an empty cache: the fallback runs
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "llamaindex_rag.py"), "--docs", "40"],
-        capture_output=True, text=True, env=env, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()

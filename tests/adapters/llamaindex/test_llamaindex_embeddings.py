@@ -103,8 +103,9 @@ def test_query_instruction_none_is_the_registry_default_and_empty_is_none(models
     query = QUESTIONS[0]
     default = BGEEmbedding(str(folder), **OPTIONS)
     none = BGEEmbedding(str(folder), query_instruction="", **OPTIONS)
-    np.testing.assert_allclose(default.get_query_embedding(query), reference.encode_documents(registry + query),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        default.get_query_embedding(query), reference.encode_documents(registry + query), rtol=0, atol=1e-6
+    )
     np.testing.assert_allclose(none.get_query_embedding(query), reference.encode_documents(query), rtol=0, atol=1e-6)
     # The resolved instruction is never written back (LlamaIndex's HuggingFaceEmbedding does that).
     assert default.query_instruction is None and default.to_dict()["query_instruction"] is None
@@ -160,17 +161,25 @@ def test_defaults_run_bf16_here_within_a_bound_of_fp32(models, texts):
 
 def test_document_instruction_is_put_before_documents_only(models, reference, texts):
     embed = BGEEmbedding(str(models.dense), document_instruction="passage: ", query_instruction="", **OPTIONS)
-    np.testing.assert_allclose(embed.get_text_embedding_batch(texts[:3]),
-                               reference.encode_documents(["passage: " + t for t in texts[:3]]), rtol=0, atol=1e-5)
-    np.testing.assert_allclose(embed.get_query_embedding(QUESTIONS[0]), reference.encode_documents(QUESTIONS[0]),
-                               rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        embed.get_text_embedding_batch(texts[:3]),
+        reference.encode_documents(["passage: " + t for t in texts[:3]]),
+        rtol=0,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        embed.get_query_embedding(QUESTIONS[0]), reference.encode_documents(QUESTIONS[0]), rtol=0, atol=1e-6
+    )
     again = BGEEmbedding.from_dict(embed.to_dict())
     assert again.document_instruction == "passage: " and again.to_dict() == embed.to_dict()
 
 
 ICL_EXAMPLES = [
-    {"instruct": "Given a question, retrieve the passage that answers it.", "query": "what is a list?",
-     "response": "A list is a mutable sequence."},
+    {
+        "instruct": "Given a question, retrieve the passage that answers it.",
+        "query": "what is a list?",
+        "response": "A list is a mutable sequence.",
+    },
     {"query": "how do I open a file?", "response": "Use the built-in open()."},
 ]
 

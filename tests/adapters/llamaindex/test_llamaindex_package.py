@@ -30,7 +30,9 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_missing_llama_index_core_names_the_extra(package):
-    code = _BLOCK_CORE + f"""
+    code = (
+        _BLOCK_CORE
+        + f"""
 from bge_core import MissingExtraError
 try:
     import {package}
@@ -40,6 +42,7 @@ except MissingExtraError as exc:
 else:
     raise SystemExit("imported without llama-index-core")
 """
+    )
     result = _run(code)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "pip install 'bge-rag[llama-index]'" in result.stdout and "llama-index-core" in result.stdout

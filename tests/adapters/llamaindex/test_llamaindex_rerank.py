@@ -16,8 +16,7 @@ from llama_index.core.schema import MetadataMode, QueryBundle
 from llama_index.embeddings.bge import BGEEmbedding
 from llama_index.postprocessor.bge_rerank import BGEM3Rerank, BGERerank
 
-from bge_core import ConfigError, Embedder, InvalidInputError, Reranker
-from bge_core import sigmoid
+from bge_core import ConfigError, Embedder, InvalidInputError, Reranker, sigmoid
 
 QUERY = QUESTIONS[0]
 
@@ -58,8 +57,15 @@ def test_top_n_threshold_normalize_and_retrieval_score(models, nodes, reference_
     probabilities = [sigmoid(s) for s in reference_scores]
     threshold = sorted(probabilities)[len(probabilities) // 2]
     kept = sorted((p for p in probabilities if p >= threshold), reverse=True)
-    rerank = BGERerank(model=str(models.reranker), precision="fp32", max_length=128, normalize=True,
-                       score_threshold=threshold, keep_retrieval_score=True, top_n=3)
+    rerank = BGERerank(
+        model=str(models.reranker),
+        precision="fp32",
+        max_length=128,
+        normalize=True,
+        score_threshold=threshold,
+        keep_retrieval_score=True,
+        top_n=3,
+    )
     out = rerank.postprocess_nodes(nodes, query_bundle=QueryBundle(QUERY))
     np.testing.assert_allclose([n.score for n in out], kept[:3], rtol=1e-6)
     by_id = {n.node.node_id: n.score for n in nodes}
@@ -93,15 +99,15 @@ def test_async_matches_sync_and_runs_one_call_at_a_time(rerank, nodes, monkeypat
 
     results = asyncio.run(run())
     assert probe.calls == 3 and probe.most == 1
-    assert all([(n.node.node_id, n.score) for n in r] == [(n.node.node_id, n.score) for n in expected]
-               for r in results)
+    assert all([(n.node.node_id, n.score) for n in r] == [(n.node.node_id, n.score) for n in expected] for r in results)
 
 
 def test_empty_nodes_and_missing_query(rerank, nodes):
     with collected_events() as events:
         assert rerank.postprocess_nodes([], query_str=QUERY) == []
     assert [type(e) for e in events if isinstance(e, (ReRankStartEvent, ReRankEndEvent))] == [
-        ReRankStartEvent, ReRankEndEvent,
+        ReRankStartEvent,
+        ReRankEndEvent,
     ]
     with pytest.raises(InvalidInputError, match="query"):
         rerank.postprocess_nodes(nodes)
@@ -127,8 +133,9 @@ def test_m3_rerank_equals_compute_score(models, nodes, weights):
     out = m3.postprocess_nodes(nodes, query_str=QUERY)
     texts = [n.node.get_content(metadata_mode=MetadataMode.EMBED) for n in nodes]
     pure_colbert = weights == (0.0, 0.0, 1.0)  # compute_score rejects these weights (see the adapter)
-    scores = Embedder(models.m3, **options).compute_score([(QUERY, t) for t in texts],
-                                                          weights=None if pure_colbert else weights)
+    scores = Embedder(models.m3, **options).compute_score(
+        [(QUERY, t) for t in texts], weights=None if pure_colbert else weights
+    )
     expected = scores["colbert" if pure_colbert else "colbert+sparse+dense"]
     order = sorted(range(len(nodes)), key=lambda i: -expected[i])
     assert [n.node.node_id for n in out] == [nodes[i].node.node_id for i in order]

@@ -76,13 +76,15 @@ def test_real_hybrid_query_against_qdrant_in_memory(models, sparse, reference, p
     corpus = paragraphs[300:330]
     nodes = [TextNode(text=t, id_=f"00000000-0000-0000-0000-{i:012d}") for i, t in enumerate(corpus)]
     store = QdrantVectorStore(
-        collection_name="bge", client=QdrantClient(location=":memory:"), enable_hybrid=True,
-        sparse_doc_fn=sparse.sparse_doc_fn, sparse_query_fn=sparse.sparse_query_fn,
+        collection_name="bge",
+        client=QdrantClient(location=":memory:"),
+        enable_hybrid=True,
+        sparse_doc_fn=sparse.sparse_doc_fn,
+        sparse_query_fn=sparse.sparse_query_fn,
     )
     dense = BGEEmbedding(str(models.m3), **OPTIONS)
     assert dense.engine is sparse.engine  # one model for both
-    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store),
-                             embed_model=dense)
+    index = VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=store), embed_model=dense)
     query = QUESTIONS[0]
 
     # Sparse mode: Qdrant's dot products are bge_core's lexical scores.

@@ -15,7 +15,6 @@ from _llamaindex_support import QUESTIONS
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.bridge.pydantic import ValidationError
 from llama_index.core.schema import TextNode
-from llama_index.core.vector_stores.types import VectorStoreQuery, VectorStoreQueryMode
 from llama_index.embeddings.bge import BGEEmbedding, BGEMilvusSparseFunction, BGESparseEmbedding
 from llama_index.vector_stores.milvus import MilvusVectorStore
 from llama_index.vector_stores.milvus.utils import BaseSparseEmbeddingFunction
@@ -63,9 +62,18 @@ def expected(reference, corpus):
 
 def store(uri: str, name: str, function, **options) -> MilvusVectorStore:
     # use_async_client=False: pymilvus 2.6.9's async client cannot be created outside an event loop.
-    return MilvusVectorStore(uri=uri, collection_name=name, dim=DIM, overwrite=True, enable_sparse=True,
-                             sparse_embedding_function=function, similarity_metric="IP", use_async_client=False,
-                             **DB, **options)
+    return MilvusVectorStore(
+        uri=uri,
+        collection_name=name,
+        dim=DIM,
+        overwrite=True,
+        enable_sparse=True,
+        sparse_embedding_function=function,
+        similarity_metric="IP",
+        use_async_client=False,
+        **DB,
+        **options,
+    )
 
 
 def arctan_norm(x):
@@ -90,8 +98,7 @@ def test_qdrant_shaped_callables_are_refused_by_the_milvus_store(sparse, milvus_
 
 
 @pytest.mark.slow
-def test_pymilvus_contract_stores_and_searches_the_engine_s_weights(sparse, reference, corpus, expected,
-                                                                    milvus_uri):
+def test_pymilvus_contract_stores_and_searches_the_engine_s_weights(sparse, reference, corpus, expected, milvus_uri):
     # The contract at Milvus's level: encode_documents' dicts are inserted into a
     # SPARSE_FLOAT_VECTOR field as they come, encode_queries' dict is the search vector.
     function = BGEMilvusSparseFunction(sparse)
@@ -110,8 +117,9 @@ def test_pymilvus_contract_stores_and_searches_the_engine_s_weights(sparse, refe
     index.add_index("sparse", index_type="SPARSE_INVERTED_INDEX", metric_type="IP")
     client.create_collection("contract", schema=schema, index_params=index)
     client.insert("contract", [{"id": i, "sparse": d} for i, d in enumerate(documents)])
-    hits = client.search("contract", queries, anns_field="sparse", limit=len(corpus),
-                         search_params={"metric_type": "IP"})[0]
+    hits = client.search(
+        "contract", queries, anns_field="sparse", limit=len(corpus), search_params={"metric_type": "IP"}
+    )[0]
 
     lexical = expected[1]
     matching = np.flatnonzero(lexical > 0)  # Milvus returns only documents sharing a token
@@ -125,13 +133,17 @@ def test_pymilvus_contract_stores_and_searches_the_engine_s_weights(sparse, refe
 @pytest.fixture(scope="module")
 def index(models, sparse, corpus, milvus_uri) -> VectorStoreIndex:
     """The corpus in a MilvusVectorStore with BGE-M3 dense vectors and sparse weights."""
-    milvus = store(milvus_uri, "hybrid", BGEMilvusSparseFunction(sparse), hybrid_ranker="WeightedRanker",
-                   hybrid_ranker_params={"weights": [0.6, 0.4]})
+    milvus = store(
+        milvus_uri,
+        "hybrid",
+        BGEMilvusSparseFunction(sparse),
+        hybrid_ranker="WeightedRanker",
+        hybrid_ranker_params={"weights": [0.6, 0.4]},
+    )
     nodes = [TextNode(text=t, id_=f"node-{i}") for i, t in enumerate(corpus)]
     dense = BGEEmbedding(str(models.m3), **OPTIONS)
     assert dense.engine is sparse.engine  # one model for dense and sparse
-    return VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=milvus),
-                            embed_model=dense)
+    return VectorStoreIndex(nodes, storage_context=StorageContext.from_defaults(vector_store=milvus), embed_model=dense)
 
 
 def position(node_id: str) -> int:
@@ -154,8 +166,9 @@ def test_hybrid_query_fuses_the_engine_s_dense_and_sparse_scores(index, expected
     # hits (no shared token) contributing 0 there.
     fused = 0.6 * arctan_norm(dense) + 0.4 * np.where(lexical > 0, arctan_norm(lexical), 0.0)
     assert sorted(position(h.node.node_id) for h in hits) == list(range(len(corpus)))
-    np.testing.assert_allclose([h.score for h in hits], fused[[position(h.node.node_id) for h in hits]],
-                               rtol=0, atol=ATOL)
+    np.testing.assert_allclose(
+        [h.score for h in hits], fused[[position(h.node.node_id) for h in hits]], rtol=0, atol=ATOL
+    )
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert all(type(h.score) is float for h in hits)
 
@@ -163,8 +176,9 @@ def test_hybrid_query_fuses_the_engine_s_dense_and_sparse_scores(index, expected
 def test_the_store_holds_the_engine_s_sparse_weights(index, reference, corpus):
     # What MilvusVectorStore wrote through our function, read back from Milvus.
     milvus: MilvusVectorStore = index.vector_store  # type: ignore[assignment]
-    rows = milvus.client.query(milvus.collection_name, filter="", limit=len(corpus) + 1,
-                               output_fields=["id", "sparse_embedding"])
+    rows = milvus.client.query(
+        milvus.collection_name, filter="", limit=len(corpus) + 1, output_fields=["id", "sparse_embedding"]
+    )
     stored = {row["id"]: row["sparse_embedding"] for row in rows}
     assert sorted(stored) == sorted(f"node-{i}" for i in range(len(corpus)))
     for i, text in enumerate(corpus):

@@ -30,6 +30,9 @@ from _st_support import (
 )
 from sentence_transformers import CrossEncoder, MultiVectorEncoder, SentenceTransformer, SparseEncoder
 from sentence_transformers.sparse_encoder.modules import SparseAutoEncoder
+
+from bge_core import Reranker, colbert_scores
+from bge_core.registry import EN_INSTRUCTION
 from sentence_transformers_bge import (
     M3LexicalWeights,
     build_sentence_transformer,
@@ -38,9 +41,6 @@ from sentence_transformers_bge import (
     load_sparse_encoder,
 )
 from sentence_transformers_bge import m3_lexical_weights as lexical_module
-
-from bge_core import Reranker, colbert_scores
-from bge_core.registry import EN_INSTRUCTION
 
 M3_FIXTURES = ["m3", "xlmr_m3"]
 
@@ -115,8 +115,9 @@ def test_dense_encode_query_and_document_match_embedder(dense_export, registry_d
     ref = reference(registry_dense, max_length=MINILM_MAX_LENGTH)
     assert ref.query_instruction == EN_INSTRUCTION and ref.pooling == "cls"  # the registry's
     np.testing.assert_allclose(model.encode_query(QUERIES), ref.encode_queries(QUERIES), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(model.encode_document(st_texts, batch_size=ST_BATCH), ref.encode_documents(st_texts),
-                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        model.encode_document(st_texts, batch_size=ST_BATCH), ref.encode_documents(st_texts), atol=ATOL, rtol=0
+    )
     # and the instruction matters: without it the query vectors differ
     assert not np.allclose(model.encode_query(QUERIES[:1]), ref.encode_documents(QUERIES[:1]), atol=1e-3)
 
@@ -133,8 +134,15 @@ def test_dense_export_reads_back_into_bge_core(dense_export, registry_dense, st_
 @pytest.mark.parametrize(
     ("fixture", "options"),
     [
-        ("dense", {"pooling": "mean", "query_instruction": "query: ", "document_instruction": "passage: ",
-                   "max_length": MINILM_MAX_LENGTH}),
+        (
+            "dense",
+            {
+                "pooling": "mean",
+                "query_instruction": "query: ",
+                "document_instruction": "passage: ",
+                "max_length": MINILM_MAX_LENGTH,
+            },
+        ),
         ("dense", {"pooling": "last_token", "normalize": False, "max_length": 64}),
         ("xlmr_m3", {"query_instruction": "Represent this query: "}),
     ],
@@ -144,11 +152,14 @@ def test_dense_overrides_match_embedder(models, st_texts, fixture, options):
     folder = getattr(models, fixture)
     model = build_sentence_transformer(folder, device="cpu", **options)
     ref = reference(folder, **options)
-    assert model.prompts == {"query": options.get("query_instruction", ""),
-                             "document": options.get("document_instruction", "")}
+    assert model.prompts == {
+        "query": options.get("query_instruction", ""),
+        "document": options.get("document_instruction", ""),
+    }
     np.testing.assert_allclose(model.encode_query(QUERIES), ref.encode_queries(QUERIES), atol=ATOL, rtol=0)
-    np.testing.assert_allclose(model.encode_document(st_texts, batch_size=ST_BATCH), ref.encode_documents(st_texts),
-                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        model.encode_document(st_texts, batch_size=ST_BATCH), ref.encode_documents(st_texts), atol=ATOL, rtol=0
+    )
 
 
 # -------------------------------------------------------------------------------------- ColBERT
@@ -245,8 +256,7 @@ def test_sparse_weights_match_embedder(sparse_export, m3_reference, st_texts, lo
     assert_same_sparse(sparse_rows(got_docs), docs)
     assert_same_sparse(sparse_rows(got_queries), queries)
     lexical = np.array([[q.dot(d) for d in docs] for q in queries], dtype=np.float32)
-    np.testing.assert_allclose(model.similarity(got_queries, got_docs).cpu().numpy(), lexical,
-                               atol=SCORE_ATOL, rtol=0)
+    np.testing.assert_allclose(model.similarity(got_queries, got_docs).cpu().numpy(), lexical, atol=SCORE_ATOL, rtol=0)
 
 
 @pytest.mark.parity
@@ -300,13 +310,21 @@ def test_lexical_module_keeps_max_weight_per_token_id():
 
 
 # ------------------------------------------------------------------------------------- reranker
-@pytest.fixture(scope="module", params=[("reranker", "identity"), ("reranker", "sigmoid"), ("xlmr_reranker", None)],
-                ids=["identity", "sigmoid", "xlmr-default"])
+@pytest.fixture(
+    scope="module",
+    params=[("reranker", "identity"), ("reranker", "sigmoid"), ("xlmr_reranker", None)],
+    ids=["identity", "sigmoid", "xlmr-default"],
+)
 def reranker_export(request, models, tmp_path_factory) -> tuple[Path, Path, str]:
     fixture, activation = request.param
     folder = getattr(models, fixture)
-    out = export(folder, tmp_path_factory.mktemp("st") / f"reranker-{fixture}-{activation}", kind="reranker",
-                 activation=activation, **length_options(models, folder))
+    out = export(
+        folder,
+        tmp_path_factory.mktemp("st") / f"reranker-{fixture}-{activation}",
+        kind="reranker",
+        activation=activation,
+        **length_options(models, folder),
+    )
     return folder, out, activation or "identity"
 
 
@@ -330,8 +348,9 @@ def test_reranker_scores_match_reranker(reranker_export, models, st_texts):
     pairs = [(q, d) for q in QUERIES[:2] for d in st_texts] + [("q", ""), ("", "passage")]
     model = CrossEncoder(str(out), device="cpu")
     got = model.predict(pairs, batch_size=ST_BATCH)
-    expected = Reranker(folder, precision="fp32", device="cpu", normalize=activation == "sigmoid",
-                        **length_options(models, folder)).score(pairs)
+    expected = Reranker(
+        folder, precision="fp32", device="cpu", normalize=activation == "sigmoid", **length_options(models, folder)
+    ).score(pairs)
     np.testing.assert_allclose(got, expected, atol=SCORE_ATOL, rtol=0)
     if activation == "identity":
         assert (np.asarray(expected) < 0).any() or (np.asarray(expected) > 1).any()  # raw logits, not 0..1

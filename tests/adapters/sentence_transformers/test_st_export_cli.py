@@ -8,10 +8,10 @@ import sys
 import pytest
 from _st_support import QUERIES, assert_same_colbert, reference
 from sentence_transformers import MultiVectorEncoder
-from sentence_transformers_bge import export, load_sparse_encoder
 
 from bge_core import ConfigError, MissingExtraError, MissingHeadError, ModelLoadError, UnsupportedModelError
 from bge_rag.cli import main
+from sentence_transformers_bge import export, load_sparse_encoder
 
 
 @pytest.mark.parity
@@ -118,7 +118,8 @@ def test_dense_export_refuses_a_folder_with_dense_modules(models, tmp_path):
     transformer = Transformer(str(models.dense), max_seq_length=64)
     source = tmp_path / "with-dense"
     SentenceTransformer(modules=[transformer, Pooling(384, pooling_mode="mean"), Dense(384, 32)], device="cpu").save(
-        str(source))
+        str(source)
+    )
     with pytest.raises(UnsupportedModelError, match="Dense modules after Pooling"):
         export(source, tmp_path / "out", kind="dense")
     assert not (tmp_path / "out").exists()

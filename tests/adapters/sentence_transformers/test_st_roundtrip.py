@@ -21,11 +21,18 @@ import torch
 from _st_support import ATOL, MINILM_MAX_LENGTH, QUERIES, assert_same_sparse, reference
 from safetensors.torch import load_file
 from sentence_transformers import SparseEncoder
+
 from sentence_transformers_bge import build_sparse_encoder, export, load_sparse_encoder
 
 DOCS = ["BGE-M3 gives dense, sparse and multi-vector outputs.", "", "the the cat sat", "Grüße aus Köln"]
-BLOCKED = ("bge_core", "sentence_transformers_bge", "langchain_bge", "llama_index.embeddings.bge",
-           "llama_index.postprocessor.bge_rerank", "haystack_integrations.components.embedders.bge")
+BLOCKED = (
+    "bge_core",
+    "sentence_transformers_bge",
+    "langchain_bge",
+    "llama_index.embeddings.bge",
+    "llama_index.postprocessor.bge_rerank",
+    "haystack_integrations.components.embedders.bge",
+)
 
 # Runs in a fresh interpreter: bge-rag cannot be imported there, whatever is installed.
 _CHILD = textwrap.dedent(
@@ -70,7 +77,11 @@ _CHILD = textwrap.dedent(
 
 def _run_without_bge_rag(jobs: list[dict], cwd: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-c", _CHILD, json.dumps(jobs)], cwd=cwd, capture_output=True, text=True, timeout=600,
+        [sys.executable, "-c", _CHILD, json.dumps(jobs)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
@@ -109,8 +120,17 @@ def test_resaved_sparse_folders_load_without_bge_rag(resaved, models, tmp_path):
     ]
     jobs[1]["save_to"] = str(tmp_path / "second-generation")
     _run_without_bge_rag(jobs, cwd=tmp_path)
-    _run_without_bge_rag([{"folder": str(tmp_path / "second-generation"), "docs": DOCS, "queries": QUERIES,
-                           "out": str(tmp_path / "second-generation")}], cwd=tmp_path)
+    _run_without_bge_rag(
+        [
+            {
+                "folder": str(tmp_path / "second-generation"),
+                "docs": DOCS,
+                "queries": QUERIES,
+                "out": str(tmp_path / "second-generation"),
+            }
+        ],
+        cwd=tmp_path,
+    )
     for name in [*resaved, "second-generation"]:
         docs = np.load(tmp_path / f"{name}-docs.npy")
         queries = np.load(tmp_path / f"{name}-queries.npy")
@@ -129,7 +149,9 @@ def test_resaved_sparse_folders_name_the_module_by_file(resaved):
     for folder in resaved.values():
         types = [entry["type"] for entry in json.loads((folder / "modules.json").read_text())]
         assert types[1] == "m3_lexical_weights.M3LexicalWeights", folder.name
-        assert (folder / "m3_lexical_weights.py").read_text() == (resaved["export"] / "m3_lexical_weights.py").read_text()
+        assert (folder / "m3_lexical_weights.py").read_text() == (
+            resaved["export"] / "m3_lexical_weights.py"
+        ).read_text()
 
 
 def test_resaved_sparse_folder_still_loads_through_load_sparse_encoder(resaved, models):
@@ -155,13 +177,17 @@ def test_dense_and_reranker_folders_load_without_bge_rag(models, tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "dense.npy"),
-                               reference(models.dense, max_length=MINILM_MAX_LENGTH).encode_documents(DOCS),
-                               atol=ATOL, rtol=0)
+    np.testing.assert_allclose(
+        np.load(tmp_path / "dense.npy"),
+        reference(models.dense, max_length=MINILM_MAX_LENGTH).encode_documents(DOCS),
+        atol=ATOL,
+        rtol=0,
+    )
     from bge_core import Reranker
 
     expected = Reranker(models.reranker, precision="fp32", device="cpu", max_length=MINILM_MAX_LENGTH).score(
-        [(q, DOCS[0]) for q in QUERIES])
+        [(q, DOCS[0]) for q in QUERIES]
+    )
     np.testing.assert_allclose(np.load(tmp_path / "scores.npy"), expected, atol=1e-4, rtol=0)
 
 
@@ -184,9 +210,14 @@ def _front_matter(card: str) -> dict[str, str]:
     return dict(line.split(": ", 1) for line in head.splitlines() if ": " in line)
 
 
-@pytest.mark.parametrize(("kind", "fixture", "pipeline_tag"),
-                         [("dense", "dense", "sentence-similarity"), ("reranker", "reranker", "text-ranking"),
-                          ("sparse", "m3", "feature-extraction")])
+@pytest.mark.parametrize(
+    ("kind", "fixture", "pipeline_tag"),
+    [
+        ("dense", "dense", "sentence-similarity"),
+        ("reranker", "reranker", "text-ranking"),
+        ("sparse", "m3", "feature-extraction"),
+    ],
+)
 def test_card_names_base_model_license_and_task(models, tmp_path, kind, fixture, pipeline_tag):
     repo = {"dense": "BAAI/bge-small-en-v1.5", "reranker": "BAAI/bge-reranker-base", "sparse": "BAAI/bge-m3"}[kind]
     hub = tmp_path / "hub"

@@ -20,7 +20,8 @@ Nothing here imports torch: engines are loaded by the functions below on first u
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from bge_core.slot import EngineSlot

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
@@ -74,25 +74,25 @@ class BGEEmbedding(EngineOwner, BaseEmbedding):
     embed_batch_size: int = Field(
         default=DEFAULT_EMBED_BATCH_SIZE, gt=0, le=2048, description="Texts per engine call in batch methods."
     )
-    device: Optional[str] = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
+    device: str | None = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
     precision: str = Field(default="auto", description="'auto', 'fp32', 'fp16' or 'bf16'.")
-    max_length: Optional[int] = Field(default=None, description="Tokens per text; None takes the registry's.")
-    query_instruction: Optional[str] = Field(
+    max_length: int | None = Field(default=None, description="Tokens per text; None takes the registry's.")
+    query_instruction: str | None = Field(
         default=None, description="Query instruction: None takes the registry's, '' means none."
     )
-    document_instruction: Optional[str] = Field(
+    document_instruction: str | None = Field(
         default=None, description="Document instruction: None takes the registry's, '' means none."
     )
-    examples: Optional[list[dict[str, str]]] = Field(
+    examples: list[dict[str, str]] | None = Field(
         default=None, description="In-context examples for bge-en-icl queries ({'query', 'response', 'instruct'?})."
     )
-    examples_instruction_format: Optional[str] = Field(
+    examples_instruction_format: str | None = Field(
         default=None, description="Template of one in-context example (bge-en-icl); None: FlagICLModel's."
     )
     normalize: bool = Field(default=True, description="L2-normalize the vectors.")
-    pooling: Optional[str] = Field(default=None, description="'cls', 'mean' or 'last_token'; None: registry's.")
-    truncate_dim: Optional[int] = Field(default=None, description="Keep only the first dimensions (Matryoshka).")
-    trust_remote_code: Optional[bool] = Field(default=None, description="Allow the model's own code.")
+    pooling: str | None = Field(default=None, description="'cls', 'mean' or 'last_token'; None: registry's.")
+    truncate_dim: int | None = Field(default=None, description="Keep only the first dimensions (Matryoshka).")
+    trust_remote_code: bool | None = Field(default=None, description="Allow the model's own code.")
 
     _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
@@ -111,10 +111,16 @@ class BGEEmbedding(EngineOwner, BaseEmbedding):
 
     def _engine(self) -> Embedder:
         options = engine_options(
-            device=self.device, precision=self.precision, max_length=self.max_length,
-            query_instruction=self.query_instruction, document_instruction=self.document_instruction,
-            examples=self.examples, examples_instruction_format=self.examples_instruction_format,
-            normalize=self.normalize, pooling=self.pooling, truncate_dim=self.truncate_dim,
+            device=self.device,
+            precision=self.precision,
+            max_length=self.max_length,
+            query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+            examples=self.examples,
+            examples_instruction_format=self.examples_instruction_format,
+            normalize=self.normalize,
+            pooling=self.pooling,
+            truncate_dim=self.truncate_dim,
             trust_remote_code=self.trust_remote_code,
         )
         return self._slot.load(shared_embedder, self.model_name, options)

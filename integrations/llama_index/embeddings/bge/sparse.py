@@ -14,7 +14,7 @@ No vector store package is imported by this module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Literal
 
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
@@ -60,16 +60,16 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
 
     model_name: str = Field(default=DEFAULT_SPARSE_MODEL, description="Hub id or local folder of a BGE-M3 model.")
     embed_batch_size: int = Field(default=64, gt=0, le=2048, description="Texts per engine call in batch methods.")
-    device: Optional[str] = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
+    device: str | None = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
     precision: str = Field(default="auto", description="'auto', 'fp32', 'fp16' or 'bf16'.")
-    max_length: Optional[int] = Field(default=None, description="Tokens per text; None takes the registry's.")
-    query_instruction: Optional[str] = Field(
+    max_length: int | None = Field(default=None, description="Tokens per text; None takes the registry's.")
+    query_instruction: str | None = Field(
         default=None, description="Query instruction: None takes the registry's, '' means none."
     )
-    document_instruction: Optional[str] = Field(
+    document_instruction: str | None = Field(
         default=None, description="Document instruction: None takes the registry's, '' means none."
     )
-    trust_remote_code: Optional[bool] = Field(default=None, description="Allow the model's own code.")
+    trust_remote_code: bool | None = Field(default=None, description="Allow the model's own code.")
 
     _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
@@ -88,9 +88,13 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
 
     def _engine(self) -> Embedder:
         options = engine_options(  # normalize=True as BGEEmbedding's default: one shared engine for both
-            device=self.device, precision=self.precision, max_length=self.max_length,
-            query_instruction=self.query_instruction, document_instruction=self.document_instruction,
-            normalize=True, trust_remote_code=self.trust_remote_code,
+            device=self.device,
+            precision=self.precision,
+            max_length=self.max_length,
+            query_instruction=self.query_instruction,
+            document_instruction=self.document_instruction,
+            normalize=True,
+            trust_remote_code=self.trust_remote_code,
         )
         return self._slot.load(shared_embedder, self.model_name, options)
 
@@ -191,9 +195,7 @@ class BGEMilvusSparseFunction:
 
     def __init__(self, embedding: BGESparseEmbedding) -> None:
         if not isinstance(embedding, BGESparseEmbedding):
-            raise InputTypeError(
-                f"BGEMilvusSparseFunction wraps a BGESparseEmbedding, got {type(embedding).__name__}"
-            )
+            raise InputTypeError(f"BGEMilvusSparseFunction wraps a BGESparseEmbedding, got {type(embedding).__name__}")
         self.embedding = embedding
         self.register_with_milvus()
 

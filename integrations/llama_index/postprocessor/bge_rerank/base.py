@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import abstractmethod
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 from llama_index.core.callbacks import CBEventType, EventPayload
@@ -34,16 +34,16 @@ class _BGENodeRerank(EngineOwner, BaseNodePostprocessor):
     model_config = ConfigDict(extra="forbid")
 
     model: str = Field(description="Hugging Face Hub id or local folder of the model.")
-    top_n: Optional[int] = Field(default=2, gt=0, description="Nodes to return, best first; None returns all.")
-    score_threshold: Optional[float] = Field(
+    top_n: int | None = Field(default=2, gt=0, description="Nodes to return, best first; None returns all.")
+    score_threshold: float | None = Field(
         default=None, description="Drop nodes scoring below this (before top_n is applied)."
     )
     keep_retrieval_score: bool = Field(
         default=False, description="Put each node's previous score into its metadata as 'retrieval_score'."
     )
-    device: Optional[str] = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
+    device: str | None = Field(default=None, description="Device ('cpu', 'cuda:1', 'mps'); None picks one.")
     precision: str = Field(default="auto", description="'auto', 'fp32', 'fp16' or 'bf16'.")
-    max_length: Optional[int] = Field(default=None, description="Tokens per input; None takes the registry's.")
+    max_length: int | None = Field(default=None, description="Tokens per input; None takes the registry's.")
 
     _slot: EngineSlot = PrivateAttr(default_factory=EngineSlot)
 
@@ -60,7 +60,7 @@ class _BGENodeRerank(EngineOwner, BaseNodePostprocessor):
         """One Python float per text, in input order; higher is more relevant."""
 
     def _postprocess_nodes(
-        self, nodes: list[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         if query_bundle is None:
             raise InvalidInputError(f"{self.class_name()} needs the query: pass query_bundle or query_str.")
@@ -81,7 +81,7 @@ class _BGENodeRerank(EngineOwner, BaseNodePostprocessor):
         return reranked
 
     async def _apostprocess_nodes(
-        self, nodes: list[NodeWithScore], query_bundle: Optional[QueryBundle] = None
+        self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None
     ) -> list[NodeWithScore]:
         # In a worker thread (the event loop keeps running), one call at a time per loop.
         return await self._serialized(self._postprocess_nodes, nodes, query_bundle)
@@ -196,8 +196,9 @@ class BGEM3Rerank(_BGENodeRerank):
 
     def _engine(self) -> Embedder:
         # The same options as BGEEmbedding's defaults, so both share one engine for one model.
-        options = engine_options(device=self.device, precision=self.precision, max_length=self.max_length,
-                                 normalize=True)
+        options = engine_options(
+            device=self.device, precision=self.precision, max_length=self.max_length, normalize=True
+        )
         return self._slot.load(shared_embedder, self.model, options)
 
     def _scores(self, query: str, texts: list[str]) -> list[float]:

@@ -43,7 +43,8 @@ def init_parameters(component: Any) -> dict[str, Any]:
     """Every ``__init__`` parameter of ``component``, in order, from the attribute of the same name
     (each BGE component keeps its parameters so): what ``to_dict`` writes and ``from_dict`` reads
     back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline. A
-    subclass that adds ``__init__`` parameters must keep them as attributes of the same name too."""
+    subclass that adds ``__init__`` parameters must keep them as attributes of the same name too.
+    """
     names = [name for name in inspect.signature(type(component).__init__).parameters if name != "self"]
     return {name: getattr(component, name) for name in names}
 
@@ -198,5 +199,6 @@ def to_sparse_embedding(vector: Any) -> SparseEmbedding:
 
 def require_m3_heads(embedder: Any, *, colbert: bool = False) -> None:
     """Fail at warm-up, not at the first document, when the model lacks ``sparse_linear.pt`` (or,
-    with ``colbert``, ``colbert_linear.pt``): raises :class:`~bge_core.MissingHeadError`."""
+    with ``colbert``, ``colbert_linear.pt``): raises :class:`~bge_core.MissingHeadError`.
+    """
     embedder.require_heads(sparse=True, colbert=colbert)

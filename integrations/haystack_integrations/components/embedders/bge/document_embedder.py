@@ -68,8 +68,7 @@ class BGEDocumentEmbedder:
         suffix: str = "",
         document_instruction: str | None = None,
     ) -> None:
-        """
-        Create a BGEDocumentEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGEDocumentEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local model folder.
         :param device: The device to run on; `None` takes Haystack's default device.
@@ -119,8 +118,10 @@ class BGEDocumentEmbedder:
             embedder = shared_embedder(
                 self.model,
                 **embedder_options(
-                    **common_settings(self), pooling=self.pooling,
-                    normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
+                    **common_settings(self),
+                    pooling=self.pooling,
+                    normalize_embeddings=self.normalize_embeddings,
+                    truncate_dim=self.truncate_dim,
                     document_instruction=self.document_instruction,
                 ),
             )
@@ -129,8 +130,7 @@ class BGEDocumentEmbedder:
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, Any]:
-        """
-        Embed Documents.
+        """Embed Documents.
 
         :param documents: The Documents to embed (their meta fields as configured, then their content).
         :returns: A dictionary with `documents`: new Documents, in input order, with `embedding` set

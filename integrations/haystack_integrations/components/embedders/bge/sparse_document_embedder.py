@@ -63,8 +63,7 @@ class BGESparseDocumentEmbedder:
         trust_remote_code: bool | None = None,
         revision: str | None = None,
     ) -> None:
-        """
-        Create a BGESparseDocumentEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGESparseDocumentEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local folder of a BGE-M3 model (with `sparse_linear.pt`).
         :param device: The device to run on; `None` takes Haystack's default device.
@@ -100,8 +99,7 @@ class BGESparseDocumentEmbedder:
 
     @component.output_types(documents=list[Document])
     def run(self, documents: list[Document]) -> dict[str, Any]:
-        """
-        Embed Documents as lexical weights.
+        """Embed Documents as lexical weights.
 
         :param documents: The Documents to embed (their meta fields as configured, then their content).
         :returns: A dictionary with `documents`: new Documents, in input order, with `sparse_embedding` set.
@@ -114,7 +112,11 @@ class BGESparseDocumentEmbedder:
         assert self._embedder is not None
         texts = document_texts(documents, self.meta_fields_to_embed, self.embedding_separator)
         encoded = self._embedder.encode(
-            texts, kind="document", dense=False, sparse=True, batch_size=self.batch_size,
+            texts,
+            kind="document",
+            dense=False,
+            sparse=True,
+            batch_size=self.batch_size,
             show_progress=self.progress_bar,
         )
         return {

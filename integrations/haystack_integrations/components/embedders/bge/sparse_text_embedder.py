@@ -56,8 +56,7 @@ class BGESparseTextEmbedder:
         trust_remote_code: bool | None = None,
         revision: str | None = None,
     ) -> None:
-        """
-        Create a BGESparseTextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGESparseTextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local folder of a BGE-M3 model (with `sparse_linear.pt`).
         :param device: The device to run on; `None` takes Haystack's default device.
@@ -85,8 +84,7 @@ class BGESparseTextEmbedder:
 
     @component.output_types(sparse_embedding=SparseEmbedding)
     def run(self, text: str) -> dict[str, Any]:
-        """
-        Embed one query.
+        """Embed one query.
 
         :param text: The query.
         :returns: A dictionary with `sparse_embedding`: a `SparseEmbedding` with token ids

@@ -61,8 +61,7 @@ class BGETextEmbedder:
         examples: list[dict[str, str]] | None = None,
         examples_instruction_format: str | None = None,
     ) -> None:
-        """
-        Create a BGETextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGETextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local model folder.
         :param device: The device to run on; `None` takes Haystack's default device.
@@ -113,9 +112,12 @@ class BGETextEmbedder:
                 self.model,
                 **embedder_options(
                     **common_settings(self),
-                    query_instruction=self.query_instruction, pooling=self.pooling,
-                    normalize_embeddings=self.normalize_embeddings, truncate_dim=self.truncate_dim,
-                    examples=self.examples, examples_instruction_format=self.examples_instruction_format,
+                    query_instruction=self.query_instruction,
+                    pooling=self.pooling,
+                    normalize_embeddings=self.normalize_embeddings,
+                    truncate_dim=self.truncate_dim,
+                    examples=self.examples,
+                    examples_instruction_format=self.examples_instruction_format,
                 ),
             )
             check_affixes(self.prefix, self.suffix, embedder.query_instruction, "query_instruction")
@@ -123,8 +125,7 @@ class BGETextEmbedder:
 
     @component.output_types(embedding=list[float])
     def run(self, text: str) -> dict[str, Any]:
-        """
-        Embed one query.
+        """Embed one query.
 
         :param text: The query.
         :returns: A dictionary with `embedding`: the query's vector as a list of Python floats.

@@ -69,8 +69,7 @@ class BGEM3Ranker:
         trust_remote_code: bool | None = None,
         revision: str | None = None,
     ) -> None:
-        """
-        Create a BGEM3Ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGEM3Ranker. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local folder of a BGE-M3 model (with `sparse_linear.pt`
             and `colbert_linear.pt`).
@@ -115,7 +114,8 @@ class BGEM3Ranker:
 
     def warm_up(self) -> None:
         """Load the model and its sparse and ColBERT heads (once; shared with BGE-M3 embedders of the
-        same settings)."""
+        same settings).
+        """
         if self._embedder is None:
             embedder = shared_embedder(self.model, **embedder_options(**common_settings(self)))
             require_m3_heads(embedder, colbert=True)
@@ -129,8 +129,7 @@ class BGEM3Ranker:
         top_k: int | None = None,
         score_threshold: float | None = None,
     ) -> dict[str, Any]:
-        """
-        Rank Documents by BGE-M3 score.
+        """Rank Documents by BGE-M3 score.
 
         :param query: The query.
         :param documents: The candidate Documents (deduplicated by id before ranking).

@@ -70,8 +70,7 @@ class BGERanker:
         trust_remote_code: bool | None = None,
         revision: str | None = None,
     ) -> None:
-        """
-        Create a BGERanker. Nothing is loaded until `warm_up()` (or the first `run()`).
+        """Create a BGERanker. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local folder of a one-logit cross-encoder
             (`BAAI/bge-reranker-base`, `-large`, `-v2-m3`, ...).
@@ -93,8 +92,10 @@ class BGERanker:
         :raises ConfigError: `top_k` or `batch_size` is not a positive integer, or
             `calibration_factor` is not a positive number (a `ValueError`).
         """
-        if isinstance(calibration_factor, bool) or not isinstance(calibration_factor, (int, float)) or not (
-            math.isfinite(calibration_factor) and calibration_factor > 0
+        if (
+            isinstance(calibration_factor, bool)
+            or not isinstance(calibration_factor, (int, float))
+            or not (math.isfinite(calibration_factor) and calibration_factor > 0)
         ):
             raise ConfigError(f"calibration_factor must be a positive number, got {calibration_factor!r}")
         self.model = str(model)
@@ -127,8 +128,7 @@ class BGERanker:
         scale_score: bool | None = None,
         score_threshold: float | None = None,
     ) -> dict[str, Any]:
-        """
-        Rank Documents by relevance to the query.
+        """Rank Documents by relevance to the query.
 
         :param query: The query.
         :param documents: The candidate Documents (deduplicated by id before ranking).
