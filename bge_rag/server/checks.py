@@ -5,15 +5,18 @@ the checks that give each bad input a clear 4xx message (raised as :class:`~.err
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import APIError
 
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
 #: ``input_type`` values accepted, and the engine kind each one means (OpenAI has no query /
 #: document distinction; Cohere says ``search_query`` / ``search_document``, NVIDIA ``passage``).
-INPUT_TYPES = {
+INPUT_TYPES: dict[str, Kind] = {
     "query": "query",
     "search_query": "query",
     "document": "document",
@@ -142,7 +145,7 @@ def check_positive(name: str, value: int | None) -> int | None:
     return value
 
 
-def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> str:
+def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> Kind:
     """The engine kind (``query`` / ``document``) that ``input_type`` asks for.
 
     Args:

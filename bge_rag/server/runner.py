@@ -64,11 +64,12 @@ def header_timeout_protocol(timeout: float, parser: str | None = None) -> type[a
     else:
         base = _protocol(parser)
 
+    # base is picked at run time (httptools' or h11's protocol class), which mypy cannot subclass.
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
         _header_timer: asyncio.TimerHandle | None = None
         http_parser = parser
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 

@@ -65,8 +65,8 @@ class Service:
         self.embedder = embedder
         self.reranker = reranker
         self.metrics = Metrics()
-        self.embed_batcher: DynamicBatcher | None = None
-        self.rerank_batcher: DynamicBatcher | None = None
+        self.embed_batcher: DynamicBatcher[EncodeKey] | None = None
+        self.rerank_batcher: DynamicBatcher[str] | None = None
         self.heads = {"sparse": False, "colbert": False}
         limits = {
             "max_batch_items": settings.max_batch_items,
@@ -77,7 +77,7 @@ class Service:
         self.rerank_tokenizer: ServerTokenizer | None = None
         if embedder is not None:
             self.embedder_name = served_name(embedder, settings.model_name)
-            self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}  # type: ignore[arg-type]
+            self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}
             embedder.require_heads(**self.heads)  # load them now, not on a first request
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
             embed_batcher = self.embed_batcher = DynamicBatcher(

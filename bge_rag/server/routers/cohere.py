@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -34,7 +34,10 @@ from ..service import QUERY_SUFFIX, Service
 from ..work import EncodeKey, b64_float32, rank, truncate_dims
 from . import Routes, rerank
 
-COHERE_INPUT_TYPES = {
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
+COHERE_INPUT_TYPES: dict[str, Kind] = {
     "search_query": "query",
     "search_document": "document",
     "classification": "document",

@@ -88,12 +88,8 @@ async def rank_candidates(
     if body.texts is not None:
         docs = check_documents(body.texts, "texts", max_items=s.max_inputs, max_chars=s.max_input_chars)
     else:
-        docs = check_documents(
-            body.documents,
-            "documents",  # type: ignore[arg-type]
-            max_items=s.max_inputs,
-            max_chars=s.max_input_chars,
-        )
+        assert body.documents is not None  # exactly one of documents / texts, checked above
+        docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
     top_n = check_positive("top_n", body.top_n)
     scores = await service.logits(body.query, docs, request)
     raw = s.rerank_scores == "raw" if body.raw_scores is None else body.raw_scores

@@ -23,7 +23,7 @@ TEI options and what they do here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -38,8 +38,11 @@ from ..service import Service
 from ..work import EncodedPart, EncodeKey, truncate_dims
 from . import Routes, rerank
 
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
 #: TEI's ``prompt_name`` values this server knows, and the engine kind of each.
-PROMPT_NAMES = {
+PROMPT_NAMES: dict[str, Kind] = {
     "query": "query",
     "search_query": "query",
     "document": "document",
@@ -99,7 +102,7 @@ class TEIRoute(FamilyRoute):
         return tei_error(err)
 
 
-def prompt_kind(prompt_name: str | None) -> str:
+def prompt_kind(prompt_name: str | None) -> Kind:
     """The engine kind of TEI's ``prompt_name`` (documents when absent); 400 for an unknown name."""
     if prompt_name is None:
         return "document"
