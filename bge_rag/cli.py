@@ -34,8 +34,10 @@ DEMO_QUERIES = (
 
 
 def _read_corpus(path: Path) -> list[str]:
-    """Paragraphs from a ``.jsonl`` file (a ``"text"`` field per line) or a text file
-    (paragraphs separated by blank lines).
+    """Paragraphs of a corpus file.
+
+    A ``.jsonl`` file has a ``"text"`` field per line; any other file is text whose paragraphs are
+    separated by blank lines.
     """
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
@@ -231,6 +233,7 @@ def run_export_st(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bge-rag`` argument parser, one subcommand per tool."""
     parser = argparse.ArgumentParser(prog="bge-rag", description="BGE models for RAG: demo and tools.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -284,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bge-rag`` command line.
+
+    Args:
+        argv: The arguments after the program name (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit status.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

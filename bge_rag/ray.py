@@ -55,6 +55,18 @@ class BGEEmbedActor:
         self._colbert_dim = colbert_dimension(self._embedder) if "colbert" in self._outputs else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Encode one batch and return it with the output columns appended.
+
+        Args:
+            batch: Rows with the text column (and any others, passed through).
+
+        Returns:
+            ``batch`` with the ``dense`` / ``sparse`` / ``colbert`` columns asked for.
+
+        Raises:
+            InvalidInputError: the text column is missing, or an output column exists already.
+            InputTypeError: a text is not a string.
+        """
         names = batch.column_names
         if self._text_column not in names:
             raise InvalidInputError(

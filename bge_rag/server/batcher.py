@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
@@ -153,10 +154,8 @@ class DynamicBatcher(Generic[K]):
         """Stop the worker and cancel the requests still queued."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while self._pending:
             job = self._pending.popleft()
@@ -178,8 +177,11 @@ class DynamicBatcher(Generic[K]):
                 self._queued_items -= len(job.items)
 
     def _take(self) -> list[_Job[K]]:
-        """Queued jobs sharing the first job's key, up to ``max_batch_items`` (at least one),
-        at most one piece of each request.
+        """Take the next batch off the queue.
+
+        Returns:
+            Queued jobs sharing the first job's key, up to ``max_batch_items`` items (at least one
+            job), at most one piece of each request.
         """
         first = self._pending[0]
         taken: list[_Job[K]] = []

@@ -1,5 +1,7 @@
-"""What every router's request bodies share: the strict base model, the common field types, and
-the checks that give each bad input a clear 4xx message (raised as :class:`~.errors.APIError`).
+"""What every router's request bodies share.
+
+The strict base model, the common field types, and the checks that give each bad input a clear
+4xx message (raised as :class:`~.errors.APIError`).
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ TruncationDirection = Literal["right", "Right", "left", "Left"]
 
 
 class Strict(BaseModel):
-    """The base of every request body: strict types (no silent coercion: ``"3"`` is not 3, ``1``
-    is not ``True``) and no unknown fields (a misspelt argument is an error, not ignored).
+    """The base of every request body: strict types and no unknown fields.
+
+    No silent coercion (``"3"`` is not 3, ``1`` is not ``True``), and a misspelt argument is an
+    error, not ignored.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)

@@ -27,8 +27,10 @@ _TIMEOUT_RESPONSE = (
 
 
 def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
-    """Uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
-    per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's.
+    """Uvicorn's httptools protocol when httptools is installed, else h11's.
+
+    httptools is a C parser, several times cheaper per request than h11's pure-Python one, and
+    what ``uvicorn[standard]`` picks.
     """
     try:
         return _protocol("httptools"), "httptools"

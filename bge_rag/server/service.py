@@ -9,6 +9,7 @@ that disconnects is dropped (:func:`while_connected`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable
 from pathlib import Path
@@ -201,8 +202,17 @@ async def _disconnect(request: Request) -> None:
 
 
 async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
-    """Await ``work`` unless the client disconnects first: then cancel it (dropping its queued
-    pieces) and raise :class:`ClientGone`.
+    """Await ``work`` unless the client disconnects first.
+
+    Args:
+        request: The request whose client is watched; ``None`` awaits ``work`` as it is.
+        work: The work to await.
+
+    Returns:
+        ``work``'s result.
+
+    Raises:
+        ClientGone: the client disconnected first; ``work`` is cancelled (its queued pieces dropped).
     """
     task = asyncio.ensure_future(work)
     if request is None:
@@ -218,10 +228,8 @@ async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
     if task.done():
         return task.result()
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # the client is gone; nobody reads the result
         await task
-    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone; nobody reads the result
-        pass
     raise ClientGone()
 
 

@@ -170,9 +170,19 @@ class ServerTokenizer:
         return out
 
     def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """TEI's ``/decode`` answer: the text of each list of token ids."""
         return self._rust.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     def cut(self, texts: list[str], max_length: int) -> list[str]:
+        """``texts`` with the very long ones replaced by a prefix that gives the same first tokens.
+
+        Args:
+            texts: The texts the engine will tokenize.
+            max_length: The engine's token limit; only its first ``max_length`` tokens must be kept.
+
+        Returns:
+            The texts (a new list when one is longer than the character limit; see the class docstring).
+        """
         limit = self.chars_per_token * max_length
         long = [i for i, t in enumerate(texts) if len(t) > limit]
         if not long:

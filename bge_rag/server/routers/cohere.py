@@ -1,6 +1,8 @@
-"""Cohere's API: ``POST /v2/embed`` and ``POST /v2/rerank`` for ``cohere.ClientV2(base_url=...)``, and
-``POST /v1/rerank`` (Cohere v1's and Jina's rerank path; the shared :class:`~.rerank.RerankRequest`,
-TEI's answer for a body with ``texts``). Errors have OpenAI's shape.
+"""Cohere's API: ``POST /v2/embed``, ``POST /v2/rerank`` and ``POST /v1/rerank``.
+
+``/v2/embed`` and ``/v2/rerank`` serve ``cohere.ClientV2(base_url=...)``; ``/v1/rerank`` is Cohere
+v1's and Jina's rerank path (the shared :class:`~.rerank.RerankRequest`, TEI's answer for a body
+with ``texts``). Errors have OpenAI's shape.
 
 Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What the fields do here:
 

@@ -108,8 +108,17 @@ async def answer(
     *,
     document: Callable[[str], Any] = cohere_document,
 ) -> Response:
-    """TEI's answer for a body with ``texts``; else the results answer, each returned document
-    written by ``document`` (Infinity returns the text itself, Cohere v1 and Jina an object).
+    """The rerank answer: TEI's for a body with ``texts``, else the results answer.
+
+    Args:
+        service: The models and settings.
+        body: The request body.
+        request: The HTTP request (its client's disconnection cancels the work), if any.
+        document: Writes each returned document (Infinity returns the text itself, Cohere v1 and
+            Jina an object).
+
+    Returns:
+        The JSON response.
     """
     ranked, docs = await rank_candidates(service, body, request)
     if body.texts is not None:

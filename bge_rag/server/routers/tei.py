@@ -1,6 +1,7 @@
-"""Hugging Face Text Embeddings Inference (TEI) routes: ``/embed``, ``POST /``, ``/embed_sparse``,
-``/tokenize``, ``/decode`` (``/rerank`` with TEI's ``texts`` is served by :mod:`.infinity`, whose path it
-shares, and ``/info`` by :mod:`.native`).
+"""Hugging Face Text Embeddings Inference (TEI) routes.
+
+They are ``/embed``, ``POST /``, ``/embed_sparse``, ``/tokenize`` and ``/decode`` (``/rerank`` with
+TEI's ``texts`` is served by :mod:`.infinity`, whose path it shares, and ``/info`` by :mod:`.native`).
 
 Request and answer shapes follow TEI's router (``router/src/http/types.rs``): ``inputs`` is a
 string or a list of strings; ``/embed`` answers ``[[float]]``, ``/embed_sparse``
