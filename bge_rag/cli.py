@@ -12,11 +12,15 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 
 from bge_core.errors import BGEError, MissingExtraError, ModelNotFoundError
+
+if TYPE_CHECKING:
+    from bge_core.embedder import Embedder
+    from bge_core.rerank import Reranker
 
 DEFAULT_DEMO_MODEL = "BAAI/bge-small-en-v1.5"
 DEFAULT_DEMO_RERANKER = "BAAI/bge-reranker-base"
@@ -30,8 +34,10 @@ DEMO_QUERIES = (
 
 
 def _read_corpus(path: Path) -> list[str]:
-    """Paragraphs from a ``.jsonl`` file (a ``"text"`` field per line) or a text file
-    (paragraphs separated by blank lines).
+    """Paragraphs of a corpus file.
+
+    A ``.jsonl`` file has a ``"text"`` field per line; any other file is text whose paragraphs are
+    separated by blank lines.
     """
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
@@ -43,7 +49,7 @@ def _snippet(text: str, width: int = 110) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-def _load_demo_models(args: argparse.Namespace, out: TextIO):
+def _load_demo_models(args: argparse.Namespace, out: TextIO) -> tuple[Embedder, Reranker | None]:
     from bge_core.embedder import Embedder
     from bge_core.rerank import Reranker
 
@@ -109,7 +115,9 @@ def run_demo(args: argparse.Namespace, out: TextIO | None = None) -> int:
         started = time.perf_counter()
         scores = doc_vectors @ embedder.encode_queries(query)
         candidates = np.argsort(-scores, kind="stable")[: max(args.top_k, args.candidates)]
-        ranked = [(int(i), float(scores[i]), None) for i in candidates[: args.top_k]]
+        ranked: list[tuple[int, float, float | None]] = [
+            (int(i), float(scores[i]), None) for i in candidates[: args.top_k]
+        ]
         if reranker is not None:
             reranked = reranker.rerank(query, [corpus[i] for i in candidates], top_k=args.top_k)
             ranked = [(int(candidates[r.index]), float(scores[candidates[r.index]]), r.score) for r in reranked]
@@ -225,6 +233,7 @@ def run_export_st(args: argparse.Namespace, out: TextIO | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``bge-rag`` argument parser, one subcommand per tool."""
     parser = argparse.ArgumentParser(prog="bge-rag", description="BGE models for RAG: demo and tools.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -278,6 +287,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``bge-rag`` command line.
+
+    Args:
+        argv: The arguments after the program name (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit status.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

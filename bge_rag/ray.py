@@ -27,7 +27,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise MissingExtraError(f"bge_rag.ray needs Ray Data ({exc}): pip install 'bge-rag[ray]'") from exc
 
-from bge_core.embedder import Embedder
+from bge_core.embedder import Embedder, Kind
 
 from .corpus import OUTPUTS, arrow_columns, check_outputs, colbert_dimension
 
@@ -45,7 +45,7 @@ class BGEEmbedActor:
     """
 
     def __init__(
-        self, model: str, embedder_options: Mapping[str, Any], text_column: str, outputs: Sequence[str], kind: str
+        self, model: str, embedder_options: Mapping[str, Any], text_column: str, outputs: Sequence[str], kind: Kind
     ) -> None:
         self._embedder = Embedder(model, **dict(embedder_options))
         self._text_column = text_column
@@ -55,6 +55,18 @@ class BGEEmbedActor:
         self._colbert_dim = colbert_dimension(self._embedder) if "colbert" in self._outputs else None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        """Encode one batch and return it with the output columns appended.
+
+        Args:
+            batch: Rows with the text column (and any others, passed through).
+
+        Returns:
+            ``batch`` with the ``dense`` / ``sparse`` / ``colbert`` columns asked for.
+
+        Raises:
+            InvalidInputError: the text column is missing, or an output column exists already.
+            InputTypeError: a text is not a string.
+        """
         names = batch.column_names
         if self._text_column not in names:
             raise InvalidInputError(
@@ -70,7 +82,7 @@ class BGEEmbedActor:
             encoded = self._embedder.encode(
                 texts,
                 kind=self._kind,
-                show_progress=False,  # type: ignore[arg-type]
+                show_progress=False,
                 **{name: name in self._outputs for name in OUTPUTS},
             )
         except InputTypeError as exc:
@@ -167,11 +179,6 @@ def embed_dataset(
         raise ConfigError(f"embedder_options: {exc}. They are Embedder's arguments other than model.") from exc
     gpus = _check_resource("num_gpus_per_actor", num_gpus_per_actor)
     cpus = _check_resource("num_cpus_per_actor", num_cpus_per_actor)
-    resources: dict[str, float] = {}
-    if gpus:
-        resources["num_gpus"] = gpus
-    if cpus is not None:
-        resources["num_cpus"] = cpus
     return ds.map_batches(
         BGEEmbedActor,
         fn_constructor_kwargs={
@@ -184,7 +191,8 @@ def embed_dataset(
         batch_size=batch_size,
         batch_format="pyarrow",
         compute=_compute(concurrency),
-        **resources,
+        num_cpus=cpus,  # None: Ray's default
+        num_gpus=gpus or None,  # None (as for 0): no GPU reserved
     )
 
 

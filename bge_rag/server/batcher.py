@@ -20,19 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from bge_core.aio import run_serialized
 from bge_core.errors import BGEError
 
 logger = logging.getLogger(__name__)
 
+#: The key requests are grouped by (the one given to :meth:`DynamicBatcher.submit`).
+K = TypeVar("K", bound=Hashable)
 #: ``process(key, [items of request 1, items of request 2, ...])`` -> one result per request.
-Process = Callable[[Hashable, list[Sequence[Any]]], list[Any]]
+Process = Callable[[K, list[Sequence[Any]]], list[Any]]
 #: ``on_batch(items, requests, seconds)``, called after each engine call.
 BatchObserver = Callable[[int, int, float], None]
 
@@ -46,17 +49,17 @@ class RequestTimeoutError(BGEError, TimeoutError):
 
 
 @dataclass(eq=False)
-class _Job:
+class _Job(Generic[K]):
     """One piece of a request (a request is split into pieces of at most ``max_piece_items``)."""
 
-    key: Hashable
+    key: K
     items: Sequence[Any]
     future: asyncio.Future
     request: int  # pieces of one request share this id
     queued: bool = field(default=True)
 
 
-class DynamicBatcher:
+class DynamicBatcher(Generic[K]):
     """Coalesces concurrent requests for one engine into engine calls on its worker thread.
 
     Args:
@@ -75,7 +78,7 @@ class DynamicBatcher:
     def __init__(
         self,
         engine: Any,
-        process: Process,
+        process: Process[K],
         *,
         max_batch_items: int,
         max_queue_items: int,
@@ -93,7 +96,7 @@ class DynamicBatcher:
         self.max_piece_items = max_piece_items
         self._merge = merge
         self._requests = 0
-        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending: collections.deque[_Job[K]] = collections.deque()
         self._queued_items = 0
         self._running_items = 0
         self._wakeup: asyncio.Event | None = None
@@ -109,7 +112,7 @@ class DynamicBatcher:
         """Items in the engine call now running (0 when idle)."""
         return self._running_items
 
-    async def submit(self, key: Hashable, items: Sequence[Any], timeout: float) -> Any:
+    async def submit(self, key: K, items: Sequence[Any], timeout: float) -> Any:
         """Queue ``items`` and wait for their result (``process``'s entry for this request).
 
         Raises:
@@ -151,10 +154,8 @@ class DynamicBatcher:
         """Stop the worker and cancel the requests still queued."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         while self._pending:
             job = self._pending.popleft()
@@ -167,7 +168,7 @@ class DynamicBatcher:
             self._wakeup = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._loop(), name="bge-rag-batcher")
 
-    def _drop(self, jobs: list[_Job]) -> None:
+    def _drop(self, jobs: list[_Job[K]]) -> None:
         for job in jobs:
             job.future.cancel()
             if job.queued:
@@ -175,13 +176,16 @@ class DynamicBatcher:
                 self._pending.remove(job)
                 self._queued_items -= len(job.items)
 
-    def _take(self) -> list[_Job]:
-        """Queued jobs sharing the first job's key, up to ``max_batch_items`` (at least one),
-        at most one piece of each request.
+    def _take(self) -> list[_Job[K]]:
+        """Take the next batch off the queue.
+
+        Returns:
+            Queued jobs sharing the first job's key, up to ``max_batch_items`` items (at least one
+            job), at most one piece of each request.
         """
         first = self._pending[0]
-        taken: list[_Job] = []
-        kept: collections.deque[_Job] = collections.deque()
+        taken: list[_Job[K]] = []
+        kept: collections.deque[_Job[K]] = collections.deque()
         total = 0
         requests: set[int] = set()
         for job in self._pending:
@@ -212,7 +216,7 @@ class DynamicBatcher:
             finally:
                 self._running_items = 0
 
-    async def _run(self, jobs: list[_Job]) -> None:
+    async def _run(self, jobs: list[_Job[K]]) -> None:
         started = time.perf_counter()
         try:
             results = await run_serialized(self._engine, self._process, jobs[0].key, [job.items for job in jobs])
@@ -235,11 +239,11 @@ class DynamicBatcher:
             _settle(job, result=result)
 
 
-def jobs_futures(jobs: list[_Job]) -> list[asyncio.Future]:
+def jobs_futures(jobs: list[_Job[K]]) -> list[asyncio.Future]:
     return [job.future for job in jobs]
 
 
-def _settle(job: _Job, *, result: Any = None, exc: BaseException | None = None) -> None:
+def _settle(job: _Job[Any], *, result: Any = None, exc: BaseException | None = None) -> None:
     if job.future.done():  # timed out or cancelled meanwhile
         return
     if exc is not None:

@@ -1,19 +1,24 @@
-"""What every router's request bodies share: the strict base model, the common field types, and
-the checks that give each bad input a clear 4xx message (raised as :class:`~.errors.APIError`).
+"""What every router's request bodies share.
+
+The strict base model, the common field types, and the checks that give each bad input a clear
+4xx message (raised as :class:`~.errors.APIError`).
 """
 
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from .errors import APIError
 
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
 #: ``input_type`` values accepted, and the engine kind each one means (OpenAI has no query /
 #: document distinction; Cohere says ``search_query`` / ``search_document``, NVIDIA ``passage``).
-INPUT_TYPES = {
+INPUT_TYPES: dict[str, Kind] = {
     "query": "query",
     "search_query": "query",
     "document": "document",
@@ -28,8 +33,10 @@ TruncationDirection = Literal["right", "Right", "left", "Left"]
 
 
 class Strict(BaseModel):
-    """The base of every request body: strict types (no silent coercion: ``"3"`` is not 3, ``1``
-    is not ``True``) and no unknown fields (a misspelt argument is an error, not ignored).
+    """The base of every request body: strict types and no unknown fields.
+
+    No silent coercion (``"3"`` is not 3, ``1`` is not ``True``), and a misspelt argument is an
+    error, not ignored.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -142,7 +149,7 @@ def check_positive(name: str, value: int | None) -> int | None:
     return value
 
 
-def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> str:
+def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> Kind:
     """The engine kind (``query`` / ``document``) that ``input_type`` asks for.
 
     Args:

@@ -232,6 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server command line.
+
+    Args:
+        argv: The arguments after the program name (``sys.argv[1:]`` when ``None``).
+
+    Returns:
+        The exit status.
+    """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))

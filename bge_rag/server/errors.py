@@ -65,8 +65,9 @@ class ClientGone(Exception):
 
 
 def openai_error(err: APIError) -> Response:
-    """OpenAI's error body ``{"error": {message, type, param, code}}`` (also Infinity's, and this
-    server's default).
+    """OpenAI's error body ``{"error": {message, type, param, code}}``.
+
+    It is also Infinity's, and this server's default.
     """
     body = {"error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}}
     return JSONResponse(body, status_code=err.status, headers=err.headers)

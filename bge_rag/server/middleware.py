@@ -59,6 +59,14 @@ class Metrics:
         self.tokens = Counter("bge_rag_prompt_tokens", "Tokens read by the embedding model", registry=r)
 
     def batch_observer(self, model: str) -> Callable[[int, int, float], None]:
+        """A batcher's ``on_batch`` that records each engine call of ``model``.
+
+        Args:
+            model: The ``model`` label (``"embedder"`` or ``"reranker"``).
+
+        Returns:
+            ``on_batch(items, requests, seconds)``.
+        """
         items, requests, seconds = (
             self.batch_items.labels(model),
             self.batch_requests.labels(model),
@@ -82,6 +90,13 @@ class MetricsMiddleware:
         self.endpoints = frozenset(endpoints)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection, recording its request's metrics.
+
+        Args:
+            scope: The ASGI scope.
+            receive: The ASGI receive channel.
+            send: The ASGI send channel.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -118,8 +133,10 @@ class MetricsMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to a request body over ``max_bytes`` (declared or streamed), before parsing it,
-    and 408 to a body that does not arrive within ``timeout`` seconds (a slow-body client).
+    """Answers 413 to a body over ``max_bytes`` and 408 to a body that arrives too slowly.
+
+    A body over ``max_bytes`` (declared or streamed) is refused before it is parsed; 408 goes to a
+    body that does not arrive within ``timeout`` seconds (a slow-body client).
     """
 
     def __init__(self, app: Any, max_bytes: int, timeout: float = 30.0) -> None:
@@ -128,6 +145,13 @@ class BodyLimitMiddleware:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve one ASGI connection, enforcing the body's size and time limits.
+
+        Args:
+            scope: The ASGI scope.
+            receive: The ASGI receive channel.
+            send: The ASGI send channel.
+        """
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -55,6 +55,7 @@ def json_bytes(payload: Any) -> bytes:
 
 
 def json_response(payload: Any, status: int = 200) -> Response:
+    """A JSON response with the body :func:`json_bytes` writes."""
     return Response(json_bytes(payload), status_code=status, media_type="application/json")
 
 

@@ -27,8 +27,10 @@ _TIMEOUT_RESPONSE = (
 
 
 def _base_protocol() -> tuple[type[asyncio.Protocol], str]:
-    """Uvicorn's httptools protocol when httptools is installed (a C parser, several times cheaper
-    per request than h11's pure-Python one, and what ``uvicorn[standard]`` picks), else h11's.
+    """Uvicorn's httptools protocol when httptools is installed, else h11's.
+
+    httptools is a C parser, several times cheaper per request than h11's pure-Python one, and
+    what ``uvicorn[standard]`` picks.
     """
     try:
         return _protocol("httptools"), "httptools"
@@ -64,11 +66,12 @@ def header_timeout_protocol(timeout: float, parser: str | None = None) -> type[a
     else:
         base = _protocol(parser)
 
+    # base is picked at run time (httptools' or h11's protocol class), which mypy cannot subclass.
     class HeaderTimeoutProtocol(base):  # type: ignore[valid-type,misc]
         _header_timer: asyncio.TimerHandle | None = None
         http_parser = parser
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             self._arm()
 

@@ -9,6 +9,7 @@ that disconnects is dropped (:func:`while_connected`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import Awaitable
 from pathlib import Path
@@ -65,8 +66,8 @@ class Service:
         self.embedder = embedder
         self.reranker = reranker
         self.metrics = Metrics()
-        self.embed_batcher: DynamicBatcher | None = None
-        self.rerank_batcher: DynamicBatcher | None = None
+        self.embed_batcher: DynamicBatcher[EncodeKey] | None = None
+        self.rerank_batcher: DynamicBatcher[str] | None = None
         self.heads = {"sparse": False, "colbert": False}
         limits = {
             "max_batch_items": settings.max_batch_items,
@@ -77,7 +78,7 @@ class Service:
         self.rerank_tokenizer: ServerTokenizer | None = None
         if embedder is not None:
             self.embedder_name = served_name(embedder, settings.model_name)
-            self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}  # type: ignore[arg-type]
+            self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}
             embedder.require_heads(**self.heads)  # load them now, not on a first request
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
             embed_batcher = self.embed_batcher = DynamicBatcher(
@@ -201,8 +202,17 @@ async def _disconnect(request: Request) -> None:
 
 
 async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
-    """Await ``work`` unless the client disconnects first: then cancel it (dropping its queued
-    pieces) and raise :class:`ClientGone`.
+    """Await ``work`` unless the client disconnects first.
+
+    Args:
+        request: The request whose client is watched; ``None`` awaits ``work`` as it is.
+        work: The work to await.
+
+    Returns:
+        ``work``'s result.
+
+    Raises:
+        ClientGone: the client disconnected first; ``work`` is cancelled (its queued pieces dropped).
     """
     task = asyncio.ensure_future(work)
     if request is None:
@@ -218,10 +228,8 @@ async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
     if task.done():
         return task.result()
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # the client is gone; nobody reads the result
         await task
-    except (asyncio.CancelledError, Exception):  # noqa: BLE001 - the client is gone; nobody reads the result
-        pass
     raise ClientGone()
 
 

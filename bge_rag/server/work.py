@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from bge_core import Reranker, sigmoid
-from bge_core.embedder import Embedder
+from bge_core.embedder import Embedder, Kind
 from bge_core.types import SparseVector
 
 
@@ -23,7 +23,7 @@ from bge_core.types import SparseVector
 class EncodeKey:
     """Requests with equal keys can share one ``encode`` call."""
 
-    kind: str
+    kind: Kind
     dense: bool = True
     sparse: bool = False
     colbert: bool = False
@@ -72,23 +72,27 @@ def encode_process(
             kind=key.kind,
             dense=key.dense,
             sparse=key.sparse,
-            colbert=key.colbert,  # type: ignore[arg-type]
+            colbert=key.colbert,
             show_progress=False,
             normalize=key.normalize,
             truncation=truncation,
         )
+        # A list of texts gives list outputs: one SparseVector, ColBERT matrix and token count per text.
+        sparse = cast("list[SparseVector] | None", out.sparse)
+        colbert = cast("list[np.ndarray] | None", out.colbert)
+        token_counts = cast("list[int]", out.token_counts)
         tokens = None
-        if key.top_tokens is not None and out.sparse is not None:
-            tokens = [embedder.decode_sparse(v, key.top_tokens) for v in out.sparse]  # type: ignore[union-attr]
+        if key.top_tokens is not None and sparse is not None:
+            tokens = [embedder.decode_sparse(v, key.top_tokens) for v in sparse]
         parts = []
         for a, b in _offsets(item_lists):
             parts.append(
                 EncodedPart(
                     dense=None if out.dense is None else out.dense[a:b],
-                    sparse=None if out.sparse is None else out.sparse[a:b],  # type: ignore[index]
-                    colbert=None if out.colbert is None else out.colbert[a:b],  # type: ignore[index]
+                    sparse=None if sparse is None else sparse[a:b],
+                    colbert=None if colbert is None else colbert[a:b],
                     tokens=None if tokens is None else tokens[a:b],
-                    token_counts=out.token_counts[a:b],  # type: ignore[index]
+                    token_counts=token_counts[a:b],
                 )
             )
         return parts
@@ -113,7 +117,7 @@ def rerank_process(
             passages = cutter.cut([p for _, p in pairs], reranker.max_length)
             pairs = list(zip(queries, passages))
         scores = reranker.score(pairs, normalize=False, show_progress=False)
-        return [scores[a:b] for a, b in _offsets(item_lists)]  # type: ignore[index]
+        return [scores[a:b] for a, b in _offsets(item_lists)]
 
     return process
 
@@ -166,9 +170,19 @@ class ServerTokenizer:
         return out
 
     def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        """TEI's ``/decode`` answer: the text of each list of token ids."""
         return self._rust.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     def cut(self, texts: list[str], max_length: int) -> list[str]:
+        """``texts`` with the very long ones replaced by a prefix that gives the same first tokens.
+
+        Args:
+            texts: The texts the engine will tokenize.
+            max_length: The engine's token limit; only its first ``max_length`` tokens must be kept.
+
+        Returns:
+            The texts (a new list when one is longer than the character limit; see the class docstring).
+        """
         limit = self.chars_per_token * max_length
         long = [i for i, t in enumerate(texts) if len(t) > limit]
         if not long:

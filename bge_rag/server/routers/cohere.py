@@ -1,6 +1,8 @@
-"""Cohere's API: ``POST /v2/embed`` and ``POST /v2/rerank`` for ``cohere.ClientV2(base_url=...)``, and
-``POST /v1/rerank`` (Cohere v1's and Jina's rerank path; the shared :class:`~.rerank.RerankRequest`,
-TEI's answer for a body with ``texts``). Errors have OpenAI's shape.
+"""Cohere's API: ``POST /v2/embed``, ``POST /v2/rerank`` and ``POST /v1/rerank``.
+
+``/v2/embed`` and ``/v2/rerank`` serve ``cohere.ClientV2(base_url=...)``; ``/v1/rerank`` is Cohere
+v1's and Jina's rerank path (the shared :class:`~.rerank.RerankRequest`, TEI's answer for a body
+with ``texts``). Errors have OpenAI's shape.
 
 Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What the fields do here:
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -34,7 +36,10 @@ from ..service import QUERY_SUFFIX, Service
 from ..work import EncodeKey, b64_float32, rank, truncate_dims
 from . import Routes, rerank
 
-COHERE_INPUT_TYPES = {
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
+COHERE_INPUT_TYPES: dict[str, Kind] = {
     "search_query": "query",
     "search_document": "document",
     "classification": "document",

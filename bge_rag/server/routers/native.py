@@ -1,5 +1,7 @@
-"""This server's own routes: ``POST /v1/encode`` (BGE-M3's dense, sparse and ColBERT outputs), the web
-page at ``/``, ``/health``, ``/info``, ``/metrics`` (Prometheus), ``/docs`` and ``/openapi.json``.
+"""This server's own routes: ``/v1/encode``, ``/``, ``/health``, ``/info``, ``/metrics`` and the API docs.
+
+``POST /v1/encode`` returns BGE-M3's dense, sparse and ColBERT outputs; ``/`` is the web page,
+``/metrics`` Prometheus', and the API docs are ``/docs`` and ``/openapi.json``.
 
 ``/`` and ``/health`` need no API key; the rest do when one is set (the API docs too, unlike
 FastAPI's own ``/docs``). ``/info`` starts with TEI's fields (``model_id``, ``model_type``,

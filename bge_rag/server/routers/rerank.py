@@ -88,12 +88,8 @@ async def rank_candidates(
     if body.texts is not None:
         docs = check_documents(body.texts, "texts", max_items=s.max_inputs, max_chars=s.max_input_chars)
     else:
-        docs = check_documents(
-            body.documents,
-            "documents",  # type: ignore[arg-type]
-            max_items=s.max_inputs,
-            max_chars=s.max_input_chars,
-        )
+        assert body.documents is not None  # exactly one of documents / texts, checked above
+        docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
     top_n = check_positive("top_n", body.top_n)
     scores = await service.logits(body.query, docs, request)
     raw = s.rerank_scores == "raw" if body.raw_scores is None else body.raw_scores
@@ -112,8 +108,17 @@ async def answer(
     *,
     document: Callable[[str], Any] = cohere_document,
 ) -> Response:
-    """TEI's answer for a body with ``texts``; else the results answer, each returned document
-    written by ``document`` (Infinity returns the text itself, Cohere v1 and Jina an object).
+    """The rerank answer: TEI's for a body with ``texts``, else the results answer.
+
+    Args:
+        service: The models and settings.
+        body: The request body.
+        request: The HTTP request (its client's disconnection cancels the work), if any.
+        document: Writes each returned document (Infinity returns the text itself, Cohere v1 and
+            Jina an object).
+
+    Returns:
+        The JSON response.
     """
     ranked, docs = await rank_candidates(service, body, request)
     if body.texts is not None:

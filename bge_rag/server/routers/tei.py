@@ -1,6 +1,7 @@
-"""Hugging Face Text Embeddings Inference (TEI) routes: ``/embed``, ``POST /``, ``/embed_sparse``,
-``/tokenize``, ``/decode`` (``/rerank`` with TEI's ``texts`` is served by :mod:`.infinity`, whose path it
-shares, and ``/info`` by :mod:`.native`).
+"""Hugging Face Text Embeddings Inference (TEI) routes.
+
+They are ``/embed``, ``POST /``, ``/embed_sparse``, ``/tokenize`` and ``/decode`` (``/rerank`` with
+TEI's ``texts`` is served by :mod:`.infinity`, whose path it shares, and ``/info`` by :mod:`.native`).
 
 Request and answer shapes follow TEI's router (``router/src/http/types.rs``): ``inputs`` is a
 string or a list of strings; ``/embed`` answers ``[[float]]``, ``/embed_sparse``
@@ -23,7 +24,7 @@ TEI options and what they do here:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -38,8 +39,11 @@ from ..service import Service
 from ..work import EncodedPart, EncodeKey, truncate_dims
 from . import Routes, rerank
 
+if TYPE_CHECKING:
+    from bge_core.embedder import Kind
+
 #: TEI's ``prompt_name`` values this server knows, and the engine kind of each.
-PROMPT_NAMES = {
+PROMPT_NAMES: dict[str, Kind] = {
     "query": "query",
     "search_query": "query",
     "document": "document",
@@ -99,7 +103,7 @@ class TEIRoute(FamilyRoute):
         return tei_error(err)
 
 
-def prompt_kind(prompt_name: str | None) -> str:
+def prompt_kind(prompt_name: str | None) -> Kind:
     """The engine kind of TEI's ``prompt_name`` (documents when absent); 400 for an unknown name."""
     if prompt_name is None:
         return "document"
