@@ -778,7 +778,8 @@ def render_table(report: dict[str, Any]) -> str:
     machine, peak = report["machine"], report["matmul_peak_gflops"]
     lines = [
         f"CPU: {report['cpu']} ({machine['cores']} cores, {machine.get('available_cpus')} available, "
-        f"native bf16: {machine['native_bf16']}); matmul peak fp32 {peak['fp32']:.0f} GFLOP/s / bf16 {_gflops(peak['bf16'])}",
+        f"native bf16: {machine['native_bf16']}); "
+        f"matmul peak fp32 {peak['fp32']:.0f} GFLOP/s / bf16 {_gflops(peak['bf16'])}",
         "",
         "| task | shape | corpus | machine | system | items/s | bge_core defaults ÷ this | quiet ÷ busy "
         "| peak RSS MB | MFU | accuracy vs fp32 |",

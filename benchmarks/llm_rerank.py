@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in ("bge_core-fp32", "bge_core"):
         dev = max(abs(a - b) for a, b in zip(scores[s], ref))
         print(
-            f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} (score std {statistics.pstdev(ref):.3f})"
+            f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} "
+            f"(score std {statistics.pstdev(ref):.3f})"
         )
     if tmp is not None:
         tmp.cleanup()

@@ -82,7 +82,8 @@ class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
     query_instruction: str | None = None
     """Text put before queries; ``None`` takes the registry's and is replaced by it, ``""`` turns it off."""
     document_instruction: str | None = None
-    """Text put before documents; ``None`` takes the registry's (E5: ``"passage: "``, else none), ``""`` turns it off."""
+    """Text put before documents; ``None`` takes the registry's (E5: ``"passage: "``, else none),
+    ``""`` turns it off."""
     pooling: str | None = None
     """``"cls"``, ``"mean"`` or ``"last_token"``; ``None`` takes the registry's or the folder's own config."""
     normalize: bool = True

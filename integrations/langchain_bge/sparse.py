@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
@@ -97,7 +97,7 @@ class SparseEmbedding(list):
         return f"SparseEmbedding(indices={self.indices!r}, values={self.values!r})"
 
 
-SparseOutput = Union[SparseEmbedding, dict[int, float]]
+SparseOutput = SparseEmbedding | dict[int, float]
 
 
 def register_with_langchain_milvus(cls: type) -> bool:
@@ -148,7 +148,8 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
     model_name: str = Field(default=DEFAULT_M3_MODEL_NAME, alias="model")
     """Hugging Face Hub id or local folder of a BGE-M3 model (alias: ``model``)."""
     output_format: OutputFormat = "qdrant"
-    """``"qdrant"``: :class:`SparseEmbedding` (``.indices``/``.values``, also a Milvus row); ``"milvus"``: plain ``{id: weight}``."""
+    """``"qdrant"``: :class:`SparseEmbedding` (``.indices``/``.values``, also a Milvus row);
+    ``"milvus"``: plain ``{id: weight}``."""
     device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"

@@ -225,10 +225,24 @@ def build_sentence_transformer(
 
     Args:
         model: Hub id or local folder of a BGE (or other registered) embedding model.
-        pooling, query_instruction, query_instruction_format, document_instruction, max_length,
-            normalize, trust_remote_code, cache_dir, revision, token: As for :class:`bge_core.Embedder`;
+        pooling: ``"cls"``, ``"mean"`` or ``"last_token"``, as for :class:`bge_core.Embedder`;
             ``None`` takes the registry's value.
+        query_instruction: Instruction put before queries (the ``"query"`` prompt), as for
+            :class:`bge_core.Embedder`; ``None`` takes the registry's value, ``""`` none.
+        query_instruction_format: Template joining instruction and query, as for
+            :class:`bge_core.Embedder`; ``None`` takes the registry's value.
+        document_instruction: Text put before documents (the ``"document"`` prompt), as for
+            :class:`bge_core.Embedder`; ``None`` takes the registry's value, ``""`` none.
+        max_length: Tokens a text is truncated to, as for :class:`bge_core.Embedder`; ``None``
+            takes the registry's value.
+        normalize: L2-normalize the vectors (a Normalize module after Pooling), as for
+            :class:`bge_core.Embedder`.
         device: Device of the returned model (sentence-transformers' default when ``None``).
+        trust_remote_code: Allow a model's own code, as for :class:`bge_core.Embedder`; ``None``
+            takes the registry's value.
+        cache_dir: Hugging Face cache folder for Hub ids, as for :class:`bge_core.Embedder`.
+        revision: Model revision (branch, tag or commit) on the Hub, as for :class:`bge_core.Embedder`.
+        token: Hugging Face token for private models, as for :class:`bge_core.Embedder`.
 
     Raises:
         ConfigError: an invalid override, or a query format that is not a prefix.
@@ -401,7 +415,11 @@ def build_cross_encoder(
         activation: ``"identity"`` (raw logits, FlagReranker's default) or ``"sigmoid"``
             (0..1, FlagReranker's ``normalize=True``).
         max_length: Tokens per (query, passage) pair, as for :class:`bge_core.Reranker`.
-        device, trust_remote_code, cache_dir, revision, token: As for the other builders.
+        device: Device of the returned model, as for the other builders.
+        trust_remote_code: Allow a model's own code, as for the other builders.
+        cache_dir: Hugging Face cache folder for Hub ids, as for the other builders.
+        revision: Model revision (branch, tag or commit) on the Hub, as for the other builders.
+        token: Hugging Face token for private models, as for the other builders.
 
     Raises:
         ConfigError: an unknown activation.
@@ -475,8 +493,10 @@ def _check_sparse_folder_is_portable(out_dir: Path) -> None:
 
 
 def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransformer) -> None:
-    """Rewrite a dense folder's module types and configs in the format every sentence-transformers
-    release from 2.x to 6.x loads (6.x maps the old types to its modules and converts the keys).
+    """Rewrite a dense folder's module types and configs for every sentence-transformers release.
+
+    The format written is the one every release from 2.x to 6.x loads (6.x maps the old types to
+    its modules and converts the keys).
     """
     modules_path = out_dir / "modules.json"
     modules = _read_json(modules_path)
@@ -551,10 +571,22 @@ def export(
         out_dir: The folder to write; it must be empty or absent (see ``overwrite``).
         kind: ``"dense"``, ``"sparse"``, ``"colbert"`` or ``"reranker"``.
         overwrite: Replace ``out_dir`` if it is an earlier sentence-transformers folder.
-        pooling, query_instruction, query_instruction_format, document_instruction, max_length,
-            normalize: Overrides as for :class:`bge_core.Embedder` (``None``: the registry's).
+        pooling: Dense only: override as for :class:`bge_core.Embedder` (``None``: the registry's).
+        query_instruction: Override as for :class:`bge_core.Embedder` (``None``: the registry's).
+            Not for rerankers.
+        query_instruction_format: Override as for :class:`bge_core.Embedder` (``None``: the
+            registry's). Not for rerankers.
+        document_instruction: Override as for :class:`bge_core.Embedder` (``None``: the
+            registry's). Not for rerankers.
+        max_length: Override as for :class:`bge_core.Embedder` or :class:`bge_core.Reranker`
+            (``None``: the registry's).
+        normalize: Dense only: override as for :class:`bge_core.Embedder` (``None``: the
+            builder's default).
         activation: Reranker only: ``"identity"`` (default) or ``"sigmoid"``.
-        trust_remote_code, cache_dir, revision, token: As for :class:`bge_core.Embedder`.
+        trust_remote_code: As for :class:`bge_core.Embedder`.
+        cache_dir: As for :class:`bge_core.Embedder`.
+        revision: As for :class:`bge_core.Embedder`.
+        token: As for :class:`bge_core.Embedder`.
 
     Returns:
         The folder written.

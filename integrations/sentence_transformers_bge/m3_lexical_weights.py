@@ -50,6 +50,17 @@ class M3LexicalWeights(Module):
         self.register_buffer("_unused", torch.tensor(self.unused_token_ids, dtype=torch.long), persistent=False)
 
     def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        """Weight each token and pool the weights by token id into one vocabulary-sized vector per text.
+
+        Args:
+            features: The Transformer module's output: ``input_ids``, ``attention_mask`` and
+                ``token_embeddings`` (a flash-attention unpadded batch is padded back first).
+            **kwargs: Unused; part of the sentence-transformers module interface.
+
+        Returns:
+            ``features`` with ``"sentence_embedding"``: a ``(batch, vocab_size)`` tensor, 0 for ids
+            without weight.
+        """
         if "cu_seq_lens_q" in features:  # flash-attention unpadded batch: pad it back first
             from sentence_transformers.util.tensor import repad_flattened_features
 
@@ -63,9 +74,18 @@ class M3LexicalWeights(Module):
         return features
 
     def get_embedding_dimension(self) -> int:
+        """Length of the output vectors: ``vocab_size``."""
         return self.vocab_size
 
     def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        """Save the config and weights, and put a copy of this file where loading looks for it.
+
+        Args:
+            output_path: This module's folder.
+            *args: Unused; part of the sentence-transformers module interface.
+            safe_serialization: Write the weights as safetensors (else as a torch pickle).
+            **kwargs: Unused; part of the sentence-transformers module interface.
+        """
         self.save_config(output_path)
         self.save_torch_weights(output_path, safe_serialization=safe_serialization)
         _copy_this_file_to_model_folder(Path(output_path))
@@ -81,6 +101,20 @@ class M3LexicalWeights(Module):
         local_files_only: bool = False,
         **kwargs: Any,
     ) -> M3LexicalWeights:
+        """Load a module saved by :meth:`save` from a local folder or the Hub.
+
+        Args:
+            model_name_or_path: Hub id or local folder of the model.
+            subfolder: The module's subfolder in the model.
+            token: Hugging Face token for private models.
+            cache_folder: Hugging Face cache folder.
+            revision: Model revision (branch, tag or commit) on the Hub.
+            local_files_only: Never use the network.
+            **kwargs: Unused; part of the sentence-transformers module interface.
+
+        Returns:
+            The module with its saved config and weights.
+        """
         hub_kwargs = {
             "subfolder": subfolder,
             "token": token,

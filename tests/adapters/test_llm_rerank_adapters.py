@@ -76,9 +76,11 @@ def test_haystack_bgeranker(gemma, engine, query_docs):
 def test_server_v1_rerank(engine, query_docs):
     query, docs = query_docs
     scores, order = _expected(engine, query, docs, normalize=True)
-    with serve_engines(None, engine, reranker_name="bge-reranker-v2-gemma") as url:
-        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
-            response = client.post("/v1/rerank", json={"model": "x", "query": query, "documents": docs, "top_n": 3})
+    with (
+        serve_engines(None, engine, reranker_name="bge-reranker-v2-gemma") as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=60) as client,
+    ):
+        response = client.post("/v1/rerank", json={"model": "x", "query": query, "documents": docs, "top_n": 3})
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["index"] for r in results] == order[:3]

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import pytest
 import serve_load  # noqa: E402
 
 from bge_core import Embedder  # noqa: E402

@@ -28,9 +28,11 @@ def embedder(models) -> Embedder:
 
 @pytest.fixture(scope="module")
 def http(embedder, models):
-    with serve_engines(embedder, reranker(models, max_length=64), **LIMITS) as url:
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
-            yield client
+    with (
+        serve_engines(embedder, reranker(models, max_length=64), **LIMITS) as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=30) as client,
+    ):
+        yield client
 
 
 def _error(response: httpx.Response, status: int) -> str:
@@ -140,13 +142,15 @@ def test_cors_is_off_by_default_and_on_for_listed_origins(http, embedder):
     assert "access-control-allow-origin" not in http.options("/v1/embeddings", headers=preflight).headers
     plain = http.post("/v1/embeddings", json={"input": "x"}, headers={"Origin": "http://app.example"})
     assert plain.status_code == 200 and "access-control-allow-origin" not in plain.headers
-    with serve_engines(embedder, cors_origins=("http://app.example",)) as url:
-        with httpx.Client(base_url=url, trust_env=False) as client:
-            allowed = client.options("/v1/embeddings", headers=preflight)
-            assert allowed.status_code == 200
-            assert allowed.headers["access-control-allow-origin"] == "http://app.example"
-            other = client.options("/v1/embeddings", headers={**preflight, "Origin": "http://evil.example"})
-            assert "access-control-allow-origin" not in other.headers
+    with (
+        serve_engines(embedder, cors_origins=("http://app.example",)) as url,
+        httpx.Client(base_url=url, trust_env=False) as client,
+    ):
+        allowed = client.options("/v1/embeddings", headers=preflight)
+        assert allowed.status_code == 200
+        assert allowed.headers["access-control-allow-origin"] == "http://app.example"
+        other = client.options("/v1/embeddings", headers={**preflight, "Origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
 
 
 def _wait(condition, what: str) -> None:

@@ -230,12 +230,14 @@ def test_colbert_output_is_capped(embedder, paragraphs):
 
 
 def test_docs_and_openapi_follow_the_api_key(embedder):
-    with serve(create_app(embedder, settings=ServerSettings(api_key="sekret"))) as url:
-        with httpx.Client(base_url=url, trust_env=False) as client:
-            for path in ("/docs", "/openapi.json"):
-                assert client.get(path).status_code == 401
-                assert client.get(path, headers={"Authorization": "Bearer sekret"}).status_code == 200
-            spec = client.get("/openapi.json", headers={"Authorization": "Bearer sekret"}).json()
+    with (
+        serve(create_app(embedder, settings=ServerSettings(api_key="sekret"))) as url,
+        httpx.Client(base_url=url, trust_env=False) as client,
+    ):
+        for path in ("/docs", "/openapi.json"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers={"Authorization": "Bearer sekret"}).status_code == 200
+        spec = client.get("/openapi.json", headers={"Authorization": "Bearer sekret"}).json()
     assert "/embed" in spec["paths"] and "/v2/rerank" in spec["paths"] and "/v1/embeddings" in spec["paths"]
 
 
@@ -278,9 +280,11 @@ def test_no_progress_bars_in_the_server_log(embedder, capfd):
 
 @pytest.fixture(scope="module")
 def foreign(embedder, models):
-    with serve(create_app(embedder, reranker(models, max_length=64))) as url:
-        with httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
-            yield client
+    with (
+        serve(create_app(embedder, reranker(models, max_length=64))) as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=60) as client,
+    ):
+        yield client
 
 
 @pytest.mark.parametrize(

@@ -16,9 +16,11 @@ def rr(models) -> Reranker:
 
 @pytest.fixture(scope="module")
 def http(rr):
-    with serve_engines(None, rr, reranker_name="rerank-test") as url:
-        with httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
-            yield client
+    with (
+        serve_engines(None, rr, reranker_name="rerank-test") as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=30) as client,
+    ):
+        yield client
 
 
 @pytest.fixture(scope="module")

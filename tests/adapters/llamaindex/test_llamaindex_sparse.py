@@ -1,4 +1,7 @@
-"""BGE-M3 sparse weights for LlamaIndex: BaseSparseEmbedding and Qdrant callables (Milvus: test_milvus_llamaindex.py)."""
+"""BGE-M3 sparse weights for LlamaIndex: BaseSparseEmbedding and Qdrant callables.
+
+Milvus is covered in test_milvus_llamaindex.py.
+"""
 
 from __future__ import annotations
 

@@ -171,7 +171,8 @@ def test_dense_and_reranker_folders_load_without_bge_rag(models, tmp_path):
         import numpy as np
         from sentence_transformers import CrossEncoder, SentenceTransformer
         np.save("dense.npy", SentenceTransformer({str(dense)!r}, device="cpu").encode_document({DOCS!r}))
-        np.save("scores.npy", CrossEncoder({str(ranker)!r}, device="cpu").predict([(q, {DOCS[0]!r}) for q in {QUERIES!r}]))
+        cross_encoder = CrossEncoder({str(ranker)!r}, device="cpu")
+        np.save("scores.npy", cross_encoder.predict([(q, {DOCS[0]!r}) for q in {QUERIES!r}]))
         print("ok")
         """
     )

@@ -57,12 +57,11 @@ class EngineOwner:
         BaseModel.__init__(self, **state["__dict__"])  # type: ignore[arg-type]
 
     async def _serialized(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the worker thread of this component's engine (see
-        :func:`bge_core.aio.run_serialized`).
+        """Run ``fn(*args)`` on the worker thread of this component's engine.
 
-        ``asyncio.gather`` over many batches (as LlamaIndex's async batch methods do) then
-        queues on one thread per model instead of starting a thread per batch. A first load
-        of the engine runs off the event loop too.
+        See :func:`bge_core.aio.run_serialized`. ``asyncio.gather`` over many batches (as
+        LlamaIndex's async batch methods do) then queues on one thread per model instead of
+        starting a thread per batch. A first load of the engine runs off the event loop too.
         """
         from bge_core.aio import run_serialized
 

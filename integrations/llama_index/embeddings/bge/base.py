@@ -20,8 +20,7 @@ DEFAULT_EMBED_BATCH_SIZE = 64
 
 
 class BGEEmbedding(EngineOwner, BaseEmbedding):
-    """Dense BGE embeddings for LlamaIndex, numerically identical to FlagEmbedding at
-    ``precision="fp32"``.
+    r"""Dense BGE embeddings for LlamaIndex, numerically identical to FlagEmbedding at ``precision="fp32"``.
 
     The default ``precision="auto"`` runs bf16 on CPUs with native bf16 (fp16 on CUDA): measured
     on the MiniLM test fixture, bf16 vectors have cosine >= 0.99994 to fp32 ones (components
@@ -102,6 +101,7 @@ class BGEEmbedding(EngineOwner, BaseEmbedding):
 
     @classmethod
     def class_name(cls) -> str:
+        """Name of this class in LlamaIndex's serialization (``to_dict()``'s ``class_name``)."""
         return "BGEEmbedding"
 
     @property

@@ -79,6 +79,7 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
 
     @classmethod
     def class_name(cls) -> str:
+        """Name of this class in LlamaIndex's serialization (``to_dict()``'s ``class_name``)."""
         return "BGESparseEmbedding"
 
     @property

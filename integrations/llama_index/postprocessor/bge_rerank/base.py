@@ -139,6 +139,7 @@ class BGERerank(_BGENodeRerank):
 
     @classmethod
     def class_name(cls) -> str:
+        """Name of this class in LlamaIndex's serialization (``to_dict()``'s ``class_name``)."""
         return "BGERerank"
 
     @property
@@ -187,6 +188,7 @@ class BGEM3Rerank(_BGENodeRerank):
 
     @classmethod
     def class_name(cls) -> str:
+        """Name of this class in LlamaIndex's serialization (``to_dict()``'s ``class_name``)."""
         return "BGEM3Rerank"
 
     @property

@@ -1,5 +1,7 @@
-"""BGE embedders for Haystack: dense (``BGETextEmbedder``, ``BGEDocumentEmbedder``) and BGE-M3
-sparse (``BGESparseTextEmbedder``, ``BGESparseDocumentEmbedder``), run by bge_core.
+"""BGE embedders for Haystack, run by bge_core.
+
+Dense: ``BGETextEmbedder``, ``BGEDocumentEmbedder``; BGE-M3 sparse: ``BGESparseTextEmbedder``,
+``BGESparseDocumentEmbedder``.
 
 Install with ``pip install "bge-rag[haystack]"``. Pipelines using them serialize to YAML and load
 back with a plain ``Pipeline.loads(...)``: they live under ``haystack_integrations``, a module

@@ -40,10 +40,17 @@ def shared_reranker(model: str, **options: Any) -> Any:
 
 
 def init_parameters(component: Any) -> dict[str, Any]:
-    """Every ``__init__`` parameter of ``component``, in order, from the attribute of the same name
-    (each BGE component keeps its parameters so): what ``to_dict`` writes and ``from_dict`` reads
-    back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline. A
-    subclass that adds ``__init__`` parameters must keep them as attributes of the same name too.
+    """Every ``__init__`` parameter of ``component``, in order, from the attribute of the same name.
+
+    Each BGE component keeps its parameters so. This is what ``to_dict`` writes and ``from_dict``
+    reads back, so a parameter added to ``__init__`` cannot be left out of the serialized pipeline.
+    A subclass that adds ``__init__`` parameters must keep them as attributes of the same name too.
+
+    Args:
+        component: A BGE Haystack component.
+
+    Returns:
+        ``{parameter name: value}`` in the order of ``__init__``'s signature.
     """
     names = [name for name in inspect.signature(type(component).__init__).parameters if name != "self"]
     return {name: getattr(component, name) for name in names}
@@ -198,7 +205,14 @@ def to_sparse_embedding(vector: Any) -> SparseEmbedding:
 
 
 def require_m3_heads(embedder: Any, *, colbert: bool = False) -> None:
-    """Fail at warm-up, not at the first document, when the model lacks ``sparse_linear.pt`` (or,
-    with ``colbert``, ``colbert_linear.pt``): raises :class:`~bge_core.MissingHeadError`.
+    """Fail at warm-up, not at the first document, when the model lacks a BGE-M3 head file.
+
+    Args:
+        embedder: The component's ``bge_core.Embedder``.
+        colbert: Require ``colbert_linear.pt`` as well as ``sparse_linear.pt``.
+
+    Raises:
+        bge_core.MissingHeadError: the model lacks ``sparse_linear.pt`` (or, with ``colbert``,
+            ``colbert_linear.pt``).
     """
     embedder.require_heads(sparse=True, colbert=colbert)

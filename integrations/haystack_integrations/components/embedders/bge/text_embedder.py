@@ -61,7 +61,7 @@ class BGETextEmbedder:
         examples: list[dict[str, str]] | None = None,
         examples_instruction_format: str | None = None,
     ) -> None:
-        """Create a BGETextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
+        r"""Create a BGETextEmbedder. Nothing is loaded until `warm_up()` (or the first `run()`).
 
         :param model: A Hugging Face Hub id or a local model folder.
         :param device: The device to run on; `None` takes Haystack's default device.

@@ -1,5 +1,6 @@
-"""BGE rankers for Haystack, run by bge_core: ``BGERanker`` (cross-encoder) and ``BGEM3Ranker``
-(BGE-M3 dense / lexical / ColBERT rescoring).
+"""BGE rankers for Haystack, run by bge_core.
+
+``BGERanker`` (cross-encoder) and ``BGEM3Ranker`` (BGE-M3 dense / lexical / ColBERT rescoring).
 
 Install with ``pip install "bge-rag[haystack]"``.
 """

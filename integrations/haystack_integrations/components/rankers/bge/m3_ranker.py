@@ -113,8 +113,9 @@ class BGEM3Ranker:
         self._embedder: Embedder | None = None
 
     def warm_up(self) -> None:
-        """Load the model and its sparse and ColBERT heads (once; shared with BGE-M3 embedders of the
-        same settings).
+        """Load the model and its sparse and ColBERT heads (once).
+
+        The loaded model is shared with BGE-M3 embedders of the same settings.
         """
         if self._embedder is None:
             embedder = shared_embedder(self.model, **embedder_options(**common_settings(self)))
