@@ -52,8 +52,10 @@ def special_tokens_template(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 def _windows(word_ids: list[int | None], size: int, overlap: int) -> list[tuple[int, int]]:
-    """Token windows ``[start, end)`` of at most ``size`` tokens that end and start on word
-    boundaries where possible; consecutive windows share about ``overlap`` tokens.
+    """Token windows ``[start, end)`` of at most ``size`` tokens.
+
+    Windows end and start on word boundaries where possible; consecutive windows share about
+    ``overlap`` tokens.
     """
     n = len(word_ids)
 
@@ -127,6 +129,7 @@ class ChunkedEncoded:
 
     @property
     def n_documents(self) -> int:
+        """How many documents were encoded."""
         return int(self.offsets.size - 1)
 
     def document(self, i: int) -> tuple[list[Chunk], Encoded]:
@@ -143,9 +146,11 @@ class ChunkedEncoded:
         )
 
     def aggregate(self, how: Aggregate = "mean") -> Encoded:
-        """One output per document: dense vectors averaged (``"mean"``) or element-wise
-        maximum (``"max"``) over chunks, renormalized when the embedder normalizes; sparse
-        weights merged by maximum per token id; ColBERT vectors of all chunks concatenated.
+        """One output per document, from the outputs of its chunks.
+
+        Dense vectors are averaged (``"mean"``) or take the element-wise maximum (``"max"``) over
+        chunks, renormalized when the embedder normalizes; sparse weights are merged by maximum
+        per token id; the ColBERT vectors of all chunks are concatenated.
         """
         if how not in ("mean", "max"):
             raise ConfigError(f"Invalid aggregate {how!r}. Valid values are: mean, max.")

@@ -41,7 +41,7 @@ _KINDS = ("query", "document")
 
 
 class Embedder(FrozenAfterInit):
-    """Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
+    r"""Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
 
     Pooling, query instruction and length limit come from the model registry
     (:mod:`bge_core.registry`) for known models; every one of them can be overridden.
@@ -388,7 +388,8 @@ class Embedder(FrozenAfterInit):
         Args:
             pairs: One ``(query, passage)`` pair or a list of them.
             weights: ``[dense, sparse, colbert]`` weights of the hybrid scores (default 1, 1, 1).
-            max_query_length, max_passage_length: Truncation lengths (default ``max_length``).
+            max_query_length: Truncation length of the queries (default ``max_length``).
+            max_passage_length: Truncation length of the passages (default ``max_length``).
             batch_size: Overrides the instance's ``batch_size`` for this call.
 
         Returns:
@@ -464,10 +465,11 @@ class Embedder(FrozenAfterInit):
         return resolve_max_length(requested, self.spec, self._backbone, self.model_max_length, self.model_name)
 
     def with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
-        """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer: the query
-        instruction (in ``query_instruction_format``) before queries, the document instruction
-        (E5) before documents, else unchanged. bge-en-icl queries also get their few-shot prefix
-        at tokenization, which this does not add.
+        """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer.
+
+        The query instruction (in ``query_instruction_format``) goes before queries, the document
+        instruction (E5) before documents, else the texts are unchanged. bge-en-icl queries also
+        get their few-shot prefix at tokenization, which this does not add.
         """
         if kind == "query" and self.query_instruction:
             fmt = self.query_instruction_format.replace("\\n", "\n")
@@ -499,10 +501,12 @@ class Embedder(FrozenAfterInit):
         show_progress: bool | None,
         normalize: bool,
     ) -> tuple[Encoded, list[int]]:
-        """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
-        a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
-        does not wait for the CPU to tokenize a whole large call first. Each text gets the same
-        tokens as in one call; texts are sorted by length within their chunk.
+        """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts, tokenizing one chunk ahead.
+
+        While the model runs chunk k, a helper thread tokenizes chunk k + 1 (fast tokenizers
+        release the GIL), so an accelerator does not wait for the CPU to tokenize a whole large
+        call first. Each text gets the same tokens as in one call; texts are sorted by length
+        within their chunk.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -543,8 +547,9 @@ class Embedder(FrozenAfterInit):
         return self._tokenize(self.with_instruction(items, kind), self.max_length, truncation)
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-        """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
-        has been given: counting needs a second tokenizer pass).
+        """Token ids cut at ``max_length``, and how many texts were cut.
+
+        The count is 0 once the warning has been given (counting needs a second tokenizer pass).
         """
         tokenizer = self._backbone.tokenizer
         ids = tokenizer(
