@@ -141,7 +141,7 @@ class ChunkedEncoded:
             Encoded(
                 dense=None if enc.dense is None else enc.dense[lo:hi],
                 sparse=None if enc.sparse is None else enc.sparse[lo:hi],  # type: ignore[index]
-                colbert=None if enc.colbert is None else enc.colbert[lo:hi],  # type: ignore[index]
+                colbert=None if enc.colbert is None else enc.colbert[lo:hi],
             ),
         )
 
@@ -167,7 +167,7 @@ class ChunkedEncoded:
             sparse = [merge_sparse(enc.sparse[lo:hi]) for lo, hi in bounds]  # type: ignore[index]
         colbert = None
         if enc.colbert is not None:
-            colbert = [np.concatenate(enc.colbert[lo:hi], axis=0) for lo, hi in bounds]  # type: ignore[index]
+            colbert = [np.concatenate(enc.colbert[lo:hi], axis=0) for lo, hi in bounds]
         return Encoded(dense=dense, sparse=sparse, colbert=colbert)
 
 

@@ -317,7 +317,7 @@ class Embedder(FrozenAfterInit):
             return Encoded(
                 dense=None if out.dense is None else out.dense[0],
                 sparse=None if out.sparse is None else out.sparse[0],  # type: ignore[index]
-                colbert=None if out.colbert is None else out.colbert[0],  # type: ignore[index]
+                colbert=None if out.colbert is None else out.colbert[0],
                 token_counts=counts[0],
             )
         return replace(out, token_counts=counts)
@@ -429,7 +429,7 @@ class Embedder(FrozenAfterInit):
             "colbert+sparse+dense": hybrid_scores(dense=d, sparse=s, colbert=c, weights=w),
         }
         as_lists = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in scores.items()}
-        return {k: v[0] for k, v in as_lists.items()} if single else as_lists  # type: ignore[misc]
+        return {k: v[0] for k, v in as_lists.items()} if single else as_lists
 
     def has_head(self, name: Literal["sparse", "colbert"]) -> bool:
         """Whether the model folder ships the BGE-M3 ``"sparse"`` or ``"colbert"`` head file."""

@@ -112,7 +112,7 @@ def check_weights(weights: Sequence[float] | None) -> tuple[float, float, float]
         raise ConfigError(
             f"weights must be three non-negative numbers [dense, sparse, colbert] with a positive sum, got {weights!r}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def hybrid_scores(
