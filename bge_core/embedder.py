@@ -28,7 +28,7 @@ from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vecto
 from .inputs import as_pairs, as_texts
 from .loading import Backbone, open_model, resolve_max_length
 from .pooling import pool
-from .registry import ModelSpec, check_pooling
+from .registry import ModelSpec, Pooling, check_pooling
 from .scoring import check_weights, colbert_scores, hybrid_scores
 from .st_modules import NormalizeLayer, PostPooling, load_post_pooling
 from .truncation import TruncationWarner, count_truncated
@@ -128,8 +128,7 @@ class Embedder(FrozenAfterInit):
         ):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string or None, got {type(value).__name__}")
-        if pooling is not None:
-            check_pooling(pooling)
+        pooling_mode = None if pooling is None else check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
@@ -149,7 +148,7 @@ class Embedder(FrozenAfterInit):
         self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device, self._backbone.config)
         spec = self.spec
         self.max_length = resolve_max_length(max_length, spec, self._backbone, self.model_max_length, self.model_name)
-        self.pooling = pooling if pooling is not None else (spec.pooling or "cls")
+        self.pooling: Pooling = pooling_mode if pooling_mode is not None else (spec.pooling or "cls")
         self.query_instruction = spec.query_instruction if query_instruction is None else (query_instruction or None)
         self.query_instruction_format = query_instruction_format or spec.query_instruction_format
         self.document_instruction = (
@@ -662,6 +661,7 @@ class Embedder(FrozenAfterInit):
                     vectors = F.normalize(vectors, dim=-1)
                 out["dense"] = vectors.cpu().numpy()
             if heads.sparse is not None:
+                assert heads.unused_ids is not None  # _heads sets them together with the sparse head
                 out["sparse"] = sparse_vectors(
                     hidden, batch.input_ids, batch.attention_mask, heads.sparse, heads.unused_ids
                 )

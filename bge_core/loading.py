@@ -265,7 +265,14 @@ def lowercase_tokenizer(tokenizer: Any, folder: Path) -> None:
 
     backend = tokenizer.backend_tokenizer
     current = backend.normalizer
-    steps = list(current) if isinstance(current, normalizers.Sequence) else [] if current is None else [current]
+    steps = (
+        # tokenizers' stub gives Sequence no __iter__; list() iterates it through __getitem__.
+        list(current)  # type: ignore[call-overload]
+        if isinstance(current, normalizers.Sequence)
+        else []
+        if current is None
+        else [current]
+    )
     if any(isinstance(step, normalizers.Lowercase) for step in steps):
         return
     backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *steps])

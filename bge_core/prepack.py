@@ -92,10 +92,10 @@ class _PackedForward:
     ) -> None:
         self.packed, self.bias, self.dtype, self.name, self._linear = packed, bias, dtype, name, linear
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != self.dtype:
-            raise RuntimeError(f"{self.name}: input is {x.dtype}, the prepacked weight {self.dtype}")
-        return self._linear(x, self.packed, self.bias, "none", [], "")
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # named as nn.Linear.forward's parameter
+        if input.dtype != self.dtype:
+            raise RuntimeError(f"{self.name}: input is {input.dtype}, the prepacked weight {self.dtype}")
+        return self._linear(input, self.packed, self.bias, "none", [], "")
 
 
 def prepack_encoder(model: nn.Module, device: torch.device, dtype: torch.dtype) -> int:
