@@ -52,8 +52,10 @@ def special_tokens_template(tokenizer: Any) -> tuple[list[int], list[int]]:
 
 
 def _windows(word_ids: list[int | None], size: int, overlap: int) -> list[tuple[int, int]]:
-    """Token windows ``[start, end)`` of at most ``size`` tokens that end and start on word
-    boundaries where possible; consecutive windows share about ``overlap`` tokens.
+    """Token windows ``[start, end)`` of at most ``size`` tokens.
+
+    Windows end and start on word boundaries where possible; consecutive windows share about
+    ``overlap`` tokens.
     """
     n = len(word_ids)
 
@@ -127,6 +129,7 @@ class ChunkedEncoded:
 
     @property
     def n_documents(self) -> int:
+        """How many documents were encoded."""
         return int(self.offsets.size - 1)
 
     def document(self, i: int) -> tuple[list[Chunk], Encoded]:
@@ -138,14 +141,16 @@ class ChunkedEncoded:
             Encoded(
                 dense=None if enc.dense is None else enc.dense[lo:hi],
                 sparse=None if enc.sparse is None else enc.sparse[lo:hi],  # type: ignore[index]
-                colbert=None if enc.colbert is None else enc.colbert[lo:hi],  # type: ignore[index]
+                colbert=None if enc.colbert is None else enc.colbert[lo:hi],
             ),
         )
 
     def aggregate(self, how: Aggregate = "mean") -> Encoded:
-        """One output per document: dense vectors averaged (``"mean"``) or element-wise
-        maximum (``"max"``) over chunks, renormalized when the embedder normalizes; sparse
-        weights merged by maximum per token id; ColBERT vectors of all chunks concatenated.
+        """One output per document, from the outputs of its chunks.
+
+        Dense vectors are averaged (``"mean"``) or take the element-wise maximum (``"max"``) over
+        chunks, renormalized when the embedder normalizes; sparse weights are merged by maximum
+        per token id; the ColBERT vectors of all chunks are concatenated.
         """
         if how not in ("mean", "max"):
             raise ConfigError(f"Invalid aggregate {how!r}. Valid values are: mean, max.")
@@ -162,7 +167,7 @@ class ChunkedEncoded:
             sparse = [merge_sparse(enc.sparse[lo:hi]) for lo, hi in bounds]  # type: ignore[index]
         colbert = None
         if enc.colbert is not None:
-            colbert = [np.concatenate(enc.colbert[lo:hi], axis=0) for lo, hi in bounds]  # type: ignore[index]
+            colbert = [np.concatenate(enc.colbert[lo:hi], axis=0) for lo, hi in bounds]
         return Encoded(dense=dense, sparse=sparse, colbert=colbert)
 
 

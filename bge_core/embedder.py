@@ -28,7 +28,7 @@ from .heads import HEAD_FILES, M3Heads, colbert_vectors, load_head, sparse_vecto
 from .inputs import as_pairs, as_texts
 from .loading import Backbone, open_model, resolve_max_length
 from .pooling import pool
-from .registry import ModelSpec, check_pooling
+from .registry import ModelSpec, Pooling, check_pooling
 from .scoring import check_weights, colbert_scores, hybrid_scores
 from .st_modules import NormalizeLayer, PostPooling, load_post_pooling
 from .truncation import TruncationWarner, count_truncated
@@ -41,7 +41,7 @@ _KINDS = ("query", "document")
 
 
 class Embedder(FrozenAfterInit):
-    """Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
+    r"""Dense (and, for BGE-M3, sparse and ColBERT) embeddings from a BGE or compatible model.
 
     Pooling, query instruction and length limit come from the model registry
     (:mod:`bge_core.registry`) for known models; every one of them can be overridden.
@@ -128,8 +128,7 @@ class Embedder(FrozenAfterInit):
         ):
             if value is not None and not isinstance(value, str):
                 raise ConfigError(f"{name} must be a string or None, got {type(value).__name__}")
-        if pooling is not None:
-            check_pooling(pooling)
+        pooling_mode = None if pooling is None else check_pooling(pooling)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
@@ -149,7 +148,7 @@ class Embedder(FrozenAfterInit):
         self.max_batch_tokens = batching.resolve_max_batch_tokens(max_batch_tokens, self.device, self._backbone.config)
         spec = self.spec
         self.max_length = resolve_max_length(max_length, spec, self._backbone, self.model_max_length, self.model_name)
-        self.pooling = pooling if pooling is not None else (spec.pooling or "cls")
+        self.pooling: Pooling = pooling_mode if pooling_mode is not None else (spec.pooling or "cls")
         self.query_instruction = spec.query_instruction if query_instruction is None else (query_instruction or None)
         self.query_instruction_format = query_instruction_format or spec.query_instruction_format
         self.document_instruction = (
@@ -317,7 +316,7 @@ class Embedder(FrozenAfterInit):
             return Encoded(
                 dense=None if out.dense is None else out.dense[0],
                 sparse=None if out.sparse is None else out.sparse[0],  # type: ignore[index]
-                colbert=None if out.colbert is None else out.colbert[0],  # type: ignore[index]
+                colbert=None if out.colbert is None else out.colbert[0],
                 token_counts=counts[0],
             )
         return replace(out, token_counts=counts)
@@ -388,7 +387,8 @@ class Embedder(FrozenAfterInit):
         Args:
             pairs: One ``(query, passage)`` pair or a list of them.
             weights: ``[dense, sparse, colbert]`` weights of the hybrid scores (default 1, 1, 1).
-            max_query_length, max_passage_length: Truncation lengths (default ``max_length``).
+            max_query_length: Truncation length of the queries (default ``max_length``).
+            max_passage_length: Truncation length of the passages (default ``max_length``).
             batch_size: Overrides the instance's ``batch_size`` for this call.
 
         Returns:
@@ -428,7 +428,7 @@ class Embedder(FrozenAfterInit):
             "colbert+sparse+dense": hybrid_scores(dense=d, sparse=s, colbert=c, weights=w),
         }
         as_lists = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in scores.items()}
-        return {k: v[0] for k, v in as_lists.items()} if single else as_lists  # type: ignore[misc]
+        return {k: v[0] for k, v in as_lists.items()} if single else as_lists
 
     def has_head(self, name: Literal["sparse", "colbert"]) -> bool:
         """Whether the model folder ships the BGE-M3 ``"sparse"`` or ``"colbert"`` head file."""
@@ -464,10 +464,11 @@ class Embedder(FrozenAfterInit):
         return resolve_max_length(requested, self.spec, self._backbone, self.model_max_length, self.model_name)
 
     def with_instruction(self, texts: list[str], kind: Kind) -> list[str]:
-        """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer: the query
-        instruction (in ``query_instruction_format``) before queries, the document instruction
-        (E5) before documents, else unchanged. bge-en-icl queries also get their few-shot prefix
-        at tokenization, which this does not add.
+        """``texts`` as ``encode(texts, kind=kind)`` gives them to the tokenizer.
+
+        The query instruction (in ``query_instruction_format``) goes before queries, the document
+        instruction (E5) before documents, else the texts are unchanged. bge-en-icl queries also
+        get their few-shot prefix at tokenization, which this does not add.
         """
         if kind == "query" and self.query_instruction:
             fmt = self.query_instruction_format.replace("\\n", "\n")
@@ -499,10 +500,12 @@ class Embedder(FrozenAfterInit):
         show_progress: bool | None,
         normalize: bool,
     ) -> tuple[Encoded, list[int]]:
-        """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts: while the model runs chunk k,
-        a helper thread tokenizes chunk k + 1 (fast tokenizers release the GIL), so an accelerator
-        does not wait for the CPU to tokenize a whole large call first. Each text gets the same
-        tokens as in one call; texts are sorted by length within their chunk.
+        """``encode`` in chunks of ``TOKENIZE_AHEAD_TEXTS`` texts, tokenizing one chunk ahead.
+
+        While the model runs chunk k, a helper thread tokenizes chunk k + 1 (fast tokenizers
+        release the GIL), so an accelerator does not wait for the CPU to tokenize a whole large
+        call first. Each text gets the same tokens as in one call; texts are sorted by length
+        within their chunk.
         """
         from concurrent.futures import ThreadPoolExecutor
 
@@ -543,8 +546,9 @@ class Embedder(FrozenAfterInit):
         return self._tokenize(self.with_instruction(items, kind), self.max_length, truncation)
 
     def _tokenize_truncated(self, texts: list[str], max_length: int) -> tuple[list[list[int]], int]:
-        """Token ids cut at ``max_length``, and how many texts were cut (0 once the warning
-        has been given: counting needs a second tokenizer pass).
+        """Token ids cut at ``max_length``, and how many texts were cut.
+
+        The count is 0 once the warning has been given (counting needs a second tokenizer pass).
         """
         tokenizer = self._backbone.tokenizer
         ids = tokenizer(
@@ -657,6 +661,7 @@ class Embedder(FrozenAfterInit):
                     vectors = F.normalize(vectors, dim=-1)
                 out["dense"] = vectors.cpu().numpy()
             if heads.sparse is not None:
+                assert heads.unused_ids is not None  # _heads sets them together with the sparse head
                 out["sparse"] = sparse_vectors(
                     hidden, batch.input_ids, batch.attention_mask, heads.sparse, heads.unused_ids
                 )

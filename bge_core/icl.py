@@ -1,8 +1,8 @@
-"""Queries in FlagEmbedding's in-context-learning format (``FlagICLModel``, bge-en-icl).
+r"""Queries in FlagEmbedding's in-context-learning format (``FlagICLModel``, bge-en-icl).
 
-bge-en-icl reads a query as ``<examples><instruct>{task}\\n<query>{query}\\n<response>``: the
-few-shot examples first (each ``<instruct>{}\\n<query>{}\\n<response>{}``, joined and followed
-by a blank line), then the instructed query, then the ``"\\n<response>"`` suffix whose last
+bge-en-icl reads a query as ``<examples><instruct>{task}\n<query>{query}\n<response>``: the
+few-shot examples first (each ``<instruct>{}\n<query>{}\n<response>{}``, joined and followed
+by a blank line), then the instructed query, then the ``"\n<response>"`` suffix whose last
 token is pooled. The steps below copy ``FlagICLModel.encode_queries`` exactly, including how it
 truncates: the instructed query alone is cut to ``max_length`` minus the room for ``<s>`` and
 the suffix, decoded back to text, wrapped in prefix and suffix and tokenized again (with a
@@ -24,8 +24,10 @@ _EXAMPLE_KEYS = ("instruct", "query", "response")
 
 
 def check_examples(examples: Any, default_instruction: str | None) -> tuple[dict[str, str], ...]:
-    """Validate in-context examples: a sequence of mappings with ``"query"``, ``"response"``
-    and optionally ``"instruct"`` (default: the query instruction), all strings.
+    """Validate in-context examples.
+
+    Valid examples are a sequence of mappings with ``"query"``, ``"response"`` and optionally
+    ``"instruct"`` (default: the query instruction), all strings.
 
     Raises:
         ConfigError: anything else, naming the example and the key.

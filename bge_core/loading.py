@@ -92,8 +92,10 @@ def resolve_model_dir(
 
 
 def _is_path_like(model: str) -> bool:
-    """A name that can only be a local path: absolute, home- or dot-relative, or with a backslash
-    or more than one slash (hub ids are ``name`` or ``org/name``).
+    """Whether ``model`` can only be a local path, not a hub id.
+
+    That is a name that is absolute, home- or dot-relative, or has a backslash or more than one
+    slash (hub ids are ``name`` or ``org/name``).
     """
     return model.startswith(("/", "~", "./", "../", ".\\")) or "\\" in model or model.count("/") > 1
 
@@ -155,9 +157,11 @@ def tokenizer_limit(tokenizer: Any) -> int | None:
 
 
 def resolve_max_length(requested: int | None, spec: ModelSpec, backbone: Backbone, limit: int | None, name: str) -> int:
-    """The truncation length: the caller's (checked against the model's hard limit), or the
-    default: the spec's (512, or a sentence-transformers folder's ``max_seq_length``), capped by
-    the tokenizer's ``model_max_length`` and the hard limit.
+    """The truncation length: the caller's, or the default.
+
+    The caller's is checked against the model's hard limit; the default is the spec's (512, or a
+    sentence-transformers folder's ``max_seq_length``), capped by the tokenizer's
+    ``model_max_length`` and the hard limit.
     """
     if requested is None:
         candidates = (spec.default_max_length, tokenizer_limit(backbone.tokenizer), limit)
@@ -242,11 +246,11 @@ def _load(folder: Path, task: Task, dtype: torch.dtype, trust_remote_code: bool)
 
 
 def lowercase_tokenizer(tokenizer: Any, folder: Path) -> None:
-    """Make ``tokenizer`` lowercase its input exactly as sentence-transformers 6 does for
-    ``do_lower_case: true``: a ``Lowercase`` normalizer put before the tokenizer's own, unless its
-    normalizer already has one (a ``BertNormalizer``'s lowercasing does not count, as there).
-    The normalizer keeps offsets into the original text, and copies of the tokenizer (the
-    server's) lowercase too.
+    """Make ``tokenizer`` lowercase its input exactly as sentence-transformers 6 does for ``do_lower_case``.
+
+    A ``Lowercase`` normalizer is put before the tokenizer's own, unless its normalizer already
+    has one (a ``BertNormalizer``'s lowercasing does not count, as there). The normalizer keeps
+    offsets into the original text, and copies of the tokenizer (the server's) lowercase too.
 
     Raises:
         UnsupportedModelError: a slow (Python) tokenizer, which has no normalizer to extend.
@@ -261,7 +265,14 @@ def lowercase_tokenizer(tokenizer: Any, folder: Path) -> None:
 
     backend = tokenizer.backend_tokenizer
     current = backend.normalizer
-    steps = list(current) if isinstance(current, normalizers.Sequence) else [] if current is None else [current]
+    steps = (
+        # tokenizers' stub gives Sequence no __iter__; list() iterates it through __getitem__.
+        list(current)  # type: ignore[call-overload]
+        if isinstance(current, normalizers.Sequence)
+        else []
+        if current is None
+        else [current]
+    )
     if any(isinstance(step, normalizers.Lowercase) for step in steps):
         return
     backend.normalizer = normalizers.Sequence([normalizers.Lowercase(), *steps])
@@ -282,10 +293,12 @@ class Backbone:
 
     @property
     def config(self) -> Any:
+        """The model's transformers config."""
         return self.model.config
 
     @property
     def hidden_size(self) -> int:
+        """The width of the model's hidden states."""
         return int(self.model.config.hidden_size)
 
 

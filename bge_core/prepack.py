@@ -51,16 +51,19 @@ def _ops() -> tuple[Any, Any] | None:
 
 
 def prepack_setting() -> bool:
-    """``BGE_RAG_PREPACK`` (:mod:`bge_core.env`, read now: when a model is loaded): off only when set
-    to ``0`` / ``false`` / ``no`` / ``off`` (any other value but ``1`` / ``true`` / ``yes`` / ``on``
-    is a ``ConfigError``, as for the other flags).
+    """``BGE_RAG_PREPACK`` (:mod:`bge_core.env`, read now: when a model is loaded).
+
+    Off only when set to ``0`` / ``false`` / ``no`` / ``off`` (any other value but ``1`` /
+    ``true`` / ``yes`` / ``on`` is a ``ConfigError``, as for the other flags).
     """
     return read_env().prepack is not False
 
 
 def _as_accurate(in_features: int, out_features: int, bias: bool, dtype: torch.dtype, ops: tuple[Any, Any]) -> bool:
-    """Whether the prepacked product is as close to the fp32 product as ``F.linear``'s on random
-    inputs of this shape (at most twice its largest error, plus one ulp of the largest output).
+    """Whether the prepacked product is as close to the fp32 product as ``F.linear``'s.
+
+    Checked on random inputs of this shape: at most twice ``F.linear``'s largest error, plus one
+    ulp of the largest output.
     """
     reorder, linear = ops
     gen = torch.Generator().manual_seed(in_features * 31 + out_features)
@@ -89,10 +92,10 @@ class _PackedForward:
     ) -> None:
         self.packed, self.bias, self.dtype, self.name, self._linear = packed, bias, dtype, name, linear
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dtype != self.dtype:
-            raise RuntimeError(f"{self.name}: input is {x.dtype}, the prepacked weight {self.dtype}")
-        return self._linear(x, self.packed, self.bias, "none", [], "")
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # named as nn.Linear.forward's parameter
+        if input.dtype != self.dtype:
+            raise RuntimeError(f"{self.name}: input is {input.dtype}, the prepacked weight {self.dtype}")
+        return self._linear(input, self.packed, self.bias, "none", [], "")
 
 
 def prepack_encoder(model: nn.Module, device: torch.device, dtype: torch.dtype) -> int:

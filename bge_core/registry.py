@@ -35,7 +35,7 @@ DEFAULT_MAX_LENGTH = 512
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What bge_core knows about one model.
+    r"""What bge_core knows about one model.
 
     Attributes:
         name: Short canonical name, e.g. ``"bge-small-en-v1.5"``.
@@ -54,7 +54,7 @@ class ModelSpec:
         pooling_includes_prompt: ``False`` when a sentence-transformers Pooling config says
             ``include_prompt: false`` (the instruction's tokens are left out of mean pooling).
         icl: Queries use FlagEmbedding's in-context-learning format (``FlagICLModel``,
-            bge-en-icl): optional few-shot examples before the query, ``"\\n<response>"`` after it.
+            bge-en-icl): optional few-shot examples before the query, ``"\n<response>"`` after it.
         lowercase: Texts are lowercased by the tokenizer (a ``Lowercase`` normalizer put first),
             as sentence-transformers does for a folder whose ``sentence_bert_config.json`` says
             ``do_lower_case: true``. Set only for folders described from their own files:

@@ -15,15 +15,14 @@ definitions are FlagEmbedding's:
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Sequence
-from typing import Union
 
 import numpy as np
 
 from .errors import ConfigError, InputTypeError
 from .types import SparseVector
 
-SparseInput = Union[SparseVector, Sequence[SparseVector]]
-ColbertInput = Union[np.ndarray, Sequence[np.ndarray]]
+SparseInput = SparseVector | Sequence[SparseVector]
+ColbertInput = np.ndarray | Sequence[np.ndarray]
 
 #: Budget, in float32 cells, of the dense intermediate used by :func:`lexical_scores`.
 _LEXICAL_CELLS = 1 << 24
@@ -113,7 +112,7 @@ def check_weights(weights: Sequence[float] | None) -> tuple[float, float, float]
         raise ConfigError(
             f"weights must be three non-negative numbers [dense, sparse, colbert] with a positive sum, got {weights!r}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
 def hybrid_scores(

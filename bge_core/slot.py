@@ -83,7 +83,7 @@ class EngineSlot:
         """
         entry = self._entries.get(name)  # one read: a concurrent rebuild cannot hand back another value
         if entry is not None and entry[0] == key:
-            return entry[1]  # type: ignore[no-any-return]
+            return entry[1]
         value = build()
         self._entries[name] = (key, value)
         return value

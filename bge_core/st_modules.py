@@ -46,9 +46,11 @@ class DenseLayer:
 
     @property
     def out_features(self) -> int:
+        """The length of the vectors this module gives."""
         return int(self.linear.out_features)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply the module to ``(batch, in_features)`` float32 vectors."""
         out = self.activation(self.linear(x))
         if self.use_residual:
             out = out + (x if self.residual is None else self.residual(x))
@@ -59,6 +61,7 @@ class NormalizeLayer:
     """A sentence-transformers ``Normalize`` module."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """L2-normalize each row of ``x``."""
         return F.normalize(x, p=2, dim=-1)
 
 
@@ -91,6 +94,7 @@ class PostPooling:
         return bool(self.layers) and isinstance(self.layers[-1], NormalizeLayer)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply every module to pooled ``(batch, dim)`` float32 vectors, in order."""
         for layer in self.layers:
             x = layer(x)
         return x
@@ -110,7 +114,9 @@ def _read_modules(folder: Path) -> list[dict] | None:
 
 
 def _short_name(type_name: str) -> str | None:
-    """``"Dense"`` for ``sentence_transformers.models.Dense`` and its newer paths; ``None`` for
+    """The short name of a sentence-transformers module class, or ``None``.
+
+    ``"Dense"`` for ``sentence_transformers.models.Dense`` and its newer paths; ``None`` for
     classes outside sentence-transformers (custom code, other libraries).
     """
     return type_name.rsplit(".", 1)[-1] if type_name.startswith(_PREFIX) else None

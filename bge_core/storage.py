@@ -37,6 +37,7 @@ class Int8Vectors:
 
     @property
     def nbytes(self) -> int:
+        """Bytes held by the codes and the scales."""
         return int(self.codes.nbytes + self.scales.nbytes)
 
     def dequantize(self) -> np.ndarray:

@@ -8,7 +8,7 @@ a batch out (a 2-D array, a list of vectors, a list of matrices), always in inpu
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Any, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -87,8 +87,8 @@ class SparseVector:
 
 
 DenseOutput = np.ndarray
-SparseOutput = Union[SparseVector, list[SparseVector]]
-ColbertOutput = Union[np.ndarray, list[np.ndarray]]
+SparseOutput = SparseVector | list[SparseVector]
+ColbertOutput = np.ndarray | list[np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -113,8 +113,10 @@ P = TypeVar("P")
 
 
 def join_parts(parts: Sequence[P]) -> P:
-    """Consecutive pieces of one batch of texts (dataclasses of the same type, such as
-    :class:`Encoded`) joined back in order: arrays concatenated, lists chained, ``None`` kept.
+    """Consecutive pieces of one batch of texts joined back in order.
+
+    The pieces are dataclasses of the same type, such as :class:`Encoded`: arrays are
+    concatenated, lists chained, ``None`` kept.
     """
     if len(parts) == 1:
         return parts[0]

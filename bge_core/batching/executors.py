@@ -140,7 +140,9 @@ class Executor(ABC):
             batches: Input positions of each batch, in plan order.
             attempt: Runs one batch (see :func:`bge_core.batching.oom.with_backoff`).
             make: Collates one batch (for executors that collate ahead).
-            streams, threads: Per-call CPU overrides (see :func:`cpu_plan`); other executors ignore them.
+            streams: Per-call override of the CPU streams (see :func:`cpu_plan`); other executors ignore it.
+            threads: Per-call override of the threads per stream (see :func:`cpu_plan`); other executors
+                ignore it.
         """
 
 
@@ -157,6 +159,7 @@ class InlineExecutor(Executor):
         streams: int | None = None,
         threads: int | None = None,
     ) -> Iterator[Pair]:
+        """Run the batches one after the other in the calling thread (see :meth:`Executor.run`)."""
         for positions in batches:
             yield from attempt(positions, None)
 
@@ -186,6 +189,7 @@ class CpuStreamsExecutor(Executor):
         streams: int | None = None,
         threads: int | None = None,
     ) -> Iterator[Pair]:
+        """Run the batches as CPU streams on worker threads (see :meth:`Executor.run`)."""
         texts = sum(int(b.size) for b in batches)
         wanted = self.plan(texts, streams=streams, threads=threads).streams
         batches = split_for_streams(batches, wanted)
@@ -207,6 +211,7 @@ class PrefetchExecutor(Executor):
         streams: int | None = None,
         threads: int | None = None,
     ) -> Iterator[Pair]:
+        """Run the batches while a helper thread collates the next ones (see :meth:`Executor.run`)."""
         ahead = _prefetched(batches, make, self.depth)
         try:
             for positions, ready in ahead:
@@ -323,10 +328,8 @@ def _prefetched(
     finally:
         stop.set()
         while helper.is_alive():  # unblock a producer waiting on a full queue
-            try:
+            with contextlib.suppress(queue.Empty):
                 items.get(timeout=0.05)
-            except queue.Empty:
-                pass
         helper.join()
 
 

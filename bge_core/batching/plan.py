@@ -85,6 +85,7 @@ def plan_batches(
             where padding would cost more than another batch, and only there.
             Without it, each batch takes as many texts as the limits allow (accelerators, where
             fewer and larger batches are what counts).
+        min_rows: With ``batch_overhead``, the fewest rows a batch gets where the limits allow.
 
     Returns:
         Arrays of input positions, one per batch, covering every input exactly once.

@@ -51,7 +51,9 @@ def run_batches(
         desc: The progress bar's label.
         executor: How the batches run: an engine passes the one it chose when it was built
             (:func:`~bge_core.batching.executor_for`); default: one chosen now for ``device``.
-        streams, threads: CPU execution for this call (see :func:`~bge_core.batching.cpu_plan`);
+        streams: CPU streams for this call (see :func:`~bge_core.batching.cpu_plan`); ignored by
+            executors other than CPU streams.
+        threads: Threads per CPU stream for this call (see :func:`~bge_core.batching.cpu_plan`);
             ignored by executors other than CPU streams.
         prefetch: Only without ``executor``: collate the next batch on a helper thread while this
             one runs (default: ``BGE_RAG_PREFETCH``, else accelerators only). On a CPU this only

@@ -7,6 +7,7 @@ so bge-rag's CPU workers can run one intra-op thread each while the caller's thr
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import logging
@@ -64,10 +65,8 @@ def _libraries(prefixes: tuple[str, ...]) -> list[ctypes.CDLL]:
     """Shared libraries whose file names start with a prefix: torch's own, then any mapped."""
     paths: list[str] = []
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    try:
+    with contextlib.suppress(OSError):
         paths += sorted(os.path.join(torch_lib, n) for n in os.listdir(torch_lib) if n.startswith(prefixes))
-    except OSError:
-        pass
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as maps:
             paths += [line.rsplit(" ", 1)[-1].strip() for line in maps]

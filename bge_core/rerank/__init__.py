@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Optional, Union, overload
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -253,7 +253,8 @@ class Reranker(FrozenAfterInit):
             documents: The candidate texts.
             top_k: Keep only the best ``top_k`` (``None``: all).
             normalize: Overrides the instance's ``normalize`` for this call.
-            batch_size, show_progress: Override the instance's settings for this call.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
 
         Returns:
             :class:`~bge_core.types.Ranked` items with the document's input index, its score
@@ -307,7 +308,9 @@ class Reranker(FrozenAfterInit):
 
         Args:
             pairs: One ``(query, passage)`` pair or a list of them.
-            normalize, batch_size, show_progress: Override the instance's settings for this call.
+            normalize: Overrides the instance's ``normalize`` for this call.
+            batch_size: Overrides the instance's ``batch_size`` for this call.
+            show_progress: Overrides the instance's ``show_progress`` for this call.
 
         Returns:
             ``{layer: score}`` for a single pair, else ``{layer: [scores]}``.

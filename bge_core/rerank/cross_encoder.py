@@ -48,6 +48,15 @@ class PairEncoder:
         self.with_types = "token_type_ids" in getattr(tokenizer, "model_input_names", ())
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> tuple[list[list[int]], list[list[int]] | None]:
+        """Input ids of each pair, and its token type ids when the model takes them.
+
+        Args:
+            pairs: ``(query, passage)`` pairs.
+
+        Returns:
+            The input ids of each pair, and their token type ids (``None`` for a model without
+            ``token_type_ids``); :attr:`last_truncated` counts the pairs that were cut.
+        """
         queries = self._rust.encode_batch([q for q, _ in pairs], add_special_tokens=False)
         passages = self._rust.encode_batch([p for _, p in pairs], add_special_tokens=False)
         ids: list[list[int]] = []

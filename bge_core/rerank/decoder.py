@@ -1,4 +1,4 @@
-"""What the LLM (decoder-only) rerankers share, run as FlagEmbedding's FlagLLMReranker family runs them.
+r"""What the LLM (decoder-only) rerankers share, run as FlagEmbedding's FlagLLMReranker family runs them.
 
 Three kinds, told apart by the folder's ``config.json`` (:func:`detect_kind`), one module each:
 
@@ -20,8 +20,8 @@ transformers < 5; under transformers 5 loading them raises :class:`UnsupportedMo
 
 Every pair is built as FlagEmbedding builds it: ``"A: " + query`` tokenized without special
 tokens and cut to ``query_max_length``; ``"B: " + passage`` cut to ``max_length``; then
-``[bos] + query``, ``"\\n" + passage`` (the passage's end removed until the two fit
-``max_length + len("\\n") + len(prompt)``, the query never cut there), ``"\\n" + prompt``. Rows are
+``[bos] + query``, ``"\n" + passage`` (the passage's end removed until the two fit
+``max_length + len("\n") + len(prompt)``, the query never cut there), ``"\n" + prompt``. Rows are
 padded on the tokenizer's padding side (the lightweight kind: always the right, as
 LightWeightFlagLLMReranker sets it), to a multiple of 8, as FlagEmbedding's collator does.
 """
