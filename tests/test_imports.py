@@ -106,8 +106,6 @@ NAMESPACE_DIRS = (
 PACKAGES = (
     "bge_core",
     "bge_rag",
-    "bge_rag/server",
-    "bge_rag/corpus",
     "langchain_bge",
     "sentence_transformers_bge",
     "llama_index/embeddings/bge",
@@ -168,6 +166,14 @@ def test_wheel_ships_every_package_and_namespace_imports_from_it(tmp_path):
         assert f"{package}/__init__.py" in names and f"{package}/py.typed" in names, package
     for namespace in NAMESPACE_DIRS:  # shared with other distributions: no __init__.py of ours there
         assert f"{namespace}/__init__.py" not in names, namespace
+    for subpackage in (
+        "bge_core/batching",
+        "bge_core/rerank",
+        "bge_rag/server",
+        "bge_rag/server/routers",
+        "bge_rag/corpus",
+    ):
+        assert f"{subpackage}/__init__.py" in names, subpackage
     assert "bge_rag/server/index.html" in names
     assert not any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names)
 
