@@ -2,9 +2,8 @@
 
 torch's bf16 ``F.linear`` on a CPU goes to oneDNN with the weight in its plain layout, and oneDNN
 repacks that weight into its blocked (AMX / AVX512-BF16) layout on every call. For the small
-batches of a server (a few queries of ~10 tokens) the repacking costs as much as the product:
-measured on a 2-core AMX Xeon, a 384x1536 Linear on 12 rows took 112 us plain and 56 us
-prepacked, and a whole MiniLM-L6 forward 1.13-1.3x less time on small batches.
+batches of a server (a few queries of ~10 tokens) the repacking can cost as much as the product
+itself (run ``benchmarks/serve_load.py`` with and without ``BGE_RAG_PREPACK=0`` to see the effect).
 
 :func:`prepack_encoder` packs the weights of the ``nn.Linear`` layers of an encoder's transformer
 layers once (``torch.ops.mkldnn._reorder_linear_weight``, the op torch's own compiler uses for

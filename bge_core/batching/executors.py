@@ -7,8 +7,8 @@ outputs are identical to a sequential run.
 
 - **CPU: streams** (:class:`CpuStreamsExecutor`). torch's intra-op threads split every matmul
   statically between threads and wait for the slowest at each operator; when another process
-  takes a core, the thread that shares it holds every operator up (measured on 2 cores with one
-  busy: 2-2.7x slower, where one thread alone loses nothing). So by default a job of several
+  takes a core, the thread that shares it holds every operator up (``benchmarks/bench.py --busy
+  both`` measures it), where one thread alone loses nothing. So by default a job of several
   batches runs as *streams*: one worker thread per CPU the process may use
   (:func:`bge_core.devices.available_cpus`), each with one intra-op thread, each taking the next
   batch. A busy core then slows one stream, not all of them. The thread count is set on bge-rag's

@@ -22,19 +22,18 @@ if TYPE_CHECKING:
 DEFAULT_BATCH_SIZE = 256
 #: Padded tokens per batch at most on accelerators.
 DEFAULT_MAX_BATCH_TOKENS = {"cuda": 65536, "mps": 16384}
-#: On CPUs the best budget keeps a batch's activations cache-resident: measured on a 2-core
-#: AVX512-BF16 CPU, 1024-2048 tokens for MiniLM (FFN 1536), 512 for BERT-base and -large shapes
-#: (FFN 3072 / 4096), all 5-25% faster than 4096-8192. The budget is this many FFN activations,
-#: rounded down to a power of two and kept within [512, 8192].
+#: On CPUs the best budget keeps a batch's activations cache-resident, so it shrinks as the
+#: model's FFN widens (about 1-2k tokens for MiniLM's FFN 1536, 512 for BERT-base and -large
+#: shapes, against 4-8k before; ``benchmarks/bench.py --shapes`` compares them). The budget is
+#: this many FFN activations, rounded down to a power of two and kept within [512, 8192].
 CPU_ACTIVATION_BUDGET = 1 << 21
 #: On a CPU each batch costs a fixed amount besides its padded tokens (per-operator and weight
-#: traffic costs of a forward pass): measured on one thread of a 2-core AMX Xeon as ~110-160
-#: padded tokens' worth for MiniLM-L6 and BERT-base shapes in bf16 (60-80 in fp32). CPU batches
-#: are planned to minimize this overhead plus padded tokens (see :func:`plan_batches`), so a
-#: server's coalesced queries of mixed lengths are neither padded to the longest one nor cut into
-#: many tiny batches. 64 (not the one-thread figure) measured best with two streams, which need
-#: batches enough to share out: engine alone on 8-32 mixed short queries and on 64 paragraphs,
-#: 3-23% more texts/s than the earlier rule (a batch stopped before a text 25% shorter).
+#: traffic costs of a forward pass), worth on one thread roughly a hundred padded tokens for
+#: MiniLM-L6 and BERT-base shapes. CPU batches are planned to minimize this overhead plus padded
+#: tokens (see :func:`plan_batches`), so a server's coalesced queries of mixed lengths are neither
+#: padded to the longest one nor cut into many tiny batches. A smaller value than the one-thread
+#: cost works best with two streams, which need batches enough to share out
+#: (``benchmarks/serve_load.py`` and ``benchmarks/bench.py --corpora queries`` measure it).
 CPU_BATCH_OVERHEAD = 64
 
 
