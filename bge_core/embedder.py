@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import batching, icl
+from .checks import check_positive
 from .chunking import ChunkedEncoded, window_tokenize
 from .devices import describe, resolve_device, resolve_precision
 from .errors import ConfigError, InputTypeError, TextTooLongError, UnsupportedModelError
@@ -119,7 +120,7 @@ class Embedder(FrozenAfterInit):
         examples: Sequence[Mapping[str, str]] | None = None,
         examples_instruction_format: str | None = None,
     ) -> None:
-        self.batch_size = batching.check_positive("batch_size", batch_size)
+        self.batch_size = check_positive("batch_size", batch_size)
         for name, value in (
             ("query_instruction", query_instruction),
             ("query_instruction_format", query_instruction_format),
@@ -161,7 +162,7 @@ class Embedder(FrozenAfterInit):
         self._setup_icl(examples, examples_instruction_format)
         self._truncation_warner = TruncationWarner("Embedder")
         if truncate_dim is not None:
-            truncate_dim = batching.check_positive("truncate_dim", truncate_dim)
+            truncate_dim = check_positive("truncate_dim", truncate_dim)
             if truncate_dim > hidden:
                 raise ConfigError(f"truncate_dim={truncate_dim} exceeds the model's dimension ({hidden}).")
         self.truncate_dim = truncate_dim
@@ -302,7 +303,7 @@ class Embedder(FrozenAfterInit):
             raise ConfigError("Request at least one of dense, sparse or colbert.")
         items, single = as_texts(texts)
         heads = self._heads(sparse=sparse, colbert=colbert)
-        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        size = self.batch_size if batch_size is None else check_positive("batch_size", batch_size)
         if not items:
             return self._empty(dense, sparse, colbert)
         with self._backbone.lock:
@@ -354,12 +355,12 @@ class Embedder(FrozenAfterInit):
             raise ConfigError("Request at least one of dense, sparse or colbert.")
         if self.document_instruction:
             raise ConfigError("encode_chunked does not support models with a document instruction (E5).")
-        window = self.max_length if max_tokens is None else batching.check_positive("max_tokens", max_tokens)
+        window = self.max_length if max_tokens is None else check_positive("max_tokens", max_tokens)
         if window > self.max_length:
             raise ConfigError(f"max_tokens={window} exceeds max_length={self.max_length}; raise max_length first.")
         if isinstance(overlap, bool) or not isinstance(overlap, int):
             raise ConfigError(f"overlap must be an integer, got {overlap!r}")
-        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        size = self.batch_size if batch_size is None else check_positive("batch_size", batch_size)
         if not items:
             return ChunkedEncoded([], self._empty(dense, sparse, colbert), np.zeros(1, np.int64), normalize)
         with self._backbone.lock:
@@ -399,7 +400,7 @@ class Embedder(FrozenAfterInit):
         items, single = as_pairs(pairs)
         w = check_weights(weights)
         heads = self._heads(sparse=True, colbert=True)
-        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        size = self.batch_size if batch_size is None else check_positive("batch_size", batch_size)
         q_len, p_len = self._length(max_query_length), self._length(max_passage_length)
         if not items:
             return {k: [] for k in ("colbert", "sparse", "dense", "sparse+dense", "colbert+sparse+dense")}

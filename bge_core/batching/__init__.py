@@ -19,7 +19,6 @@ Results are written back by input position, so the caller sees input order.
 
 from __future__ import annotations
 
-from ..checks import check_positive
 from .collate import Batch, collate
 from .executors import (
     TOKENIZE_AHEAD_TEXTS,
@@ -59,7 +58,6 @@ __all__ = [
     "PROGRESS_THRESHOLD",
     "PrefetchExecutor",
     "TOKENIZE_AHEAD_TEXTS",
-    "check_positive",
     "collate",
     "cpu_execution",
     "cpu_plan",

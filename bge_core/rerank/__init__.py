@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .. import batching
+from ..checks import check_positive
 from ..devices import describe, resolve_device, resolve_precision
 from ..errors import ConfigError, InputTypeError, TextTooLongError
 from ..frozen import FrozenAfterInit
@@ -135,7 +136,7 @@ class Reranker(FrozenAfterInit):
         self.normalize = bool(normalize)
         self.truncation = bool(truncation)
         self._truncation_warner = TruncationWarner("Reranker", unit="pairs")
-        self.batch_size = batching.check_positive("batch_size", batch_size)
+        self.batch_size = check_positive("batch_size", batch_size)
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
         self._executor = batching.executor_for(self.device)  # BGE_RAG_* read once, here
@@ -159,7 +160,7 @@ class Reranker(FrozenAfterInit):
         )
         if query_max_length is None:
             query_max_length = self.max_length * 3 // 4
-        self.query_max_length = batching.check_positive("query_max_length", query_max_length)
+        self.query_max_length = check_positive("query_max_length", query_max_length)
         self._scorer: PairScorer = kind(
             self._backbone, max_length=self.max_length, query_max_length=self.query_max_length, **options
         )
@@ -230,7 +231,7 @@ class Reranker(FrozenAfterInit):
             InputTypeError: ``pairs`` is not a pair of strings or a list of them.
         """
         items, single = as_pairs(pairs)
-        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        size = self.batch_size if batch_size is None else check_positive("batch_size", batch_size)
         scores = self._logits(items, size, self.show_progress if show_progress is None else show_progress)
         if self.normalize if normalize is None else normalize:
             scores = [sigmoid(s) for s in scores]
@@ -264,7 +265,7 @@ class Reranker(FrozenAfterInit):
             raise InputTypeError(f"query must be a string, got {type(query).__name__ if query is not None else 'None'}")
         docs, _ = as_texts(documents, "documents")
         if top_k is not None:
-            top_k = batching.check_positive("top_k", top_k)
+            top_k = check_positive("top_k", top_k)
         if not docs:
             return []
         scores = self.score(
@@ -323,7 +324,7 @@ class Reranker(FrozenAfterInit):
         if not layers:
             raise ConfigError("score_layers needs a layer-wise or lightweight LLM reranker built with cutoff_layers=.")
         items, single = as_pairs(pairs)
-        size = self.batch_size if batch_size is None else batching.check_positive("batch_size", batch_size)
+        size = self.batch_size if batch_size is None else check_positive("batch_size", batch_size)
         table = self._scores(items, size, self.show_progress if show_progress is None else show_progress).tolist()
         use_sigmoid = self.normalize if normalize is None else normalize
         rows = [[sigmoid(v) for v in row] if use_sigmoid else list(row) for row in table]

@@ -149,6 +149,14 @@ def check_positive(name: str, value: int | None) -> int | None:
     return value
 
 
+def check_dimensions(name: str, value: int | None, dimension: int) -> int | None:
+    """A requested vector size: absent, or between 1 and the model's ``dimension``; else a 400 naming ``name``."""
+    dims = check_positive(name, value)
+    if dims is not None and dims > dimension:
+        raise APIError(400, f"'{name}' is {dims}, but this model's vectors have {dimension} dimensions.", param=name)
+    return dims
+
+
 def engine_kind(input_type: str | None, *, query: bool, query_alias: str) -> Kind:
     """The engine kind (``query`` / ``document``) that ``input_type`` asks for.
 
@@ -178,6 +186,7 @@ __all__ = [
     "Strict",
     "TruncationDirection",
     "check_chars",
+    "check_dimensions",
     "check_documents",
     "check_positive",
     "check_sizes",

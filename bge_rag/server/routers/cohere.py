@@ -29,7 +29,16 @@ from pydantic import Field
 
 from bge_core.errors import TextTooLongError
 
-from ..checks import Strict, check_chars, check_documents, check_positive, check_texts, engine_kind, unsupported
+from ..checks import (
+    Strict,
+    check_chars,
+    check_dimensions,
+    check_documents,
+    check_positive,
+    check_texts,
+    engine_kind,
+    unsupported,
+)
 from ..errors import APIError, FamilyRoute, openai_error
 from ..responses import json_response
 from ..service import QUERY_SUFFIX, Service
@@ -150,13 +159,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
                 f"tokens per text); start the server with --max-length {max_tokens}.",
                 "max_tokens",
             )
-        dims = check_positive("output_dimension", body.output_dimension)
-        if dims is not None and dims > embedder.dimension:
-            raise APIError(
-                400,
-                f"'output_dimension' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
-                param="output_dimension",
-            )
+        dims = check_dimensions("output_dimension", body.output_dimension, embedder.dimension)
         strict = body.truncate in ("NONE", "START")
         try:
             part = await service.encode(texts, EncodeKey(kind, strict=strict), request)

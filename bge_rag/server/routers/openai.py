@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import Field
 
-from ..checks import InputType, Strict, check_positive, engine_kind, unsupported
+from ..checks import InputType, Strict, check_dimensions, engine_kind, unsupported
 from ..errors import APIError, FamilyRoute, openai_error
 from ..responses import json_response
 from ..service import QUERY_SUFFIX, Service
@@ -61,13 +61,7 @@ async def create_embeddings(
     texts = service.texts(body.input)
     query = query_path or service.query_alias(body.model)
     kind = engine_kind(body.input_type, query=query, query_alias=service.embedder_name + QUERY_SUFFIX)
-    dims = check_positive("dimensions", body.dimensions)
-    if dims is not None and dims > embedder.dimension:
-        raise APIError(
-            400,
-            f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
-            param="dimensions",
-        )
+    dims = check_dimensions("dimensions", body.dimensions, embedder.dimension)
     part = await service.encode(texts, EncodeKey(kind), request)
     vectors = part.dense
     assert vectors is not None

@@ -32,7 +32,7 @@ from pydantic import Field
 
 from bge_core.errors import TextTooLongError
 
-from ..checks import Strict, TruncationDirection, check_positive, check_texts, unsupported
+from ..checks import Strict, TruncationDirection, check_dimensions, check_texts, unsupported
 from ..errors import APIError, FamilyRoute
 from ..responses import json_response
 from ..service import Service
@@ -162,13 +162,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
     @routes.post("/embed")
     async def embed(body: TEIEmbedRequest, request: Request) -> Response:
         embedder = service.need_embedder()
-        dims = check_positive("dimensions", body.dimensions)
-        if dims is not None and dims > embedder.dimension:
-            raise APIError(
-                400,
-                f"'dimensions' is {dims}, but this model's vectors have {embedder.dimension} dimensions.",
-                param="dimensions",
-            )
+        dims = check_dimensions("dimensions", body.dimensions, embedder.dimension)
         part = await encode(body, request, sparse=False)
         vectors = part.dense
         assert vectors is not None
