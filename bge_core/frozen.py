@@ -37,8 +37,9 @@ class FrozenAfterInit:
 
     def _read_only_message(self, name: str) -> str:
         kind = type(self).__name__
+        article = "an" if kind[:1] in "AEIOU" else "a"
         return (
-            f"{kind}.{name} is read-only: a {kind} may be shared by several callers, so its settings are "
+            f"{kind}.{name} is read-only: {article} {kind} may be shared by several callers, so its settings are "
             f"fixed at construction. Pass the option per call where the method takes it (e.g. "
             f"encode(..., normalize=False)), or construct another {kind} with the setting you want "
             f"(the loaded model weights are shared)."

@@ -54,7 +54,7 @@ def texts(paragraphs: list[str]) -> list[str]:
 @pytest.mark.parametrize("name", SETTINGS)
 def test_assigning_a_setting_raises(emb: Embedder, name: str) -> None:
     before = getattr(emb, name)
-    with pytest.raises(ReadOnlySettingError, match=f"Embedder.{name} is read-only"):
+    with pytest.raises(ReadOnlySettingError, match=rf"Embedder\.{name} is read-only: an Embedder may"):
         setattr(emb, name, before)
     with pytest.raises(AttributeError):  # ReadOnlySettingError is an AttributeError
         delattr(emb, name)
