@@ -19,8 +19,10 @@ from __future__ import annotations
 try:
     import langchain_core  # noqa: F401
 except ImportError as exc:
-    raise ImportError(
-        "langchain_bge needs langchain-core, which is not installed: pip install 'bge-rag[langchain]'"
+    from bge_core.errors import MissingExtraError
+
+    raise MissingExtraError(
+        f"langchain_bge needs langchain-core, which is not installed ({exc}): pip install 'bge-rag[langchain]'"
     ) from exc
 
 from .embeddings import BGEEmbeddings

@@ -89,11 +89,11 @@ def test_missing_langchain_core_names_the_extra():
         "sys.modules['langchain_core'] = None  # as if langchain-core were not installed\n"
         "try:\n"
         "    import langchain_bge\n"
-        "except ImportError as exc:\n"
+        "except ImportError as exc:  # MissingExtraError is an ImportError\n"
         "    print(type(exc).__name__, exc)\n"
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.startswith("ImportError ")
+    assert result.stdout.startswith("MissingExtraError ")
     assert "pip install 'bge-rag[langchain]'" in result.stdout
 
 
