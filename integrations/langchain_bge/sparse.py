@@ -155,7 +155,8 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
     precision: str = "auto"
     """``"auto"`` (fp16 on CUDA, bf16 on CPUs with native bf16, else fp32), ``"fp32"``, ``"fp16"`` or ``"bf16"``."""
     batch_size: int | None = None
-    """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default (32)."""
+    """Most texts in one forward pass (also capped by a token budget); ``None``: the engine's default
+    (``bge_core.Embedder``'s ``batch_size``)."""
     max_length: int | None = None
     """Tokens a text is truncated to; ``None`` takes the model's default (512)."""
     trust_remote_code: bool | None = None
