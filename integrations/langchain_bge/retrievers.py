@@ -14,7 +14,6 @@ from pydantic import ConfigDict, Field, PrivateAttr, SecretStr
 from bge_core import (
     ConfigError,
     InvalidInputError,
-    SparseVector,
     colbert_scores,
     dense_scores,
     hybrid_scores,
@@ -47,14 +46,6 @@ _ENGINE_FIELDS = (
     "token",
     "show_progress",
 )
-
-
-def _lexical_scores(query: SparseVector, documents: list[SparseVector]) -> np.ndarray:
-    # bge_core 0.1.0's lexical_scores raises IndexError when the query vector is empty (a query
-    # whose every token weighs 0); such a query matches no document.
-    if len(query) == 0:
-        return np.zeros(len(documents), dtype=np.float32)
-    return lexical_scores(query, documents)  # type: ignore[return-value]
 
 
 def _check_k(k: Any) -> int:
@@ -188,7 +179,8 @@ class BGEM3Retriever(EngineOwner, BaseRetriever):
         q = self._engine.encode(query, kind="query", **self._outputs())
         scores = {
             "dense": None if q.dense is None else dense_scores(q.dense, index.dense),
-            "sparse": None if q.sparse is None else _lexical_scores(q.sparse, index.sparse),
+            # An empty query vector (every token weighs 0) scores 0 against every document.
+            "sparse": None if q.sparse is None else lexical_scores(q.sparse, index.sparse),
             "colbert": None if q.colbert is None else colbert_scores(q.colbert, index.colbert),
         }
         if self.fusion == "weighted":
