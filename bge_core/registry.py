@@ -170,7 +170,8 @@ _SPECS: tuple[ModelSpec, ...] = (
     _llm("SFR-Embedding-Mistral", "sfr", _INSTRUCT_QUERY),
     _llm("Linq-Embed-Mistral", "linq", _INSTRUCT_QUERY),
     ModelSpec("bce-embedding-base_v1", "bce", pooling="cls"),
-    # Rerankers (cross-encoders). The LLM rerankers are known so that they fail clearly.
+    # Rerankers: cross-encoders, then the LLM rerankers ("decoder"), which bge_core.rerank runs
+    # (their kinds, llm / layerwise / lightweight, are in rerank/decoder.py's REGISTERED_KINDS).
     _reranker("bge-reranker-base", 512),
     _reranker("bge-reranker-large", 512),
     _reranker("bge-reranker-v2-m3", 8192),
