@@ -16,7 +16,8 @@ Three kinds, told apart by the folder's ``config.json`` (:func:`detect_kind`), o
 The layer-wise and lightweight checkpoints ship their own modelling code (``auto_map`` in
 ``config.json``); bge_core runs that code from the model folder (``trust_remote_code``), never
 FlagEmbedding's package. That code imports transformers-4 internals, so those two kinds need
-transformers < 5; under transformers 5 loading them raises :class:`UnsupportedModelError`.
+transformers < 5 (the lightweight kind: 4.46 exactly, see :mod:`~bge_core.rerank.lightweight`);
+on other versions loading them raises :class:`UnsupportedModelError`.
 
 Every pair is built as FlagEmbedding builds it: ``"A: " + query`` tokenized without special
 tokens and cut to ``query_max_length``; ``"B: " + passage`` cut to ``max_length``; then
@@ -140,10 +141,15 @@ def check_remote_code(folder: Path, kind: str, trust_remote_code: bool) -> None:
     if transformers_version() >= (5, 0):
         import transformers
 
+        # The lightweight kind's CostWiseGemma code runs on 4.46 only (see rerank/lightweight.py).
+        needs, install = (
+            ("4.46", "'transformers==4.46.*'")
+            if kind == "lightweight"
+            else ("4.x", "'transformers>=4.45,<5' (tested on 4.57.6)")
+        )
         raise UnsupportedModelError(
             f"The {kind} LLM reranker's own modelling code (as FlagEmbedding 1.4.2 ships it) needs transformers "
-            f"4.x; this is transformers {transformers.__version__}. Install 'transformers>=4.45,<5' "
-            f"(tested on 4.57.6) to run {str(folder)!r}."
+            f"{needs}; this is transformers {transformers.__version__}. Install {install} to run {str(folder)!r}."
         )
 
 

@@ -119,21 +119,23 @@ def test_unknown_decoder_type_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kind,mark",
+    "kind,mark,install",
     [
-        ("layerwise", "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM"),
-        ("lightweight", "gemma_model.CostWiseGemmaForCausalLM"),
+        ("layerwise", "modeling_minicpm_reranker.LayerWiseMiniCPMForCausalLM", "'transformers>=4.45,<5'"),
+        # its CostWiseGemma code runs on transformers 4.46 only (rerank/lightweight.py)
+        ("lightweight", "gemma_model.CostWiseGemmaForCausalLM", "'transformers==4.46.*'"),
     ],
 )
-def test_remote_code_kinds_need_trust_and_transformers_4(tmp_path, kind, mark):
+def test_remote_code_kinds_need_trust_and_transformers_4(tmp_path, kind, mark, install):
     folder = build_tokenizer(tmp_path / kind)
     (folder / "config.json").write_text(json.dumps({"model_type": "x", "auto_map": {"AutoModelForCausalLM": mark}}))
     (folder / "model.safetensors").write_bytes(b"")  # never read: the refusal comes first
     with pytest.raises(ConfigError, match="trust_remote_code=True"):
         Reranker(folder, precision="fp32")
     if TRANSFORMERS_MAJOR >= 5:
-        with pytest.raises(UnsupportedModelError, match="transformers 4"):
+        with pytest.raises(UnsupportedModelError, match="transformers 4") as info:
             Reranker(folder, precision="fp32", trust_remote_code=True)
+        assert f"Install {install}" in str(info.value)
 
 
 def test_llm_truncation_warns_once_and_can_refuse(causal, pairs, caplog):
