@@ -39,8 +39,17 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--reranker-name", help="reranker name reported to clients (default: from --reranker)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: first available)")
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
-    p.add_argument("--max-length", type=int, help="tokens per text for the embedding model (default 512)")
-    p.add_argument("--reranker-max-length", type=int, help="tokens per (query, document) pair (default 512)")
+    p.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens per text for the embedding model (default: 512, or a sentence-transformers folder's "
+        "max_seq_length, capped by the model's limit)",
+    )
+    p.add_argument(
+        "--reranker-max-length",
+        type=int,
+        help="tokens per (query, document) pair, for an LLM reranker per document (default: as for --max-length)",
+    )
     p.add_argument(
         "--rerank-scores",
         choices=["sigmoid", "raw"],

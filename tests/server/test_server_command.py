@@ -63,6 +63,15 @@ def test_register_adds_serve_and_its_settings(monkeypatch):
     assert settings_from_args(_parse(["serve", "--model", "m", "--no-cut-long-texts"])).cut_long_texts is False
 
 
+def test_max_length_help_names_the_models_default():
+    """The default is the engine's (512, or a sentence-transformers folder's max_seq_length), not a fixed 512."""
+    parser = argparse.ArgumentParser(prog="bge-rag")
+    serve = register(parser.add_subparsers(dest="command", required=True))
+    helps = {a.dest: a.help for a in serve._actions}
+    assert "max_seq_length" in helps["max_length"] and "as for --max-length" in helps["reranker_max_length"]
+    assert _parse(["serve", "--model", "m"]).max_length is None  # left to the engine
+
+
 def test_serve_without_a_model_or_with_bad_limits_exits_2(capsys):
     assert main(["serve"]) == 2
     assert "needs --model" in capsys.readouterr().err
