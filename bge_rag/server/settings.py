@@ -28,7 +28,9 @@ class ServerSettings:
             anyway; this bounds the tokenizer's work).
         max_body_bytes: Bytes per request body.
         max_batch_items: Texts (or pairs) that concurrent requests may coalesce into one engine
-            call. One request larger than this still runs, alone.
+            call. A request is first split into pieces of ``max_piece_items``, and one call takes at
+            most one piece of each request; a piece larger than this (``max_piece_items`` above
+            ``max_batch_items``) still runs, alone.
         max_queue_items: Texts (or pairs) waiting for the model; a request that would exceed it
             gets 429 (retry later) instead of waiting without bound.
         request_timeout: Seconds a request may wait for its result before it gets 503.
