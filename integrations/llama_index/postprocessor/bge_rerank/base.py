@@ -112,8 +112,11 @@ class BGERerank(_BGENodeRerank):
     Emits LlamaIndex's ``ReRankStartEvent`` / ``ReRankEndEvent`` and a ``RERANKING`` callback
     event. Input nodes are never modified; new ``NodeWithScore`` objects are returned.
 
-    Any reranker ``bge_core.Reranker`` runs is accepted by name or folder: the cross-encoders
-    (``bge-reranker-base`` / ``-large`` / ``-v2-m3``) and the LLM rerankers it supports.
+    Accepted by name or folder: the cross-encoders (``bge-reranker-base`` / ``-large`` /
+    ``-v2-m3``) and the LLM reranker ``bge-reranker-v2-gemma``. The layer-wise and lightweight
+    LLM rerankers run the code shipped in their folders, which needs ``trust_remote_code=True``;
+    BGERerank has no such field, so it cannot load them (``bge_core.Reranker`` and the LangChain
+    and Haystack rerankers can).
 
     Args:
         model: Hugging Face Hub id or local folder of a reranker; also positional
