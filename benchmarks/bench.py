@@ -546,7 +546,7 @@ def main() -> None:
         return child(args)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from provenance import provenance
+    from provenance import load_average, provenance
     from transformers import AutoConfig, AutoTokenizer
 
     from bge_core.devices import available_cpus, cpu_supports_bf16
@@ -650,6 +650,7 @@ def main() -> None:
     }
     report.update({k: recorded[k] for k in ("date", "cpu_features", "versions", "load_average_at_start", "commit")})
     report["command"] = recorded["command"]
+    report["load_average_at_end"] = load_average()
     report["wall_seconds"] = time.perf_counter() - started
     out = Path(args.out or (RESULTS / ("focused.json" if focused else "latest.json")))
     out.parent.mkdir(parents=True, exist_ok=True)

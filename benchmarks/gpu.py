@@ -458,7 +458,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
-    from provenance import provenance
+    from provenance import load_average, provenance
 
     recorded = provenance("benchmarks/gpu.py", argv, peers=("FlagEmbedding", "sentence-transformers", "vllm"))
     dev = Device(args.dry_run)
@@ -493,6 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "wall_seconds": time.perf_counter() - started,
         # date, host CPU, versions (ours and the peers), command: for benchmarks/report.py
         **recorded,
+        "load_average_at_end": load_average(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from provenance import provenance
+    from provenance import load_average, provenance
 
     recorded = provenance("benchmarks/llm_rerank.py", argv, peers=("FlagEmbedding",)) if args.out else None
     tmp = None
@@ -194,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if recorded is not None:
         report = {
             **recorded,
+            "load_average_at_end": load_average(),
             "model": f"Gemma-2B widths (hidden 2048, FFN 16384, 8 heads, 1 KV head, vocabulary 256000), "
             f"{args.layers} layers, random weights",
             "pairs": args.pairs,

@@ -61,6 +61,11 @@ def cpu_features() -> dict[str, Any]:
     return {"native_bf16": bool(cpu_supports_bf16()), "flags": flags}
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (``None`` where the platform has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def _available_cpus() -> int:
     from bge_core.devices import available_cpus
 
@@ -93,7 +98,7 @@ def provenance(script: str, argv: list[str] | None = None, peers: tuple[str, ...
         "cpu_features": cpu_features(),
         "cores": os.cpu_count(),
         "available_cpus": _available_cpus(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_at_start": load_average(),
         "versions": package_versions([*BASE_PACKAGES, *peers]),
         "commit": _commit(),
     }

@@ -128,9 +128,10 @@ def _provenance(
         ("Command", f"`{data['command'].strip()}`"),
         ("Results file", f"`benchmarks/results/{path.name}`"),
     ]
-    load = data.get("load_average_at_start")
-    if load:
-        items.append(("Load average when it started", " / ".join(f"{x:.2f}" for x in load) + " (1 / 5 / 15 min)"))
+    for key, when in (("load_average_at_start", "started"), ("load_average_at_end", "ended")):
+        if data.get(key):
+            load = " / ".join(f"{x:.2f}" for x in data[key])
+            items.append((f"Load average when it {when}", f"{load} (1 / 5 / 15 min)"))
     if data.get("commit"):
         items.append(("Commit", f"`{data['commit']}`"))
     if data.get("provenance_note"):
@@ -441,7 +442,8 @@ and command named under each table; the page itself is generated from those file
 (bge_core's default precision is bf16 there and fp32 elsewhere), the date and the software versions;
 what a run did not record says "not recorded". Runs on different CPUs or dates are not comparable
 with one another: compare within a table, where every system ran on the same machine, texts and
-model folder.
+model folder. Where a run recorded the load average, it is shown: at the start, a figure well above
+zero means other work was sharing the CPUs during the run.
 
 **How to read the ratios.** "bge_core ÷ X" is bge_core's throughput divided by X's, in the same run:
 above 1 means bge_core is faster. bge_core runs at its defaults (`precision="auto"`) unless a row

@@ -162,6 +162,7 @@ def _write(args, recorded, texts, threads, in_memory, rows) -> None:  # type: ig
         row["over_in_memory"] = in_memory / row["seconds"]
     report = {
         **recorded,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "model": args.model_label,
         "texts": len(texts),
         "max_length": args.max_length,
