@@ -126,7 +126,7 @@ def _provenance(
         ("Versions", _versions_line(data, peers)),
         *extra,
         ("Command", f"`{data['command'].strip()}`"),
-        ("Results file", f"`benchmarks/results/{path.name}`"),
+        ("Results file", f"`{_shown_path(path)}`"),
     ]
     for key, when in (("load_average_at_start", "started"), ("load_average_at_end", "ended")):
         if data.get(key):
@@ -137,6 +137,14 @@ def _provenance(
     if data.get("provenance_note"):
         items.append(("Note", str(data["provenance_note"])))
     return "\n".join(f"- **{k}:** {v}" for k, v in items)
+
+
+def _shown_path(path: Path) -> str:
+    """The file's path from the repository root when it is inside the repository."""
+    try:
+        return path.resolve().relative_to(RESULTS.parent.parent).as_posix()
+    except ValueError:
+        return path.as_posix()
 
 
 def _details(title: str, body: str) -> str:
@@ -282,6 +290,9 @@ def _gpu(path: Path, data: dict[str, Any]) -> Section:
     _require(path, data, ["device", "cpu"])
     extra = [("GPU", str(data["device"])), ("Mode", str(data.get("mode", NOT_RECORDED)))]
     parts = [_provenance(path, data, extra)]
+    dry = str(data.get("mode", "")).startswith("dry run")
+    if dry:
+        parts.insert(0, '!!! warning "A dry run: tiny models on the CPU, not a measurement"')
     check_rows = []
     for c in checks:
         detail = ", ".join(
@@ -299,7 +310,7 @@ def _gpu(path: Path, data: dict[str, Any]) -> Section:
         peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") else ""
         waste = f"{100 * r['padding_waste']:.0f}%" if "padding_waste" in r else ""
         table.append([r["task"], r["shape"], r["system"], tps, _ratio(r.get("ours_over_this")), peak, waste])
-        if "ours_over_this" in r and not r["system"].startswith("bge_core"):
+        if "ours_over_this" in r and not r["system"].startswith("bge_core") and not dry:
             summary.append((f"GPU {r['task']} {r['shape']} ÷ {r['system']}", _ratio(r["ours_over_this"])))
     parts.append(
         _table(["task", "shape", "system", "texts/s", "bge_core ÷ this", "peak MB", "padding"], table, "lllrrrr")
@@ -406,12 +417,56 @@ def _streaming(path: Path, data: dict[str, Any]) -> Section:
     return Section("streaming_throughput", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
 
 
+# --------------------------------------------------------------------------- accuracy scripts
+def _storage(path: Path, data: dict[str, Any]) -> Section:
+    fields = ("storage", "bytes_per_value", "dense_max_abs_error", "dense_min_cosine", "dense_score_change")
+    rows = _require_rows(path, data, "rows", (*fields, "colbert_score_change"))
+    _require(path, data, ["cpu", "docs"])
+    work = f"{data['docs']} documents, {data.get('queries', NOT_RECORDED)} queries; scores over every pair"
+    extra = [("Model", str(data.get("model", NOT_RECORDED))), ("Work", work)]
+    table = [
+        [
+            r["storage"],
+            str(r["bytes_per_value"]),
+            f"{r['dense_max_abs_error']:.1e}",
+            f"{r['dense_min_cosine']:.6f}",
+            f"{r['dense_score_change']:.1e}",
+            f"{r['colbert_score_change']:.1e}",
+        ]
+        for r in rows
+    ]
+    header = ["storage", "bytes/value", "dense max abs error", "dense min cosine", "dense score change"]
+    parts = [_provenance(path, data, extra), _table([*header, "ColBERT score change"], table, "lrrrrr")]
+    return Section("storage_accuracy", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
+
+
+def _bf16(path: Path, data: dict[str, Any]) -> Section:
+    rows = _require_rows(path, data, "rows", ("fixture", "precision", "dense_min_cosine"))
+    _require(path, data, ["cpu"])
+    extra = [("Work", f"{data.get('texts', NOT_RECORDED)} texts: real paragraphs and edge cases, each fixture")]
+    table = [
+        [
+            r["fixture"],
+            r["precision"],
+            f"{r['dense_min_cosine']:.6f}",
+            f"{r['colbert_min_cosine']:.6f}" if "colbert_min_cosine" in r else "",
+            f"{r['sparse_max_abs_change']:.1e}" if "sparse_max_abs_change" in r else "",
+        ]
+        for r in rows
+    ]
+    header = ["fixture model", "default precision here", "dense min cosine", "ColBERT min cosine"]
+    parts = [_provenance(path, data, extra), _table([*header, "sparse max abs change"], table, "llrrr")]
+    return Section("bf16_deviation", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
+
+
 RENDERERS: dict[str, Callable[[Path, dict[str, Any]], Section]] = {
     "bench": _bench,
     "gpu": _gpu,
     "llm_rerank": _llm_rerank,
     "serve_load": _serve_load,
     "streaming_throughput": _streaming,
+    "bf16_deviation": _bf16,
+    "storage_accuracy": _storage,
 }
 TITLES = {
     "bench": "Embedding and reranking on the CPU, against the peers",
@@ -419,6 +474,8 @@ TITLES = {
     "llm_rerank": "LLM rerankers",
     "serve_load": "Serving over HTTP, against Infinity",
     "streaming_throughput": "Corpus-scale embedding: streaming to Parquet and Ray Data",
+    "bf16_deviation": "Accuracy of the default precision against fp32",
+    "storage_accuracy": "Accuracy of float16 and int8 storage",
 }
 REPRODUCE = {
     "bench": "`./dev.sh bench --focused` (3 model shapes, quiet and with one core busy, against sentence-transformers "
@@ -432,6 +489,12 @@ REPRODUCE = {
     "llm_rerank": "`python benchmarks/llm_rerank.py --out benchmarks/results/llm-rerank.json`",
     "serve_load": "`./dev.sh bench-serve --out benchmarks/results/serve-load.json`",
     "streaming_throughput": "`python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json`",
+    "bf16_deviation": "`python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json`. Minimum "
+    "cosine between the default precision's vectors and fp32's, on the offline fixture models (real MiniLM weights, "
+    "tiny random decoders); on a CPU without native bf16 the default is fp32 and the cosines are 1",
+    "storage_accuracy": "`python benchmarks/storage_accuracy.py --out benchmarks/results/storage-accuracy.json` "
+    "(`--model` for a real checkpoint). What `bge_core.storage.compress` costs in accuracy: errors of the stored "
+    "values and the largest change of a dense or ColBERT score",
 }
 
 INTRO = """# Benchmarks
@@ -459,6 +522,8 @@ engine does to get there and which settings change it, see [Performance](perform
 python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2,4 \
     --out benchmarks/results/llm-rerank.json
 python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json
+python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json
+python benchmarks/storage_accuracy.py --out benchmarks/results/storage-accuracy.json
 python benchmarks/report.py --out docs/benchmarks.md   # preview this page
 ```"""
 

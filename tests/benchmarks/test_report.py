@@ -22,8 +22,9 @@ RESULT_FILES = sorted(RESULTS.glob("*.json"))
 def _section(page: str, name: str) -> str:
     """The part of the page under the heading of results file ``name``."""
     for part in page.split("\n### ")[1:]:
-        if f"`benchmarks/results/{name}`" in part:
-            return part.split("\n## ")[0]
+        part = part.split("\n## ")[0]
+        if re.search(rf"- \*\*Results file:\*\* `[^`]*/{re.escape(name)}`", part):
+            return part
     raise AssertionError(f"no section for {name}")
 
 
@@ -44,6 +45,7 @@ def test_every_results_file_gets_a_table_with_its_cpu_date_and_command(path):
     page = report.render()
     data = json.loads(path.read_text())
     section = _section(page, path.name)
+    assert f"- **Results file:** `benchmarks/results/{path.name}`" in section
     assert f"- **CPU:** {data['cpu']}" in section
     assert "native bf16: " in section
     assert f"- **Date:** {data.get('date', report.NOT_RECORDED)}" in section
@@ -169,6 +171,26 @@ SYNTHETIC = {
         "texts": 2000,
         "rows": [{"path": "one in-memory Embedder.encode call", "texts_per_s": 170.0, "over_in_memory": 1.0}],
     },
+    "bf16.json": {
+        **PROVENANCE,
+        "command": "python benchmarks/bf16_deviation.py --out x.json",
+        "rows": [{"fixture": "MiniLM", "precision": "bfloat16", "dense_min_cosine": 0.9999}],
+    },
+    "storage.json": {
+        **PROVENANCE,
+        "command": "python benchmarks/storage_accuracy.py --out x.json",
+        "docs": 300,
+        "rows": [
+            {
+                "storage": "int8",
+                "bytes_per_value": 1,
+                "dense_max_abs_error": 3e-3,
+                "dense_min_cosine": 0.999,
+                "dense_score_change": 5e-3,
+                "colbert_score_change": 7e-4,
+            }
+        ],
+    },
 }
 
 
@@ -197,3 +219,10 @@ def test_cli_prints_the_page_or_writes_it(tmp_path, capsys):
     out = tmp_path / "docs" / "benchmarks.md"
     assert report.main(["--out", str(out)]) == 0
     assert out.read_text() == report.render()
+
+
+def test_a_gpu_dry_run_is_marked_and_kept_out_of_the_summary(tmp_path):
+    (tmp_path / "gpu.json").write_text(json.dumps({**SYNTHETIC["gpu.json"], "mode": "dry run (CPU, tiny models)"}))
+    page = report.render(tmp_path)
+    assert "not a measurement" in _section(page, "gpu.json")
+    assert "## Summary" not in page
