@@ -4,6 +4,7 @@
 #   ./dev.sh test [pytest options]         -> .venv-test, runs the whole test suite
 #   ./dev.sh test --fast [pytest options]  -> .venv-test, the fast subset: tests not marked slow, main suite only
 #   ./dev.sh lint                          -> .venv-test, ruff check, ruff format --check and mypy (as CI)
+#   ./dev.sh docs [mkdocs build options]   -> .venv-test, builds the documentation site into site/ (--strict, as CI)
 #   ./dev.sh bench [bench.py options]      -> .venv-bench (+ fastembed, onnx) and .venv-bench-ov, runs benchmarks/bench.py
 #   ./dev.sh gpu [gpu.py options]          -> .venv-bench, runs benchmarks/gpu.py (on a CUDA machine; --dry-run on CPU)
 #   ./dev.sh tf4 [pytest args]             -> .venv-tf4 only (transformers 4.x); no args: the TF4_TESTS list
@@ -222,6 +223,11 @@ case "${1:-}" in
     .venv-test/bin/ruff format --check .
     .venv-test/bin/mypy
     ;;
+  docs)  # the documentation site, as .ci/run builds it: broken links, anchors and references fail
+    shift
+    setup .venv-test all,ray dev
+    NO_MKDOCS_2_WARNING=1 exec .venv-test/bin/mkdocs build --strict "$@"
+    ;;
   bench)
     shift
     setup .venv-bench all,ray test
@@ -244,7 +250,7 @@ case "${1:-}" in
     exec .venv-test/bin/python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb "$@"
     ;;
   *)
-    echo "usage: ./dev.sh demo|test|lint|tf4|bench|bench-serve|gpu [args...]" >&2
+    echo "usage: ./dev.sh demo|test|lint|docs|tf4|bench|bench-serve|gpu [args...]" >&2
     exit 64
     ;;
 esac

@@ -300,8 +300,8 @@ def build_multi_vector_encoder(
     The mask works on token ids, so a CLS token typed literally into a text (``"[CLS]"`` for
     BERT, ``"<s>"`` for XLM-R) is dropped as well, where FlagEmbedding drops only the first token.
 
-    Args: as :func:`build_sentence_transformer` (no pooling / normalize: ColBERT vectors are
-        always normalized).
+    Takes the arguments of :func:`build_sentence_transformer` but ``pooling`` and ``normalize``
+    (ColBERT vectors are always normalized).
 
     Raises:
         MissingHeadError: the model has no ``colbert_linear.pt``.
@@ -362,7 +362,7 @@ def build_sparse_encoder(
     ``save`` writes a folder that ``SparseEncoder(folder, trust_remote_code=True)`` loads without
     bge-rag.
 
-    Args: as :func:`build_multi_vector_encoder`.
+    Takes the arguments of :func:`build_multi_vector_encoder`.
 
     Raises:
         MissingHeadError: the model has no ``sparse_linear.pt``.

@@ -50,8 +50,9 @@ class Page:
 
 
 def pages() -> list[Path]:
-    """README.md and every Markdown file under docs/, in a stable order."""
-    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    """README.md, CONTRIBUTING.md, CHANGELOG.md and every Markdown file under docs/, in a stable order."""
+    top = [ROOT / name for name in ("README.md", "CONTRIBUTING.md", "CHANGELOG.md") if (ROOT / name).is_file()]
+    return [*top, *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def parse(path: Path) -> Page:
