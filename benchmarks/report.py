@@ -17,9 +17,8 @@ import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOT_RECORDED = "not recorded"
@@ -31,15 +30,14 @@ class ResultsError(ValueError):
     """A results file that cannot be rendered; the message starts with the file's name."""
 
 
-@dataclass
-class Section:
-    """One results file rendered: its kind, its text and its lines of the summary table."""
+class Section(NamedTuple):
+    """One results file rendered: its kind, date, CPU, text and its lines of the summary table."""
 
     kind: str
     date: str
     cpu: str
     text: str
-    summary: list[tuple[str, str]] = field(default_factory=list)  # (comparison, ratio)
+    summary: tuple[tuple[str, str], ...] = ()  # (comparison, ratio)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -280,7 +278,7 @@ def _bench(path: Path, data: dict[str, Any]) -> Section:
     header = ["task", "shape", "texts", "CPU load", "system", "precision", "items/s", "bge_core ÷ this"]
     header += ["quiet ÷ busy", "peak RSS MB", "MFU", "accuracy vs bge_core fp32"]
     parts.append(_details("Every row of this run", _table(header, detail, "llllllrrrrrl")))
-    return Section("bench", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), summary)
+    return Section("bench", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
 # --------------------------------------------------------------------------- gpu.py
@@ -315,7 +313,7 @@ def _gpu(path: Path, data: dict[str, Any]) -> Section:
     parts.append(
         _table(["task", "shape", "system", "texts/s", "bge_core ÷ this", "peak MB", "padding"], table, "lllrrrr")
     )
-    return Section("gpu", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), summary)
+    return Section("gpu", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
 # --------------------------------------------------------------------------- llm_rerank.py
@@ -357,7 +355,7 @@ def _llm_rerank(path: Path, data: dict[str, Any]) -> Section:
     header = ["system", "pairs/s", "÷ FlagLLMReranker defaults", f"÷ FlagLLMReranker batch {best}"]
     header.append("max abs score change vs FlagLLMReranker fp32")
     parts = [_provenance(path, data, extra), _table(header, table, "lrrrr")]
-    return Section("llm_rerank", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), summary)
+    return Section("llm_rerank", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
 # --------------------------------------------------------------------------- serve_load.py
@@ -393,7 +391,7 @@ def _serve_load(path: Path, data: dict[str, Any]) -> Section:
             )
         )
         summary = [(f"server, {x['load']} ÷ {x['peer']}", _ratio(x["ours_over_peer"])) for x in ratios]
-    return Section("serve_load", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), summary)
+    return Section("serve_load", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
 # --------------------------------------------------------------------------- streaming_throughput.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -226,3 +227,11 @@ def test_a_gpu_dry_run_is_marked_and_kept_out_of_the_summary(tmp_path):
     page = report.render(tmp_path)
     assert "not a measurement" in _section(page, "gpu.json")
     assert "## Summary" not in page
+
+
+def test_render_works_when_loaded_as_the_mkdocs_hook_loads_it():
+    # hooks/generated_pages.py loads the file by path, without registering it in sys.modules.
+    spec = importlib.util.spec_from_file_location("report_by_path", ROOT / "benchmarks" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.render() == report.render()
