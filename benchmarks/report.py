@@ -198,7 +198,7 @@ def _is_ours(system: str) -> bool:
 def _bench(path: Path, data: dict[str, Any]) -> Section:
     rows = _require_rows(path, data, "rows", ("system", "label", "task", "corpus", "precision", "throughput"))
     _require(path, data, ["cpu", "matmul_peak_gflops"])
-    shapes = data.get("shapes") or {}
+    shapes = {"minilm": "MiniLM (6x384, real weights)", **(data.get("shapes") or {})}
     peak = data["matmul_peak_gflops"]
     peaks = f"fp32 {peak.get('fp32', 0):.0f} GFLOP/s, bf16 " + (
         f"{peak['bf16']:.0f} GFLOP/s" if peak.get("bf16") else "not native (not measured)"
@@ -226,9 +226,12 @@ def _bench(path: Path, data: dict[str, Any]) -> Section:
         peers = list(dict.fromkeys(s for v in task_groups.values() for s in v if not _is_ours(s)))
         base = BASELINE[task]
         header = ["model shape", "texts", "CPU load", "bge_core items/s"]
+        exact = f"{base}-fp32" if any(f"{base}-fp32" in v for v in task_groups.values()) else None
         if peers:
             header += [f"÷ {SHORT.get(p, p)}" for p in peers] + ["÷ fastest peer"]
-        table, best_ratios = [], {False: [], True: []}
+            if exact:
+                header.append("bge_core fp32 ÷ fastest peer")
+        table, best_ratios, exact_ratios = [], {False: [], True: []}, {False: [], True: []}
         for (_, shape, corpus, busy), systems in task_groups.items():
             ours = systems.get(base)
             if ours is None:
@@ -243,12 +246,21 @@ def _bench(path: Path, data: dict[str, Any]) -> Section:
                 cells.append(f"**{_ratio(best)}**" if best else "")
                 if best:
                     best_ratios[busy].append(best)
+                if exact:
+                    fastest = max((systems[p]["throughput"] for p in peers if p in systems), default=None)
+                    same = systems[exact]["throughput"] / fastest if exact in systems and fastest else None
+                    cells.append(_ratio(same))
+                    if same:
+                        exact_ratios[busy].append(same)
             table.append(cells)
         parts.append(f'**{TASKS.get(task, task)}**: bge_core at its defaults (`precision="auto"`) ÷ each peer')
         parts.append(_table(header, table, "lllr" + "r" * (len(header) - 4)))
         for busy, label in ((False, "quiet"), (True, "1 core busy")):
             if best_ratios[busy]:
                 summary.append((f"{TASKS.get(task, task)} ÷ fastest peer, {label}", _span(best_ratios[busy])))
+            if exact_ratios[busy]:
+                comparison = f"{TASKS.get(task, task)}, bge_core fp32 ÷ fastest peer, {label}"
+                summary.append((comparison, _span(exact_ratios[busy])))
     detail = []
     for r in rows:
         accuracy = ""
