@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
 
     recorded = provenance("benchmarks/llm_rerank.py", argv, peers=("FlagEmbedding",)) if args.out else None
     tmp = None
-    if args.folder and (Path(args.folder) / "config.json").is_file():
+    built = not (args.folder and (Path(args.folder) / "config.json").is_file())
+    if not built:
         folder = Path(args.folder)
     else:
         tmp = tempfile.TemporaryDirectory()
@@ -184,18 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{s:<16}{rate[s]:>10.2f}{rate[s] / rate['flag-default']:>17.2f}x{rate[s] / rate['flag-best']:>14.2f}x")
     print(f"(flag-best = FlagLLMReranker batch_size={best}; flag-default = batch_size=128)")
     ref = scores["flag-default"]
-    deviation = {}
     for s in ("bge_core-fp32", "bge_core"):
-        deviation[s] = max(abs(a - b) for a, b in zip(scores[s], ref))
+        dev = max(abs(a - b) for a, b in zip(scores[s], ref))
         print(
-            f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {deviation[s]:.2e} "
+            f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} "
             f"(score std {statistics.pstdev(ref):.3f})"
         )
     if recorded is not None:
         report = {
             **recorded,
             "load_average_at_end": load_average(),
-            "model": f"Gemma-2B widths (hidden 2048, FFN 16384, 8 heads, 1 KV head, vocabulary 256000), "
+            "model": f"the model in {folder}"
+            if tmp is None and args.folder and not built
+            else f"Gemma-2B widths (hidden 2048, FFN 16384, 8 heads, 1 KV head, vocabulary 256000), "
             f"{args.layers} layers, random weights",
             "pairs": args.pairs,
             "rounds": args.rounds,

@@ -423,7 +423,7 @@ def _streaming(path: Path, data: dict[str, Any]) -> Section:
                 f"end to end {_num(r['end_to_end_texts_per_s'])} texts/s, actor start-up {r['startup_seconds']:.1f} s"
             )
         table.append([r["path"], _num(r["texts_per_s"]), _ratio(r["over_in_memory"]), note])
-    parts = [_provenance(path, data, extra), _table(["path", "texts/s", "÷ in-memory", ""], table, "lrrl")]
+    parts = [_provenance(path, data, extra), _table(["path", "texts/s", "÷ in-memory", "notes"], table, "lrrl")]
     return Section("streaming_throughput", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
 
 
