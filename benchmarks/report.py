@@ -1,13 +1,16 @@
 """The documentation's benchmark page, rendered from ``benchmarks/results/*.json``.
 
-    python benchmarks/report.py                          # print the page (a preview)
-    python benchmarks/report.py --out docs/benchmarks.md # write it (the MkDocs build does this itself)
+    python benchmarks/report.py                           # print the page (a preview)
+    python benchmarks/report.py --out /tmp/benchmarks.md  # write the preview to a file
+    ./dev.sh docs                                         # the site, with this page in it
 
-``render()`` returns the whole page; a MkDocs hook calls it at build time, so the page is never
-copied into git by hand. Every figure on the page comes from a results file; each table names the
-CPU (and whether it computes bf16 natively), the date, the software versions and the exact command
-of its run, and what a file did not record is shown as "not recorded". A file without the fields a
-table needs fails the render with an error that names the file.
+``render()`` returns the whole page; the MkDocs hook ``hooks/generated_pages.py`` calls it at build
+time, so the page is never copied into git (a ``docs/benchmarks.md`` file would stop the build).
+
+Every figure on the page comes from a results file; each table names the CPU (and whether it
+computes bf16 natively), the date, the software versions and the exact command of its run, and
+what a file did not record is shown as "not recorded". A file without the fields a table needs
+fails the render with an error that names the file.
 """
 
 from __future__ import annotations
@@ -534,7 +537,7 @@ python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2
 python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json
 python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json
 python benchmarks/storage_accuracy.py --out benchmarks/results/storage-accuracy.json
-python benchmarks/report.py --out docs/benchmarks.md   # preview this page
+python benchmarks/report.py > /tmp/benchmarks.md         # preview this page
 ```"""
 
 
@@ -607,6 +610,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", default=str(RESULTS), help="folder of results files (default: %(default)s)")
     parser.add_argument("--out", help="write the page here instead of printing it")
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).resolve() == RESULTS.parent.parent / "docs" / "benchmarks.md":
+        parser.error(
+            "docs/benchmarks.md is generated when the site is built (hooks/generated_pages.py); "
+            "write the preview elsewhere, e.g. --out /tmp/benchmarks.md"
+        )
     page = render(args.results)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -235,3 +235,9 @@ def test_render_works_when_loaded_as_the_mkdocs_hook_loads_it():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.render() == report.render()
+
+
+def test_cli_refuses_to_write_the_page_into_docs():
+    with pytest.raises(SystemExit):
+        report.main(["--out", str(ROOT / "docs" / "benchmarks.md")])
+    assert not (ROOT / "docs" / "benchmarks.md").exists()
