@@ -361,6 +361,7 @@ def _llm_rerank(path: Path, data: dict[str, Any]) -> Section:
                 _ratio(r["over_flag_default"]),
                 _ratio(r["over_flag_best"]),
                 "" if diff is None or r["system"] == "flag-default" else f"{diff:.1e}",
+                ", ".join(f"{x:.1f}" for x in r.get("runs_seconds", [])),
             ]
         )
         if r["system"].startswith("bge_core"):
@@ -368,8 +369,8 @@ def _llm_rerank(path: Path, data: dict[str, Any]) -> Section:
                 (f"LLM reranker, {LLM_LABELS[r['system']]} ÷ FlagLLMReranker best batch", _ratio(r["over_flag_best"]))
             )
     header = ["system", "pairs/s", "÷ FlagLLMReranker defaults", f"÷ FlagLLMReranker batch {best}"]
-    header.append("max abs score change vs FlagLLMReranker fp32")
-    parts = [_provenance(path, data, extra), _table(header, table, "lrrrr")]
+    header += ["max abs score change vs FlagLLMReranker fp32", "seconds per round"]
+    parts = [_provenance(path, data, extra), _table(header, table, "lrrrrl")]
     return Section("llm_rerank", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
@@ -499,7 +500,9 @@ REPRODUCE = {
     "for the whole timed run. bge-base and the 1024 width have random weights saved from the real configurations "
     "(the same arithmetic as trained weights); MiniLM has its real weights",
     "gpu": "`./dev.sh gpu` on a machine with one CUDA GPU",
-    "llm_rerank": "`python benchmarks/llm_rerank.py --out benchmarks/results/llm-rerank.json`",
+    "llm_rerank": "`python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2,4 --out "
+    "benchmarks/results/llm-rerank.json` (bge-reranker-v2-gemma's widths with a few layers and random weights, built "
+    "in code; FlagLLMReranker at its defaults and at the fastest of the batch sizes tried)",
     "serve_load": "`./dev.sh bench-serve --out benchmarks/results/serve-load.json`",
     "streaming_throughput": "`python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json`",
     "bf16_deviation": "`python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json`. Minimum "
