@@ -140,8 +140,30 @@ class Service:
         return check_texts(value, name, max_items=s.max_inputs, max_chars=s.max_input_chars)
 
     def query_alias(self, model: str | None) -> bool:
-        """Whether ``model`` names the query alias of the embedding model (``<name>-query``)."""
-        return bool(model) and self.embedder is not None and model == self.embedder_name + QUERY_SUFFIX
+        """Whether ``model`` names the query alias of the embedding model (``<name>-query``).
+
+        Other model names are answered as this server's model (clients send names of their own),
+        except a name that ends in ``-query`` and is not the alias: its sender wants queries, and
+        answering it with document vectors would be silently wrong.
+
+        Raises:
+            APIError: 404 ``model_not_found`` for such a name, giving the alias to use.
+        """
+        if not model or self.embedder is None:
+            return False
+        alias = self.embedder_name + QUERY_SUFFIX
+        if model == alias:
+            return True
+        if model.endswith(QUERY_SUFFIX):
+            raise APIError(
+                404,
+                f"Unknown model {model!r}: this server's query alias is {alias!r} (the served model name "
+                f"{self.embedder_name!r} + {QUERY_SUFFIX!r}; start the server with --served-model-name to "
+                "choose it), or send input_type='query', or use /query/v1 as the base URL.",
+                param="model",
+                code="model_not_found",
+            )
+        return False
 
     async def encode(self, texts: list[str], key: EncodeKey, request: Request | None = None) -> EncodedPart:
         """``texts`` encoded as ``key`` says, coalesced with other requests; dropped if the client leaves."""

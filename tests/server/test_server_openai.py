@@ -126,3 +126,18 @@ def test_langchain_openai_embeddings(url, embedder, texts):
 async def test_langchain_openai_embeddings_async(url, embedder, texts):
     got = await _langchain(url).aembed_documents(texts)
     np.testing.assert_array_equal(np.asarray(got, np.float32), embedder.encode_documents(texts))
+
+
+def test_a_query_alias_of_another_name_is_refused_not_answered_as_documents(client, url, embedder, texts):
+    # "bge-test-query" asks for queries; a "-query" name that is not this server's alias (the short
+    # name of a hub id, a typo) must not be answered with document vectors.
+    ok = client.embeddings.create(model="bge-test-query", input=texts[:2], encoding_format="float")
+    np.testing.assert_array_equal(_matrix(ok), embedder.encode_queries(texts[:2]))
+    with pytest.raises(openai.NotFoundError) as raised:
+        client.embeddings.create(model="bge-m3-query", input=texts[:2])
+    assert "bge-test-query" in str(raised.value) and raised.value.body["code"] == "model_not_found"
+    with httpx.Client(trust_env=False) as http:
+        cohere = http.post(
+            f"{url}/v2/embed", json={"model": "other-query", "texts": ["x"], "input_type": "search_query"}
+        )
+    assert cohere.status_code == 404 and "bge-test-query" in cohere.text
