@@ -546,9 +546,13 @@ def main() -> None:
         return child(args)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from provenance import load_average, provenance
     from transformers import AutoConfig, AutoTokenizer
 
     from bge_core.devices import available_cpus, cpu_supports_bf16
+
+    # date, CPU features, versions (ours and the peers in this environment), command: for benchmarks/report.py
+    recorded = provenance("benchmarks/bench.py", peers=("FlagEmbedding", "sentence-transformers", "fastembed"))
 
     focused = args.focused
     repeats = args.repeats or (2 if (args.quick or focused) else 3)
@@ -644,7 +648,9 @@ def main() -> None:
         if any(s.name in OV_ENV_SYSTEMS for s in wanted)
         else None,
     }
-    report["command"] = "python benchmarks/bench.py " + " ".join(sys.argv[1:])
+    report.update({k: recorded[k] for k in ("date", "cpu_features", "versions", "load_average_at_start", "commit")})
+    report["command"] = recorded["command"]
+    report["load_average_at_end"] = load_average()
     report["wall_seconds"] = time.perf_counter() - started
     out = Path(args.out or (RESULTS / ("focused.json" if focused else "latest.json")))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,11 +4,14 @@ Prints, per fixture model, the minimum cosine between bf16 and fp32 dense vector
 BGE-M3 ColBERT token vectors, and the largest sparse-weight change), over real paragraphs
 plus edge cases. Fixtures are built offline (``bge_rag.testing``); nothing is downloaded.
 
-    python benchmarks/bf16_deviation.py
+    python benchmarks/bf16_deviation.py [--out FILE.json]
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import sys
 import tempfile
 from pathlib import Path
 
@@ -31,6 +34,14 @@ def _min_cos(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", help="also write the results as JSON here (for benchmarks/report.py)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import provenance
+
+    recorded = provenance("benchmarks/bf16_deviation.py") if args.out else None
+    rows = []
     texts = _texts()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -49,7 +60,9 @@ def main() -> None:
             m3 = fp32.has_head("sparse")
             a = fp32.encode(texts, dense=True, sparse=m3, colbert=m3)
             b = auto.encode(texts, dense=True, sparse=m3, colbert=m3)
-            row = f"{name:32} {str(auto.dtype).replace('torch.', ''):>9} {_min_cos(a.dense, b.dense):14.6f}"
+            precision = str(auto.dtype).replace("torch.", "")
+            record = {"fixture": name, "precision": precision, "dense_min_cosine": _min_cos(a.dense, b.dense)}
+            row = f"{name:32} {precision:>9} {record['dense_min_cosine']:14.6f}"
             if m3:
                 colbert = min(_min_cos(x, y) for x, y in zip(a.colbert, b.colbert) if len(x))
                 sparse = max(
@@ -63,7 +76,14 @@ def main() -> None:
                     for x, y in zip(a.sparse, b.sparse)
                 )
                 row += f" {colbert:16.6f} {sparse:15.2e}"
+                record.update(colbert_min_cosine=colbert, sparse_max_abs_change=sparse)
             print(row)
+            rows.append(record)
+    if recorded is not None:
+        report = {**recorded, "texts": len(texts), "rows": rows}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -458,7 +458,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
+    from provenance import load_average, provenance
 
+    recorded = provenance("benchmarks/gpu.py", argv, peers=("FlagEmbedding", "sentence-transformers", "vllm"))
     dev = Device(args.dry_run)
     n = args.texts or (24 if args.dry_run else 4000)
     repeats = args.repeats or (1 if args.dry_run else 2)
@@ -489,7 +491,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "checks": checks,
         "throughput": rows,
         "wall_seconds": time.perf_counter() - started,
-        "command": "python benchmarks/gpu.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        # date, host CPU, versions (ours and the peers), command: for benchmarks/report.py
+        **recorded,
+        "load_average_at_end": load_average(),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

