@@ -7,7 +7,10 @@ thread rather than a hundred threads waiting on the model's lock, and the event 
 The worker thread ends when its engine is freed. Every framework adapter uses this one mechanism.
 
 Example:
-    >>> vectors = await run_serialized(embedder, embedder.encode_documents, texts)
+    >>> import asyncio
+    >>> from bge_core import Embedder
+    >>> embedder = Embedder("BAAI/bge-small-en-v1.5")
+    >>> vectors = asyncio.run(run_serialized(embedder, embedder.encode_documents, ["a text", "another"]))
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ never imports Ray. Install with ``pip install 'bge-rag[ray]'``.
 Example:
     >>> import ray
     >>> from bge_rag.ray import embed_dataset
-    >>> ds = ray.data.read_parquet("s3://bucket/corpus/")          # columns: id, text
-    >>> ds = embed_dataset(ds, model="BAAI/bge-m3", outputs=["dense", "sparse"],
+    >>> ds = ray.data.read_parquet("s3://bucket/corpus/")  # columns: id, text  # doctest: +SKIP
+    >>> ds = embed_dataset(ds, model="BAAI/bge-m3", outputs=["dense", "sparse"],  # doctest: +SKIP
     ...                    concurrency=8, num_gpus_per_actor=1, batch_size=512)
-    >>> ds.drop_columns(["text"]).write_parquet("s3://bucket/embeddings/")
+    >>> ds.drop_columns(["text"]).write_parquet("s3://bucket/embeddings/")  # doctest: +SKIP
 """
 
 from __future__ import annotations

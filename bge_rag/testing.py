@@ -9,6 +9,7 @@ it this module writes, into a folder of your choice and without any network acce
 - BGE-M3-style heads (``sparse_linear.pt``, ``colbert_linear.pt``) for any of those folders.
 
 Example:
+    >>> from bge_core import Embedder
     >>> from bge_rag.testing import build_dense_model
     >>> folder = build_dense_model(tmp_path / "dense")
     >>> Embedder(folder, precision="fp32").encode_documents(["hello"]).shape

@@ -75,8 +75,10 @@ def cpu_execution(streams: int | None = None, threads: int | None = None) -> Ite
         ConfigError: ``streams`` or ``threads`` is not a positive integer.
 
     Example:
+        >>> from bge_core import Embedder
+        >>> embedder = Embedder("BAAI/bge-small-en-v1.5")
         >>> with cpu_execution(streams=1):      # one batch at a time, torch's intra-op threads
-        ...     vectors = embedder.encode_documents(texts)
+        ...     vectors = embedder.encode_documents(["a text", "another"])
     """
     if streams is not None:
         check_positive("streams", streams)

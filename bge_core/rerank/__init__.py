@@ -107,6 +107,7 @@ class Reranker(FrozenAfterInit):
         >>> rr = Reranker("BAAI/bge-reranker-v2-m3")
         >>> rr.score([("what is a panda?", "The giant panda is a bear.")])
         [5.26...]
+        >>> docs = ["The giant panda is a bear.", "Pandas eat bamboo.", "Paris is in France.", "Hi."]
         >>> best = rr.rerank("what is a panda?", docs, top_k=3)[0]
         >>> best.index, best.score, best.text
     """

@@ -12,7 +12,7 @@ Example:
     >>> from bge_core import Embedder, Reranker
     >>> from bge_rag.server import ServerSettings, create_app
     >>> app = create_app(Embedder("BAAI/bge-m3"), Reranker("BAAI/bge-reranker-v2-m3"))
-    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)
+    >>> import uvicorn; uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
 from __future__ import annotations

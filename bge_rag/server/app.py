@@ -12,8 +12,10 @@ one is set), by router (:mod:`.routers`):
 
 Example:
     >>> from bge_core import Embedder
+    >>> from bge_rag.server import ServerSettings
     >>> app = create_app(Embedder("BAAI/bge-m3"), settings=ServerSettings(api_key="secret"))
-    >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+    >>> import uvicorn
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)  # doctest: +SKIP
 """
 
 from __future__ import annotations

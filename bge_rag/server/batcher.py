@@ -12,8 +12,8 @@ a timeout (:class:`RequestTimeoutError`), and a request whose client gave up is 
 coalesced call fails, its requests are retried one by one, so a bad request fails alone.
 
 Example:
-    >>> batcher = DynamicBatcher(embedder, process, max_batch_items=512, max_queue_items=16384)
-    >>> result = await batcher.submit(("query",), ["what is BGE?"], timeout=60)
+    >>> batcher = DynamicBatcher(embedder, process, max_batch_items=512, max_queue_items=16384)  # doctest: +SKIP
+    >>> result = await batcher.submit(("query",), ["what is BGE?"], timeout=60)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -38,7 +38,9 @@ class APIError(Exception):
         headers: Extra response headers (``Retry-After``, ``WWW-Authenticate``).
 
     Example:
-        >>> raise APIError(400, "'top_n' must be a positive integer, got 0.", param="top_n")
+        >>> error = APIError(400, "'top_n' must be a positive integer, got 0.", param="top_n")
+        >>> error.status, error.param
+        (400, 'top_n')
     """
 
     def __init__(

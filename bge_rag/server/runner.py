@@ -129,8 +129,12 @@ def serve_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0, *, log_lev
     its settings' header timeout and connection limit.
 
     Example:
-        >>> with serve_in_thread(create_app(embedder)) as url:
-        ...     openai.OpenAI(base_url=f"{url}/v1", api_key="unused").embeddings.create(...)
+        >>> import openai
+        >>> from bge_core import Embedder
+        >>> from bge_rag.server import create_app
+        >>> with serve_in_thread(create_app(Embedder("BAAI/bge-small-en-v1.5"))) as url:
+        ...     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused")
+        ...     response = client.embeddings.create(model="any", input=["what is BGE?"])
     """
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -56,7 +56,7 @@ class Service:
 
     Example:
         >>> service = Service(Embedder("BAAI/bge-m3"), None, ServerSettings())
-        >>> part = await service.encode(["what is BGE?"], EncodeKey("query"))
+        >>> part = await service.encode(["what is BGE?"], EncodeKey("query"))  # doctest: +SKIP
     """
 
     def __init__(self, embedder: Embedder | None, reranker: Reranker | None, settings: ServerSettings) -> None:

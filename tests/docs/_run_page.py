@@ -1,6 +1,7 @@
 """Run one page's Python blocks in this fresh process, in one namespace, as a reader would.
 
-Usage: ``python _run_page.py BLOCKS.json``, the JSON a list of ``{"page", "line", "code"}``. Network
+Usage: ``python _run_page.py BLOCKS.json``, the JSON a list of ``{"page", "line", "code"}``; a block
+with ``"fresh": true`` starts a new namespace (the docstring examples of another module). Network
 connections other than loopback are refused. Each block is compiled under its page's file name with
 its own line numbers, so a traceback points at the Markdown line. Exit status 0: every block ran.
 """
@@ -56,6 +57,8 @@ def main() -> int:
     _refuse_network()
     namespace: dict[str, object] = {"__name__": "__main__"}
     for block in blocks:
+        if block.get("fresh"):
+            namespace = {"__name__": "__main__"}
         print(f"--- {block['page']}:{block['line']}", flush=True)
         # Blank lines in front keep the block's own line numbers: tracebacks name the Markdown line.
         source = "\n" * (block["line"] - 1) + block["code"]

@@ -34,8 +34,8 @@ class Routes:
             with ``public=True``.
 
     Example:
-        >>> routes = Routes(app, TEIRoute, auth)
-        >>> @routes.post("/embed")
+        >>> routes = Routes(app, TEIRoute, auth)  # doctest: +SKIP
+        >>> @routes.post("/embed")  # doctest: +SKIP
         ... async def embed(body: TEIEmbedRequest) -> Response: ...
     """
 

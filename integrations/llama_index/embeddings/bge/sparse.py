@@ -52,6 +52,9 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
     Example:
         >>> sparse = BGESparseEmbedding("BAAI/bge-m3")
         >>> sparse.get_query_embedding("what is BGE-M3?")          # {token_id: weight}
+        >>> from llama_index.vector_stores.qdrant import QdrantVectorStore
+        >>> from qdrant_client import QdrantClient
+        >>> client = QdrantClient(":memory:")
         >>> store = QdrantVectorStore(client=client, collection_name="docs", enable_hybrid=True,
         ...                           sparse_doc_fn=sparse.sparse_doc_fn, sparse_query_fn=sparse.sparse_query_fn)
     """
@@ -190,7 +193,10 @@ class BGEMilvusSparseFunction:
         InputTypeError: ``embedding`` is not a :class:`BGESparseEmbedding`.
 
     Example:
-        >>> store = MilvusVectorStore(uri="./milvus.db", dim=1024, enable_sparse=True,
+        >>> from llama_index.vector_stores.milvus import MilvusVectorStore
+        >>> sparse = BGESparseEmbedding("BAAI/bge-m3")
+        >>> store = MilvusVectorStore(uri="./milvus.db", db_name="default", dim=1024, enable_sparse=True,
+        ...                           use_async_client=False,
         ...                           sparse_embedding_function=BGEMilvusSparseFunction(sparse))
     """
 

@@ -131,7 +131,7 @@ class BGERerank(_BGENodeRerank):
 
     Example:
         >>> rerank = BGERerank("BAAI/bge-reranker-v2-m3", top_n=3)
-        >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])
+        >>> engine = index.as_query_engine(similarity_top_k=20, node_postprocessors=[rerank])  # doctest: +SKIP
     """
 
     model: str = Field(default=DEFAULT_RERANKER, description="Hub id or local folder of a BGE reranker.")
@@ -176,6 +176,9 @@ class BGEM3Rerank(_BGENodeRerank):
             :class:`BGERerank`.
 
     Example:
+        >>> from llama_index.core.schema import NodeWithScore, TextNode
+        >>> texts = ["BGE-M3 gives dense, sparse and ColBERT vectors.", "Pandas eat bamboo."]
+        >>> nodes = [NodeWithScore(node=TextNode(text=text), score=0.5) for text in texts]
         >>> rescore = BGEM3Rerank(top_n=5, weights=(0.4, 0.2, 0.4))
         >>> best = rescore.postprocess_nodes(nodes, query_str="what is BGE-M3?")
     """
