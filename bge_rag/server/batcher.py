@@ -65,7 +65,8 @@ class DynamicBatcher(Generic[K]):
     Args:
         engine: The engine whose worker thread runs ``process`` (an ``Embedder``/``Reranker``).
         process: Runs one coalesced call; returns one result per request, in order.
-        max_batch_items: Items (texts, pairs) per coalesced call; a larger request runs alone.
+        max_batch_items: Items (texts, pairs) per coalesced call; a larger piece (see ``max_piece_items``)
+            runs alone.
         max_queue_items: Items waiting at most; beyond, :meth:`submit` raises ``QueueFullError``.
         on_batch: Called with ``(items, requests, seconds)`` after each engine call.
         max_piece_items: A request with more items is split into pieces of this size; an engine
