@@ -1,7 +1,7 @@
 """Throughput of bge_core against FlagEmbedding, sentence-transformers (torch, ONNX and OpenVINO
 backends) and fastembed, on a quiet CPU and with one core taken by another process.
 
-    ./dev.sh bench --focused           # the README table: 3 model shapes x quiet/busy, ~12 min
+    ./dev.sh bench --focused           # the Benchmarks page's CPU tables: 3 model shapes x quiet/busy, ~12 min
     ./dev.sh bench                     # full MiniLM run (~60 min on 2 cores); writes benchmarks/results/
     ./dev.sh bench --quick             # fewer texts and repeats, for a smoke check
     python benchmarks/bench.py --help
@@ -512,7 +512,7 @@ def main() -> None:
     parser.add_argument(
         "--focused",
         action="store_true",
-        help="the README run: ours vs sentence-transformers (torch/ONNX/OpenVINO), every shape, "
+        help="the documented run: ours vs sentence-transformers (torch/ONNX/OpenVINO), every shape, "
         "quiet and busy, realistic corpus (about 12 minutes on 2 cores)",
     )
     parser.add_argument("--repeats", type=int, default=None)

@@ -8,9 +8,8 @@ passage). Two lossy encodings shrink them:
   of the size plus 4 bytes per vector; an error of at most half a step (``max|x| / 254``) per
   value.
 
-``benchmarks/storage_accuracy.py`` measures what that does to scores (figures in the README:
-on 300 real paragraphs, dense scores moved by at most 2e-4 with float16 and 5e-3 with int8,
-ColBERT scores by 2e-5 and 7e-4).
+``benchmarks/storage_accuracy.py`` measures what that does to scores on real paragraphs; its
+results are on the documentation's Benchmarks page (from ``benchmarks/results/storage-accuracy.json``).
 
 Both decode back to float32 for scoring (:func:`dequantize`, ``ndarray.astype``).
 """

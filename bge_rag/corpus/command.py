@@ -60,7 +60,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     embed.add_argument("--batch-size", type=int, help="texts per forward pass at most (engine default 256)")
     embed.add_argument("--max-batch-tokens", type=int, help="padded tokens per forward pass at most")
-    embed.add_argument("--max-length", type=int, help="tokens per text (default: the engine's: 512 or a sentence-transformers folder's max_seq_length, capped by the model's limit)")
+    embed.add_argument(
+        "--max-length",
+        type=int,
+        help="tokens per text (default: 512, or a sentence-transformers folder's max_seq_length, "
+        "capped by the model's limit)",
+    )
     embed.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: first available)")
     embed.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
     embed.add_argument("--trust-remote-code", action="store_true", help="allow the model's own code")

@@ -49,9 +49,9 @@ class BGEEmbeddings(EngineOwner, BaseModel, Embeddings):
     never do (except E5's ``"passage: "``). ``embed_query`` equals ``Embedder.encode_queries``
     and ``embed_documents`` equals ``Embedder.encode_documents``, as Python floats; at
     ``precision="fp32"`` both are identical to FlagEmbedding's, and the default
-    (``precision="auto"``: bf16 on CPUs with native bf16, fp16 on CUDA) is not identical: on the
-    real-weight MiniLM test model bf16 gave a min cosine of 0.99994 to fp32 (tested >= 0.999; see
-    the README's LangChain section).
+    (``precision="auto"``: bf16 on CPUs with native bf16, fp16 on CUDA) is not identical (the tests
+    hold bf16 to a cosine of at least 0.999 to fp32; see "Differences from FlagEmbedding" in the
+    documentation, ``docs/models/differences.md``).
 
     The model loads when the object is created (``import langchain_bge`` does not import
     torch); objects with identical settings share one loaded model. The settings are frozen:

@@ -52,7 +52,8 @@ class BGEReranker(EngineOwner, BaseDocumentCompressor, BaseCrossEncoder):
 
     Any reranker :class:`bge_core.Reranker` runs works by model name, the LLM rerankers
     included. At ``precision="fp32"`` the scores are FlagEmbedding's; the default
-    (``precision="auto"``, bf16 on CPUs with native bf16) moves them slightly (see the README).
+    (``precision="auto"``, bf16 on CPUs with native bf16) moves them slightly (see "Differences from
+    FlagEmbedding" in the documentation, ``docs/models/differences.md``).
 
     As a document compressor (for ``ContextualCompressionRetriever`` or
     :class:`BGERerankRetriever`) it returns new ``Document`` objects, best first, each with the

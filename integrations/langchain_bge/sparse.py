@@ -126,8 +126,8 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
     """BGE-M3 sparse (lexical) embeddings for hybrid search in Qdrant, Milvus and others.
 
     A weight per token id, computed exactly as FlagEmbedding's ``BGEM3FlagModel`` does (at
-    ``precision="fp32"``; the bf16 default moved weights by at most 0.07, on weights up to 5.6, on the
-    MiniLM-based test model: see the README). The model folder must
+    ``precision="fp32"``; the bf16 default moves weights slightly: see "Differences from FlagEmbedding"
+    in the documentation, ``docs/models/differences.md``). The model folder must
     contain ``sparse_linear.pt`` (BGE-M3 does): creating the object raises
     :class:`bge_core.MissingHeadError` otherwise.
 

@@ -108,7 +108,7 @@ def test_deduplication_has_haystack_s_semantics(scores):
 
 def test_defaults_run_bf16_here_within_a_bound_of_fp32(models, docs):
     # No precision argument: "auto", bf16 on this CPU. Measured: cosine >= 0.99994 (dense),
-    # reranker logits within 0.018 of fp32 on these fixtures (README, precision table).
+    # reranker logits within 0.018 of fp32 on these fixtures (benchmarks/bf16_deviation.py).
     default = BGEDocumentEmbedder(model=str(models.dense), progress_bar=False, token=None)
     exact = Embedder(models.dense, precision="fp32")
     assert default.precision == "auto"

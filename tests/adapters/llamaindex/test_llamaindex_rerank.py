@@ -155,5 +155,5 @@ def test_defaults_run_bf16_here_within_a_bound_of_fp32(models, nodes, reference_
     assert default.precision == "auto"
     out = {n.node.node_id: n.score for n in default.postprocess_nodes(nodes, query_str=QUERY)}
     got = [out[n.node.node_id] for n in nodes]
-    # Measured on this fixture: logits within 0.018 of fp32 (README, precision table).
+    # Measured on this fixture: logits within 0.018 of fp32 (benchmarks/bf16_deviation.py).
     np.testing.assert_allclose(got, reference_scores, rtol=0, atol=0.05)
