@@ -26,3 +26,19 @@ def test_readme_is_an_overview_not_the_manual():
     text = "\n".join(lines)
     for command in ("./dev.sh demo", "./dev.sh test"):  # the two set-up commands stay visible
         assert command in text
+
+
+_TEST_REF = re.compile(r"(tests/[\w/]+\.py)::(\w+)")
+
+
+def test_tests_named_in_the_docs_exist():
+    # The supported-model table names the parity test behind each row; a renamed test must not rot it.
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    refs = {(page.name, *ref) for page in pages for ref in _TEST_REF.findall(page.read_text(encoding="utf-8"))}
+    assert len(refs) >= 10, refs
+    missing = [
+        f"{page}: {path}::{name}"
+        for page, path, name in sorted(refs)
+        if not (ROOT / path).is_file() or not re.search(rf"^(async )?def {name}\(", (ROOT / path).read_text(), re.M)
+    ]
+    assert not missing, missing
