@@ -17,7 +17,7 @@ ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 RUN pip install --index-url "$TORCH_INDEX" "$TORCH"
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bge_core ./bge_core
 COPY bge_rag ./bge_rag
 COPY integrations ./integrations
