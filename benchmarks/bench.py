@@ -678,17 +678,9 @@ def _ov_versions(ov_python: str) -> dict[str, str]:
     return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-300:]}
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for=None) -> dict[str, Any]:
+    from provenance import cpu_name
+
     texts_for = texts_for or (lambda corpus, shape: corpora[corpus])
     lengths: dict[tuple[str, str], list[int]] = {}
 
@@ -752,7 +744,7 @@ def summarize(rows, saves, corpora, pairs, tokenizer, configs, peaks, texts_for=
     return {
         "rows": out_rows,
         "matmul_peak_gflops": peaks,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "shapes": {k: SHAPE_LABELS.get(k, k) for k in configs},
     }
 
@@ -791,14 +783,10 @@ def render_table(report: dict[str, Any]) -> str:
         "| peak RSS MB | MFU | accuracy vs fp32 |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
     ]
+    from report import accuracy_cell
+
     for row in report["rows"]:
-        accuracy = ""
-        if "min_cosine" in row:
-            accuracy = f"cos min {row['min_cosine']:.5f} / mean {row['mean_cosine']:.6f}"
-            if "top10_changed" in row:
-                accuracy += f", top-10 changed {row['top10_changed']}"
-        elif "max_abs_score_diff" in row:
-            accuracy = f"max |Δscore| {row['max_abs_score_diff']:.2e}"
+        accuracy = accuracy_cell(row)
         ratio = f"{row['ours_over_this']:.2f}x" if row["ours_over_this"] else ""
         drop = f"{row['quiet_over_busy']:.2f}x" if row.get("quiet_over_busy") else ""
         mfu = f"{100 * row['mfu']:.0f}% ({row['mfu_peak']})"

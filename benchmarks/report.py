@@ -198,6 +198,18 @@ def _is_ours(system: str) -> bool:
     return system.startswith("ours")
 
 
+def accuracy_cell(row: dict[str, Any]) -> str:
+    """How far a row's outputs moved from fp32: dense cosines (and top-10 changes) or reranker scores."""
+    if "min_cosine" in row:
+        cell = f"cos min {row['min_cosine']:.5f} / mean {row['mean_cosine']:.6f}"
+        if "top10_changed" in row:
+            cell += f", top-10 changed {row['top10_changed']}"
+        return cell
+    if "max_abs_score_diff" in row:
+        return f"max abs Δscore {row['max_abs_score_diff']:.2e}"
+    return ""
+
+
 def _bench(path: Path, data: dict[str, Any]) -> Section:
     rows = _require_rows(path, data, "rows", ("system", "label", "task", "corpus", "precision", "throughput"))
     _require(path, data, ["cpu", "matmul_peak_gflops"])
@@ -266,13 +278,7 @@ def _bench(path: Path, data: dict[str, Any]) -> Section:
                 summary.append((comparison, _span(exact_ratios[busy])))
     detail = []
     for r in rows:
-        accuracy = ""
-        if "min_cosine" in r:
-            accuracy = f"cos min {r['min_cosine']:.5f} / mean {r['mean_cosine']:.6f}"
-            if "top10_changed" in r:
-                accuracy += f", top-10 changed {r['top10_changed']}"
-        elif "max_abs_score_diff" in r:
-            accuracy = f"max abs Δscore {r['max_abs_score_diff']:.2e}"
+        accuracy = accuracy_cell(r)
         mfu = f"{100 * r['mfu']:.0f}% ({r.get('mfu_peak', r['precision'])})" if "mfu" in r else ""
         detail.append(
             [
