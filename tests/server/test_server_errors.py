@@ -6,6 +6,7 @@ Also: API key, CORS (off by default), request size limits, and the Prometheus me
 from __future__ import annotations
 
 import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -257,7 +258,9 @@ def test_the_api_key_is_checked_before_the_body_on_every_protected_route(embedde
     routes = [r for r in app.routes if isinstance(r, FamilyRoute)]
     assert {(r.path, m) for r in routes if not r.guards for m in r.methods} == {
         ("/", "GET"),
+        ("/", "HEAD"),
         ("/health", "GET"),
+        ("/health", "HEAD"),
     }
     posts = sorted({r.path for r in routes if "POST" in r.methods})
     assert {"/v1/embeddings", "/embed", "/v2/embed", "/embeddings", "/v1/encode", "/v1/rerank", "/"} <= set(posts)
@@ -287,3 +290,36 @@ def test_a_body_not_in_utf8_is_refused(http, path, payload, encoding):
     sig = http.post(path, content=b"\xef\xbb\xbf" + json.dumps(payload).encode(), headers=headers)
     assert sig.status_code == 200  # a UTF-8 byte order mark is still UTF-8
 
+
+def _raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        sock.settimeout(30)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("path", ["/health", "/"])
+def test_head_answers_like_get_without_a_body(embedder, path):
+    """Load balancers and uptime checks probe with HEAD; it needs no key where GET needs none."""
+    with (
+        serve_engines(embedder, api_key="sekret") as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=30) as client,
+    ):
+        get = client.get(path)
+        head = client.head(path)
+        assert get.status_code == head.status_code == 200
+        for name in ("content-type", "content-length"):
+            assert head.headers[name] == get.headers[name]
+        raw = _raw(url, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status_line, _, rest = raw.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK"
+        assert rest.endswith(b"\r\n\r\n")  # headers only: not one byte of body
+        key = {"Authorization": "Bearer sekret"}
+        assert client.head("/v1/models").status_code == 401
+        assert client.head("/v1/models", headers=key).status_code == 200
+        spec = client.get("/openapi.json", headers=key).json()
+        assert all("head" not in operations for operations in spec["paths"].values())  # HEAD stays out of the schema

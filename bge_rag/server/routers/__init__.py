@@ -46,8 +46,16 @@ class Routes:
         self.auth = tuple(auth)
 
     def get(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
-        """Register the decorated function for ``GET path``."""
-        return self._route(path, "GET", public, options)
+        """Register the decorated function for ``GET path``, and for ``HEAD path`` (the same answer, no body).
+
+        Load balancers and uptime checks probe with HEAD; the HEAD route is left out of the API schema.
+        """
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            self._route(path, "GET", public, options)(endpoint)
+            return self._route(path, "HEAD", public, {**options, "include_in_schema": False})(endpoint)
+
+        return register
 
     def post(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
         """Register the decorated function for ``POST path``."""
