@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -77,7 +77,7 @@ def create_app(
         "reranking with BGE models.",
     )
     app.state.service = service
-    auth = [Depends(service.authorize)]
+    auth = [service.authorize]  # checked before a request's body is read (FamilyRoute)
     for router in ROUTERS:
         router.add_routes(app, service, auth)
     add_error_handlers(app)

@@ -136,8 +136,13 @@ class DynamicBatcher(Generic[K]):
         self._queued_items += len(items)
         assert self._wakeup is not None
         self._wakeup.set()
+        gathered = asyncio.gather(*jobs_futures(jobs))
+        # When the wait ends early (timeout, client gone, a failed piece), the pieces are cancelled
+        # and ``gathered`` ends with an error nobody awaits: read it, or asyncio logs
+        # "_GatheringFuture exception was never retrieved" for every abandoned request.
+        gathered.add_done_callback(_retrieve)
         try:
-            results = await asyncio.wait_for(asyncio.shield(asyncio.gather(*jobs_futures(jobs))), timeout)
+            results = await asyncio.wait_for(asyncio.shield(gathered), timeout)
         except asyncio.TimeoutError:
             self._drop(jobs)
             raise RequestTimeoutError(
@@ -242,6 +247,12 @@ class DynamicBatcher(Generic[K]):
 
 def jobs_futures(jobs: list[_Job[K]]) -> list[asyncio.Future]:
     return [job.future for job in jobs]
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark ``future``'s outcome as read (whoever needed it has it already, or has gone)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(job: _Job[Any], *, result: Any = None, exc: BaseException | None = None) -> None:

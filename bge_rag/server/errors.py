@@ -7,11 +7,16 @@ but not its method: the 405 answer) writes that error in its API's shape: each r
 a route class (a :class:`FamilyRoute`) whose ``error_response`` is its API's error body.
 Unknown paths, and routes of plain FastAPI route classes, answer in OpenAI's shape
 (:func:`openai_error`), which is also the shape of the middleware's 408 and 413 answers.
+
+A :class:`FamilyRoute` also checks each request before FastAPI reads its body: its guards (the API
+key) first, then that the body is UTF-8 JSON, so a request without the key gets 401 whatever its
+body holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -75,16 +80,59 @@ def openai_error(err: APIError) -> Response:
     return JSONResponse(body, status_code=err.status, headers=err.headers)
 
 
+#: A check a request must pass before its body is read: raises :class:`APIError` (the API key).
+Guard = Callable[[Request], None]
+
+
 class FamilyRoute(APIRoute):
     """A route of one API family: its errors are written by :meth:`error_response`.
 
     A router subclasses it once, overriding :meth:`error_response` with its API's error body,
-    and registers its routes with that subclass.
+    and registers its routes with that subclass (through :class:`~.routers.Routes`, which sets
+    :attr:`guards`).
     """
+
+    #: Checks run on each request before its body is read (the API key; none on public routes).
+    guards: tuple[Guard, ...] = ()
 
     def error_response(self, err: APIError) -> Response:
         """``err`` as this route's API writes errors (here OpenAI's shape)."""
         return openai_error(err)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        """FastAPI's handler, run after :attr:`guards` and, for a route with a body, the UTF-8 check.
+
+        FastAPI parses the body before it runs a route's dependencies, so checking the API key
+        in a dependency would answer a malformed body without the key with 400 instead of 401.
+        """
+        handle = super().get_route_handler()
+        reads_body = self.body_field is not None
+
+        async def guarded(request: Request) -> Response:
+            for guard in self.guards:
+                guard(request)
+            if reads_body:
+                require_utf8(await request.body())  # read once; FastAPI reads it from the request's cache
+            return await handle(request)
+
+        return guarded
+
+
+def require_utf8(body: bytes) -> None:
+    """Refuse a JSON body in UTF-16 or UTF-32 (Python's ``json`` would read it; RFC 8259 says UTF-8).
+
+    Raises:
+        APIError: 400 naming the body's encoding and UTF-8.
+    """
+    encoding = json.detect_encoding(body)  # from the first bytes: a BOM, or the zero bytes of "{" in UTF-16/32
+    if not encoding.startswith("utf-8"):  # "utf-8-sig" (a UTF-8 BOM) is still UTF-8
+        name = "-".join(encoding.split("-")[:2]).upper()
+        raise APIError(
+            400,
+            f"The request body is {name}-encoded; this server reads JSON in UTF-8 only: send the body encoded "
+            "as UTF-8.",
+            code="invalid_encoding",
+        )
 
 
 def _http_error(exc: StarletteHTTPException) -> APIError:
@@ -184,9 +232,11 @@ __all__ = [
     "APIError",
     "ClientGone",
     "FamilyRoute",
+    "Guard",
     "add_error_handlers",
     "as_api_error",
     "error_response",
     "openai_error",
+    "require_utf8",
     "validation_message",
 ]

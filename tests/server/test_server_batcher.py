@@ -7,6 +7,8 @@ known exactly; the work itself is the server's real ``encode_process`` on the fi
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import threading
 
 import numpy as np
@@ -149,6 +151,29 @@ async def test_a_timed_out_request_leaves_the_queue_and_is_never_run(embedder):
         gated.gate.set()
         await batcher.close()
     assert [items for _, items in gated.calls] == [[["first"]], [["next"]]]
+
+
+async def test_requests_that_end_early_leave_no_unretrieved_error(embedder, caplog):
+    """A timed-out or cancelled request's pieces are dropped without asyncio logging an error
+    nobody retrieved (``_GatheringFuture exception was never retrieved``)."""
+    batcher, gated = _batcher(embedder)
+    try:
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            first = await _busy(batcher, gated)
+            with pytest.raises(RequestTimeoutError):
+                await batcher.submit(DOC, ["too late"], timeout=0.05)
+            cancelled = asyncio.create_task(batcher.submit(DOC, ["client left"], timeout=30))
+            await _until(lambda: batcher.queued_items == 1, "a queued request")
+            cancelled.cancel()
+            await _until(lambda: batcher.queued_items == 0, "the cancelled request to leave")
+            gated.gate.set()
+            await first
+            await asyncio.sleep(0)  # let the dropped pieces' callbacks run
+            gc.collect()
+    finally:
+        gated.gate.set()
+        await batcher.close()
+    assert "never retrieved" not in caplog.text
 
 
 async def test_a_failing_request_fails_alone(models, paragraphs):

@@ -5,6 +5,8 @@ Also: API key, CORS (off by default), request size limits, and the Prometheus me
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bge_core import Embedder
 from bge_rag.server import ServerSettings, create_app
+from bge_rag.server.errors import FamilyRoute
 
 LIMITS = {"max_inputs": 8, "max_input_chars": 2000, "max_body_bytes": 50_000}
 
@@ -214,8 +217,6 @@ def test_metrics(http, embedder):
 
 def test_json_answers_keep_float32_exactly_and_refuse_nan():
     """Vectors are written as float32's shortest form: parsed and cast back, every bit is the same."""
-    import json
-
     from bge_rag.server.responses import json_bytes
 
     rng = np.random.default_rng(0)
@@ -237,3 +238,88 @@ def test_json_answers_keep_float32_exactly_and_refuse_nan():
         json_bytes({"document": None, "v": np.array([np.nan], dtype=np.float32)})
     with pytest.raises(ValueError, match="not JSON compliant"):
         json_bytes({"document": None, "score": np.float32("nan")})  # a numpy scalar, not a Python float
+
+
+def _family_error(response: httpx.Response, status: int) -> str:
+    """The message of an error in either shape: OpenAI's (also Infinity's, Cohere's) or TEI's."""
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    if isinstance(error, str):  # TEI: {"error": message, "error_type": ...}
+        assert response.json()["error_type"]
+        return error
+    assert error["type"] and error["message"]
+    return error["message"]
+
+
+def test_the_api_key_is_checked_before_the_body_on_every_protected_route(embedder, models):
+    """FastAPI parses a body before it runs a route's dependencies: a malformed body without the
+    key must still get 401 (in the route's family shape), and 400 only once the key is right."""
+    app = create_app(embedder, reranker(models, max_length=64), settings=ServerSettings(api_key="sekret"))
+    routes = [r for r in app.routes if isinstance(r, FamilyRoute)]
+    assert {(r.path, m) for r in routes if not r.guards for m in r.methods} == {
+        ("/", "GET"),
+        ("/", "HEAD"),
+        ("/health", "GET"),
+        ("/health", "HEAD"),
+    }
+    posts = sorted({r.path for r in routes if "POST" in r.methods})
+    assert {"/v1/embeddings", "/embed", "/v2/embed", "/embeddings", "/v1/encode", "/v1/rerank", "/"} <= set(posts)
+    bad = {"content": b'{"input": ["a", ', "headers": {"content-type": "application/json"}}
+    key = {"Authorization": "Bearer sekret"}
+    with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=30) as client:
+        for path in posts:
+            refused = client.post(path, **bad)
+            assert "Missing or wrong API key" in _family_error(refused, 401), path
+            assert refused.headers["www-authenticate"] == "Bearer"
+            utf16 = client.post(path, content='{"input": "a"}'.encode("utf-16"), headers=bad["headers"])
+            assert "Missing or wrong API key" in _family_error(utf16, 401), path
+            malformed = client.post(path, content=bad["content"], headers={**bad["headers"], **key})
+            assert "Malformed JSON body" in _family_error(malformed, 400), path
+        assert client.post("/embed", **bad).json()["error_type"] == "Validation"  # TEI's shape
+        assert client.post("/v1/embeddings", json={"input": "a"}, headers=key).status_code == 200
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+@pytest.mark.parametrize(("path", "payload"), [("/v1/embeddings", {"input": "héllo"}), ("/embed", {"inputs": "héllo"})])
+def test_a_body_not_in_utf8_is_refused(http, path, payload, encoding):
+    """JSON is UTF-8 (RFC 8259); Python's json would also read UTF-16/32 (with or without a BOM)."""
+    headers = {"content-type": "application/json"}
+    response = http.post(path, content=json.dumps(payload, ensure_ascii=False).encode(encoding), headers=headers)
+    message = _family_error(response, 400)
+    assert f"{encoding[:6].upper()}-encoded" in message and "UTF-8" in message
+    sig = http.post(path, content=b"\xef\xbb\xbf" + json.dumps(payload).encode(), headers=headers)
+    assert sig.status_code == 200  # a UTF-8 byte order mark is still UTF-8
+
+
+def _raw(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(request)
+        sock.settimeout(30)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@pytest.mark.parametrize("path", ["/health", "/"])
+def test_head_answers_like_get_without_a_body(embedder, path):
+    """Load balancers and uptime checks probe with HEAD; it needs no key where GET needs none."""
+    with (
+        serve_engines(embedder, api_key="sekret") as url,
+        httpx.Client(base_url=url, trust_env=False, timeout=30) as client,
+    ):
+        get = client.get(path)
+        head = client.head(path)
+        assert get.status_code == head.status_code == 200
+        for name in ("content-type", "content-length"):
+            assert head.headers[name] == get.headers[name]
+        raw = _raw(url, f"HEAD {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        status_line, _, rest = raw.partition(b"\r\n")
+        assert status_line == b"HTTP/1.1 200 OK"
+        assert rest.endswith(b"\r\n\r\n")  # headers only: not one byte of body
+        key = {"Authorization": "Bearer sekret"}
+        assert client.head("/v1/models").status_code == 401
+        assert client.head("/v1/models", headers=key).status_code == 200
+        spec = client.get("/openapi.json", headers=key).json()
+        assert all("head" not in operations for operations in spec["paths"].values())  # HEAD stays out of the schema

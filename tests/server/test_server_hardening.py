@@ -7,7 +7,9 @@ and calls in /metrics), never on timings.
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -316,3 +318,25 @@ def test_bad_foreign_requests_are_4xx(foreign, path, payload, status, message):
     text = body["error"] if isinstance(body["error"], str) else body["error"]["message"]
     assert message in text
     assert foreign.get("/health").status_code == 200
+
+
+def test_an_abandoned_request_logs_no_unretrieved_error(embedder, paragraphs, caplog):
+    """A client that leaves while its pieces queue leaves nothing for asyncio to complain about
+    (``_GatheringFuture exception was never retrieved``) once its futures are collected."""
+    app = create_app(embedder, settings=ServerSettings(max_piece_items=4))
+    batcher = app.state.service.embed_batcher
+    lock = embedder._backbone.lock
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
+            lock.acquire()
+            try:
+                sock = _raw_post(url, "/v1/embeddings", {"input": paragraphs[:12]})
+                _wait(lambda: batcher.running_items == 4 and batcher.queued_items == 8, "the first piece to run")
+                sock.close()
+                _wait(lambda: batcher.queued_items == 0, "the other pieces to be dropped")
+            finally:
+                lock.release()
+            _wait(lambda: batcher.running_items == 0, "the running piece to finish")
+            assert client.post("/v1/embeddings", json={"input": "next"}).status_code == 200
+        gc.collect()
+    assert not [r for r in caplog.records if "never retrieved" in r.getMessage()], caplog.text

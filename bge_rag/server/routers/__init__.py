@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+
+from ..errors import FamilyRoute, Guard
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
@@ -30,23 +31,31 @@ class Routes:
     Args:
         app: The app whose router gets the routes.
         route_class: The family's route class (its ``error_response`` writes the family's errors).
-        auth: The dependencies that check the API key, given to every route but those registered
-            with ``public=True``.
+        auth: The checks of the API key, run before the body is read on every route but those
+            registered with ``public=True`` (:attr:`FamilyRoute.guards`).
 
     Example:
-        >>> routes = Routes(app, TEIRoute, auth)  # doctest: +SKIP
+        >>> routes = Routes(app, TEIRoute, [service.authorize])  # doctest: +SKIP
         >>> @routes.post("/embed")  # doctest: +SKIP
         ... async def embed(body: TEIEmbedRequest) -> Response: ...
     """
 
-    def __init__(self, app: FastAPI, route_class: type[APIRoute], auth: Sequence[Any]) -> None:
+    def __init__(self, app: FastAPI, route_class: type[FamilyRoute], auth: Sequence[Guard]) -> None:
         self.app = app
         self.route_class = route_class
-        self.auth = list(auth)
+        self.auth = tuple(auth)
 
     def get(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
-        """Register the decorated function for ``GET path``."""
-        return self._route(path, "GET", public, options)
+        """Register the decorated function for ``GET path``, and for ``HEAD path`` (the same answer, no body).
+
+        Load balancers and uptime checks probe with HEAD; the HEAD route is left out of the API schema.
+        """
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            self._route(path, "GET", public, options)(endpoint)
+            return self._route(path, "HEAD", public, {**options, "include_in_schema": False})(endpoint)
+
+        return register
 
     def post(self, path: str, *, public: bool = False, **options: Any) -> Callable[[Endpoint], Endpoint]:
         """Register the decorated function for ``POST path``."""
@@ -55,13 +64,11 @@ class Routes:
     def _route(self, path: str, method: str, public: bool, options: dict[str, Any]) -> Callable[[Endpoint], Endpoint]:
         def register(endpoint: Endpoint) -> Endpoint:
             self.app.router.add_api_route(
-                path,
-                endpoint,
-                methods=[method],
-                dependencies=None if public else self.auth,
-                route_class_override=self.route_class,
-                **options,
+                path, endpoint, methods=[method], route_class_override=self.route_class, **options
             )
+            route = self.app.router.routes[-1]
+            assert isinstance(route, FamilyRoute) and route.path == path
+            route.guards = () if public else self.auth
             return endpoint
 
         return register
