@@ -158,11 +158,16 @@ def quantize_embeddings(x: np.ndarray, precision: Precision, ranges: np.ndarray 
     """
     if precision not in PRECISIONS:
         raise ConfigError(f"Invalid precision {precision!r}. Valid values are: {', '.join(PRECISIONS)}.")
-    values = _as_float_matrix(x).reshape(x.shape)
+    matrix = _as_float_matrix(x)
+    codes = _quantized(matrix, precision, ranges)
+    return codes[0] if x.ndim == 1 else codes
+
+
+def _quantized(matrix: np.ndarray, precision: Precision, ranges: np.ndarray | None) -> np.ndarray:
     if precision == "float32":
-        return np.array(values, dtype=np.float32)
+        return np.array(matrix, dtype=np.float32)
     if precision in ("binary", "ubinary"):
-        packed = np.packbits(values > 0, axis=-1)
+        packed = np.packbits(matrix > 0, axis=-1)
         return (packed.astype(np.int16) - 128).astype(np.int8) if precision == "binary" else packed
     if ranges is None:
         raise ConfigError(
@@ -170,12 +175,12 @@ def quantize_embeddings(x: np.ndarray, precision: Precision, ranges: np.ndarray 
             "(computing them from the vectors being quantized would make each vector depend on the others)."
         )
     ranges = np.asarray(ranges, dtype=np.float32)
-    if ranges.shape != (2, values.shape[-1]):
-        raise ConfigError(f"ranges must have shape (2, {values.shape[-1]}), got {ranges.shape}")
+    if ranges.shape != (2, matrix.shape[1]):
+        raise ConfigError(f"ranges must have shape (2, {matrix.shape[1]}), got {ranges.shape}")
     starts = ranges[0]
     steps = (ranges[1] - starts) / np.float32(255)
     steps = np.where(steps == 0, np.float32(1), steps)
-    buckets = np.clip(np.floor((values - starts) / steps), 0, 255)
+    buckets = np.clip(np.floor((matrix - starts) / steps), 0, 255)
     if precision == "uint8":
         return buckets.astype(np.uint8)
     return (buckets - 128).astype(np.int8)
