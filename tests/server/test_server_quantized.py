@@ -7,6 +7,7 @@ file given), encoded as documents by the engine alone. The ranges never come fro
 
 from __future__ import annotations
 
+import asyncio
 import base64
 
 import cohere
@@ -22,6 +23,7 @@ from bge_core.errors import ConfigError
 from bge_core.storage import calibration_ranges
 from bge_rag.sample_data import python_docs_paragraphs
 from bge_rag.server import ServerSettings, create_app
+from bge_rag.server.quantization import Quantizer
 from bge_rag.server.settings import DEFAULT_CALIBRATION_TEXTS
 from bge_rag.server.work import truncate_dims
 
@@ -170,3 +172,42 @@ def test_bad_settings_fail_at_start(embedder, tmp_path):
         create_app(embedder, settings=ServerSettings(quantization_calibration=str(tmp_path / "empty.txt")))
     with pytest.raises(ConfigError, match="Valid values are: float32, int8, uint8, binary, ubinary"):
         ServerSettings(embedding_dtype="int4")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------------- one calibration run per model
+class _CountingEngine:
+    """Stands in for an Embedder: counts calibration runs; the first ``fail`` runs raise."""
+
+    normalize = True
+
+    def __init__(self, fail: int = 0) -> None:
+        self.calls = 0
+        self.fail = fail
+
+    def encode_documents(self, texts: list[str]) -> np.ndarray:
+        self.calls += 1
+        if self.calls <= self.fail:
+            raise RuntimeError("calibration failed")
+        return np.arange(len(texts) * 16, dtype=np.float32).reshape(len(texts), 16) - 20
+
+
+async def test_concurrent_first_requests_share_one_calibration_run():
+    engine = _CountingEngine()
+    quantizer = Quantizer(engine, ["a", "b", "c"])  # type: ignore[arg-type]
+    vectors = np.ones((2, 16), np.float32)
+    first = asyncio.ensure_future(quantizer.quantize(vectors, "int8"))
+    await asyncio.sleep(0)
+    first.cancel()  # its client left: the shared run goes on
+    results = await asyncio.gather(*(quantizer.quantize(vectors, "uint8") for _ in range(5)))
+    assert engine.calls == 1 and all(np.array_equal(r, results[0]) for r in results)
+    await quantizer.quantize(vectors, "int8")
+    assert engine.calls == 1
+
+
+async def test_a_failed_calibration_is_retried_by_the_next_request():
+    engine = _CountingEngine(fail=1)
+    quantizer = Quantizer(engine, ["a", "b"])  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="calibration failed"):
+        await quantizer.quantize(np.ones((1, 16), np.float32), "int8")
+    assert (await quantizer.ranges(16)).shape == (2, 16) and engine.calls == 2
+    assert (await quantizer.ranges(8)).shape == (2, 8) and engine.calls == 2  # truncated from the same run
