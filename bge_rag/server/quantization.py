@@ -67,8 +67,10 @@ class Quantizer:
         texts: The calibration texts; ``None`` uses :func:`default_calibration`.
 
     Example:
-        >>> quantizer = Quantizer(embedder, None)
-        >>> codes = await quantizer.quantize(vectors, "int8")  # doctest: +SKIP
+        >>> from bge_core import Embedder
+        >>> embedder = Embedder("BAAI/bge-small-en-v1.5")
+        >>> quantizer = Quantizer(embedder, ["a text like the corpus", "another one"])
+        >>> codes = await quantizer.quantize(embedder.encode_documents(["a"]), "int8")  # doctest: +SKIP
     """
 
     def __init__(self, embedder: Embedder, texts: Sequence[str] | None) -> None:
