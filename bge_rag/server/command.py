@@ -15,8 +15,9 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from bge_core.errors import BGEError, MissingExtraError
+from bge_core.storage import PRECISIONS
 
-from .settings import API_KEY_ENV, ServerSettings
+from .settings import API_KEY_ENV, DEFAULT_CALIBRATION_TEXTS, ServerSettings
 
 _DEFAULTS = ServerSettings()
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -136,6 +137,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="give the model every text whole, instead of cutting a text far longer than max_length "
         "tokens to a prefix with the same tokens before tokenizing it",
     )
+    p.add_argument(
+        "--embedding-dtype",
+        choices=list(PRECISIONS),
+        default=_DEFAULTS.embedding_dtype,
+        help="what Infinity's POST /embeddings returns, as Infinity's flag: float32 (default), int8, uint8, "
+        "binary or ubinary (sentence-transformers' quantize_embeddings); other routes are unchanged",
+    )
+    p.add_argument(
+        "--quantization-calibration",
+        metavar="FILE",
+        help="UTF-8 file, one text per line, encoded as documents once (on the first int8/uint8 request) to fix "
+        f"the model's int8/uint8 ranges (default: {DEFAULT_CALIBRATION_TEXTS} paragraphs of the Python language "
+        "reference)",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow the models' own code")
     p.add_argument(
         "--log-level",
@@ -167,6 +182,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         cut_long_texts=args.cut_long_texts,
+        embedding_dtype=args.embedding_dtype,
+        quantization_calibration=args.quantization_calibration,
     )
 
 

@@ -15,6 +15,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from starlette.requests import Request
 
 from bge_core import join_parts
@@ -22,11 +23,13 @@ from bge_core.aio import run_serialized
 from bge_core.embedder import Embedder
 from bge_core.errors import ConfigError
 from bge_core.rerank import Reranker
+from bge_core.storage import Precision
 
 from .batcher import DynamicBatcher
 from .checks import check_texts
 from .errors import APIError, ClientGone
 from .middleware import Metrics
+from .quantization import Quantizer, read_calibration
 from .settings import ServerSettings
 from .work import EncodedPart, EncodeKey, ServerTokenizer, encode_process, merge_scores, rerank_process
 
@@ -76,7 +79,10 @@ class Service:
         }
         self.embed_tokenizer: ServerTokenizer | None = None
         self.rerank_tokenizer: ServerTokenizer | None = None
+        self.quantizer: Quantizer | None = None
         if embedder is not None:
+            calibration = settings.quantization_calibration
+            self.quantizer = Quantizer(embedder, None if calibration is None else read_calibration(calibration))
             self.embedder_name = served_name(embedder, settings.model_name)
             self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}
             embedder.require_heads(**self.heads)  # load them now, not on a first request
@@ -173,6 +179,11 @@ class Service:
         )
         self.metrics.tokens.inc(sum(part.token_counts))
         return part
+
+    async def quantize(self, vectors: np.ndarray, precision: Precision) -> np.ndarray:
+        """The embedder's float32 ``vectors`` in ``precision`` (int8 / uint8 with the model's fixed ranges)."""
+        assert self.quantizer is not None
+        return await self.quantizer.quantize(vectors, precision)
 
     async def logits(self, query: str, docs: list[str], request: Request | None = None) -> list[float]:
         """Raw reranker logits of ``(query, doc)`` pairs, in input order."""

@@ -6,11 +6,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from bge_core.errors import ConfigError
+from bge_core.storage import PRECISIONS, Precision
 
 #: Environment variable read by ``bge-rag serve`` when ``--api-key`` is not given.
 API_KEY_ENV = "BGE_RAG_API_KEY"
 
 RerankScores = Literal["sigmoid", "raw"]
+
+#: Paragraphs of the default int8 / uint8 calibration set (spread over the whole Python language reference).
+DEFAULT_CALIBRATION_TEXTS = 256
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,12 @@ class ServerSettings:
             keeps the same tokens before tokenizing it (the same vectors and scores, tested);
             ``False`` gives the engine every text whole (for comparing, or a tokenizer whose words
             are not split at whitespace).
+        embedding_dtype: What Infinity's ``POST /embeddings`` returns, as Infinity's
+            ``--embedding-dtype``: ``float32`` (default), ``int8``, ``uint8``, ``binary`` or
+            ``ubinary`` (sentence-transformers' ``quantize_embeddings``). Other routes are unchanged.
+        quantization_calibration: A UTF-8 file with one text per line, encoded as documents to fix
+            the embedding model's int8 / uint8 ranges; ``None``: paragraphs of the Python language
+            reference (:mod:`bge_rag.server.quantization`).
     """
 
     model_name: str | None = None
@@ -69,6 +79,8 @@ class ServerSettings:
     header_timeout: float = 10.0
     max_connections: int | None = None
     cut_long_texts: bool = True
+    embedding_dtype: Precision = "float32"
+    quantization_calibration: str | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -99,7 +111,11 @@ class ServerSettings:
             raise ConfigError("api_key must not be empty; pass None to turn authentication off.")
         if not isinstance(self.cut_long_texts, bool):
             raise ConfigError(f"cut_long_texts must be True or False, got {self.cut_long_texts!r}")
+        if self.embedding_dtype not in PRECISIONS:
+            raise ConfigError(
+                f"Invalid embedding_dtype {self.embedding_dtype!r}. Valid values are: {', '.join(PRECISIONS)}."
+            )
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
 
 
-__all__ = ["API_KEY_ENV", "ServerSettings"]
+__all__ = ["API_KEY_ENV", "DEFAULT_CALIBRATION_TEXTS", "ServerSettings"]

@@ -61,6 +61,11 @@ def test_register_adds_serve_and_its_settings(monkeypatch):
     assert settings_from_args(_parse(["serve", "--model", "m"])).api_key is None
     assert settings_from_args(_parse(["serve", "--model", "m"])).cut_long_texts is True
     assert settings_from_args(_parse(["serve", "--model", "m", "--no-cut-long-texts"])).cut_long_texts is False
+    quantized = settings_from_args(
+        _parse(["serve", "--model", "m", "--embedding-dtype", "ubinary", "--quantization-calibration", "c.txt"])
+    )
+    assert (quantized.embedding_dtype, quantized.quantization_calibration) == ("ubinary", "c.txt")
+    assert settings_from_args(_parse(["serve", "--model", "m"])).embedding_dtype == "float32"
 
 
 def test_max_length_help_names_the_models_default():

@@ -8,8 +8,9 @@ Shapes follow Cohere's SDK (``EmbedByTypeResponse``, ``V2RerankResponse``). What
 
 - ``input_type``: ``search_query`` applies the model's query instruction; ``search_document``,
   ``classification`` and ``clustering`` apply none; ``image`` is refused (text only).
-- ``embedding_types``: ``float`` and ``base64`` (little-endian float32); the quantized types
-  (``int8``, ``uint8``, ``binary``, ``ubinary``) are refused with a 400 that says so.
+- ``embedding_types``: ``float``, ``base64`` (little-endian float32), and ``int8``, ``uint8``,
+  ``binary``, ``ubinary`` as sentence-transformers' ``quantize_embeddings`` writes them, all from
+  the same float vectors; int8 / uint8 ranges are fixed per model (:mod:`..quantization`).
 - ``truncate``: ``END`` (default) cuts at ``max_length`` tokens, ``NONE`` answers 413 for a
   longer text, ``START`` is served when nothing needs cutting and refused otherwise.
 - ``output_dimension``: the first N dimensions, renormalized. ``max_tokens`` /
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import Field
 
 from bge_core.errors import TextTooLongError
+from bge_core.storage import Precision
 
 from ..checks import (
     Strict,
@@ -145,13 +147,6 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
                 None if body.input_type is None else kind, query=True, query_alias=service.embedder_name + QUERY_SUFFIX
             )
         types = body.embedding_types or ["float"]
-        quantized = [t for t in types if t not in ("float", "base64")]
-        if quantized:
-            raise unsupported(
-                f"'embedding_types' {quantized} are not served: this server returns 'float' and "
-                f"'base64' (float32) embeddings only.",
-                "embedding_types",
-            )
         max_tokens = check_positive("max_tokens", body.max_tokens)
         if max_tokens is not None and max_tokens < embedder.max_length:
             raise unsupported(
@@ -176,10 +171,13 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         if dims is not None and dims < vectors.shape[1]:
             vectors = truncate_dims(vectors, dims, embedder.normalize)
         embeddings: dict[str, Any] = {}
-        if "float" in types:
-            embeddings["float"] = vectors
-        if "base64" in types:
-            embeddings["base64"] = [b64_float32(v) for v in vectors]
+        for name in dict.fromkeys(types):  # in the order asked, once each
+            if name == "float":
+                embeddings[name] = vectors
+            elif name == "base64":
+                embeddings[name] = [b64_float32(v) for v in vectors]
+            else:
+                embeddings[name] = await service.quantize(vectors, cast(Precision, name))
         return json_response(
             {
                 "id": str(uuid.uuid4()),

@@ -1,7 +1,8 @@
 """Infinity's paths: ``POST /embeddings``, ``GET /models``, ``POST /rerank``.
 
 Infinity speaks OpenAI's embeddings API without the ``/v1`` prefix, so ``/embeddings`` takes
-:class:`~.openai.EmbeddingsRequest` (``dimensions`` 0 means all dimensions, as in Infinity) and
+:class:`~.openai.EmbeddingsRequest` (``dimensions`` 0 means all dimensions, as in Infinity; the
+vectors are in the server's ``--embedding-dtype``, as Infinity's, float32 by default) and
 ``/models`` answers OpenAI's model list (with Infinity's ``capabilities`` and ``backend``).
 ``/rerank`` is Infinity's path and TEI's: it takes the shared :class:`~.rerank.RerankRequest`;
 with ``documents`` each returned document is the text itself (Infinity), with ``texts`` the
@@ -47,7 +48,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
     async def infinity_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
         if body.dimensions == 0:  # Infinity's default: all dimensions
             body = body.model_copy(update={"dimensions": None})
-        return await create_embeddings(service, body, request)
+        return await create_embeddings(service, body, request, dtype=service.settings.embedding_dtype)
 
     @routes.post("/rerank")  # TEI's path (texts) and Infinity's (documents)
     async def rerank_tei_infinity(body: rerank.RerankRequest, request: Request) -> Response:

@@ -19,6 +19,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from pydantic import Field
 
+from bge_core.storage import Precision
+
 from ..checks import InputType, Strict, check_dimensions, engine_kind, unsupported
 from ..errors import APIError, FamilyRoute, openai_error
 from ..responses import json_response
@@ -50,13 +52,29 @@ class OpenAIRoute(FamilyRoute):
 
 
 async def create_embeddings(
-    service: Service, body: EmbeddingsRequest, request: Request | None = None, *, query_path: bool = False
+    service: Service,
+    body: EmbeddingsRequest,
+    request: Request | None = None,
+    *,
+    query_path: bool = False,
+    dtype: Precision = "float32",
 ) -> Response:
-    """OpenAI's embeddings answer for ``body``; every input is a query when ``query_path``."""
+    """OpenAI's embeddings answer for ``body``; every input is a query when ``query_path``.
+
+    ``dtype`` other than ``float32`` (Infinity's ``--embedding-dtype``) answers quantized vectors,
+    each a list of integers; their ``base64`` is Infinity's: the float32 bytes of those integers,
+    refused for the bit-packed ``binary`` / ``ubinary``.
+    """
     embedder = service.need_embedder()
     if body.modality not in (None, "text"):
         raise unsupported(
             f"'modality' is {body.modality!r}; this server embeds text only (modality 'text').", "modality"
+        )
+    if body.encoding_format == "base64" and dtype in ("binary", "ubinary"):
+        raise unsupported(
+            f"'encoding_format' 'base64' is not served for this server's embedding dtype {dtype!r} "
+            "(bit-packed bytes, as in Infinity): send 'float' to get the packed bytes as integers.",
+            "encoding_format",
         )
     texts = service.texts(body.input)
     query = query_path or service.query_alias(body.model)
@@ -67,10 +85,12 @@ async def create_embeddings(
     assert vectors is not None
     if dims is not None and dims < vectors.shape[1]:
         vectors = truncate_dims(vectors, dims, embedder.normalize)
+    if dtype != "float32":
+        vectors = await service.quantize(vectors, dtype)
     if body.encoding_format == "base64":
         embeddings: list[Any] = [b64_float32(v) for v in vectors]
     else:
-        embeddings = list(vectors)  # float32 rows: orjson writes each float32 exactly (responses.py)
+        embeddings = list(vectors)  # numpy rows: orjson writes each float32 exactly (responses.py), ints as ints
     tokens = sum(part.token_counts)
     return json_response(
         {
