@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, EmptySparseVectorError
+
+if TYPE_CHECKING:
+    from .types import SparseVector
+
+#: How many offending documents an :class:`EmptySparseVectorError` message quotes (``.indices`` has all).
+_QUOTED = 5
 
 
 def check_positive(name: str, value: Any) -> int:
@@ -31,6 +38,43 @@ def check_positive(name: str, value: Any) -> int:
     return int(value)
 
 
+def check_sparse_weights(vectors: Sequence[SparseVector], texts: Sequence[str], *, advice: str) -> None:
+    """Refuse a batch in which a document's sparse vector has no nonzero weight.
+
+    A Milvus collection refuses such a row and fails the whole insert; this check names every
+    such document before anything reaches the store.
+
+    Args:
+        vectors: The documents' sparse vectors, in input order.
+        texts: The documents, in the same order (quoted, shortened, in the message).
+        advice: What the caller can do, appended to the message (which option, which method).
+
+    Raises:
+        EmptySparseVectorError: At least one vector has no nonzero weight; ``.indices`` lists them all.
+
+    Example:
+        >>> from bge_core import SparseVector
+        >>> check_sparse_weights([SparseVector.from_dict({7: 0.5})], ["a text"], advice="")
+    """
+    empty = [i for i, vector in enumerate(vectors) if not np.any(vector.values)]
+    if not empty:
+        return
+    quoted = ", ".join(f"texts[{i}] ({_shorten(texts[i])})" for i in empty[:_QUOTED])
+    more = f" and {len(empty) - _QUOTED} more" if len(empty) > _QUOTED else ""
+    verb = "has" if len(empty) == 1 else "have"
+    raise EmptySparseVectorError(
+        f"{len(empty)} of {len(vectors)} documents {verb} no token with a nonzero sparse weight: "
+        f"{quoted}{more}. An empty, whitespace-only or punctuation-only text can get none. Milvus refuses "
+        "a sparse vector without a nonzero weight and fails the whole insert, so this batch was stopped "
+        f"before the store. {advice}".rstrip(),
+        empty,
+    )
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
 def transformers_version() -> tuple[int, int]:
     """The installed transformers release as ``(major, minor)``, e.g. ``(5, 2)``."""
     import transformers
@@ -39,4 +83,4 @@ def transformers_version() -> tuple[int, int]:
     return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
 
 
-__all__ = ["check_positive", "transformers_version"]
+__all__ = ["check_positive", "check_sparse_weights", "transformers_version"]

@@ -8,6 +8,8 @@ clauses keep working. Messages say what to do: which argument, which file, which
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BGEError(Exception):
     """Base class of every error raised by bge_core."""
@@ -23,6 +25,25 @@ class InputTypeError(InvalidInputError, TypeError):
 
 class TextTooLongError(InvalidInputError):
     """A text is longer than ``max_length`` tokens while truncation is turned off."""
+
+
+class EmptySparseVectorError(InvalidInputError):
+    """Documents whose sparse vector has no nonzero weight, refused before a store that cannot hold them.
+
+    An empty, whitespace-only or punctuation-only text can get no lexical weight from BGE-M3, and a
+    Milvus collection refuses a sparse row without a nonzero weight, failing the whole insert. The
+    adapters that write to Milvus raise this error first, naming every such document.
+
+    Attributes:
+        indices: The positions of those documents in the batch, ascending.
+    """
+
+    def __init__(self, message: str, indices: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.indices: tuple[int, ...] = tuple(indices)
+
+    def __reduce__(self) -> tuple[type[EmptySparseVectorError], tuple[str, tuple[int, ...]]]:
+        return type(self), (str(self), self.indices)
 
 
 class ConfigError(BGEError, ValueError):
@@ -61,6 +82,7 @@ __all__ = [
     "BGEError",
     "BGEOutOfMemoryError",
     "ConfigError",
+    "EmptySparseVectorError",
     "InputTypeError",
     "InvalidInputError",
     "MissingExtraError",

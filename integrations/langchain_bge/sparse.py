@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr
 
 from bge_core.aio import run_serialized
+from bge_core.checks import check_sparse_weights
 from bge_core.slot import EngineSlot
 
 from ._engine import EngineOwner, engine_options, load_embedder
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_M3_MODEL_NAME = "BAAI/bge-m3"
 
 OutputFormat = Literal["qdrant", "milvus"]
+EmptyDocuments = Literal["raise", "keep"]
 #: The fields that select the engine (``output_format`` only converts its output).
 _ENGINE_FIELDS = (
     "device",
@@ -99,6 +101,11 @@ class SparseEmbedding(list):
 
 SparseOutput = SparseEmbedding | dict[int, float]
 
+_EMPTY_ADVICE = (
+    "Remove or fix these documents before adding them, or, for a store that accepts empty sparse "
+    'vectors (Qdrant), create BGESparseEmbeddings(empty_documents="keep", ...).'
+)
+
 
 def register_with_langchain_milvus(cls: type) -> bool:
     """Make ``cls`` a virtual subclass of ``langchain_milvus``'s ``BaseSparseEmbedding``, if installed.
@@ -150,6 +157,10 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
     output_format: OutputFormat = "qdrant"
     """``"qdrant"``: :class:`SparseEmbedding` (``.indices``/``.values``, also a Milvus row);
     ``"milvus"``: plain ``{id: weight}``."""
+    empty_documents: EmptyDocuments = "raise"
+    """A document with no token of nonzero weight (an empty or punctuation-only text): ``"raise"``
+    :class:`bge_core.EmptySparseVectorError` naming them all (Milvus refuses such a row and fails the
+    whole insert); ``"keep"`` returns its empty vector (Qdrant stores it; dense search still finds it)."""
     device: str | None = None
     """``"cpu"``, ``"cuda:1"``, ``"mps"``, ...; ``None`` picks one (``cuda:0``, ``mps``, ``cpu``)."""
     precision: str = "auto"
@@ -207,12 +218,22 @@ class BGESparseEmbeddings(EngineOwner, BaseModel):
 
         Raises:
             InputTypeError: ``texts`` is not a list of strings.
+            EmptySparseVectorError: With ``empty_documents="raise"`` (the default), a document has no
+                token with a nonzero weight; the error names every such document (``.indices``).
         """
-        out = self._engine.encode(check_texts(texts), kind="document", dense=False, sparse=True)
-        return [self._convert(v) for v in out.sparse]  # type: ignore[union-attr]
+        texts = list(check_texts(texts))
+        encoded = self._engine.encode(texts, kind="document", dense=False, sparse=True)
+        vectors: list[SparseVector] = encoded.sparse  # type: ignore[assignment]
+        if self.empty_documents == "raise":
+            check_sparse_weights(vectors, texts, advice=_EMPTY_ADVICE)
+        return [self._convert(v) for v in vectors]
 
     def embed_query(self, text: str) -> Any:
-        """The sparse vector of one query (BGE-M3 has no query instruction)."""
+        """The sparse vector of one query (BGE-M3 has no query instruction).
+
+        A query with no weighted token gives an empty vector, never an error: Milvus and Qdrant
+        search with it and find no document by the sparse field.
+        """
         out = self._engine.encode(check_text(text), kind="query", dense=False, sparse=True)
         return self._convert(out.sparse)  # type: ignore[arg-type]
 

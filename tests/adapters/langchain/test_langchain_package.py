@@ -126,7 +126,7 @@ def test_every_engine_field_is_an_engine_parameter():
         assert names <= accepted, (module.__name__, names - accepted)
     own = {
         embeddings.BGEEmbeddings: {"model_name"},
-        sparse.BGESparseEmbeddings: {"model_name", "output_format"},
+        sparse.BGESparseEmbeddings: {"model_name", "output_format", "empty_documents"},
         rerankers.BGEReranker: {"model_name", "top_n", "score_threshold"},
         retrievers.BGEM3Retriever: {
             "model_name",

@@ -8,13 +8,17 @@ import numpy as np
 import pytest
 from _langchain_support import MAX_LENGTH, pending_while_model_busy
 
-from bge_core import Embedder, InputTypeError, MissingHeadError, lexical_scores
+from bge_core import Embedder, EmptySparseVectorError, InputTypeError, MissingHeadError, lexical_scores
 from langchain_bge import BGEEmbeddings, BGESparseEmbeddings, SparseEmbedding
 
 
 @pytest.fixture(scope="module")
 def sparse(models):
-    return BGESparseEmbeddings(model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH)
+    # The fixture's random sparse head gives some real paragraphs no weight: "keep" returns them as
+    # the engine does (the default "raise" is tested below and on Milvus Lite).
+    return BGESparseEmbeddings(
+        model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH, empty_documents="keep"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +53,16 @@ def test_milvus_shape_is_a_dict_of_int_to_float(models, reference, paragraphs):
     assert milvus.embed_query(texts[0]) == single.to_dict()
 
 
+def test_weightless_documents_raise_by_default_and_keep_returns_them(models, sparse):
+    default = BGESparseEmbeddings(model_name=str(models.m3), precision="fp32", max_length=MAX_LENGTH)
+    assert default.empty_documents == "raise"
+    with pytest.raises(EmptySparseVectorError, match=r"texts\[0\] \(''\).*empty_documents=\"keep\"") as caught:
+        default.embed_documents(["", "!!!"])
+    assert caught.value.indices == (0, 1)
+    assert sparse.embed_documents(["", "!!!"]) == [SparseEmbedding(), SparseEmbedding()]
+    assert default.embed_query("") == sparse.embed_query("") == SparseEmbedding()  # queries are never refused
+
+
 def test_empty_list_and_bad_input(sparse):
     assert sparse.embed_documents([]) == []
     with pytest.raises(InputTypeError, match="got str"):
@@ -80,7 +94,9 @@ def test_qdrant_hybrid_store_in_memory(models, reference, paragraphs):
     langchain_qdrant = pytest.importorskip("langchain_qdrant")
     texts = paragraphs[:20]
     common = {"precision": "fp32", "max_length": MAX_LENGTH}
-    sparse = BGESparseEmbeddings(model_name=str(models.m3), **common)
+    # Qdrant stores empty sparse vectors: "keep" them (the fixture's random head gives two of these
+    # paragraphs no weight; the default would raise, as Milvus needs).
+    sparse = BGESparseEmbeddings(model_name=str(models.m3), empty_documents="keep", **common)
     query = paragraphs[7][:150]
 
     sparse_store = langchain_qdrant.QdrantVectorStore.from_texts(

@@ -3,6 +3,10 @@
 One Milvus Lite database file per module (several collections in it). Milvus computes the
 scores itself; they are compared with the engine's (``Embedder`` dense dot products and
 ``lexical_scores``), the bounds stated at each comparison.
+
+A node whose sparse vector has no nonzero weight (an empty or punctuation-only text) is refused by
+Milvus, failing the whole insert: ``BGEMilvusSparseFunction`` names it first, and nothing of the
+batch reaches the collection.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from llama_index.vector_stores.milvus import MilvusVectorStore
 from llama_index.vector_stores.milvus.utils import BaseSparseEmbeddingFunction
 from pymilvus import DataType, MilvusClient
 
-from bge_core import Embedder, InputTypeError, lexical_scores
+from bge_core import Embedder, EmptySparseVectorError, InputTypeError, lexical_scores
 
 OPTIONS = {"precision": "fp32", "max_length": 64}
 DIM = 384  # the MiniLM fixture
@@ -186,3 +190,46 @@ def test_the_store_holds_the_engine_s_sparse_weights(index, reference, corpus):
         # moves weights by up to ~1e-6). Milvus stores float32, as the engine gives them.
         vector = reference.encode(text, dense=False, sparse=True).sparse
         assert stored[f"node-{i}"] == pytest.approx(vector.to_dict(), rel=1e-7, abs=0)
+
+
+#: Texts the fixture model gives no weighted token (checked in each test that relies on it).
+WEIGHTLESS = ["", "!!!"]
+
+
+def stored_ids(milvus: MilvusVectorStore) -> list[str]:
+    rows = milvus.client.query(milvus.collection_name, filter="", limit=1000, output_fields=["id"])
+    return sorted(row["id"] for row in rows)
+
+
+def test_weightless_documents_are_named_with_their_positions(sparse, reference, corpus):
+    assert all(len(v) == 0 for v in reference.encode(WEIGHTLESS, dense=False, sparse=True).sparse)
+    function = BGEMilvusSparseFunction(sparse)
+    batch = [corpus[0], WEIGHTLESS[0], corpus[1], WEIGHTLESS[1]]
+    with pytest.raises(
+        EmptySparseVectorError, match=r"2 of 4 documents have .*texts\[1\] \(''\), texts\[3\]"
+    ) as caught:
+        function.encode_documents(batch)
+    assert caught.value.indices == (1, 3) and isinstance(caught.value, ValueError)
+    assert "Milvus refuses a sparse vector without a nonzero weight" in str(caught.value)
+    with pytest.raises(EmptySparseVectorError) as caught:
+        asyncio.run(function.async_encode_documents(batch))
+    assert caught.value.indices == (1, 3)
+    # Queries keep their empty vector: Milvus searches with it and finds nothing by the sparse field.
+    assert function.encode_queries(WEIGHTLESS) == [{}, {}]
+    # The LlamaIndex sparse embedding itself is not Milvus's: it returns the empty dicts (Qdrant stores them).
+    assert sparse.get_text_embedding_batch(batch)[1::2] == [{}, {}]
+
+
+def test_an_index_with_a_weightless_node_inserts_nothing(models, sparse, corpus, milvus_uri):
+    milvus = store(milvus_uri, "weightless", BGEMilvusSparseFunction(sparse))
+    dense = BGEEmbedding(str(models.m3), **OPTIONS)
+    nodes = [TextNode(text=t, id_=f"node-{i}") for i, t in enumerate([*corpus[:3], "!!!", corpus[3]])]
+    context = StorageContext.from_defaults(vector_store=milvus)
+    with pytest.raises(EmptySparseVectorError, match=r"1 of 1 documents has .*texts\[0\] \('!!!'\)"):
+        VectorStoreIndex(nodes, storage_context=context, embed_model=dense)
+    assert stored_ids(milvus) == []
+    # The same nodes without the weightless one go in.
+    good = [node for node in nodes if node.text != "!!!"]
+    VectorStoreIndex(good, storage_context=context, embed_model=dense)
+    assert stored_ids(milvus) == sorted(node.node_id for node in good)
+    milvus.client.drop_collection("weightless")

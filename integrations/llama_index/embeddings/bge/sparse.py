@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding, SparseEmbedding
 from llama_index.core.bridge.pydantic import ConfigDict, Field, PrivateAttr
 
+from bge_core.checks import check_sparse_weights
 from bge_core.errors import InputTypeError
 from bge_core.slot import EngineSlot
 
@@ -171,6 +172,12 @@ class BGESparseEmbedding(EngineOwner, BaseSparseEmbedding):
         return BGEMilvusSparseFunction(self)
 
 
+_EMPTY_ADVICE = (
+    "Drop such nodes before indexing them. MilvusVectorStore encodes one node per call: it stops at the "
+    "first such node, before inserting any node of the batch it was adding."
+)
+
+
 class BGEMilvusSparseFunction:
     """Milvus's sparse embedding-function contract over a :class:`BGESparseEmbedding`.
 
@@ -181,6 +188,12 @@ class BGEMilvusSparseFunction:
     Milvus at module import. Constructing one registers the class as a virtual subclass of
     that ABC when the Milvus store package is installed (``ABC.register``, idempotent), so
     ``MilvusVectorStore`` accepts it with no step of yours.
+
+    A Milvus collection refuses a sparse row without a nonzero weight, and one such row fails the
+    whole insert. :meth:`encode_documents` therefore raises :class:`bge_core.EmptySparseVectorError`
+    for a document with no token of nonzero weight (an empty or punctuation-only text), naming it,
+    before ``MilvusVectorStore`` inserts anything; drop such nodes before indexing. A query with no
+    weighted token gives ``{}`` (Milvus then finds no document by the sparse field).
 
     Its outputs are always dicts of Python ``int`` -> ``float``; Qdrant's
     ``(indices, values)`` batches (:meth:`BGESparseEmbedding.sparse_doc_fn`) are a different
@@ -224,8 +237,17 @@ class BGEMilvusSparseFunction:
         return self.embedding.sparse_dicts(queries, "query")
 
     def encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
-        """``{token_id: weight}`` per document."""
-        return self.embedding.sparse_dicts(documents, "document")
+        """``{token_id: weight}`` per document.
+
+        Raises:
+            InputTypeError: ``documents`` is a single string.
+            EmptySparseVectorError: A document has no token with a nonzero weight (Milvus would
+                refuse the whole insert); the error names every such document (``.indices``).
+        """
+        texts = documents if isinstance(documents, str) else list(documents)
+        vectors = self.embedding._batch(texts, "document")
+        check_sparse_weights(vectors, texts, advice=_EMPTY_ADVICE)
+        return [vector.to_dict() for vector in vectors]
 
     async def async_encode_queries(self, queries: list[str]) -> list[dict[int, float]]:
         """:meth:`encode_queries` on the model's worker thread."""
@@ -233,7 +255,7 @@ class BGEMilvusSparseFunction:
 
     async def async_encode_documents(self, documents: list[str]) -> list[dict[int, float]]:
         """:meth:`encode_documents` on the model's worker thread."""
-        return await self.embedding.asparse_dicts(documents, "document")
+        return await self.embedding._serialized(self.encode_documents, documents)
 
 
 __all__ = ["BGEMilvusSparseFunction", "BGESparseEmbedding", "QdrantBatch"]
