@@ -230,7 +230,10 @@ class DynamicBatcher(Generic[K]):
 
         Returns:
             Queued jobs sharing the first job's key, up to ``max_batch_items`` items (at least one
-            job), at most one piece of each request.
+            job), at most one piece of each request. The other pieces of the requests served go
+            behind the requests not served (round robin), so a request of another key (another
+            kind, or tokenizer work) that arrived after a large one waits for one of its pieces,
+            not for all of them.
         """
         first = self._pending[0]
         taken: list[_Job[K]] = []
@@ -245,7 +248,8 @@ class DynamicBatcher(Generic[K]):
                 total += len(job.items)
             else:
                 kept.append(job)
-        self._pending = kept
+        rest = [job for job in kept if job.request not in requests]
+        self._pending = collections.deque(rest + [job for job in kept if job.request in requests])
         now = time.perf_counter()
         for job in taken:
             job.queued = False
