@@ -267,7 +267,7 @@ class ServerTokenizer:
         return self._rust.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
     def count(self, texts: list[str], max_length: int | None = None, special_tokens: bool = True) -> list[int]:
-        """Tokens per text with special tokens, at most ``max_length`` (the engine's counts when it truncates).
+        """Tokens per text (with special tokens unless told not), at most ``max_length``: the engine's counts.
 
         A very long text is counted on the prefix :meth:`cut` keeps (which has the same first
         ``max_length`` tokens), so counting costs about what the model's tokenizer pass costs.
