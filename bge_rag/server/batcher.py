@@ -7,8 +7,11 @@ call, whose token-budget batching then sorts all texts by length. Results are sp
 request. There is no artificial wait: a lone request runs at once, and under load batches grow
 by themselves to what arrived during the previous batch.
 
-The queue is bounded (:class:`QueueFullError` instead of unbounded waiting), each request has
-a timeout (:class:`RequestTimeoutError`), and a request whose client gave up is skipped. If a
+The queue is bounded (:class:`QueueFullError` instead of unbounded waiting), and each request has
+two time limits that mean one thing each: how long it may wait for the model before its first
+piece starts (:class:`RequestTimeoutError`: it never ran, so waiting less may help) and how long
+its work may take once started (:class:`WorkTimeoutError`, which says how much was done). A
+request whose client gave up is skipped. If a
 coalesced call fails, its requests are retried one by one, so a bad request fails alone.
 
 Example:
@@ -45,7 +48,11 @@ class QueueFullError(BGEError, RuntimeError):
 
 
 class RequestTimeoutError(BGEError, TimeoutError):
-    """A request waited longer than its timeout for the model."""
+    """A request waited longer than its timeout for the model; none of its work had started."""
+
+
+class WorkTimeoutError(BGEError, TimeoutError):
+    """A started request was not done within its work limit; its message says how much was done."""
 
 
 @dataclass(eq=False)
@@ -56,6 +63,7 @@ class _Job(Generic[K]):
     items: Sequence[Any]
     future: asyncio.Future
     request: int  # pieces of one request share this id
+    started: asyncio.Future  # the request's: set to the time its first piece was taken
     queued: bool = field(default=True)
 
 
@@ -113,12 +121,31 @@ class DynamicBatcher(Generic[K]):
         """Items in the engine call now running (0 when idle)."""
         return self._running_items
 
-    async def submit(self, key: K, items: Sequence[Any], timeout: float) -> Any:
+    async def submit(
+        self,
+        key: K,
+        items: Sequence[Any],
+        timeout: float,
+        *,
+        work_timeout: float | None = None,
+        pieces: list[Sequence[Any]] | None = None,
+    ) -> Any:
         """Queue ``items`` and wait for their result (``process``'s entry for this request).
+
+        Args:
+            key: Requests with equal keys may share an engine call.
+            items: The request's texts (or pairs, or token id lists).
+            timeout: Seconds the request may wait before its first piece starts.
+            work_timeout: Seconds from its first piece's start until its last piece is done
+                (``None``: no limit).
+            pieces: The request split by the caller (their concatenation is ``items``), instead
+                of pieces of ``max_piece_items``; for work whose cost is not one per item.
 
         Raises:
             QueueFullError: the queue holds too many items already.
-            RequestTimeoutError: no result within ``timeout`` seconds.
+            RequestTimeoutError: not started within ``timeout`` seconds (nothing ran).
+            WorkTimeoutError: started but not done within ``work_timeout`` seconds; the rest is
+                dropped and the message says how many items had been computed.
             Exception: whatever ``process`` raised for this request.
         """
         if self._queued_items + len(items) > self.max_queue_items:
@@ -129,9 +156,11 @@ class DynamicBatcher(Generic[K]):
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         self._requests += 1
-        size = self.max_piece_items or max(len(items), 1)
-        pieces = [items[i : i + size] for i in range(0, len(items), size)] or [items]
-        jobs = [_Job(key, piece, loop.create_future(), self._requests) for piece in pieces]
+        if pieces is None:
+            size = self.max_piece_items or max(len(items), 1)
+            pieces = [items[i : i + size] for i in range(0, len(items), size)] or [items]
+        started = loop.create_future()
+        jobs = [_Job(key, piece, loop.create_future(), self._requests, started) for piece in pieces]
         self._pending.extend(jobs)
         self._queued_items += len(items)
         assert self._wakeup is not None
@@ -142,12 +171,26 @@ class DynamicBatcher(Generic[K]):
         # "_GatheringFuture exception was never retrieved" for every abandoned request.
         gathered.add_done_callback(_retrieve)
         try:
-            results = await asyncio.wait_for(asyncio.shield(gathered), timeout)
-        except asyncio.TimeoutError:
-            self._drop(jobs)
-            raise RequestTimeoutError(
-                f"No result within {timeout:g} s: the model is overloaded; retry later or send fewer texts."
-            ) from None
+            await asyncio.wait({started, gathered}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not started.done():
+                self._drop(jobs)
+                raise RequestTimeoutError(
+                    f"No result within {timeout:g} s: the request waited that long for the model without "
+                    "starting (the server is busy); retry later or send fewer texts."
+                )
+            if work_timeout is not None and not gathered.done():
+                left = work_timeout - (time.perf_counter() - started.result())
+                await asyncio.wait({gathered}, timeout=max(left, 0.0))
+                if not gathered.done():
+                    done = sum(len(job.items) for job in jobs if job.future.done() and not job.future.cancelled())
+                    self._drop(jobs)
+                    raise WorkTimeoutError(
+                        f"The request was stopped after {work_timeout:g} s of work (the work limit): "
+                        f"{done} of {len(items)} items had been computed and were discarded. The server was "
+                        "busier than its estimate for this request; send it again in smaller requests, or "
+                        "when the server is less busy."
+                    )
+            results = await gathered
         except asyncio.CancelledError:  # the client went away
             self._drop(jobs)
             raise
@@ -187,7 +230,10 @@ class DynamicBatcher(Generic[K]):
 
         Returns:
             Queued jobs sharing the first job's key, up to ``max_batch_items`` items (at least one
-            job), at most one piece of each request.
+            job), at most one piece of each request. The other pieces of the requests served go
+            behind the requests not served (round robin), so a request of another key (another
+            kind, or tokenizer work) that arrived after a large one waits for one of its pieces,
+            not for all of them.
         """
         first = self._pending[0]
         taken: list[_Job[K]] = []
@@ -202,10 +248,14 @@ class DynamicBatcher(Generic[K]):
                 total += len(job.items)
             else:
                 kept.append(job)
-        self._pending = kept
+        rest = [job for job in kept if job.request not in requests]
+        self._pending = collections.deque(rest + [job for job in kept if job.request in requests])
+        now = time.perf_counter()
         for job in taken:
             job.queued = False
             self._queued_items -= len(job.items)
+            if not job.started.done():
+                job.started.set_result(now)
         return taken
 
     async def _loop(self) -> None:
@@ -264,4 +314,4 @@ def _settle(job: _Job[Any], *, result: Any = None, exc: BaseException | None = N
         job.future.set_result(result)
 
 
-__all__ = ["DynamicBatcher", "QueueFullError", "RequestTimeoutError"]
+__all__ = ["DynamicBatcher", "QueueFullError", "RequestTimeoutError", "WorkTimeoutError"]

@@ -97,7 +97,16 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--timeout",
         type=float,
         default=_DEFAULTS.request_timeout,
-        help=f"seconds a request may wait for the model before 503 (default {_DEFAULTS.request_timeout:g})",
+        help="seconds a request may wait for the model before its work starts; then 503 with Retry-After "
+        f"(default {_DEFAULTS.request_timeout:g}; the work's own time is limited by --work-timeout)",
+    )
+    p.add_argument(
+        "--work-timeout",
+        type=float,
+        default=_DEFAULTS.work_timeout,
+        help="seconds a request's work may take once started; then 503 saying what was done. A request "
+        "whose size alone needs longer (at this server's measured speed) is refused up front with 413 "
+        f"(default {_DEFAULTS.work_timeout:g})",
     )
     p.add_argument(
         "--max-piece-items",
@@ -110,7 +119,14 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--max-colbert-vectors",
         type=int,
         default=_DEFAULTS.max_colbert_vectors,
-        help=f"ColBERT vectors one /v1/encode request may get back (default {_DEFAULTS.max_colbert_vectors})",
+        help="ColBERT vectors one /v1/encode request may get back, checked before the model runs "
+        f"(default {_DEFAULTS.max_colbert_vectors})",
+    )
+    p.add_argument(
+        "--max-tokenize-ids",
+        type=int,
+        default=_DEFAULTS.max_tokenize_ids,
+        help=f"token ids one /tokenize answer may carry (default {_DEFAULTS.max_tokenize_ids})",
     )
     p.add_argument(
         "--max-connections",
@@ -175,9 +191,11 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_batch_items=args.max_batch_items,
         max_queue_items=args.max_queue_items,
         request_timeout=args.timeout,
+        work_timeout=args.work_timeout,
         rerank_scores=args.rerank_scores,
         max_piece_items=args.max_piece_items,
         max_colbert_vectors=args.max_colbert_vectors,
+        max_tokenize_ids=args.max_tokenize_ids,
         max_connections=args.max_connections,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,

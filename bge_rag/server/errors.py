@@ -27,7 +27,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bge_core.errors import BGEOutOfMemoryError, InvalidInputError, MissingHeadError, TextTooLongError
 
-from .batcher import QueueFullError, RequestTimeoutError
+from .batcher import QueueFullError, RequestTimeoutError, WorkTimeoutError
 
 
 class APIError(Exception):
@@ -181,6 +181,8 @@ _TRANSLATIONS: dict[type[Exception], Callable[[Any], APIError]] = {
     RequestTimeoutError: lambda exc: APIError(
         503, str(exc), type="overloaded_error", code="timeout", headers={"Retry-After": "1"}
     ),
+    # Started work that ran out of time: waiting would not bring the discarded part back, so no Retry-After.
+    WorkTimeoutError: lambda exc: APIError(503, str(exc), type="overloaded_error", code="work_timeout"),
     BGEOutOfMemoryError: lambda exc: APIError(
         503, f"{exc} Send fewer or shorter texts.", type="overloaded_error", code="out_of_memory"
     ),

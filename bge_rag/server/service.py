@@ -2,8 +2,10 @@
 
 Routers translate their API's requests into the calls here (:meth:`Service.encode`,
 :meth:`Service.logits`, :meth:`Service.tokenize`, :meth:`Service.decode`) and the results back
-into their API's answers; nothing here knows an API's request or answer shapes. Work for a client
-that disconnects is dropped (:func:`while_connected`).
+into their API's answers; nothing here knows an API's request or answer shapes. Every call goes
+through the engine's batcher (model work and tokenizer work alike: queue limit, wait and work
+limits), after the admission checks of :mod:`.admission`. Work for a client that disconnects is
+dropped (:func:`while_connected`).
 """
 
 from __future__ import annotations
@@ -18,20 +20,33 @@ from typing import Any
 import numpy as np
 from starlette.requests import Request
 
-from bge_core import join_parts
-from bge_core.aio import run_serialized
 from bge_core.embedder import Embedder
 from bge_core.errors import ConfigError
 from bge_core.rerank import Reranker
 from bge_core.storage import Precision
 
+from . import admission
+from .admission import Throughput
 from .batcher import DynamicBatcher
 from .checks import check_texts
 from .errors import APIError, ClientGone
 from .middleware import Metrics
 from .quantization import Quantizer, read_calibration
 from .settings import ServerSettings
-from .work import EncodedPart, EncodeKey, ServerTokenizer, encode_process, merge_scores, rerank_process
+from .work import (
+    CountKey,
+    DecodeKey,
+    EncodedPart,
+    EncodeKey,
+    ServerTokenizer,
+    TokenizeKey,
+    encode_process,
+    merge_parts,
+    merge_scores,
+    rerank_process,
+    split_by_weight,
+    with_tokenizer_work,
+)
 
 #: The suffix of the served model name that asks for queries (``bge-m3-query``), for OpenAI-shaped
 #: clients that cannot send ``input_type``; ``/query/v1`` as base URL does the same.
@@ -69,8 +84,9 @@ class Service:
         self.embedder = embedder
         self.reranker = reranker
         self.metrics = Metrics()
-        self.embed_batcher: DynamicBatcher[EncodeKey] | None = None
-        self.rerank_batcher: DynamicBatcher[str] | None = None
+        self.throughput = Throughput()  # the embedder's model seconds per token (admission's estimate)
+        self.embed_batcher: DynamicBatcher[Any] | None = None
+        self.rerank_batcher: DynamicBatcher[Any] | None = None
         self.heads = {"sparse": False, "colbert": False}
         limits = {
             "max_batch_items": settings.max_batch_items,
@@ -87,10 +103,13 @@ class Service:
             self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}
             embedder.require_heads(**self.heads)  # load them now, not on a first request
             self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
+            process = encode_process(
+                embedder, self.embed_tokenizer if settings.cut_long_texts else None, self.throughput.observe
+            )
             embed_batcher = self.embed_batcher = DynamicBatcher(
                 embedder,
-                encode_process(embedder, self.embed_tokenizer if settings.cut_long_texts else None),
-                merge=join_parts,  # a split request's EncodedParts, in order
+                with_tokenizer_work(process, self.embed_tokenizer, embedder.with_instruction),
+                merge=merge_parts,  # a split request's EncodedParts (or token lists), in order
                 on_batch=self.metrics.batch_observer("embedder"),
                 **limits,
             )
@@ -100,7 +119,10 @@ class Service:
             self.rerank_tokenizer = ServerTokenizer.for_engine(reranker.tokenizer)
             rerank_batcher = self.rerank_batcher = DynamicBatcher(
                 reranker,
-                rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
+                with_tokenizer_work(
+                    rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
+                    self.rerank_tokenizer,
+                ),
                 merge=merge_scores,
                 on_batch=self.metrics.batch_observer("reranker"),
                 **limits,
@@ -172,11 +194,16 @@ class Service:
         return False
 
     async def encode(self, texts: list[str], key: EncodeKey, request: Request | None = None) -> EncodedPart:
-        """``texts`` encoded as ``key`` says, coalesced with other requests; dropped if the client leaves."""
+        """``texts`` encoded as ``key`` says, coalesced with other requests; dropped if the client leaves.
+
+        Raises:
+            APIError: 413 before any model work when the ColBERT output would exceed
+                ``max_colbert_vectors``, or when the request alone needs more model time than the
+                work limit (:func:`.admission.check_work`).
+        """
         assert self.embed_batcher is not None
-        part: EncodedPart = await while_connected(
-            request, self.embed_batcher.submit(key, texts, self.settings.request_timeout)
-        )
+        await self._admit(texts, key, request)
+        part: EncodedPart = await self._submit(self.embed_batcher, key, texts, request)
         self.metrics.tokens.inc(sum(part.token_counts))
         return part
 
@@ -185,22 +212,60 @@ class Service:
         assert self.quantizer is not None
         return await self.quantizer.quantize(vectors, precision)
 
+    async def _admit(self, texts: list[str], key: EncodeKey, request: Request | None) -> None:
+        """Refuse ``texts`` before their model work if their output or their time cannot fit.
+
+        The bounds of ``len(texts) * max_length`` tokens decide most requests; only when they do
+        not are the texts' tokens counted on the worker (a tokenizer pass through the batcher).
+        """
+        assert self.embedder is not None and self.embed_batcher is not None
+        s, length = self.settings, self.embedder.max_length
+        per_token = self.throughput.seconds_per_token
+        colbert_unsure = key.colbert and len(texts) * (length - 1) > s.max_colbert_vectors
+        time_unsure = per_token is not None and len(texts) * length * per_token > s.work_timeout
+        if not (colbert_unsure or time_unsure) or self.embed_tokenizer is None:
+            return  # a slow tokenizer: the ColBERT cap is checked after the model ran (routers/native.py)
+        counts: list[int] = await self._submit(
+            self.embed_batcher, CountKey(key.kind, length), texts, request, pieces=self._char_pieces(texts)
+        )
+        if key.colbert:
+            admission.check_colbert(sum(n - 1 for n in counts), s.max_colbert_vectors)  # CLS gives no vector
+        admission.check_work(len(texts), sum(counts), per_token, s.work_timeout)
+
     async def logits(self, query: str, docs: list[str], request: Request | None = None) -> list[float]:
         """Raw reranker logits of ``(query, doc)`` pairs, in input order."""
         if not docs:
             return []
         assert self.rerank_batcher is not None
         pairs = [(query, d) for d in docs]
-        return await while_connected(request, self.rerank_batcher.submit("pairs", pairs, self.settings.request_timeout))
+        return await self._submit(self.rerank_batcher, "pairs", pairs, request)
 
-    async def tokenize(self, texts: list[str], add_special_tokens: bool) -> list[list[dict[str, Any]]]:
-        """Per text, ``{id, text, special, start, stop}`` per token (the embedder's tokenizer first)."""
-        engine, tok = self._tokenizer()
-        return await run_serialized(engine, tok.tokenize, texts, add_special_tokens)
+    async def tokenize(
+        self, texts: list[str], add_special_tokens: bool, request: Request | None = None
+    ) -> list[list[dict[str, Any]]]:
+        """Per text, ``{id, text, special, start, stop}`` per token (the embedder's tokenizer first).
 
-    async def decode(self, ids: list[list[int]], skip_special_tokens: bool) -> list[str]:
+        The ids are counted first; an answer over ``max_tokenize_ids`` is refused (413) before
+        it is built.
+        """
+        batcher = self._tokenizer()
+        counts: list[int] = await self._submit(
+            batcher, CountKey(special_tokens=add_special_tokens), texts, request, pieces=self._char_pieces(texts)
+        )
+        admission.check_tokenize_ids(sum(counts), self.settings.max_tokenize_ids)
+        pieces = split_by_weight(
+            list(zip(texts, counts)), self.settings.max_piece_items, admission.TOKENIZER_PIECE_IDS, lambda tc: tc[1]
+        )
+        by_ids = [[text for text, _ in piece] for piece in pieces]
+        return await self._submit(batcher, TokenizeKey(add_special_tokens), texts, request, pieces=by_ids)
+
+    async def decode(
+        self, ids: list[list[int]], skip_special_tokens: bool, request: Request | None = None
+    ) -> list[str]:
         """Token ids back to text; 400 for an id outside the vocabulary."""
-        engine, tok = self._tokenizer()
+        batcher = self._tokenizer()
+        tok = self.embed_tokenizer if self.embedder is not None else self.rerank_tokenizer
+        assert tok is not None
         for i, row in enumerate(ids):
             for token in row:
                 if not 0 <= token < tok.vocab_size:
@@ -209,13 +274,31 @@ class Service:
                         f"'ids' holds {token} (in sequence {i}); token ids of this model are 0..{tok.vocab_size - 1}.",
                         param="ids",
                     )
-        return await run_serialized(engine, tok.decode, ids, skip_special_tokens)
+        pieces = split_by_weight(ids, self.settings.max_piece_items, admission.TOKENIZER_PIECE_IDS, len)
+        return await self._submit(batcher, DecodeKey(skip_special_tokens), ids, request, pieces=pieces)
 
-    def _tokenizer(self) -> tuple[Any, ServerTokenizer]:
-        engine, tok = (
-            (self.embedder, self.embed_tokenizer)
+    async def _submit(
+        self,
+        batcher: DynamicBatcher[Any],
+        key: Any,
+        items: list[Any],
+        request: Request | None,
+        pieces: list[Any] | None = None,
+    ) -> Any:
+        """``items`` through ``batcher`` under this server's wait and work limits, while the client stays."""
+        s = self.settings
+        work = batcher.submit(key, items, s.request_timeout, work_timeout=s.work_timeout, pieces=pieces)
+        return await while_connected(request, work)
+
+    def _char_pieces(self, texts: list[str]) -> list[Any]:
+        return split_by_weight(texts, self.settings.max_piece_items, admission.TOKENIZER_PIECE_CHARS, len)
+
+    def _tokenizer(self) -> DynamicBatcher[Any]:
+        """The batcher whose engine answers /tokenize and /decode (the embedder's first)."""
+        batcher, tok = (
+            (self.embed_batcher, self.embed_tokenizer)
             if self.embedder is not None
-            else (self.reranker, self.rerank_tokenizer)
+            else (self.rerank_batcher, self.rerank_tokenizer)
         )
         if tok is None:
             raise APIError(
@@ -223,7 +306,8 @@ class Service:
                 "This model has a slow (Python) tokenizer; /tokenize and /decode need a fast one.",
                 code="no_fast_tokenizer",
             )
-        return engine, tok
+        assert batcher is not None
+        return batcher
 
 
 async def _disconnect(request: Request) -> None:

@@ -37,14 +37,22 @@ class ServerSettings:
             ``max_batch_items``) still runs, alone.
         max_queue_items: Texts (or pairs) waiting for the model; a request that would exceed it
             gets 429 (retry later) instead of waiting without bound.
-        request_timeout: Seconds a request may wait for its result before it gets 503.
+        request_timeout: Seconds a request may wait for the model before its work starts; then it
+            gets 503 with ``Retry-After`` (nothing of it ran). The time its work takes is not counted.
+        work_timeout: Seconds a request's work may take, from when its first piece starts until
+            its last is done (pieces of other requests running meanwhile included); then it gets
+            503 saying how much was done (and discarded). A request whose size alone needs more
+            (at this server's measured model seconds per token) is refused up front with 413.
         rerank_scores: ``"sigmoid"`` (0..1, as Cohere, Jina and TEI return) or ``"raw"`` logits
             (FlagReranker's default); TEI-style requests may override it with ``raw_scores``.
         max_piece_items: A request with more texts (or pairs) is split into pieces of this size
             that take turns with other requests on the model, so small requests do not wait
             behind a large one, and what is left of a request whose client left is dropped.
         max_colbert_vectors: ColBERT vectors (one per token) one request may get back; more is a
-            413 naming this limit (64 long texts of BGE-M3 are ~60 MiB of JSON).
+            413 naming this limit (64 long texts of BGE-M3 are ~60 MiB of JSON), checked from token
+            counts before the model runs.
+        max_tokenize_ids: Token ids one ``/tokenize`` answer may carry (each is ~60 bytes of JSON);
+            more is a 413 naming this limit, checked from token counts before the answer is built.
         body_timeout: Seconds a client may take to send its request body (then 408).
         header_timeout: Seconds a connection may take to send a request's headers, from when it
             opens or its previous answer was sent (then 408 and the connection is closed).
@@ -72,9 +80,11 @@ class ServerSettings:
     max_batch_items: int = 512
     max_queue_items: int = 16384
     request_timeout: float = 60.0
+    work_timeout: float = 120.0
     rerank_scores: RerankScores = "sigmoid"
     max_piece_items: int = 32
     max_colbert_vectors: int = 4096
+    max_tokenize_ids: int = 131_072
     body_timeout: float = 30.0
     header_timeout: float = 10.0
     max_connections: int | None = None
@@ -91,6 +101,7 @@ class ServerSettings:
             "max_queue_items",
             "max_piece_items",
             "max_colbert_vectors",
+            "max_tokenize_ids",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -101,7 +112,7 @@ class ServerSettings:
             or self.max_connections < 1
         ):
             raise ConfigError(f"max_connections must be a positive integer or None, got {self.max_connections!r}")
-        for name in ("request_timeout", "body_timeout", "header_timeout"):
+        for name in ("request_timeout", "work_timeout", "body_timeout", "header_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
                 raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")

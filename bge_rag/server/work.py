@@ -8,13 +8,14 @@ framework is imported.
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 
-from bge_core import Reranker, sigmoid
+from bge_core import Reranker, join_parts, sigmoid
 from bge_core.embedder import Embedder, Kind
 from bge_core.types import SparseVector
 
@@ -30,6 +31,34 @@ class EncodeKey:
     top_tokens: int | None = None  # sparse tokens as strings, heaviest first, for display
     normalize: bool | None = None  # None: the embedder's setting; False: vectors before L2 normalization
     strict: bool = False  # True: a text longer than max_length fails instead of being cut (TEI's truncate=false)
+
+
+@dataclass(frozen=True)
+class CountKey:
+    """Token counts only (no model work): what admission checks before a request's real work.
+
+    ``kind`` applies the embedder's instruction for that kind (``None``: the texts as given);
+    ``max_length`` counts at most that many tokens per text (``None``: the whole text);
+    ``special_tokens`` counts the tokenizer's special tokens too.
+    """
+
+    kind: Kind | None = None
+    max_length: int | None = None
+    special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class TokenizeKey:
+    """TEI's ``/tokenize`` on the engine's worker."""
+
+    add_special_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class DecodeKey:
+    """TEI's ``/decode`` on the engine's worker."""
+
+    skip_special_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -52,14 +81,17 @@ def _offsets(item_lists: Sequence[Sequence[Any]]) -> list[tuple[int, int]]:
 
 
 def encode_process(
-    embedder: Embedder, cutter: ServerTokenizer | None = None
+    embedder: Embedder,
+    cutter: ServerTokenizer | None = None,
+    observe: Callable[[int, float], None] | None = None,
 ) -> Callable[[EncodeKey, list[Sequence[str]]], list[EncodedPart]]:
     """The batcher's ``process`` for an :class:`~bge_core.Embedder`: one ``encode`` per batch.
 
     A key's ``normalize`` and ``strict`` become ``encode``'s per-call ``normalize`` and
     ``truncation``, so one (shared, read-only) engine serves every variant. ``cutter`` shortens
     very long texts to a prefix that gives the same tokens (see :class:`ServerTokenizer`) before
-    the engine tokenizes them.
+    the engine tokenizes them. ``observe(tokens, seconds)`` is told each call's tokens and time
+    (the server's throughput estimate).
     """
 
     def process(key: EncodeKey, item_lists: list[Sequence[str]]) -> list[EncodedPart]:
@@ -67,6 +99,7 @@ def encode_process(
         truncation = embedder.truncation and not key.strict
         if cutter is not None and truncation:  # else the engine must see it whole
             texts = cutter.cut(texts, embedder.max_length)
+        started = time.perf_counter()
         out = embedder.encode(
             texts,
             kind=key.kind,
@@ -81,6 +114,8 @@ def encode_process(
         sparse = cast("list[SparseVector] | None", out.sparse)
         colbert = cast("list[np.ndarray] | None", out.colbert)
         token_counts = cast("list[int]", out.token_counts)
+        if observe is not None:
+            observe(sum(token_counts), time.perf_counter() - started)
         tokens = None
         if key.top_tokens is not None and sparse is not None:
             tokens = [embedder.decode_sparse(v, key.top_tokens) for v in sparse]
@@ -100,9 +135,67 @@ def encode_process(
     return process
 
 
-def merge_scores(parts: list[list[float]]) -> list[float]:
-    """The scores of a split request's parts, in order (the batcher's ``merge`` for a reranker)."""
+def merge_scores(parts: list[list[Any]]) -> list[Any]:
+    """The entries of a split request's parts, in order (scores, token lists, counts, texts)."""
     return [score for part in parts for score in part]
+
+
+def merge_parts(parts: list[Any]) -> Any:
+    """A split request's parts joined: ``EncodedPart`` s into one, lists into one list."""
+    return join_parts(parts) if isinstance(parts[0], EncodedPart) else merge_scores(parts)
+
+
+def with_tokenizer_work(
+    process: Callable[[Any, list[Sequence[Any]]], list[Any]],
+    tokenizer: ServerTokenizer | None,
+    instruct: Callable[[list[str], Kind], list[str]] | None = None,
+) -> Callable[[Any, list[Sequence[Any]]], list[Any]]:
+    """``process`` that also runs tokenizer work (:class:`CountKey`, :class:`TokenizeKey`, :class:`DecodeKey`).
+
+    So ``/tokenize``, ``/decode`` and admission's token counts go through the engine's batcher
+    (queue limit, time limits, dropped when the client leaves) on its worker thread, taking
+    turns with the model work instead of running beside it.
+
+    Args:
+        process: The engine's own ``process`` (``encode_process`` / ``rerank_process``).
+        tokenizer: The server's copy of the engine's fast tokenizer (``None``: a slow one; the
+            routes refuse tokenizer work before it is queued).
+        instruct: Puts a kind's instruction before texts (``Embedder.with_instruction``) for counts.
+    """
+
+    def run(key: Any, item_lists: list[Sequence[Any]]) -> list[Any]:
+        if not isinstance(key, (CountKey, TokenizeKey, DecodeKey)):
+            return process(key, item_lists)
+        assert tokenizer is not None
+        if isinstance(key, TokenizeKey):
+            return [tokenizer.tokenize(list(items), key.add_special_tokens) for items in item_lists]
+        if isinstance(key, DecodeKey):
+            return [tokenizer.decode(list(items), key.skip_special_tokens) for items in item_lists]
+        texts = [text for items in item_lists for text in items]
+        if key.kind is not None and instruct is not None:
+            texts = instruct(texts, key.kind)
+        counts = tokenizer.count(texts, key.max_length, key.special_tokens)
+        return [counts[a:b] for a, b in _offsets(item_lists)]
+
+    return run
+
+
+def split_by_weight(items: Sequence[Any], max_items: int, max_weight: int, weight: Callable[[Any], int]) -> list[Any]:
+    """``items`` in consecutive pieces of at most ``max_items`` items and ``max_weight`` in all.
+
+    An item heavier than ``max_weight`` is a piece alone. Used for tokenizer work, whose cost
+    follows characters (or token ids), not items.
+    """
+    pieces: list[Any] = []
+    start, total = 0, 0
+    for i, item in enumerate(items):
+        w = weight(item)
+        if i > start and (i - start >= max_items or total + w > max_weight):
+            pieces.append(items[start:i])
+            start, total = i, 0
+        total += w
+    pieces.append(items[start:])
+    return pieces
 
 
 def rerank_process(
@@ -173,12 +266,24 @@ class ServerTokenizer:
         """TEI's ``/decode`` answer: the text of each list of token ids."""
         return self._rust.decode_batch(ids, skip_special_tokens=skip_special_tokens)
 
-    def cut(self, texts: list[str], max_length: int) -> list[str]:
+    def count(self, texts: list[str], max_length: int | None = None, special_tokens: bool = True) -> list[int]:
+        """Tokens per text (with special tokens unless told not), at most ``max_length``: the engine's counts.
+
+        A very long text is counted on the prefix :meth:`cut` keeps (which has the same first
+        ``max_length`` tokens), so counting costs about what the model's tokenizer pass costs.
+        """
+        if max_length is not None:
+            texts = self.cut(texts, max_length, tally=False)
+        counts = [len(enc.ids) for enc in self._rust.encode_batch(texts, add_special_tokens=special_tokens)]
+        return counts if max_length is None else [min(n, max_length) for n in counts]
+
+    def cut(self, texts: list[str], max_length: int, *, tally: bool = True) -> list[str]:
         """``texts`` with the very long ones replaced by a prefix that gives the same first tokens.
 
         Args:
             texts: The texts the engine will tokenize.
             max_length: The engine's token limit; only its first ``max_length`` tokens must be kept.
+            tally: Count the texts cut in :attr:`cut_count` (the engine's inputs, not admission's counts).
 
         Returns:
             The texts (a new list when one is longer than the character limit; see the class docstring).
@@ -198,7 +303,7 @@ class ServerTokenizer:
             for (i, prefix), enc in zip(prefixes.items(), encoded):
                 if len(enc.ids) >= max_length:
                     out[i] = prefix
-                    self.cut_count += 1
+                    self.cut_count += tally
         return out
 
 
@@ -228,7 +333,13 @@ def b64_float32(array: np.ndarray) -> str:
 
 
 __all__ = [
+    "CountKey",
+    "DecodeKey",
     "EncodeKey",
+    "TokenizeKey",
+    "merge_parts",
+    "split_by_weight",
+    "with_tokenizer_work",
     "EncodedPart",
     "b64_float32",
     "ServerTokenizer",

@@ -184,13 +184,25 @@ def test_full_queue_is_429_and_timeout_is_503(embedder):
             assert running.result().status_code == 200 and queued.result().status_code == 200
         _still_serving(client, embedder)
 
-    app = create_app(embedder, settings=ServerSettings(request_timeout=0.2))
+    # The wait limit (--timeout) counts only the wait before a request starts: 503 with Retry-After.
+    # The work limit (--work-timeout) counts the work once started: 503 saying what was done, no Retry-After.
+    app = create_app(embedder, settings=ServerSettings(request_timeout=0.2, work_timeout=1.0))
+    batcher = app.state.service.embed_batcher
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
-        lock.acquire()
-        try:
-            assert "No result within 0.2 s" in _error(client.post("/v1/embeddings", json={"input": "slow"}), 503)
-        finally:
-            lock.release()
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            lock.acquire()
+            try:
+                running = pool.submit(client.post, "/v1/embeddings", json={"input": "started"})
+                _wait(lambda: batcher.running_items == 1, "the first request to reach the model")
+                waited = client.post("/v1/embeddings", json={"input": "slow"})
+                assert "No result within 0.2 s" in _error(waited, 503)
+                assert waited.json()["error"]["code"] == "timeout" and waited.headers["retry-after"] == "1"
+                overrun = running.result()
+            finally:
+                lock.release()
+        message = _error(overrun, 503)
+        assert "after 1 s of work (the work limit): 0 of 1 items had been computed" in message
+        assert overrun.json()["error"]["code"] == "work_timeout" and "retry-after" not in overrun.headers
         _still_serving(client, embedder)
 
 

@@ -23,6 +23,7 @@ from pydantic import Field
 
 from bge_core import __version__
 
+from ..admission import check_colbert
 from ..checks import INPUT_TYPES, InputType, Strict, check_positive
 from ..errors import APIError, FamilyRoute, openai_error
 from ..responses import json_response
@@ -73,17 +74,8 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Request
         raise APIError(400, "'sparse_top_tokens' needs 'sparse': true.", param="sparse_top_tokens")
     key = EncodeKey(INPUT_TYPES[body.input_type or "document"], body.dense, body.sparse, body.colbert, top)
     part = await service.encode(texts, key, request)
-    if part.colbert is not None:
-        vectors = sum(m.shape[0] for m in part.colbert)
-        limit = service.settings.max_colbert_vectors
-        if vectors > limit:
-            raise APIError(
-                413,
-                f"The ColBERT output of this request has {vectors} vectors (one per token); this server "
-                f"returns at most {limit} per request (--max-colbert-vectors). Send fewer or shorter texts.",
-                param="colbert",
-                code="output_too_large",
-            )
+    if part.colbert is not None:  # checked before the model ran, unless the tokenizer is a slow one
+        check_colbert(sum(m.shape[0] for m in part.colbert), service.settings.max_colbert_vectors)
     b64 = body.encoding_format == "base64"
     data = []
     for i in range(len(texts)):
@@ -162,7 +154,9 @@ def server_info(service: Service) -> Response:
                 "max_queue_items": s.max_queue_items,
                 "max_piece_items": s.max_piece_items,
                 "max_colbert_vectors": s.max_colbert_vectors,
+                "max_tokenize_ids": s.max_tokenize_ids,
                 "request_timeout": s.request_timeout,
+                "work_timeout": s.work_timeout,
                 "body_timeout": s.body_timeout,
             },
             "auth": s.api_key is not None,

@@ -197,15 +197,15 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         )
 
     @routes.post("/tokenize")
-    async def tokenize(body: TEITokenizeRequest) -> Response:
+    async def tokenize(body: TEITokenizeRequest, request: Request) -> Response:
         s = service.settings
         texts = check_texts(body.inputs, "inputs", max_items=s.max_inputs, max_chars=s.max_input_chars)
         if prompt_kind(body.prompt_name) == "query" and service.embedder is not None:
             texts = service.embedder.with_instruction(texts, "query")
-        return json_response(await service.tokenize(texts, body.add_special_tokens))
+        return json_response(await service.tokenize(texts, body.add_special_tokens, request))
 
     @routes.post("/decode")
-    async def decode(body: TEIDecodeRequest) -> Response:
+    async def decode(body: TEIDecodeRequest, request: Request) -> Response:
         ids = _ids(body.ids)
         if len(ids) > service.settings.max_inputs:
             raise APIError(
@@ -213,7 +213,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
                 f"'ids' has {len(ids)} sequences; this server takes at most {service.settings.max_inputs} per request.",
                 param="ids",
             )
-        return json_response(await service.decode(ids, body.skip_special_tokens))
+        return json_response(await service.decode(ids, body.skip_special_tokens, request))
 
 
 __all__ = [
