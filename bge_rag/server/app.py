@@ -20,7 +20,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -43,21 +43,23 @@ ROUTERS = (native, openai, infinity, cohere, tei)
 
 
 def create_app(
-    embedder: Embedder | None = None,
-    reranker: Reranker | None = None,
+    embedder: Embedder | Mapping[str, Embedder] | None = None,
+    reranker: Reranker | Mapping[str, Reranker] | None = None,
     *,
     settings: ServerSettings | None = None,
 ) -> FastAPI:
-    """The ASGI app serving ``embedder`` and/or ``reranker`` (one model each).
+    """The ASGI app serving ``embedder`` and/or ``reranker``.
 
     Args:
         embedder: Serves ``/v1/embeddings`` and ``/v1/encode`` (sparse/ColBERT when the model
-            has BGE-M3 heads, loaded here).
-        reranker: Serves ``/v1/rerank`` and ``/rerank``.
+            has BGE-M3 heads, loaded here). Several: ``{served name: Embedder}``; requests choose
+            one by their ``model`` field, and the first answers requests without one.
+        reranker: Serves ``/v1/rerank`` and ``/rerank``; several as for ``embedder``.
         settings: Limits, API key, CORS (default :class:`ServerSettings`).
 
     Raises:
-        ConfigError: neither an embedder nor a reranker.
+        ConfigError: neither an embedder nor a reranker, or served names that requests could not
+            tell apart (the same name twice, or one that is another model's ``<name>-query``).
     """
     service = Service(embedder, reranker, settings or ServerSettings())
 

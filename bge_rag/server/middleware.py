@@ -22,7 +22,8 @@ class Metrics:
     """The server's Prometheus metrics, in a registry of its own (several apps per process work).
 
     Exposed at ``GET /metrics``: requests by endpoint and status, request latency, texts (or
-    pairs) and requests per engine call, engine-call time, queued items, tokens embedded.
+    pairs) and requests per engine call, engine-call time, queued items (these four labelled
+    ``model``: ``embedder`` or ``reranker``, and ``name``: the served name), tokens embedded.
     """
 
     def __init__(self) -> None:
@@ -41,36 +42,41 @@ class Metrics:
         self.batch_items = Histogram(
             "bge_rag_batch_items",
             "Texts (embedder) or pairs (reranker) per engine call",
-            ["model"],
+            ["model", "name"],
             buckets=_ITEM_BUCKETS,
             registry=r,
         )
         self.batch_requests = Histogram(
             "bge_rag_batch_requests",
             "Requests coalesced into one engine call",
-            ["model"],
+            ["model", "name"],
             buckets=_ITEM_BUCKETS,
             registry=r,
         )
         self.batch_seconds = Histogram(
-            "bge_rag_batch_duration_seconds", "Time of one engine call", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "bge_rag_batch_duration_seconds",
+            "Time of one engine call",
+            ["model", "name"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.queue = Gauge("bge_rag_queue_items", "Texts or pairs waiting for the model", ["model"], registry=r)
+        self.queue = Gauge("bge_rag_queue_items", "Texts or pairs waiting for the model", ["model", "name"], registry=r)
         self.tokens = Counter("bge_rag_prompt_tokens", "Tokens read by the embedding model", registry=r)
 
-    def batch_observer(self, model: str) -> Callable[[int, int, float], None]:
-        """A batcher's ``on_batch`` that records each engine call of ``model``.
+    def batch_observer(self, model: str, name: str) -> Callable[[int, int, float], None]:
+        """A batcher's ``on_batch`` that records each engine call of one served model.
 
         Args:
-            model: The ``model`` label (``"embedder"`` or ``"reranker"``).
+            model: The ``model`` label: the kind, ``"embedder"`` or ``"reranker"``.
+            name: The ``name`` label: the model's served name.
 
         Returns:
             ``on_batch(items, requests, seconds)``.
         """
         items, requests, seconds = (
-            self.batch_items.labels(model),
-            self.batch_requests.labels(model),
-            self.batch_seconds.labels(model),
+            self.batch_items.labels(model, name),
+            self.batch_requests.labels(model, name),
+            self.batch_seconds.labels(model, name),
         )
 
         def observe(n_items: int, n_requests: int, took: float) -> None:

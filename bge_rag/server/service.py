@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,83 +57,196 @@ def served_name(engine: Any, name: str | None) -> str:
     """The name clients see: ``name``, else the hub id, else the model folder's name."""
     if name:
         return name
-    given = str(engine.model_name)
-    return Path(given).name if Path(given).is_dir() else given
+    return default_name(str(engine.model_name))
+
+
+def default_name(source: str) -> str:
+    """The served name of a model loaded from ``source`` (a hub id, or a folder: its name)."""
+    return Path(source).name if Path(source).is_dir() else source
+
+
+def check_names(embedders: Sequence[str], rerankers: Sequence[str]) -> None:
+    """Refuse served names that a request could not tell apart.
+
+    Every name (embedding models and rerankers alike) must be unique, and no name may be another
+    embedding model's query alias (``<name>-query``).
+
+    Raises:
+        ConfigError: an empty, duplicate or ambiguous name, saying which and how to rename it.
+    """
+    seen: dict[str, str] = {}
+    for kind, names in (("embedding model", embedders), ("reranker", rerankers)):
+        for name in names:
+            if not name:
+                raise ConfigError(f"A served {kind} name must not be empty.")
+            if name in seen:
+                raise ConfigError(
+                    f"Two models are served as {name!r} (a {seen[name]} and a {kind}): give each its own "
+                    "name (--model SOURCE=NAME, --reranker SOURCE=NAME)."
+                )
+            seen[name] = kind
+    for name in embedders:
+        alias = name + QUERY_SUFFIX
+        if alias in seen:
+            raise ConfigError(
+                f"The served name {alias!r} is also the query alias of the embedding model {name!r}: "
+                "rename one of them (--model SOURCE=NAME, --reranker SOURCE=NAME)."
+            )
+
+
+class EmbedModel:
+    """One served embedding model: its engine, batcher (and worker), tokenizer, quantizer and speed.
+
+    Args:
+        name: The served name (what requests put in ``model``).
+        engine: The embedding model (its sparse / ColBERT heads are loaded here).
+        settings: The server's limits.
+        metrics: The server's metrics (this model's series are labelled with ``name``).
+    """
+
+    def __init__(self, name: str, engine: Embedder, settings: ServerSettings, metrics: Metrics) -> None:
+        self.name = name
+        self.engine = engine
+        calibration = settings.quantization_calibration
+        self.quantizer = Quantizer(engine, None if calibration is None else read_calibration(calibration))
+        self.throughput = Throughput()  # this model's seconds per token (admission's estimate)
+        self.heads = {head: engine.has_head(head) for head in ("sparse", "colbert")}
+        engine.require_heads(**self.heads)  # load them now, not on a first request
+        self.tokenizer = ServerTokenizer.for_engine(engine.tokenizer)
+        process = encode_process(engine, self.tokenizer if settings.cut_long_texts else None, self.throughput.observe)
+        batcher = self.batcher = DynamicBatcher(
+            engine,
+            with_tokenizer_work(process, self.tokenizer, engine.with_instruction),
+            merge=merge_parts,  # a split request's EncodedParts (or token lists), in order
+            on_batch=metrics.batch_observer("embedder", name),
+            **_limits(settings),
+        )
+        metrics.queue.labels("embedder", name).set_function(lambda: batcher.queued_items)
+
+
+class RerankModel:
+    """One served reranker: its engine, batcher (and worker) and tokenizer.
+
+    Args:
+        name: The served name (what requests put in ``model``).
+        engine: The reranker.
+        settings: The server's limits.
+        metrics: The server's metrics (this model's series are labelled with ``name``).
+    """
+
+    def __init__(self, name: str, engine: Reranker, settings: ServerSettings, metrics: Metrics) -> None:
+        self.name = name
+        self.engine = engine
+        self.tokenizer = ServerTokenizer.for_engine(engine.tokenizer)
+        batcher = self.batcher = DynamicBatcher(
+            engine,
+            with_tokenizer_work(
+                rerank_process(engine, self.tokenizer if settings.cut_long_texts else None), self.tokenizer
+            ),
+            merge=merge_scores,
+            on_batch=metrics.batch_observer("reranker", name),
+            **_limits(settings),
+        )
+        metrics.queue.labels("reranker", name).set_function(lambda: batcher.queued_items)
+
+
+def _limits(settings: ServerSettings) -> dict[str, int]:
+    return {
+        "max_batch_items": settings.max_batch_items,
+        "max_queue_items": settings.max_queue_items,
+        "max_piece_items": settings.max_piece_items,
+    }
+
+
+def _named(engines: Any, name: str | None, flag: str) -> dict[str, Any]:
+    """``{served name: engine}`` from one engine (named ``name``) or a mapping of them."""
+    if engines is None:
+        return {}
+    if isinstance(engines, Mapping):
+        if name is not None and engines:
+            raise ConfigError(
+                f"settings.{flag} names a single model; with several, the mapping's keys are their names."
+            )
+        return dict(engines)
+    return {served_name(engines, name): engines}
 
 
 class Service:
-    """The engines, their batchers and the settings behind the routes of one app.
+    """The models, their batchers and the settings behind the routes of one app.
+
+    Each model has its own batcher and worker thread, so one model's queue never holds another's
+    requests. The first embedding model and the first reranker are the defaults: they answer
+    requests without a ``model`` (and TEI's routes, which have none), and with one model of a
+    kind, requests naming any other model (clients send names of their own).
 
     Args:
-        embedder: The embedding model (its sparse / ColBERT heads are loaded here), or ``None``.
-        reranker: The reranker, or ``None``.
-        settings: Limits, API key, served names.
+        embedder: The embedding model, or ``{served name: model}`` for several (the first is the
+            default), or ``None``.
+        reranker: The reranker, or ``{served name: reranker}``, or ``None``.
+        settings: Limits, API key, served names (of single models).
 
     Raises:
-        ConfigError: neither an embedder nor a reranker.
+        ConfigError: no model at all, or served names that requests could not tell apart.
 
     Example:
         >>> service = Service(Embedder("BAAI/bge-m3"), None, ServerSettings())
         >>> part = await service.encode(["what is BGE?"], EncodeKey("query"))  # doctest: +SKIP
     """
 
-    def __init__(self, embedder: Embedder | None, reranker: Reranker | None, settings: ServerSettings) -> None:
-        if embedder is None and reranker is None:
+    def __init__(
+        self,
+        embedder: Embedder | Mapping[str, Embedder] | None,
+        reranker: Reranker | Mapping[str, Reranker] | None,
+        settings: ServerSettings,
+    ) -> None:
+        embedders = _named(embedder, settings.model_name, "model_name")
+        rerankers = _named(reranker, settings.reranker_name, "reranker_name")
+        if not (embedders or rerankers):
             raise ConfigError("create_app needs an embedder, a reranker, or both.")
+        check_names(list(embedders), list(rerankers))
         self.settings = settings
-        self.embedder = embedder
-        self.reranker = reranker
         self.metrics = Metrics()
-        self.throughput = Throughput()  # the embedder's model seconds per token (admission's estimate)
-        self.embed_batcher: DynamicBatcher[Any] | None = None
-        self.rerank_batcher: DynamicBatcher[Any] | None = None
-        self.heads = {"sparse": False, "colbert": False}
-        limits = {
-            "max_batch_items": settings.max_batch_items,
-            "max_queue_items": settings.max_queue_items,
-            "max_piece_items": settings.max_piece_items,
-        }
-        self.embed_tokenizer: ServerTokenizer | None = None
-        self.rerank_tokenizer: ServerTokenizer | None = None
-        self.quantizer: Quantizer | None = None
-        if embedder is not None:
-            calibration = settings.quantization_calibration
-            self.quantizer = Quantizer(embedder, None if calibration is None else read_calibration(calibration))
-            self.embedder_name = served_name(embedder, settings.model_name)
-            self.heads = {name: embedder.has_head(name) for name in ("sparse", "colbert")}
-            embedder.require_heads(**self.heads)  # load them now, not on a first request
-            self.embed_tokenizer = ServerTokenizer.for_engine(embedder.tokenizer)
-            process = encode_process(
-                embedder, self.embed_tokenizer if settings.cut_long_texts else None, self.throughput.observe
-            )
-            embed_batcher = self.embed_batcher = DynamicBatcher(
-                embedder,
-                with_tokenizer_work(process, self.embed_tokenizer, embedder.with_instruction),
-                merge=merge_parts,  # a split request's EncodedParts (or token lists), in order
-                on_batch=self.metrics.batch_observer("embedder"),
-                **limits,
-            )
-            self.metrics.queue.labels("embedder").set_function(lambda: embed_batcher.queued_items)
-        if reranker is not None:
-            self.reranker_name = served_name(reranker, settings.reranker_name)
-            self.rerank_tokenizer = ServerTokenizer.for_engine(reranker.tokenizer)
-            rerank_batcher = self.rerank_batcher = DynamicBatcher(
-                reranker,
-                with_tokenizer_work(
-                    rerank_process(reranker, self.rerank_tokenizer if settings.cut_long_texts else None),
-                    self.rerank_tokenizer,
-                ),
-                merge=merge_scores,
-                on_batch=self.metrics.batch_observer("reranker"),
-                **limits,
-            )
-            self.metrics.queue.labels("reranker").set_function(lambda: rerank_batcher.queued_items)
+        self.embedders = {name: EmbedModel(name, e, settings, self.metrics) for name, e in embedders.items()}
+        self.rerankers = {name: RerankModel(name, r, settings, self.metrics) for name, r in rerankers.items()}
+        self.default_embedder = next(iter(self.embedders.values()), None)
+        self.default_reranker = next(iter(self.rerankers.values()), None)
+
+    # The default models' parts, as one-model code (and tests) reach them.
+    @property
+    def embedder(self) -> Embedder | None:
+        """The default embedding model's engine, if any."""
+        return None if self.default_embedder is None else self.default_embedder.engine
+
+    @property
+    def reranker(self) -> Reranker | None:
+        """The default reranker's engine, if any."""
+        return None if self.default_reranker is None else self.default_reranker.engine
+
+    @property
+    def embed_batcher(self) -> DynamicBatcher[Any] | None:
+        """The default embedding model's batcher."""
+        return None if self.default_embedder is None else self.default_embedder.batcher
+
+    @property
+    def embed_tokenizer(self) -> ServerTokenizer | None:
+        """The default embedding model's tokenizer (``None``: a slow one, or no embedder)."""
+        return None if self.default_embedder is None else self.default_embedder.tokenizer
+
+    @property
+    def rerank_tokenizer(self) -> ServerTokenizer | None:
+        """The default reranker's tokenizer (``None``: a slow one, or no reranker)."""
+        return None if self.default_reranker is None else self.default_reranker.tokenizer
+
+    @property
+    def throughput(self) -> Throughput:
+        """The default embedding model's measured speed."""
+        return self.need_embedding_model().throughput
 
     async def close(self) -> None:
         """Stop the batchers (queued work fails)."""
-        for batcher in (self.embed_batcher, self.rerank_batcher):
-            if batcher is not None:
-                await batcher.close()
+        batchers = [m.batcher for m in self.embedders.values()] + [m.batcher for m in self.rerankers.values()]
+        for batcher in batchers:
+            await batcher.close()
 
     def authorize(self, request: Request) -> None:
         """Pass a request with the API key (or any request when none is set), else answer 401."""
@@ -150,105 +263,155 @@ class Service:
                 headers={"WWW-Authenticate": "Bearer"},
             )
 
-    def need_embedder(self) -> Embedder:
-        """The embedder, or a 404 when this server has none."""
-        if self.embedder is None:
+    def need_embedding_model(self) -> EmbedModel:
+        """The default embedding model, or a 404 when this server has none."""
+        if self.default_embedder is None:
             raise APIError(404, "This server has no embedding model (start it with --model).", code="no_model")
-        return self.embedder
+        return self.default_embedder
+
+    def need_embedder(self) -> Embedder:
+        """The default embedding model's engine, or a 404 when this server has none."""
+        return self.need_embedding_model().engine
 
     def need_reranker(self) -> Reranker:
-        """The reranker, or a 404 when this server has none."""
-        if self.reranker is None:
-            raise APIError(404, "This server has no reranker (start it with --reranker).", code="no_reranker")
-        return self.reranker
+        """The default reranker's engine, or a 404 when this server has none."""
+        return self.rerank_model(None).engine
 
     def texts(self, value: Any, name: str = "input") -> list[str]:
         """``value`` as a list of texts within this server's limits (else 400 / 413)."""
         s = self.settings
         return check_texts(value, name, max_items=s.max_inputs, max_chars=s.max_input_chars)
 
-    def query_alias(self, model: str | None) -> bool:
-        """Whether ``model`` names the query alias of the embedding model (``<name>-query``).
+    def embedding_model(self, model: str | None) -> tuple[EmbedModel, bool]:
+        """The embedding model a request's ``model`` names, and whether it named its query alias.
 
-        Other model names are answered as this server's model (clients send names of their own),
-        except a name that ends in ``-query`` and is not the alias: its sender wants queries, and
-        answering it with document vectors would be silently wrong.
+        No name gives the default (first) model. A served name gives that model; ``<name>-query``
+        gives it for queries. With one embedding model, any other name is answered by it (clients
+        send names of their own), except a name that ends in ``-query``: its sender wants queries,
+        and answering it with document vectors would be silently wrong.
 
         Raises:
-            APIError: 404 ``model_not_found`` for such a name, giving the alias to use.
+            APIError: 404 ``no_model`` without an embedding model; 404 ``model_not_found`` for a
+                name no model has (with several models), listing the served names.
         """
-        if not model or self.embedder is None:
-            return False
-        alias = self.embedder_name + QUERY_SUFFIX
-        if model == alias:
-            return True
+        default = self.need_embedding_model()
+        if not model:
+            return default, False
+        for served in self.embedders.values():
+            if model == served.name:
+                return served, False
+            if model == served.name + QUERY_SUFFIX:
+                return served, True
+        if len(self.embedders) > 1:
+            names = ", ".join(repr(name) for name in self.embedders)
+            raise APIError(
+                404,
+                f"Unknown model {model!r}: this server's embedding models are {names} (each also as "
+                f"'<name>{QUERY_SUFFIX}' for queries); leave 'model' out for {default.name!r}.",
+                param="model",
+                code="model_not_found",
+            )
         if model.endswith(QUERY_SUFFIX):
+            alias = default.name + QUERY_SUFFIX
             raise APIError(
                 404,
                 f"Unknown model {model!r}: this server's query alias is {alias!r} (the served model name "
-                f"{self.embedder_name!r} + {QUERY_SUFFIX!r}; start the server with --served-model-name to "
+                f"{default.name!r} + {QUERY_SUFFIX!r}; start the server with --served-model-name to "
                 "choose it), or send input_type='query', or use /query/v1 as the base URL.",
                 param="model",
                 code="model_not_found",
             )
-        return False
+        return default, False
 
-    async def encode(self, texts: list[str], key: EncodeKey, request: Request | None = None) -> EncodedPart:
-        """``texts`` encoded as ``key`` says, coalesced with other requests; dropped if the client leaves.
+    def query_alias(self, model: str | None) -> bool:
+        """Whether ``model`` names an embedding model's query alias (:meth:`embedding_model`)."""
+        if not model or self.default_embedder is None:
+            return False
+        return self.embedding_model(model)[1]
+
+    def rerank_model(self, model: str | None) -> RerankModel:
+        """The reranker a request's ``model`` names: as :meth:`embedding_model`, without aliases.
+
+        Raises:
+            APIError: 404 ``no_reranker`` without a reranker; 404 ``model_not_found`` for a name
+                no reranker has (with several rerankers), listing the served names.
+        """
+        default = self.default_reranker
+        if default is None:
+            raise APIError(404, "This server has no reranker (start it with --reranker).", code="no_reranker")
+        if not model or len(self.rerankers) == 1:
+            return default
+        if model in self.rerankers:
+            return self.rerankers[model]
+        names = ", ".join(repr(name) for name in self.rerankers)
+        raise APIError(
+            404,
+            f"Unknown model {model!r}: this server's rerankers are {names}; leave 'model' out for {default.name!r}.",
+            param="model",
+            code="model_not_found",
+        )
+
+    async def encode(
+        self, texts: list[str], key: EncodeKey, request: Request | None = None, model: EmbedModel | None = None
+    ) -> EncodedPart:
+        """``texts`` encoded by ``model`` (default: the first) as ``key`` says, coalesced with other requests.
+
+        Dropped if the client leaves.
 
         Raises:
             APIError: 413 before any model work when the ColBERT output would exceed
                 ``max_colbert_vectors``, or when the request alone needs more model time than the
                 work limit (:func:`.admission.check_work`).
         """
-        assert self.embed_batcher is not None
-        await self._admit(texts, key, request)
-        part: EncodedPart = await self._submit(self.embed_batcher, key, texts, request)
+        model = model or self.need_embedding_model()
+        await self._admit(model, texts, key, request)
+        part: EncodedPart = await self._submit(model.batcher, key, texts, request)
         self.metrics.tokens.inc(sum(part.token_counts))
         return part
 
-    async def quantize(self, vectors: np.ndarray, precision: Precision) -> np.ndarray:
-        """The embedder's float32 ``vectors`` in ``precision`` (int8 / uint8 with the model's fixed ranges)."""
-        assert self.quantizer is not None
-        return await self.quantizer.quantize(vectors, precision)
+    async def quantize(self, vectors: np.ndarray, precision: Precision, model: EmbedModel | None = None) -> np.ndarray:
+        """``model``'s float32 ``vectors`` in ``precision`` (int8 / uint8 with the model's fixed ranges)."""
+        model = model or self.need_embedding_model()
+        return await model.quantizer.quantize(vectors, precision)
 
-    async def _admit(self, texts: list[str], key: EncodeKey, request: Request | None) -> None:
+    async def _admit(self, model: EmbedModel, texts: list[str], key: EncodeKey, request: Request | None) -> None:
         """Refuse ``texts`` before their model work if their output or their time cannot fit.
 
         The bounds of ``len(texts) * max_length`` tokens decide most requests; only when they do
         not are the texts' tokens counted on the worker (a tokenizer pass through the batcher).
         """
-        assert self.embedder is not None and self.embed_batcher is not None
-        s, length = self.settings, self.embedder.max_length
-        per_token = self.throughput.seconds_per_token
+        s, length = self.settings, model.engine.max_length
+        per_token = model.throughput.seconds_per_token
         colbert_unsure = key.colbert and len(texts) * (length - 1) > s.max_colbert_vectors
         time_unsure = per_token is not None and len(texts) * length * per_token > s.work_timeout
-        if not (colbert_unsure or time_unsure) or self.embed_tokenizer is None:
+        if not (colbert_unsure or time_unsure) or model.tokenizer is None:
             return  # a slow tokenizer: the ColBERT cap is checked after the model ran (routers/native.py)
         counts: list[int] = await self._submit(
-            self.embed_batcher, CountKey(key.kind, length), texts, request, pieces=self._char_pieces(texts)
+            model.batcher, CountKey(key.kind, length), texts, request, pieces=self._char_pieces(texts)
         )
         if key.colbert:
             admission.check_colbert(sum(n - 1 for n in counts), s.max_colbert_vectors)  # CLS gives no vector
         admission.check_work(len(texts), sum(counts), per_token, s.work_timeout)
 
-    async def logits(self, query: str, docs: list[str], request: Request | None = None) -> list[float]:
-        """Raw reranker logits of ``(query, doc)`` pairs, in input order."""
+    async def logits(
+        self, query: str, docs: list[str], request: Request | None = None, model: RerankModel | None = None
+    ) -> list[float]:
+        """Raw logits of ``(query, doc)`` pairs by ``model`` (default: the first reranker), in input order."""
+        model = model or self.rerank_model(None)
         if not docs:
             return []
-        assert self.rerank_batcher is not None
         pairs = [(query, d) for d in docs]
-        return await self._submit(self.rerank_batcher, "pairs", pairs, request)
+        return await self._submit(model.batcher, "pairs", pairs, request)
 
     async def tokenize(
         self, texts: list[str], add_special_tokens: bool, request: Request | None = None
     ) -> list[list[dict[str, Any]]]:
-        """Per text, ``{id, text, special, start, stop}`` per token (the embedder's tokenizer first).
+        """Per text, ``{id, text, special, start, stop}`` per token (the default embedder's tokenizer first).
 
         The ids are counted first; an answer over ``max_tokenize_ids`` is refused (413) before
         it is built.
         """
-        batcher = self._tokenizer()
+        batcher, _ = self._tokenizer()
         counts: list[int] = await self._submit(
             batcher, CountKey(special_tokens=add_special_tokens), texts, request, pieces=self._char_pieces(texts)
         )
@@ -263,9 +426,7 @@ class Service:
         self, ids: list[list[int]], skip_special_tokens: bool, request: Request | None = None
     ) -> list[str]:
         """Token ids back to text; 400 for an id outside the vocabulary."""
-        batcher = self._tokenizer()
-        tok = self.embed_tokenizer if self.embedder is not None else self.rerank_tokenizer
-        assert tok is not None
+        batcher, tok = self._tokenizer()
         for i, row in enumerate(ids):
             for token in row:
                 if not 0 <= token < tok.vocab_size:
@@ -293,21 +454,17 @@ class Service:
     def _char_pieces(self, texts: list[str]) -> list[Any]:
         return split_by_weight(texts, self.settings.max_piece_items, admission.TOKENIZER_PIECE_CHARS, len)
 
-    def _tokenizer(self) -> DynamicBatcher[Any]:
-        """The batcher whose engine answers /tokenize and /decode (the embedder's first)."""
-        batcher, tok = (
-            (self.embed_batcher, self.embed_tokenizer)
-            if self.embedder is not None
-            else (self.rerank_batcher, self.rerank_tokenizer)
-        )
-        if tok is None:
+    def _tokenizer(self) -> tuple[DynamicBatcher[Any], ServerTokenizer]:
+        """The batcher and tokenizer that answer /tokenize and /decode (the default embedder's first)."""
+        model = self.default_embedder or self.default_reranker
+        assert model is not None
+        if model.tokenizer is None:
             raise APIError(
                 424,
                 "This model has a slow (Python) tokenizer; /tokenize and /decode need a fast one.",
                 code="no_fast_tokenizer",
             )
-        assert batcher is not None
-        return batcher
+        return model.batcher, model.tokenizer
 
 
 async def _disconnect(request: Request) -> None:
@@ -350,4 +507,13 @@ async def while_connected(request: Request | None, work: Awaitable[Any]) -> Any:
     raise ClientGone()
 
 
-__all__ = ["QUERY_SUFFIX", "Service", "served_name", "while_connected"]
+__all__ = [
+    "QUERY_SUFFIX",
+    "EmbedModel",
+    "RerankModel",
+    "Service",
+    "check_names",
+    "default_name",
+    "served_name",
+    "while_connected",
+]

@@ -9,6 +9,7 @@ import json
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -20,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bge_core import Embedder
 from bge_rag.server import ServerSettings, create_app
 from bge_rag.server.errors import FamilyRoute
+from bge_rag.server.service import served_name
 
 LIMITS = {"max_inputs": 8, "max_input_chars": 2000, "max_body_bytes": 50_000}
 
@@ -206,7 +208,9 @@ def test_full_queue_is_429_and_timeout_is_503(embedder):
         _still_serving(client, embedder)
 
 
-def test_metrics(http, embedder):
+def test_metrics(http, embedder, models):
+    embedder_labels = (("model", "embedder"), ("name", served_name(embedder, None)))
+    reranker_labels = (("model", "reranker"), ("name", Path(models.reranker).name))
     http.post("/v1/embeddings", json={"input": ["a", "b", "c"]})
     http.post("/v1/embeddings", json={"input": []})
     http.post("/v1/rerank", json={"query": "q", "documents": ["a", "b"]})
@@ -219,10 +223,10 @@ def test_metrics(http, embedder):
     ok = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "200")))]
     bad = samples[("bge_rag_requests_total", (("endpoint", "/v1/embeddings"), ("status", "400")))]
     assert ok >= 1 and bad >= 1
-    assert samples[("bge_rag_batch_items_count", (("model", "embedder"),))] >= 1
-    assert samples[("bge_rag_batch_items_count", (("model", "reranker"),))] >= 1
-    assert samples[("bge_rag_batch_items_sum", (("model", "reranker"),))] >= 2
-    assert samples[("bge_rag_queue_items", (("model", "embedder"),))] == 0
+    assert samples[("bge_rag_batch_items_count", embedder_labels)] >= 1
+    assert samples[("bge_rag_batch_items_count", reranker_labels)] >= 1
+    assert samples[("bge_rag_batch_items_sum", reranker_labels)] >= 2
+    assert samples[("bge_rag_queue_items", embedder_labels)] == 0
     assert samples[("bge_rag_prompt_tokens_total", ())] >= 3
     assert samples[("bge_rag_request_duration_seconds_count", (("endpoint", "/v1/rerank"),))] >= 1
 

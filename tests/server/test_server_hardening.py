@@ -23,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bge_core import Embedder
 from bge_core.errors import ConfigError
 from bge_rag.server import ServerSettings, create_app
+from bge_rag.server.service import served_name
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,11 @@ def _raw_post(url: str, path: str, payload: dict) -> socket.socket:
 
 
 def _engine_items(samples: dict) -> float:
-    return samples.get(("bge_rag_batch_items_sum", (("model", "embedder"),)), 0.0)
+    return sum(
+        v
+        for (name, labels), v in samples.items()
+        if name == "bge_rag_batch_items_sum" and ("model", "embedder") in labels
+    )
 
 
 def test_abandoned_requests_are_never_encoded(embedder, paragraphs):
@@ -136,7 +141,9 @@ def test_a_large_request_is_split_and_equals_one_encode(embedder, paragraphs):
     np.testing.assert_array_equal(got, expected)
     counts = [len(ids) for ids in embedder.tokenizer(texts, truncation=True, max_length=64)["input_ids"]]
     assert body["usage"]["prompt_tokens"] == sum(counts)
-    assert samples[("bge_rag_batch_items_count", (("model", "embedder"),))] == 4  # 3 + 3 + 3 + 1
+    assert (
+        samples[("bge_rag_batch_items_count", (("model", "embedder"), ("name", served_name(embedder, None))))] == 4
+    )  # 3 + 3 + 3 + 1
 
 
 def test_a_client_leaving_mid_body_is_not_a_server_error(embedder):

@@ -132,7 +132,8 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
 
     @routes.post("/v2/embed")
     async def embed(body: CohereEmbedRequest, request: Request) -> Response:
-        embedder = service.need_embedder()
+        model, alias = service.embedding_model(body.model)
+        embedder = model.engine
         s = service.settings
         texts = _texts(body, s.max_inputs, s.max_input_chars)
         if body.input_type is not None and body.input_type not in COHERE_INPUT_TYPES:
@@ -142,9 +143,9 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
                 param="input_type",
             )
         kind = COHERE_INPUT_TYPES[body.input_type or "search_document"]
-        if service.query_alias(body.model):
+        if alias:
             kind = engine_kind(
-                None if body.input_type is None else kind, query=True, query_alias=service.embedder_name + QUERY_SUFFIX
+                None if body.input_type is None else kind, query=True, query_alias=model.name + QUERY_SUFFIX
             )
         types = body.embedding_types or ["float"]
         max_tokens = check_positive("max_tokens", body.max_tokens)
@@ -157,7 +158,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         dims = check_dimensions("output_dimension", body.output_dimension, embedder.dimension)
         strict = body.truncate in ("NONE", "START")
         try:
-            part = await service.encode(texts, EncodeKey(kind, strict=strict), request)
+            part = await service.encode(texts, EncodeKey(kind, strict=strict), request, model)
         except TextTooLongError as exc:
             if body.truncate == "NONE":
                 raise
@@ -177,7 +178,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
             elif name == "base64":
                 embeddings[name] = [b64_float32(v) for v in vectors]
             else:
-                embeddings[name] = await service.quantize(vectors, cast(Precision, name))
+                embeddings[name] = await service.quantize(vectors, cast(Precision, name), model)
         return json_response(
             {
                 "id": str(uuid.uuid4()),
@@ -190,7 +191,8 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
 
     @routes.post("/v2/rerank", name="rerank")
     async def rerank_v2(body: CohereRerankRequest, request: Request) -> Response:
-        reranker = service.need_reranker()
+        served = service.rerank_model(body.model)
+        reranker = served.engine
         s = service.settings
         if body.relevant_spans:
             raise unsupported("'relevant_spans' is not served: this server scores whole documents.", "relevant_spans")
@@ -204,7 +206,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
         check_chars(body.query, "query", s.max_input_chars)
         docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
         top_n = check_positive("top_n", body.top_n)
-        scores = await service.logits(body.query, docs, request)
+        scores = await service.logits(body.query, docs, request, served)
         ranked = rank(scores, top_n, s.rerank_scores)
         return json_response(
             {

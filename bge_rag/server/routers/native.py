@@ -24,10 +24,10 @@ from pydantic import Field
 from bge_core import __version__
 
 from ..admission import check_colbert
-from ..checks import INPUT_TYPES, InputType, Strict, check_positive
+from ..checks import InputType, Strict, check_positive, engine_kind
 from ..errors import APIError, FamilyRoute, openai_error
 from ..responses import json_response
-from ..service import QUERY_SUFFIX, Service
+from ..service import QUERY_SUFFIX, EmbedModel, RerankModel, Service
 from ..work import EncodeKey, b64_float32
 from . import Routes
 
@@ -57,12 +57,12 @@ class NativeRoute(FamilyRoute):
 
 async def encode_outputs(service: Service, body: EncodeRequest, request: Request | None = None) -> Response:
     """``/v1/encode``'s answer: per text, the outputs ``body`` asks for."""
-    service.need_embedder()
+    model, alias = service.embedding_model(body.model)
     texts = service.texts(body.input)
     if not (body.dense or body.sparse or body.colbert):
         raise APIError(400, "Request at least one of 'dense', 'sparse' or 'colbert'.")
     for head in ("sparse", "colbert"):
-        if getattr(body, head) and not service.heads[head]:
+        if getattr(body, head) and not model.heads[head]:
             raise APIError(
                 400,
                 f"This model has no {head} head (a BGE-M3 model ships {head}_linear.pt); ask for dense output only.",
@@ -72,8 +72,9 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Request
     top = check_positive("sparse_top_tokens", body.sparse_top_tokens)
     if top is not None and not body.sparse:
         raise APIError(400, "'sparse_top_tokens' needs 'sparse': true.", param="sparse_top_tokens")
-    key = EncodeKey(INPUT_TYPES[body.input_type or "document"], body.dense, body.sparse, body.colbert, top)
-    part = await service.encode(texts, key, request)
+    kind = engine_kind(body.input_type, query=alias, query_alias=model.name + QUERY_SUFFIX)
+    key = EncodeKey(kind, body.dense, body.sparse, body.colbert, top)
+    part = await service.encode(texts, key, request, model)
     if part.colbert is not None:  # checked before the model ran, unless the tokenizer is a slow one
         check_colbert(sum(m.shape[0] for m in part.colbert), service.settings.max_colbert_vectors)
     b64 = body.encoding_format == "base64"
@@ -96,31 +97,52 @@ async def encode_outputs(service: Service, body: EncodeRequest, request: Request
         {
             "object": "list",
             "data": data,
-            "model": service.embedder_name,
+            "model": model.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
     )
 
 
+def _embedding_entry(model: EmbedModel) -> dict[str, Any]:
+    e = model.engine
+    return {
+        "id": model.name,
+        "query_alias": model.name + QUERY_SUFFIX,
+        "dimension": e.dimension,
+        "max_length": e.max_length,
+        "query_instruction": e.query_instruction,
+        "normalize": e.normalize,
+        "outputs": {"dense": True, **model.heads},
+    }
+
+
+def _reranker_entry(model: RerankModel, scores: str) -> dict[str, Any]:
+    return {"id": model.name, "max_length": model.engine.max_length, "scores": scores}
+
+
 def server_info(service: Service) -> Response:
-    """TEI's ``/info`` fields (``model_id``, ``model_type``, ``max_input_length``, ...), then ours."""
+    """TEI's ``/info`` fields (of the default model: ``model_id``, ``max_input_length``, ...), then ours.
+
+    ``embedding_model`` and ``reranker`` describe the default ones; ``embedding_models`` and
+    ``rerankers`` list every served model, the default first.
+    """
     s = service.settings
-    embedder, reranker = service.embedder, service.reranker
-    main: Any = embedder if embedder is not None else reranker
+    embedder, reranker = service.default_embedder, service.default_reranker
+    main: Any = embedder or reranker
     if embedder is not None:
-        model_type: dict[str, Any] = {"embedding": {"pooling": embedder.pooling}}
+        model_type: dict[str, Any] = {"embedding": {"pooling": embedder.engine.pooling}}
     else:
         model_type = {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     return json_response(
         {
-            "model_id": service.embedder_name if embedder is not None else service.reranker_name,
+            "model_id": main.name,
             "model_sha": None,
-            "model_dtype": str(main.dtype).removeprefix("torch."),
-            "served_model_name": service.embedder_name if embedder is not None else service.reranker_name,
+            "model_dtype": str(main.engine.dtype).removeprefix("torch."),
+            "served_model_name": main.name,
             "model_type": model_type,
             "max_concurrent_requests": s.max_queue_items,
-            "max_input_length": main.max_length,
-            "max_batch_tokens": main.max_batch_tokens,
+            "max_input_length": main.engine.max_length,
+            "max_batch_tokens": main.engine.max_batch_tokens,
             "max_batch_requests": None,
             "max_client_batch_size": s.max_inputs,
             "auto_truncate": True,
@@ -128,24 +150,10 @@ def server_info(service: Service) -> Response:
             "version": __version__,
             "sha": None,
             "docker_label": None,
-            "embedding_model": None
-            if embedder is None
-            else {
-                "id": service.embedder_name,
-                "query_alias": service.embedder_name + QUERY_SUFFIX,
-                "dimension": embedder.dimension,
-                "max_length": embedder.max_length,
-                "query_instruction": embedder.query_instruction,
-                "normalize": embedder.normalize,
-                "outputs": {"dense": True, **service.heads},
-            },
-            "reranker": None
-            if reranker is None
-            else {
-                "id": service.reranker_name,
-                "max_length": reranker.max_length,
-                "scores": s.rerank_scores,
-            },
+            "embedding_model": None if embedder is None else _embedding_entry(embedder),
+            "reranker": None if reranker is None else _reranker_entry(reranker, s.rerank_scores),
+            "embedding_models": [_embedding_entry(m) for m in service.embedders.values()],
+            "rerankers": [_reranker_entry(m, s.rerank_scores) for m in service.rerankers.values()],
             "limits": {
                 "max_inputs": s.max_inputs,
                 "max_input_chars": s.max_input_chars,

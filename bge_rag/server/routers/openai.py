@@ -33,7 +33,9 @@ class EmbeddingsRequest(Strict):
     """``POST /v1/embeddings``: OpenAI's request, plus ``input_type``."""
 
     input: Any = Field(description="A string or a list of strings.")
-    model: str | None = Field(None, description="Informational: one model per server.")
+    model: str | None = Field(
+        None, description="The served model (or '<name>-query' for queries); with one embedding model, any name."
+    )
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(None, description="Keep the first N dimensions (renormalized).")
     user: str | None = None
@@ -65,7 +67,8 @@ async def create_embeddings(
     each a list of integers; their ``base64`` is Infinity's: the float32 bytes of those integers,
     refused for the bit-packed ``binary`` / ``ubinary``.
     """
-    embedder = service.need_embedder()
+    model, alias = service.embedding_model(body.model)
+    embedder = model.engine
     if body.modality not in (None, "text"):
         raise unsupported(
             f"'modality' is {body.modality!r}; this server embeds text only (modality 'text').", "modality"
@@ -77,16 +80,15 @@ async def create_embeddings(
             "encoding_format",
         )
     texts = service.texts(body.input)
-    query = query_path or service.query_alias(body.model)
-    kind = engine_kind(body.input_type, query=query, query_alias=service.embedder_name + QUERY_SUFFIX)
+    kind = engine_kind(body.input_type, query=query_path or alias, query_alias=model.name + QUERY_SUFFIX)
     dims = check_dimensions("dimensions", body.dimensions, embedder.dimension)
-    part = await service.encode(texts, EncodeKey(kind), request)
+    part = await service.encode(texts, EncodeKey(kind), request, model)
     vectors = part.dense
     assert vectors is not None
     if dims is not None and dims < vectors.shape[1]:
         vectors = truncate_dims(vectors, dims, embedder.normalize)
     if dtype != "float32":
-        vectors = await service.quantize(vectors, dtype)
+        vectors = await service.quantize(vectors, dtype, model)
     if body.encoding_format == "base64":
         embeddings: list[Any] = [b64_float32(v) for v in vectors]
     else:
@@ -96,7 +98,7 @@ async def create_embeddings(
         {
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": e} for i, e in enumerate(embeddings)],
-            "model": service.embedder_name,
+            "model": model.name,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             "id": f"bge-rag-{uuid.uuid4()}",  # Infinity's fields
             "created": int(time.time()),
@@ -107,12 +109,9 @@ async def create_embeddings(
 def model_list(service: Service) -> Response:
     """OpenAI's model list, with Infinity's ``capabilities`` and ``backend``."""
     created = int(time.time())
-    data = []
     entry = {"object": "model", "created": created, "owned_by": "bge-rag", "backend": "torch", "stats": {}}
-    if service.embedder is not None:
-        data.append({"id": service.embedder_name, **entry, "capabilities": ["embed"]})
-    if service.reranker is not None:
-        data.append({"id": service.reranker_name, **entry, "capabilities": ["rerank"]})
+    data = [{"id": name, **entry, "capabilities": ["embed"]} for name in service.embedders]
+    data += [{"id": name, **entry, "capabilities": ["rerank"]} for name in service.rerankers]
     return json_response({"object": "list", "data": data})
 
 

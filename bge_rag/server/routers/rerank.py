@@ -65,7 +65,8 @@ async def rank_candidates(
     service: Service, body: RerankRequest, request: Request | None = None
 ) -> tuple[list[tuple[int, float]], list[str]]:
     """``(index, score)`` best first (at most ``top_n``) and the candidates' texts, after every check."""
-    reranker = service.need_reranker()
+    model = service.rerank_model(body.model)
+    reranker = model.engine
     if (body.documents is None) == (body.texts is None):
         raise APIError(
             400, "Send the candidates as 'documents' (Cohere, Jina) or as 'texts' (TEI), not both.", param="documents"
@@ -91,7 +92,7 @@ async def rank_candidates(
         assert body.documents is not None  # exactly one of documents / texts, checked above
         docs = check_documents(body.documents, "documents", max_items=s.max_inputs, max_chars=s.max_input_chars)
     top_n = check_positive("top_n", body.top_n)
-    scores = await service.logits(body.query, docs, request)
+    scores = await service.logits(body.query, docs, request, model)
     raw = s.rerank_scores == "raw" if body.raw_scores is None else body.raw_scores
     return rank(scores, top_n, "raw" if raw else "sigmoid"), docs
 
@@ -135,7 +136,7 @@ async def answer(
         {
             "id": str(uuid.uuid4()),
             "object": "rerank",
-            "model": service.reranker_name,
+            "model": service.rerank_model(body.model).name,
             "results": results,
             "created": int(time.time()),
         }

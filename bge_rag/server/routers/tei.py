@@ -180,8 +180,7 @@ def add_routes(app: FastAPI, service: Service, auth: Sequence[Any]) -> None:
 
     @routes.post("/embed_sparse")
     async def embed_sparse(body: TEISparseRequest, request: Request) -> Response:
-        service.need_embedder()
-        if not service.heads["sparse"]:
+        if not service.need_embedding_model().heads["sparse"]:
             raise APIError(
                 424,
                 "This model has no sparse head (a BGE-M3 model ships sparse_linear.pt); /embed_sparse needs one.",
