@@ -8,15 +8,17 @@ bge_rag.server serve ...`` runs the same command.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from bge_core.errors import BGEError, MissingExtraError
+from bge_core.errors import BGEError, ConfigError, MissingExtraError
 from bge_core.storage import PRECISIONS
 
+from .naming import check_names, default_name
 from .settings import API_KEY_ENV, DEFAULT_CALIBRATION_TEXTS, ServerSettings
 
 _DEFAULTS = ServerSettings()
@@ -31,13 +33,30 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description="Serve a BGE embedding model (and optionally a reranker) over HTTP. "
         "Clients of OpenAI's embeddings API and of Cohere/Jina/TEI rerank APIs work with only a base-URL change.",
     )
-    p.add_argument("--model", help="embedding model: hub id or local folder")
-    p.add_argument("--reranker", help="reranker: hub id or local folder")
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="SOURCE[=NAME]",
+        help="embedding model: hub id or local folder, optionally =NAME, the name clients send in 'model' "
+        "(default: the hub id or folder name). Repeatable: several models, the first the default",
+    )
+    p.add_argument(
+        "--reranker",
+        action="append",
+        metavar="SOURCE[=NAME]",
+        help="reranker: hub id or local folder, optionally =NAME as for --model. Repeatable",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}, else none)")
-    p.add_argument("--served-model-name", help="embedding model name reported to clients (default: from --model)")
-    p.add_argument("--reranker-name", help="reranker name reported to clients (default: from --reranker)")
+    p.add_argument(
+        "--served-model-name",
+        help="name of the one embedding model, reported to clients (as --model SOURCE=NAME; default: from --model)",
+    )
+    p.add_argument(
+        "--reranker-name",
+        help="name of the one reranker, reported to clients (same as --reranker SOURCE=NAME; default: from --reranker)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: first available)")
     p.add_argument("--precision", default="auto", help="auto, fp32, fp16, bf16 (default auto)")
     p.add_argument(
@@ -205,6 +224,49 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
+def split_source(value: str) -> tuple[str, str | None]:
+    """``SOURCE[=NAME]`` as ``(source, name or None)``: the name is what follows the last ``=``.
+
+    A folder whose path holds ``=`` is given with a name after it (``./runs/lr=1e-5=mine``).
+
+    Raises:
+        ConfigError: an empty source or an empty name (``SOURCE=``).
+    """
+    source, sep, name = value.rpartition("=")
+    if not sep:
+        return value, None
+    if not source or not name:
+        raise ConfigError(f"{value!r}: give SOURCE or SOURCE=NAME, with neither part empty.")
+    return source, name
+
+
+def model_sources(args: argparse.Namespace) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """The ``(source, served name)`` of each ``--model`` and each ``--reranker``, in order.
+
+    ``--served-model-name`` / ``--reranker-name`` name the one model of their kind.
+
+    Raises:
+        ConfigError: a name flag with several models of its kind or beside ``SOURCE=NAME``, or
+            served names that requests could not tell apart (:func:`.service.check_names`).
+    """
+    kinds = []
+    for values, name_flag, flag, name in (
+        (args.model, "--served-model-name", "--model", args.served_model_name),
+        (args.reranker, "--reranker-name", "--reranker", args.reranker_name),
+    ):
+        specs = [split_source(value) for value in values or []]
+        if name is not None:
+            if len(specs) != 1 or specs[0][1] is not None:
+                raise ConfigError(
+                    f"{name_flag} names the one model of a single {flag}; with several (or with "
+                    f"{flag} SOURCE=NAME) name each as {flag} SOURCE=NAME."
+                )
+            specs = [(specs[0][0], name)]
+        kinds.append([(source, given or default_name(source)) for source, given in specs])
+    check_names([name for _, name in kinds[0]], [name for _, name in kinds[1]])
+    return kinds[0], kinds[1]
+
+
 def _import_server() -> tuple[Any, Any]:
     try:
         import uvicorn
@@ -230,15 +292,20 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if not (args.model or args.reranker):
         raise MissingModelError("bge-rag serve needs --model (an embedding model), --reranker, or both.")
     settings = settings_from_args(args)
+    embedder_sources, reranker_sources = model_sources(args)
     uvicorn, create_app = _import_server()
     from bge_core.embedder import Embedder
     from bge_core.rerank import Reranker
 
     _quiet_loading()
     options = {"device": args.device, "precision": args.precision, "trust_remote_code": args.trust_remote_code or None}
-    embedder = Embedder(args.model, max_length=args.max_length, **options) if args.model else None
-    reranker = Reranker(args.reranker, max_length=args.reranker_max_length, **options) if args.reranker else None
-    app = create_app(embedder, reranker, settings=settings)
+    embedders = {name: Embedder(source, max_length=args.max_length, **options) for source, name in embedder_sources}
+    rerankers = {
+        name: Reranker(source, max_length=args.reranker_max_length, **options) for source, name in reranker_sources
+    }
+    # The names are the mappings' keys (model_sources applied --served-model-name / --reranker-name).
+    settings = dataclasses.replace(settings, model_name=None, reranker_name=None)
+    app = create_app(embedders or None, rerankers or None, settings=settings)
     if args.host not in _LOOPBACK and settings.api_key is None:
         logging.getLogger(__name__).warning(
             "Serving on %s without an API key: anyone who can reach this port can use the models "
@@ -246,9 +313,8 @@ def run_serve(args: argparse.Namespace, out: TextIO | None = None) -> int:
             args.host,
             API_KEY_ENV,
         )
-    for engine in (embedder, reranker):
-        if engine is not None:
-            print(f"Loaded {engine!r}", file=out, flush=True)
+    for name, engine in [*embedders.items(), *rerankers.items()]:
+        print(f"Loaded {engine!r} as {name!r}", file=out, flush=True)
     from .runner import uvicorn_options
 
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, **uvicorn_options(settings))
@@ -292,4 +358,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-__all__ = ["build_parser", "main", "register", "run_serve", "settings_from_args"]
+__all__ = ["build_parser", "main", "model_sources", "register", "run_serve", "settings_from_args", "split_source"]

@@ -17,7 +17,7 @@ import pytest
 
 from bge_core import Embedder, Reranker
 from bge_rag.server import API_KEY_ENV, ServerSettings
-from bge_rag.server.command import main, register, settings_from_args
+from bge_rag.server.command import main, model_sources, register, settings_from_args
 
 WEB_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client")
 
@@ -47,7 +47,7 @@ def test_register_adds_serve_and_its_settings(monkeypatch):
             "raw",
         ]
     )
-    assert (args.command, args.model, args.host, args.port) == ("serve", "m", "127.0.0.1", 8000)
+    assert (args.command, args.model, args.host, args.port) == ("serve", ["m"], "127.0.0.1", 8000)
     settings = settings_from_args(args)
     assert settings == ServerSettings(
         api_key="from-env",
@@ -82,6 +82,48 @@ def test_serve_without_a_model_or_with_bad_limits_exits_2(capsys):
     assert "needs --model" in capsys.readouterr().err
     assert main(["serve", "--model", "m", "--max-inputs", "0"]) == 2
     assert "max_inputs must be a positive integer" in capsys.readouterr().err
+
+
+def test_model_and_reranker_repeat_with_served_names(tmp_path):
+    folder = tmp_path / "lr=1e-5"
+    folder.mkdir()
+    args = _parse(
+        ["serve", "--model", "BAAI/bge-m3=m3", "--model", "BAAI/bge-small-en-v1.5", "--model", f"{folder}=mine"]
+        + ["--reranker", "BAAI/bge-reranker-base=rr", "--reranker", "BAAI/bge-reranker-v2-m3"]
+    )
+    embedders, rerankers = model_sources(args)
+    assert embedders == [
+        ("BAAI/bge-m3", "m3"),
+        ("BAAI/bge-small-en-v1.5", "BAAI/bge-small-en-v1.5"),
+        (str(folder), "mine"),
+    ]
+    assert rerankers == [("BAAI/bge-reranker-base", "rr"), ("BAAI/bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3")]
+    # One model: today's command lines, --served-model-name / --reranker-name included.
+    one = _parse(["serve", "--model", "m", "--served-model-name", "x", "--reranker", "r", "--reranker-name", "y"])
+    assert model_sources(one) == ([("m", "x")], [("r", "y")])
+    assert model_sources(_parse(["serve", "--model", str(tmp_path)])) == ([(str(tmp_path), tmp_path.name)], [])
+    # The name follows the last '=', whatever the folder holds: a path with '=' is given with a name.
+    assert model_sources(_parse(["serve", "--model", str(folder)]))[0] == [(str(tmp_path / "lr"), "1e-5")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--model", "a=same", "--model", "b=same"], "Two models are served as 'same'"),
+        (["--model", "a", "--model", "a"], "Two models are served as 'a'"),
+        (["--model", "a=m", "--reranker", "b=m"], "a embedding model and a reranker"),
+        (["--model", "a=m", "--model", "b=m-query"], "query alias of the embedding model 'm'"),
+        (["--model", "a", "--model", "b", "--served-model-name", "x"], "--served-model-name names the one model"),
+        (["--model", "a=y", "--served-model-name", "x"], "--served-model-name names the one model"),
+        (["--reranker", "a", "--reranker", "b", "--reranker-name", "x"], "--reranker-name names the one model"),
+        (["--model", "a="], "neither part empty"),
+        (["--model", "=m"], "neither part empty"),
+    ],
+)
+def test_ambiguous_or_duplicate_served_names_are_refused_before_loading(capsys, argv, message):
+    assert main(["serve", *argv]) == 2  # refused before any model is loaded (none of these exist)
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("bge-rag: error:")
 
 
 def test_importing_the_command_imports_no_web_framework():
