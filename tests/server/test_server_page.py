@@ -10,7 +10,10 @@ import os
 
 import numpy as np
 import pytest
-from _server_support import CHROMIUM_ARGS, find_chromium, m3_embedder, reranker, serve_engines
+from _server_support import CHROMIUM_ARGS, find_chromium, m3_embedder, reranker, serve, serve_engines
+
+from bge_core import Embedder
+from bge_rag.server import create_app
 
 CHROMIUM = find_chromium()
 if CHROMIUM is None and os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):  # CI never skips it
@@ -118,4 +121,27 @@ def test_page_asks_for_the_api_key(engines, browser):
         page.click("#compare")
         page.wait_for_function("document.getElementById('status').textContent.startsWith('Scored')")
         assert len(_column(page, "dense")) == 3 and page.locator("td.rerank").count() == 0
+        page.close()
+
+
+def test_page_lets_the_user_pick_a_model(engines, models, browser):
+    """With two embedding models, the page offers both and scores with the one picked."""
+    m3, rr = engines
+    dense = Embedder(models.dense, precision="fp32", max_length=64)
+    with serve(create_app({"m3": m3, "minilm": dense}, rr)) as url:
+        page, blocked = _open(browser, url)
+        page.wait_for_selector("#embedding-model-box:not([hidden])")
+        assert page.locator("#reranker-model-box").is_hidden()  # one reranker: nothing to pick
+        assert page.locator("#embedding-model option").all_inner_texts() == ["m3", "minilm"]
+        assert "Embeddings: m3" in page.inner_text("#model-info")
+        page.select_option("#embedding-model", "minilm")
+        page.wait_for_function("document.getElementById('model-info').textContent.includes('Embeddings: minilm')")
+        page.fill("#query", QUERY)
+        page.fill("#documents", "\n".join(DOCUMENTS))
+        page.click("#compare")
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('Scored')")
+        expected = dense.encode_documents(DOCUMENTS) @ dense.encode_queries(QUERY)
+        np.testing.assert_allclose(_column(page, "dense"), expected, atol=6e-5, rtol=0)
+        assert page.locator("td.lexical").count() == 0  # minilm has no sparse head
+        assert blocked == []
         page.close()
