@@ -2,7 +2,8 @@
 
 OpenAI-compatible ``/v1/embeddings``, Cohere/Jina/TEI-style ``/v1/rerank``, BGE-M3 sparse and
 ColBERT outputs at ``/v1/encode``, ``/health``, ``/v1/models``, Prometheus ``/metrics`` and a
-small web page at ``/``, with concurrent requests coalesced into batches on one model worker.
+small web page at ``/``, with concurrent requests coalesced into batches on each model's worker;
+one server may serve several models, chosen by the requests' ``model`` field.
 
 Importing this package imports no web framework (``bge_rag.cli`` registers the ``serve``
 command from :mod:`bge_rag.server.command`); :func:`create_app` and :func:`serve_in_thread`

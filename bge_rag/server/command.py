@@ -30,7 +30,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "serve",
         help="HTTP server: OpenAI-compatible /v1/embeddings, /v1/rerank, BGE-M3 outputs (needs bge-rag[server])",
-        description="Serve a BGE embedding model (and optionally a reranker) over HTTP. "
+        description="Serve BGE embedding models and/or rerankers over HTTP (repeat --model / --reranker for "
+        "several; requests choose one by their 'model' field). "
         "Clients of OpenAI's embeddings API and of Cohere/Jina/TEI rerank APIs work with only a base-URL change.",
     )
     p.add_argument(

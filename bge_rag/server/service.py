@@ -1,4 +1,7 @@
-"""The service core behind every router: the engines, their batchers, metrics, limits and API key.
+"""The service core behind every router: the served models, their batchers, metrics, limits and API key.
+
+Each served model (:class:`EmbedModel`, :class:`RerankModel`) has its own batcher and worker;
+requests choose one by name (:meth:`Service.embedding_model`, :meth:`Service.rerank_model`).
 
 Routers translate their API's requests into the calls here (:meth:`Service.encode`,
 :meth:`Service.logits`, :meth:`Service.tokenize`, :meth:`Service.decode`) and the results back
