@@ -13,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from bge_core.errors import BGEError, ConfigError, MissingExtraError
@@ -228,13 +229,14 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
 def split_source(value: str) -> tuple[str, str | None]:
     """``SOURCE[=NAME]`` as ``(source, name or None)``: the name is what follows the last ``=``.
 
-    A folder whose path holds ``=`` is given with a name after it (``./runs/lr=1e-5=mine``).
+    An existing path is the source as it is (a folder ``./runs/lr=1e-5`` needs no name); a folder
+    whose path holds ``=`` can also be given a name after it (``./runs/lr=1e-5=mine``).
 
     Raises:
         ConfigError: an empty source or an empty name (``SOURCE=``).
     """
     source, sep, name = value.rpartition("=")
-    if not sep:
+    if not sep or Path(value).exists():
         return value, None
     if not source or not name:
         raise ConfigError(f"{value!r}: give SOURCE or SOURCE=NAME, with neither part empty.")

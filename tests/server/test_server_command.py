@@ -102,8 +102,11 @@ def test_model_and_reranker_repeat_with_served_names(tmp_path):
     one = _parse(["serve", "--model", "m", "--served-model-name", "x", "--reranker", "r", "--reranker-name", "y"])
     assert model_sources(one) == ([("m", "x")], [("r", "y")])
     assert model_sources(_parse(["serve", "--model", str(tmp_path)])) == ([(str(tmp_path), tmp_path.name)], [])
-    # The name follows the last '=', whatever the folder holds: a path with '=' is given with a name.
-    assert model_sources(_parse(["serve", "--model", str(folder)]))[0] == [(str(tmp_path / "lr"), "1e-5")]
+    # An existing folder whose path holds '=' is the source as it is; it may also be given a name.
+    assert model_sources(_parse(["serve", "--model", str(folder)]))[0] == [(str(folder), folder.name)]
+    assert model_sources(_parse(["serve", "--model", f"{folder}=mine"]))[0] == [(str(folder), "mine")]
+    # Otherwise the name follows the last '=' (a hub id never holds one).
+    assert model_sources(_parse(["serve", "--model", "BAAI/bge-m3=m3"]))[0] == [("BAAI/bge-m3", "m3")]
 
 
 @pytest.mark.parametrize(
