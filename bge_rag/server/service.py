@@ -60,13 +60,15 @@ class EmbedModel:
         engine: The embedding model (its sparse / ColBERT heads are loaded here).
         settings: The server's limits.
         metrics: The server's metrics (this model's series are labelled with ``name``).
+        calibration: The int8 / uint8 calibration texts (``None``: the default set).
     """
 
-    def __init__(self, name: str, engine: Embedder, settings: ServerSettings, metrics: Metrics) -> None:
+    def __init__(
+        self, name: str, engine: Embedder, settings: ServerSettings, metrics: Metrics, calibration: list[str] | None
+    ) -> None:
         self.name = name
         self.engine = engine
-        calibration = settings.quantization_calibration
-        self.quantizer = Quantizer(engine, None if calibration is None else read_calibration(calibration))
+        self.quantizer = Quantizer(engine, calibration)
         self.throughput = Throughput()  # this model's seconds per token (admission's estimate)
         self.heads = {head: engine.has_head(head) for head in ("sparse", "colbert")}
         engine.require_heads(**self.heads)  # load them now, not on a first request
@@ -164,41 +166,19 @@ class Service:
         check_names(list(embedders), list(rerankers))
         self.settings = settings
         self.metrics = Metrics()
-        self.embedders = {name: EmbedModel(name, e, settings, self.metrics) for name, e in embedders.items()}
+        path = settings.quantization_calibration
+        calibration = None if path is None else read_calibration(path)  # read once, for every model
+        self.embedders = {
+            name: EmbedModel(name, e, settings, self.metrics, calibration) for name, e in embedders.items()
+        }
         self.rerankers = {name: RerankModel(name, r, settings, self.metrics) for name, r in rerankers.items()}
         self.default_embedder = next(iter(self.embedders.values()), None)
         self.default_reranker = next(iter(self.rerankers.values()), None)
 
-    # The default models' parts, as one-model code (and tests) reach them.
     @property
     def embedder(self) -> Embedder | None:
         """The default embedding model's engine, if any."""
         return None if self.default_embedder is None else self.default_embedder.engine
-
-    @property
-    def reranker(self) -> Reranker | None:
-        """The default reranker's engine, if any."""
-        return None if self.default_reranker is None else self.default_reranker.engine
-
-    @property
-    def embed_batcher(self) -> DynamicBatcher[Any] | None:
-        """The default embedding model's batcher."""
-        return None if self.default_embedder is None else self.default_embedder.batcher
-
-    @property
-    def embed_tokenizer(self) -> ServerTokenizer | None:
-        """The default embedding model's tokenizer (``None``: a slow one, or no embedder)."""
-        return None if self.default_embedder is None else self.default_embedder.tokenizer
-
-    @property
-    def rerank_tokenizer(self) -> ServerTokenizer | None:
-        """The default reranker's tokenizer (``None``: a slow one, or no reranker)."""
-        return None if self.default_reranker is None else self.default_reranker.tokenizer
-
-    @property
-    def throughput(self) -> Throughput:
-        """The default embedding model's measured speed."""
-        return self.need_embedding_model().throughput
 
     async def close(self) -> None:
         """Stop the batchers (queued work fails)."""
@@ -230,10 +210,6 @@ class Service:
     def need_embedder(self) -> Embedder:
         """The default embedding model's engine, or a 404 when this server has none."""
         return self.need_embedding_model().engine
-
-    def need_reranker(self) -> Reranker:
-        """The default reranker's engine, or a 404 when this server has none."""
-        return self.rerank_model(None).engine
 
     def texts(self, value: Any, name: str = "input") -> list[str]:
         """``value`` as a list of texts within this server's limits (else 400 / 413)."""
@@ -280,12 +256,6 @@ class Service:
                 code="model_not_found",
             )
         return default, False
-
-    def query_alias(self, model: str | None) -> bool:
-        """Whether ``model`` names an embedding model's query alias (:meth:`embedding_model`)."""
-        if not model or self.default_embedder is None:
-            return False
-        return self.embedding_model(model)[1]
 
     def rerank_model(self, model: str | None) -> RerankModel:
         """The reranker a request's ``model`` names: as :meth:`embedding_model`, without aliases.

@@ -50,7 +50,7 @@ def _long_texts(chars: int, count: int) -> list[str]:
 
 def test_a_4_mib_tokenize_does_not_hold_up_tiny_embeds(embedder):
     app = create_app(embedder)
-    batcher = app.state.service.embed_batcher
+    batcher = app.state.service.default_embedder.batcher
     with serve(app) as url, _client(url) as client:
 
         def tiny() -> float:
@@ -75,9 +75,9 @@ def test_a_4_mib_tokenize_does_not_hold_up_tiny_embeds(embedder):
 def test_a_client_leaving_mid_tokenize_drops_its_work(embedder, monkeypatch):
     app = create_app(embedder, settings=ServerSettings(max_piece_items=1))
     service = app.state.service
-    batcher = service.embed_batcher
-    counted = Spy(monkeypatch, service.embed_tokenizer, "count")
-    tokenized = Spy(monkeypatch, service.embed_tokenizer, "tokenize")
+    batcher = service.default_embedder.batcher
+    counted = Spy(monkeypatch, service.default_embedder.tokenizer, "count")
+    tokenized = Spy(monkeypatch, service.default_embedder.tokenizer, "tokenize")
     lock = embedder._backbone.lock
     with serve(app) as url, _client(url) as client:
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -99,7 +99,7 @@ def test_a_client_leaving_mid_tokenize_drops_its_work(embedder, monkeypatch):
 
 def test_an_over_cap_tokenize_is_refused_before_its_answer_is_built(embedder, monkeypatch):
     app = create_app(embedder, settings=ServerSettings(max_tokenize_ids=12))
-    tokenized = Spy(monkeypatch, app.state.service.embed_tokenizer, "tokenize")
+    tokenized = Spy(monkeypatch, app.state.service.default_embedder.tokenizer, "tokenize")
     text = "a sentence that has more than twelve tokens once the tokenizer has split it up"
     ids = len(embedder.tokenizer(text)["input_ids"])
     assert ids > 12
@@ -141,7 +141,7 @@ def test_colbert_over_the_cap_is_refused_before_the_model_runs(embedder, paragra
 def test_a_request_too_large_for_the_work_limit_is_refused_up_front(embedder, paragraphs, monkeypatch):
     app = create_app(embedder, settings=ServerSettings(work_timeout=1.0))
     service = app.state.service
-    service.throughput.observe(tokens=10_000, seconds=100.0)  # as if measured: 10 ms per token
+    service.default_embedder.throughput.observe(tokens=10_000, seconds=100.0)  # as if measured: 10 ms per token
     encodes = Spy(monkeypatch, Embedder, "encode")  # the instance is frozen
     with serve(app) as url, _client(url) as client:
         refused = client.post("/v1/embeddings", json={"input": paragraphs[:4]})

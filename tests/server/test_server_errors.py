@@ -168,7 +168,7 @@ def _wait(condition, what: str) -> None:
 def test_full_queue_is_429_and_timeout_is_503(embedder):
     """The model is made busy by holding its lock (as another thread using it would)."""
     app = create_app(embedder, settings=ServerSettings(max_queue_items=2, request_timeout=30))
-    batcher = app.state.service.embed_batcher
+    batcher = app.state.service.default_embedder.batcher
     lock = embedder._backbone.lock
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -189,7 +189,7 @@ def test_full_queue_is_429_and_timeout_is_503(embedder):
     # The wait limit (--timeout) counts only the wait before a request starts: 503 with Retry-After.
     # The work limit (--work-timeout) counts the work once started: 503 saying what was done, no Retry-After.
     app = create_app(embedder, settings=ServerSettings(request_timeout=0.2, work_timeout=1.0))
-    batcher = app.state.service.embed_batcher
+    batcher = app.state.service.default_embedder.batcher
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
         with ThreadPoolExecutor(max_workers=1) as pool:
             lock.acquire()

@@ -80,7 +80,7 @@ def test_abandoned_requests_are_never_encoded(embedder, paragraphs):
     """Four clients send 16 paragraphs each and leave while queued; a live one-word request that
     came after them is the only work the model does next."""
     app = create_app(embedder, settings=ServerSettings(max_piece_items=4))
-    batcher = app.state.service.embed_batcher
+    batcher = app.state.service.default_embedder.batcher
     lock = embedder._backbone.lock
     with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
         before = _engine_items(_samples(client))
@@ -112,7 +112,7 @@ def test_abandoned_requests_are_never_encoded(embedder, paragraphs):
 
 def test_a_request_abandoned_mid_run_stops_between_pieces(embedder, paragraphs, caplog):
     app = create_app(embedder, settings=ServerSettings(max_piece_items=4))
-    batcher = app.state.service.embed_batcher
+    batcher = app.state.service.default_embedder.batcher
     lock = embedder._backbone.lock
     with caplog.at_level(logging.ERROR, logger="asyncio"):
         with serve(app) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
@@ -265,10 +265,10 @@ def test_long_texts_are_cut_before_tokenizing_with_the_same_result(embedder, mod
         ranked = client.post("/v1/rerank", json={"query": long_text, "documents": [long_text, "short"]}).json()
     got = np.asarray([d["embedding"] for d in body["data"]], np.float32)
     np.testing.assert_array_equal(got, embedder.encode_documents([long_text, no_spaces, "short"]))
-    assert app.state.service.embed_tokenizer.cut_count == 1  # the spaceless text went whole
+    assert app.state.service.default_embedder.tokenizer.cut_count == 1  # the spaceless text went whole
     scores = {r["index"]: r["relevance_score"] for r in ranked["results"]}
     assert [scores[0], scores[1]] == rr.score([(long_text, long_text), (long_text, "short")], normalize=True)
-    assert app.state.service.rerank_tokenizer.cut_count == 3  # the query twice, the long document once
+    assert app.state.service.default_reranker.tokenizer.cut_count == 3  # the query twice, the long document once
     # --no-cut-long-texts: every text goes whole, with the same answers.
     whole = create_app(embedder, rr, settings=ServerSettings(cut_long_texts=False))
     with serve(whole) as url, httpx.Client(base_url=url, trust_env=False, timeout=60) as client:
@@ -276,7 +276,8 @@ def test_long_texts_are_cut_before_tokenizing_with_the_same_result(embedder, mod
         reranked = client.post("/v1/rerank", json={"query": "q", "documents": [long_text]}).json()
     np.testing.assert_array_equal(np.asarray([d["embedding"] for d in again["data"]], np.float32), got[[0, 2]])
     assert reranked["results"][0]["relevance_score"] == rr.score([("q", long_text)], normalize=True)[0]
-    assert whole.state.service.embed_tokenizer.cut_count == 0 and whole.state.service.rerank_tokenizer.cut_count == 0
+    service = whole.state.service
+    assert service.default_embedder.tokenizer.cut_count == 0 and service.default_reranker.tokenizer.cut_count == 0
     with pytest.raises(ConfigError, match="cut_long_texts"):
         ServerSettings(cut_long_texts="no")
 
