@@ -1,0 +1,451 @@
+"""``bge-rag eval``: FlagEmbedding's custom-dataset evaluation command line, run on bge_core.
+
+``bge-rag eval`` takes the arguments of ``python -m FlagEmbedding.evaluation.custom`` unchanged
+(parsed by the same ``transformers.HfArgumentParser``, so ``--flag``, ``--flag False``,
+``--no_flag`` and space-separated lists work alike) and writes the same files: the search results
+``OUTPUT_DIR/<model>/<reranker or NoReranker>/<split>.json``, their metrics
+``.../EVAL/eval_results.json``, and the summary at ``--eval_output_path`` (``json`` or ``markdown``)
+over every model evaluated in ``OUTPUT_DIR``. At fp32 the metrics equal FlagEmbedding's.
+
+What it adds: several ``--embedder_name_or_path`` and ``--reranker_name_or_path`` values and
+``--retrieval_modes`` (dense, sparse, colbert, dense+sparse, hybrid) compared in one run, a table
+on the terminal, the BEIR layout, ``--precision``, and corpus embeddings cached under
+``--corpus_embd_save_dir`` by content (a changed corpus or model is never served stale vectors).
+An option it cannot honour is an error naming it, never ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TextIO
+
+from bge_core.errors import ConfigError
+
+from .data import LAYOUTS, load_dataset
+from .metrics import DEFAULT_K_VALUES
+from .retrieval import M3_WEIGHTS, MODES, CorpusCache, EmbedderRetriever, Reranking
+from .runner import NO_RERANKER, Report, compare, side_by_side
+
+logger = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EMBEDDER_CLASSES = (
+    "encoder-only-base",
+    "encoder-only-m3",
+    "decoder-only-base",
+    "decoder-only-icl",
+    "decoder-only-pseudo_moe",
+)
+RERANKER_CLASSES = ("encoder-only-base", "decoder-only-base", "decoder-only-layerwise", "decoder-only-lightweight")
+#: FlagEmbedding's default pooling of each model class (used when the class is named, the pooling not).
+_CLASS_POOLING = {
+    "encoder-only-base": "cls",
+    "encoder-only-m3": "cls",
+    "decoder-only-base": "last_token",
+    "decoder-only-icl": "last_token",
+}
+
+
+@dataclass
+class EvalArgs:
+    """FlagEmbedding's ``AbsEvalArgs`` (same names and defaults), plus bge-rag's own options."""
+
+    eval_name: str | None = field(default=None, metadata={"help": "The name of the evaluation, kept in result files."})
+    dataset_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "The dataset folder: corpus.jsonl, <split>_queries.jsonl, <split>_qrels.jsonl "
+            "(FlagEmbedding's custom layout), or BEIR's corpus.jsonl, queries.jsonl, qrels/<split>.tsv."
+        },
+    )
+    force_redownload: bool = field(default=False, metadata={"help": "Not supported: datasets are local folders."})
+    dataset_names: list[str] | None = field(
+        default=None, metadata={"help": "Not supported: give each dataset folder as --dataset_dir."}
+    )
+    splits: list[str] = field(default_factory=lambda: ["test"], metadata={"help": "Splits to evaluate (default test)."})
+    corpus_embd_save_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cache corpus embeddings here (Parquet, keyed by model, settings and corpus content; "
+            "reused across runs and resumed after an interruption)."
+        },
+    )
+    output_dir: str = field(default="./search_results", metadata={"help": "Where search results and metrics go."})
+    search_top_k: int = field(default=1000, metadata={"help": "Documents retrieved per query."})
+    rerank_top_k: int = field(default=100, metadata={"help": "Candidates reranked per query."})
+    cache_path: str | None = field(default=None, metadata={"help": "Accepted for compatibility; unused (local data)."})
+    token: str | None = field(
+        default_factory=lambda: os.getenv("HF_TOKEN", None), metadata={"help": "Hugging Face token for hub models."}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "Encode the corpus again even when it is cached."})
+    ignore_identical_ids: bool = field(default=False, metadata={"help": "Drop results whose id equals the query's."})
+    k_values: list[int] = field(
+        default_factory=lambda: list(DEFAULT_K_VALUES), metadata={"help": "Metric cutoffs (default 1 3 5 10 100 1000)."}
+    )
+    eval_output_method: str = field(
+        default="markdown", metadata={"help": "Summary file format.", "choices": ["json", "markdown"]}
+    )
+    eval_output_path: str = field(default="./eval_results.md", metadata={"help": "The summary file."})
+    eval_metrics: list[str] = field(
+        default_factory=lambda: ["ndcg_at_10", "recall_at_10"],
+        metadata={"help": "Metrics in the markdown summary and the terminal table."},
+    )
+    # --- bge-rag's own options --------------------------------------------------------------
+    retrieval_modes: list[str] = field(
+        default_factory=lambda: ["dense"],
+        metadata={"help": f"bge-rag: retrieval modes to compare ({', '.join(MODES)}); all but dense need BGE-M3."},
+    )
+    hybrid_weights: list[float] = field(
+        default_factory=lambda: list(M3_WEIGHTS),
+        metadata={
+            "help": "bge-rag: [dense, sparse, colbert] weights of dense+sparse and hybrid (default 0.4 0.2 0.4)."
+        },
+    )
+    precision: str | None = field(
+        default=None,
+        metadata={
+            "help": "bge-rag: auto, fp32, bf16 or fp16. Default: FlagEmbedding's choice: on CPU fp32 (it computes "
+            "fp32 there whatever --use_fp16 says), on a GPU fp16 with --use_fp16, bf16 with --use_bf16.",
+            "choices": list(PRECISIONS),
+        },
+    )
+    dataset_layout: str = field(
+        default="auto",
+        metadata={
+            "help": "bge-rag: custom, beir or auto (beir when there is a qrels/ folder).",
+            "choices": list(LAYOUTS),
+        },
+    )
+
+
+@dataclass
+class EvalModelArgs:
+    """FlagEmbedding's ``AbsEvalModelArgs`` (same names and defaults but the batch sizes)."""
+
+    embedder_name_or_path: list[str] = field(
+        metadata={"help": "Embedding model(s): hub ids or folders; several are compared.", "required": True}
+    )
+    embedder_model_class: str | None = field(
+        default=None,
+        metadata={"help": "FlagEmbedding's model class (sets the default pooling).", "choices": list(EMBEDDER_CLASSES)},
+    )
+    normalize_embeddings: bool = field(default=True, metadata={"help": "L2-normalize dense vectors."})
+    pooling_method: str | None = field(default=None, metadata={"help": "cls, mean or last_token."})
+    use_fp16: bool = field(default=True, metadata={"help": "fp16 on a GPU (see --precision)."})
+    devices: list[str] | None = field(default=None, metadata={"help": "One device: cpu, cuda, cuda:1, mps."})
+    query_instruction_for_retrieval: str | None = field(
+        default=None, metadata={"help": "Query instruction. None applies none, as FlagEmbedding's evaluation."}
+    )
+    query_instruction_format_for_retrieval: str = field(default="{}{}", metadata={"help": "Instruction format."})
+    examples_for_task: str | None = field(default=None, metadata={"help": "Not supported by bge-rag eval."})
+    examples_instruction_format: str = field(default="{}{}", metadata={"help": "Not supported by bge-rag eval."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow the models' own code."})
+    reranker_name_or_path: list[str] | None = field(
+        default=None, metadata={"help": "Reranker(s): each reranks every retriever's results."}
+    )
+    reranker_model_class: str | None = field(
+        default=None,
+        metadata={"help": "FlagEmbedding's reranker class (checked, not needed).", "choices": list(RERANKER_CLASSES)},
+    )
+    reranker_peft_path: str | None = field(default=None, metadata={"help": "Not supported: merge the adapter first."})
+    use_bf16: bool = field(default=False, metadata={"help": "bf16 on a GPU (see --precision)."})
+    query_instruction_for_rerank: str | None = field(default=None, metadata={"help": "Not supported by bge-rag eval."})
+    query_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Not supported."})
+    passage_instruction_for_rerank: str | None = field(
+        default=None, metadata={"help": "Not supported by bge-rag eval."}
+    )
+    passage_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Not supported."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache folder for hub models."})
+    domain_for_pseudo_moe: str | None = field(default=None, metadata={"help": "Not supported by bge-rag eval."})
+    embedder_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Texts per batch (default: bge-rag's token-budget batching; FlagEmbedding's is 3000)."},
+    )
+    reranker_batch_size: int | None = field(default=None, metadata={"help": "Pairs per batch (default: bge-rag's)."})
+    embedder_query_max_length: int = field(default=512, metadata={"help": "Max tokens per query."})
+    embedder_passage_max_length: int = field(default=512, metadata={"help": "Max tokens per passage."})
+    truncate_dim: int | None = field(default=None, metadata={"help": "Keep the first N dimensions (Matryoshka)."})
+    reranker_query_max_length: int | None = field(default=None, metadata={"help": "Max query tokens per pair."})
+    reranker_max_length: int = field(default=512, metadata={"help": "Max tokens per pair."})
+    normalize: bool = field(default=False, metadata={"help": "Sigmoid on reranker scores."})
+    prompt: str | None = field(default=None, metadata={"help": "LLM reranker prompt."})
+    cutoff_layers: list[int] | None = field(
+        default=None, metadata={"help": "Layer-wise / lightweight reranker layers."}
+    )
+    compress_ratio: int = field(default=1, metadata={"help": "Lightweight reranker compress ratio."})
+    compress_layers: list[int] | None = field(default=None, metadata={"help": "Lightweight reranker compress layers."})
+
+    def __post_init__(self) -> None:
+        # As FlagEmbedding: a literal backslash-n in a format means a newline.
+        for name in (
+            "query_instruction_format_for_retrieval",
+            "examples_instruction_format",
+            "query_instruction_format_for_rerank",
+            "passage_instruction_format_for_rerank",
+        ):
+            setattr(self, name, getattr(self, name).replace("\\n", "\n"))
+
+
+#: Options bge-rag eval cannot honour: an error when given a value other than the default.
+_UNSUPPORTED = {
+    "force_redownload": "datasets are read from --dataset_dir only",
+    "dataset_names": "give each dataset's folder as --dataset_dir (one run per dataset)",
+    "examples_for_task": "in-context examples are not supported by bge-rag eval",
+    "examples_instruction_format": "in-context examples are not supported by bge-rag eval",
+    "reranker_peft_path": "merge the PEFT adapter into the reranker and pass the merged folder",
+    "query_instruction_for_rerank": "reranker instructions are not supported by bge-rag eval",
+    "query_instruction_format_for_rerank": "reranker instructions are not supported by bge-rag eval",
+    "passage_instruction_for_rerank": "reranker instructions are not supported by bge-rag eval",
+    "passage_instruction_format_for_rerank": "reranker instructions are not supported by bge-rag eval",
+    "domain_for_pseudo_moe": "the decoder-only-pseudo_moe class is not supported",
+}
+
+
+def parser() -> Any:
+    """The argument parser: ``transformers.HfArgumentParser`` over :class:`EvalArgs` and :class:`EvalModelArgs`."""
+    from transformers import HfArgumentParser
+
+    return HfArgumentParser((EvalArgs, EvalModelArgs), prog="bge-rag eval", description=__doc__.split("\n\n")[0])  # type: ignore[arg-type]
+
+
+def parse(argv: Sequence[str]) -> tuple[EvalArgs, EvalModelArgs]:
+    """Parse and check a command line; an unsupported option is a :class:`ConfigError`."""
+    eval_args, model_args = parser().parse_args_into_dataclasses(args=list(argv))
+    check(eval_args, model_args)
+    return eval_args, model_args
+
+
+def check(eval_args: EvalArgs, model_args: EvalModelArgs) -> None:
+    """Refuse what cannot be run exactly, naming the option."""
+    defaults = {f.name: f for f in (*fields(EvalArgs), *fields(EvalModelArgs))}
+    for name, why in _UNSUPPORTED.items():
+        value = getattr(eval_args if hasattr(eval_args, name) else model_args, name)
+        f = defaults[name]
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if value != default:
+            raise ConfigError(f"--{name} is not supported by bge-rag eval: {why}.")
+    if model_args.embedder_model_class == "decoder-only-pseudo_moe":
+        raise ConfigError("--embedder_model_class decoder-only-pseudo_moe is not supported by bge-rag eval.")
+    if eval_args.dataset_dir is None:
+        raise ConfigError("--dataset_dir is required: bge-rag eval reads a local dataset folder.")
+    if model_args.devices is not None and len(model_args.devices) > 1:
+        raise ConfigError(
+            f"--devices: bge-rag eval runs on one device, got {len(model_args.devices)} ({model_args.devices})."
+        )
+    for mode in eval_args.retrieval_modes:
+        if mode not in MODES:
+            raise ConfigError(f"--retrieval_modes: invalid mode {mode!r}. Valid modes are: {', '.join(MODES)}.")
+    if len(eval_args.hybrid_weights) != 3:
+        raise ConfigError(
+            f"--hybrid_weights takes three numbers (dense, sparse, colbert), got {eval_args.hybrid_weights}."
+        )
+
+
+def _device(model_args: EvalModelArgs) -> str | None:
+    return model_args.devices[0] if model_args.devices else None
+
+
+def _precision(eval_args: EvalArgs, model_args: EvalModelArgs) -> str:
+    """FlagEmbedding's dtype choice unless --precision is given."""
+    if eval_args.precision is not None:
+        return eval_args.precision
+    device = _device(model_args)
+    if device is None:
+        from bge_core.devices import resolve_device
+
+        device = resolve_device(None).type
+    if str(device).startswith("cpu"):
+        return "fp32"  # FlagEmbedding calls model.float() on CPU
+    if model_args.use_bf16:
+        return "bf16"
+    return "fp16" if model_args.use_fp16 else "fp32"
+
+
+def label(path: str) -> str:
+    """A model's name in result folders: its path's last part, as FlagEmbedding's ``os.path.basename``."""
+    stripped = path.rstrip("/\\")
+    return os.path.basename(stripped) or stripped
+
+
+def build(eval_args: EvalArgs, model_args: EvalModelArgs) -> tuple[list[EmbedderRetriever], list[Reranking | None]]:
+    """The retrievers (every model in every mode) and the reranking stages of a command line."""
+    from bge_core import Embedder, Reranker, lookup
+
+    precision = _precision(eval_args, model_args)
+    device = _device(model_args)
+    cache = CorpusCache(eval_args.corpus_embd_save_dir, overwrite=eval_args.overwrite)
+    retrievers: list[EmbedderRetriever] = []
+    for path in model_args.embedder_name_or_path:
+        pooling = model_args.pooling_method or _CLASS_POOLING.get(model_args.embedder_model_class or "")
+        if model_args.query_instruction_for_retrieval is None:
+            spec = lookup(path)
+            if spec is not None and spec.query_instruction:
+                logger.warning(
+                    "%s is trained with the query instruction %r; FlagEmbedding's evaluation applies none unless "
+                    "--query_instruction_for_retrieval is given, and neither does bge-rag eval.",
+                    label(path),
+                    spec.query_instruction,
+                )
+        options: dict[str, Any] = {
+            "device": device,
+            "precision": precision,
+            "pooling": pooling,
+            "normalize": model_args.normalize_embeddings,
+            "query_instruction": model_args.query_instruction_for_retrieval or "",
+            "query_instruction_format": model_args.query_instruction_format_for_retrieval,
+            "truncate_dim": model_args.truncate_dim,
+            "trust_remote_code": model_args.trust_remote_code,
+            "cache_dir": model_args.cache_dir,
+            "token": eval_args.token,
+        }
+        if model_args.embedder_batch_size is not None:
+            options["batch_size"] = model_args.embedder_batch_size
+        embedder = Embedder(path, max_length=model_args.embedder_passage_max_length, **options)
+        query_embedder = None
+        if model_args.embedder_query_max_length != model_args.embedder_passage_max_length:
+            query_embedder = Embedder(path, max_length=model_args.embedder_query_max_length, **options)
+        for mode in dict.fromkeys(eval_args.retrieval_modes):
+            name = label(path) if mode == "dense" else f"{label(path)}-{mode}"
+            retrievers.append(
+                EmbedderRetriever(
+                    embedder,
+                    mode=mode,
+                    weights=eval_args.hybrid_weights,
+                    query_embedder=query_embedder,
+                    cache=cache,
+                    name=name,
+                )
+            )
+    stages: list[Reranking | None] = [None]
+    for path in model_args.reranker_name_or_path or []:
+        rr_options: dict[str, Any] = {
+            "device": device,
+            "precision": precision,
+            "normalize": model_args.normalize,
+            "max_length": model_args.reranker_max_length,
+            "query_max_length": model_args.reranker_query_max_length,
+            "trust_remote_code": model_args.trust_remote_code,
+            "cache_dir": model_args.cache_dir,
+            "token": eval_args.token,
+            "prompt": model_args.prompt,
+            "cutoff_layers": model_args.cutoff_layers,
+            "compress_ratio": model_args.compress_ratio,
+            "compress_layers": model_args.compress_layers,
+        }
+        if model_args.reranker_batch_size is not None:
+            rr_options["batch_size"] = model_args.reranker_batch_size
+        stages.append(Reranking(Reranker(path, **rr_options), top_k=eval_args.rerank_top_k, name=label(path)))
+    return retrievers, stages
+
+
+def write_results(report: Report, eval_args: EvalArgs) -> None:
+    """FlagEmbedding's per-run files: search results per split and ``EVAL/eval_results.json``."""
+    out = Path(eval_args.output_dir)
+    evals: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for run in report.runs:
+        folder = out / run.retriever / run.reranker
+        folder.mkdir(parents=True, exist_ok=True)
+        data = {
+            "eval_name": eval_args.eval_name,
+            "model_name": run.retriever,
+            "reranker_name": run.reranker,
+            "split": run.split,
+            "dataset_name": None,
+            "search_results": run.results,
+        }
+        (folder / f"{run.split}.json").write_text(json.dumps(data, indent=4), encoding="utf-8")
+        evals.setdefault((run.retriever, run.reranker), {})[run.split] = run.metrics
+    for (retriever, reranker), by_split in evals.items():
+        target = out / retriever / reranker / "EVAL" / "eval_results.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(by_split, indent=4), encoding="utf-8")
+
+
+def collect(output_dir: str | os.PathLike) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Every ``<model>/<reranker>/EVAL/eval_results.json`` under ``output_dir``, as FlagEmbedding gathers them."""
+    root = Path(output_dir)
+    out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for model in sorted(p for p in root.iterdir() if p.is_dir()):
+        for reranker in sorted(p for p in model.iterdir() if p.is_dir()):
+            path = reranker / "EVAL" / "eval_results.json"
+            if path.is_file():
+                out.setdefault(model.name, {})[reranker.name] = json.loads(path.read_text(encoding="utf-8"))
+    return out
+
+
+def flag_markdown(results: dict[str, dict[str, dict[str, dict[str, float]]]], metrics: Sequence[str]) -> str:
+    """FlagEmbedding's markdown summary: a table per metric, splits and their average, values in percent."""
+    lines: list[str] = []
+    for metric in metrics:
+        splits = sorted({s for by_rr in results.values() for by_split in by_rr.values() for s in by_split})
+        rows = []
+        for model, by_rr in results.items():
+            for reranker, by_split in by_rr.items():
+                values = [by_split.get(s, {}).get(metric) for s in splits]
+                average = None if any(v is None for v in values) else sum(values) / len(values)  # type: ignore[arg-type]
+                rows.append(((model, reranker), [average, *values]))
+        columns = ["average", *splits]
+        best = []
+        for c in range(len(columns)):
+            present = [(float(v[c]), key) for key, v in rows if v[c] is not None]  # type: ignore[arg-type]
+            best.append(max(present, key=lambda item: item[0])[1] if present else None)
+        lines += [f"## {metric}", "", f"| Model | Reranker | {' | '.join(columns)} |"]
+        lines.append(f"| :---- | :---- | {' | '.join(':---:' for _ in columns)} |")
+        for key, values in rows:
+            cells = []
+            for c, v in enumerate(values):
+                cells.append("-" if v is None else (f"**{v * 100:.3f}**" if key == best[c] else f"{v * 100:.3f}"))
+            lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(cells) + " | ")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def run(argv: Sequence[str], out: TextIO | None = None) -> int:
+    """Run ``bge-rag eval ARGV``: evaluate, write FlagEmbedding's files, print the table."""
+    out = out or sys.stdout
+    eval_args, model_args = parse(argv)
+    assert eval_args.dataset_dir is not None
+    dataset = load_dataset(
+        eval_args.dataset_dir, eval_args.splits, layout=eval_args.dataset_layout, name=eval_args.eval_name
+    )
+    retrievers, stages = build(eval_args, model_args)
+    report = compare(
+        retrievers,
+        dataset,
+        rerankers=stages,
+        splits=eval_args.splits,
+        k_values=eval_args.k_values,
+        top_k=eval_args.search_top_k,
+        ignore_identical_ids=eval_args.ignore_identical_ids,
+    )
+    write_results(report, eval_args)
+    gathered = collect(eval_args.output_dir)
+    target = Path(eval_args.eval_output_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if eval_args.eval_output_method == "json":
+        target.write_text(json.dumps(gathered, indent=4), encoding="utf-8")
+    else:
+        target.write_text(flag_markdown(gathered, eval_args.eval_metrics), encoding="utf-8")
+    print(side_by_side(report.to_dict(), eval_args.eval_metrics), file=out)
+    print(f"\nSearch results in {eval_args.output_dir}; summary in {target}.", file=out)
+    return 0
+
+
+__all__ = [
+    "NO_RERANKER",
+    "EvalArgs",
+    "EvalModelArgs",
+    "build",
+    "check",
+    "collect",
+    "flag_markdown",
+    "parse",
+    "parser",
+    "run",
+]
