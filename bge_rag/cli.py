@@ -279,10 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     export_st.set_defaults(func=run_export_st)
 
     from bge_rag.corpus.command import register as register_embed
+    from bge_rag.mining.command import register as register_mining
     from bge_rag.server.command import register as register_serve
 
     register_serve(sub)
     register_embed(sub)
+    register_mining(sub)
     return parser
 
 
