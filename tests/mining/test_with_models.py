@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
+from _mining_support import read_lines, training_lines, write_lines
 
 from bge_core import Embedder, Reranker
 from bge_rag.mining import add_reranker_scores, mine_hard_negatives
 from bge_rag.mining.negatives import build_corpus
 
 pytestmark = pytest.mark.slow
-
-N = 24
-
-
-def training_lines(paragraphs: list[str]) -> list[dict]:
-    """Real training lines: a paragraph's opening words as the query, the paragraph as positive."""
-    docs = [p for p in paragraphs if len(p.split()) > 12][: 2 * N]
-    return [
-        {
-            "id": i,
-            "query": " ".join(docs[i].split()[:8]),
-            "pos": [docs[i]],
-            "neg": [docs[N + i]],
-            "source": "python-docs",
-        }
-        for i in range(N)
-    ]
-
-
-def write_lines(path: Path, lines: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
-
-
-def read_lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")
