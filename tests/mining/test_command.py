@@ -127,3 +127,32 @@ def test_score_pairs_refuses_peft(tmp_path, capsys) -> None:
     assert main(args) == 2
     assert "--reranker_name_or_path is required" in capsys.readouterr().err
     json.loads(source.read_text())  # the input is untouched
+
+
+def test_build_embedders_as_hn_mine_loads_its_model(tmp_path, models, caplog) -> None:
+    from bge_rag.mining.arguments import EmbedderArgs
+    from bge_rag.mining.command import build_embedders
+
+    # A folder named like a registered model gets its registry settings (instruction, pooling).
+    folder = tmp_path / "bge-small-en-v1.5"
+    folder.symlink_to(models.dense, target_is_directory=True)
+    with caplog.at_level("WARNING", logger="bge_rag.mining.command"):
+        embedder, query_embedder = build_embedders(EmbedderArgs(embedder_name_or_path=str(folder), devices=["cpu"]))
+    assert embedder.query_instruction is None  # hn_mine: none unless given
+    assert "Represent this sentence" in caplog.text
+    assert str(embedder.dtype) == "torch.float32"  # use_fp16 defaults on; the CPU computes fp32
+    assert embedder.pooling == "cls" and embedder.max_length == 512
+    assert query_embedder is None
+
+    given = EmbedderArgs(
+        embedder_name_or_path=str(folder),
+        devices=["cpu"],
+        query_instruction_for_retrieval="Find: ",
+        query_instruction_format_for_retrieval="{}\\n{}",
+        embedder_query_max_length=64,
+        pooling_method="mean",
+    )
+    embedder, query_embedder = build_embedders(given)
+    assert query_embedder is not None and query_embedder.max_length == 64
+    assert query_embedder.query_instruction == "Find: " and query_embedder.query_instruction_format == "{}\n{}"
+    assert embedder.pooling == "mean"
