@@ -1,4 +1,4 @@
-"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve`` and ``embed``.
+"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve``, ``embed`` and the mining tools.
 
 Each subcommand imports its heavy dependencies only when it runs, so ``--help`` stays light.
 """
