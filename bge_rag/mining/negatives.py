@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -151,6 +151,52 @@ def _positive_scores(
     return lowest
 
 
+def _candidates(
+    record: dict[str, Any], corpus: Sequence[str], hits: np.ndarray, scores: np.ndarray, limit: float
+) -> tuple[list[int], int]:
+    """The ranked hits that are not a positive, the query, or above ``limit``; and how many the limit dropped."""
+    positives = set(record["pos"])
+    kept, dropped = [], 0
+    for index, score in zip(hits.tolist(), scores.tolist()):
+        text = corpus[index]
+        if text in positives or text == record["query"]:
+            continue
+        if score > limit:
+            dropped += 1
+            continue
+        kept.append(index)
+    return kept, dropped
+
+
+def _fill(
+    picked: list[int],
+    need: int,
+    record: dict[str, Any],
+    corpus: Sequence[str],
+    rng: random.Random,
+    score: Callable[[int], float] | None,
+    limit: float,
+) -> int:
+    """Add up to ``need`` random corpus texts to ``picked``; returns how many the guard dropped.
+
+    hn_mine draws ``need + len(pos)`` texts and drops the positives; the draw here also covers the
+    query and the negatives already picked, which it skips too.
+    """
+    skip = set(record["pos"]) | {record["query"]} | {corpus[j] for j in picked}
+    dropped = 0
+    for index in rng.sample(range(len(corpus)), min(len(corpus), need + len(skip))):
+        if need == 0:
+            break
+        if corpus[index] in skip:
+            continue
+        if score is not None and score(index) > limit:
+            dropped += 1
+            continue
+        picked.append(index)
+        need -= 1
+    return dropped
+
+
 def mine_records(
     records: Sequence[dict[str, Any]],
     corpus: Sequence[str],
@@ -202,39 +248,17 @@ def mine_records(
     guarded = 0
     # First every line's draw from its ranked candidates, then every fill: hn_mine's order of draws.
     for i, record in enumerate(records):
-        positives = set(record["pos"])
-        candidates = []
-        for index, score in zip(hits[i, start:stop].tolist(), scores[i, start:stop].tolist()):
-            text = corpus[index]
-            if text in positives or text == record["query"]:
-                continue
-            if score > limits[i]:
-                guarded += 1
-                continue
-            candidates.append(index)
-        if len(candidates) > negative_number:
-            candidates = rng.sample(candidates, negative_number)
-        chosen.append(candidates)
+        candidates, dropped = _candidates(record, corpus, hits[i, start:stop], scores[i, start:stop], limits[i])
+        guarded += dropped
+        chosen.append(rng.sample(candidates, negative_number) if len(candidates) > negative_number else candidates)
     filled = short = 0
     for i, record in enumerate(records):
         picked = chosen[i]
         need = negative_number - len(picked)
         if need > 0 and len(corpus):
             filled += 1
-            # hn_mine draws need + len(pos) texts and drops the positives; the draw here also
-            # covers the query and the negatives already picked, which it skips too.
-            skip = set(record["pos"]) | {record["query"]} | {corpus[j] for j in picked}
-            draw = rng.sample(range(len(corpus)), min(len(corpus), need + len(skip)))
-            for index in draw:
-                if len(picked) == negative_number:
-                    break
-                if corpus[index] in skip:
-                    continue
-                if guard is not None and float(np.dot(q[i], p[index])) > limits[i]:
-                    guarded += 1
-                    continue
-                picked.append(index)
-                skip.add(corpus[index])
+            score = (lambda index, i=i: float(np.dot(q[i], p[index]))) if guard is not None else None
+            guarded += _fill(picked, need, record, corpus, rng, score, limits[i])
         short += len(picked) < negative_number
         out.append({**record, "neg": [corpus[j] for j in picked]})
     summary = MiningSummary(lines=len(out), corpus_size=len(corpus), filled=filled, short=short, guarded=guarded)
