@@ -206,3 +206,10 @@ def test_empty_input_gives_empty_output(tmp_path: Path) -> None:
     summary = mine_hard_negatives(path, tmp_path / "out.jsonl", _NoModel())
     assert (tmp_path / "out.jsonl").read_text() == ""
     assert summary.lines == 0
+
+
+def test_empty_corpus_gives_no_negatives() -> None:
+    records = [{"query": "q", "pos": []}]
+    out, summary = mine_records(records, [], Q, np.zeros((0, 2), np.float32), negative_number=3)
+    assert out == [{"query": "q", "pos": [], "neg": []}]
+    assert summary.short == 1 and summary.filled == 0
