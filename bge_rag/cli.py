@@ -1,8 +1,6 @@
-"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve``, ``embed`` and ``eval``.
+"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve``, ``embed``, ``eval``, mining tools.
 
 Each subcommand imports its heavy dependencies only when it runs, so ``--help`` stays light.
-Commands that take FlagEmbedding's command lines (:data:`FLAG_COMMANDS`) are parsed by their own
-``transformers.HfArgumentParser``, exactly as FlagEmbedding parses them.
 """
 
 from __future__ import annotations
@@ -234,16 +232,6 @@ def run_export_st(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-#: Subcommands that take a FlagEmbedding command line: name -> (module, help). Each module has
-#: ``run(argv) -> int`` parsing ``argv`` with FlagEmbedding's argument dataclasses.
-FLAG_COMMANDS = {
-    "eval": (
-        "bge_rag.evaluation.command",
-        "retrieval metrics on your data (python -m FlagEmbedding.evaluation.custom's arguments; bge-rag eval --help)",
-    ),
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``bge-rag`` argument parser, one subcommand per tool."""
     parser = argparse.ArgumentParser(prog="bge-rag", description="BGE models for RAG: demo and tools.")
@@ -291,21 +279,15 @@ def build_parser() -> argparse.ArgumentParser:
     export_st.set_defaults(func=run_export_st)
 
     from bge_rag.corpus.command import register as register_embed
+    from bge_rag.evaluation.command import register as register_eval
+    from bge_rag.mining.command import register as register_mining
     from bge_rag.server.command import register as register_serve
 
     register_serve(sub)
     register_embed(sub)
-    for name, (_, help_text) in FLAG_COMMANDS.items():
-        sub.add_parser(name, help=help_text, add_help=False)  # listed here, parsed by run_flag_command
+    register_eval(sub)
+    register_mining(sub)
     return parser
-
-
-def run_flag_command(name: str, argv: Sequence[str]) -> int:
-    """Run a :data:`FLAG_COMMANDS` subcommand on its arguments."""
-    import importlib
-
-    module = importlib.import_module(FLAG_COMMANDS[name][0])
-    return int(module.run(argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -317,13 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns:
         The exit status.
     """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    flag_command = argv[0] if argv and argv[0] in FLAG_COMMANDS else None
-    args = None if flag_command else build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        if flag_command:
-            return run_flag_command(flag_command, argv[1:])
-        assert args is not None
         return int(args.func(args))
     except (BGEError, MissingExtraError) as exc:
         print(f"bge-rag: error: {exc}", file=sys.stderr)

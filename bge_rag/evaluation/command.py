@@ -16,6 +16,7 @@ An option it cannot honour is an error naming it, never ignored.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -26,6 +27,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from bge_core.errors import ConfigError
+from bge_rag.flag_cli import (
+    PRECISIONS,
+    load_embedders,
+    load_reranker,
+    parse_dataclasses,
+    register_passthrough,
+)
 
 from .data import LAYOUTS, load_dataset
 from .metrics import DEFAULT_K_VALUES
@@ -34,7 +42,6 @@ from .runner import NO_RERANKER, Report, compare, side_by_side
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EMBEDDER_CLASSES = (
     "encoder-only-base",
     "encoder-only-m3",
@@ -155,19 +162,18 @@ class EvalModelArgs:
     )
     reranker_peft_path: str | None = field(default=None, metadata={"help": "Not supported: merge the adapter first."})
     use_bf16: bool = field(default=False, metadata={"help": "bf16 on a GPU (see --precision)."})
-    query_instruction_for_rerank: str | None = field(default=None, metadata={"help": "Not supported by bge-rag eval."})
-    query_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Not supported."})
-    passage_instruction_for_rerank: str | None = field(
-        default=None, metadata={"help": "Not supported by bge-rag eval."}
-    )
-    passage_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Not supported."})
+    query_instruction_for_rerank: str | None = field(default=None, metadata={"help": "Instruction before queries."})
+    query_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Its format."})
+    passage_instruction_for_rerank: str | None = field(default=None, metadata={"help": "Instruction before passages."})
+    passage_instruction_format_for_rerank: str = field(default="{}{}", metadata={"help": "Its format."})
     cache_dir: str | None = field(default=None, metadata={"help": "Hugging Face cache folder for hub models."})
     domain_for_pseudo_moe: str | None = field(default=None, metadata={"help": "Not supported by bge-rag eval."})
-    embedder_batch_size: int | None = field(
-        default=None,
-        metadata={"help": "Texts per batch (default: bge-rag's token-budget batching; FlagEmbedding's is 3000)."},
+    embedder_batch_size: int = field(
+        default=3000, metadata={"help": "Texts per batch at most (a token budget bounds each batch too)."}
     )
-    reranker_batch_size: int | None = field(default=None, metadata={"help": "Pairs per batch (default: bge-rag's)."})
+    reranker_batch_size: int = field(
+        default=3000, metadata={"help": "Pairs per batch at most (a token budget bounds each batch too)."}
+    )
     embedder_query_max_length: int = field(default=512, metadata={"help": "Max tokens per query."})
     embedder_passage_max_length: int = field(default=512, metadata={"help": "Max tokens per passage."})
     truncate_dim: int | None = field(default=None, metadata={"help": "Keep the first N dimensions (Matryoshka)."})
@@ -199,24 +205,15 @@ _UNSUPPORTED = {
     "examples_for_task": "in-context examples are not supported by bge-rag eval",
     "examples_instruction_format": "in-context examples are not supported by bge-rag eval",
     "reranker_peft_path": "merge the PEFT adapter into the reranker and pass the merged folder",
-    "query_instruction_for_rerank": "reranker instructions are not supported by bge-rag eval",
-    "query_instruction_format_for_rerank": "reranker instructions are not supported by bge-rag eval",
-    "passage_instruction_for_rerank": "reranker instructions are not supported by bge-rag eval",
-    "passage_instruction_format_for_rerank": "reranker instructions are not supported by bge-rag eval",
     "domain_for_pseudo_moe": "the decoder-only-pseudo_moe class is not supported",
 }
 
 
-def parser() -> Any:
-    """The argument parser: ``transformers.HfArgumentParser`` over :class:`EvalArgs` and :class:`EvalModelArgs`."""
-    from transformers import HfArgumentParser
-
-    return HfArgumentParser((EvalArgs, EvalModelArgs), prog="bge-rag eval", description=__doc__.split("\n\n")[0])  # type: ignore[arg-type]
-
-
 def parse(argv: Sequence[str]) -> tuple[EvalArgs, EvalModelArgs]:
     """Parse and check a command line; an unsupported option is a :class:`ConfigError`."""
-    eval_args, model_args = parser().parse_args_into_dataclasses(args=list(argv))
+    eval_args, model_args = parse_dataclasses(
+        "bge-rag eval", (__doc__ or "").split("\n\n")[0], (EvalArgs, EvalModelArgs), argv
+    )
     check(eval_args, model_args)
     return eval_args, model_args
 
@@ -247,26 +244,6 @@ def check(eval_args: EvalArgs, model_args: EvalModelArgs) -> None:
         )
 
 
-def _device(model_args: EvalModelArgs) -> str | None:
-    return model_args.devices[0] if model_args.devices else None
-
-
-def _precision(eval_args: EvalArgs, model_args: EvalModelArgs) -> str:
-    """FlagEmbedding's dtype choice unless --precision is given."""
-    if eval_args.precision is not None:
-        return eval_args.precision
-    device = _device(model_args)
-    if device is None:
-        from bge_core.devices import resolve_device
-
-        device = resolve_device(None).type
-    if str(device).startswith("cpu"):
-        return "fp32"  # FlagEmbedding calls model.float() on CPU
-    if model_args.use_bf16:
-        return "bf16"
-    return "fp16" if model_args.use_fp16 else "fp32"
-
-
 def label(path: str) -> str:
     """A model's name in result folders: its path's last part, as FlagEmbedding's ``os.path.basename``."""
     stripped = path.rstrip("/\\")
@@ -275,43 +252,28 @@ def label(path: str) -> str:
 
 def build(eval_args: EvalArgs, model_args: EvalModelArgs) -> tuple[list[EmbedderRetriever], list[Reranking | None]]:
     """The retrievers (every model in every mode) and the reranking stages of a command line."""
-    from bge_core import Embedder, Reranker, lookup
-
-    precision = _precision(eval_args, model_args)
-    device = _device(model_args)
     cache = CorpusCache(eval_args.corpus_embd_save_dir, overwrite=eval_args.overwrite)
     retrievers: list[EmbedderRetriever] = []
     for path in model_args.embedder_name_or_path:
-        pooling = model_args.pooling_method or _CLASS_POOLING.get(model_args.embedder_model_class or "")
-        if model_args.query_instruction_for_retrieval is None:
-            spec = lookup(path)
-            if spec is not None and spec.query_instruction:
-                logger.warning(
-                    "%s is trained with the query instruction %r; FlagEmbedding's evaluation applies none unless "
-                    "--query_instruction_for_retrieval is given, and neither does bge-rag eval.",
-                    label(path),
-                    spec.query_instruction,
-                )
-        options: dict[str, Any] = {
-            "device": device,
-            "precision": precision,
-            "pooling": pooling,
-            "normalize": model_args.normalize_embeddings,
-            "query_instruction": model_args.query_instruction_for_retrieval or "",
-            "query_instruction_format": model_args.query_instruction_format_for_retrieval,
-            "truncate_dim": model_args.truncate_dim,
-            "trust_remote_code": model_args.trust_remote_code,
-            "cache_dir": model_args.cache_dir,
-            "token": eval_args.token,
-        }
-        if model_args.embedder_batch_size is not None:
-            options["batch_size"] = model_args.embedder_batch_size
-        embedder = Embedder(path, max_length=model_args.embedder_passage_max_length, **options)
-        query_embedder = None
-        if model_args.embedder_query_max_length != model_args.embedder_passage_max_length:
-            query_embedder = Embedder(path, max_length=model_args.embedder_query_max_length, **options)
+        embedder, query_embedder = load_embedders(
+            path,
+            command="bge-rag eval",
+            devices=model_args.devices,
+            use_fp16=model_args.use_fp16,
+            precision=eval_args.precision,
+            pooling=model_args.pooling_method or _CLASS_POOLING.get(model_args.embedder_model_class or ""),
+            normalize=model_args.normalize_embeddings,
+            query_instruction=model_args.query_instruction_for_retrieval,
+            query_instruction_format=model_args.query_instruction_format_for_retrieval,
+            batch_size=model_args.embedder_batch_size,
+            passage_max_length=model_args.embedder_passage_max_length,
+            query_max_length=model_args.embedder_query_max_length,
+            truncate_dim=model_args.truncate_dim,
+            trust_remote_code=model_args.trust_remote_code,
+            cache_dir=model_args.cache_dir,
+            token=eval_args.token,
+        )
         for mode in dict.fromkeys(eval_args.retrieval_modes):
-            name = label(path) if mode == "dense" else f"{label(path)}-{mode}"
             retrievers.append(
                 EmbedderRetriever(
                     embedder,
@@ -319,28 +281,40 @@ def build(eval_args: EvalArgs, model_args: EvalModelArgs) -> tuple[list[Embedder
                     weights=eval_args.hybrid_weights,
                     query_embedder=query_embedder,
                     cache=cache,
-                    name=name,
+                    name=label(path) if mode == "dense" else f"{label(path)}-{mode}",
                 )
             )
     stages: list[Reranking | None] = [None]
     for path in model_args.reranker_name_or_path or []:
-        rr_options: dict[str, Any] = {
-            "device": device,
-            "precision": precision,
-            "normalize": model_args.normalize,
-            "max_length": model_args.reranker_max_length,
-            "query_max_length": model_args.reranker_query_max_length,
-            "trust_remote_code": model_args.trust_remote_code,
-            "cache_dir": model_args.cache_dir,
-            "token": eval_args.token,
-            "prompt": model_args.prompt,
-            "cutoff_layers": model_args.cutoff_layers,
-            "compress_ratio": model_args.compress_ratio,
-            "compress_layers": model_args.compress_layers,
-        }
-        if model_args.reranker_batch_size is not None:
-            rr_options["batch_size"] = model_args.reranker_batch_size
-        stages.append(Reranking(Reranker(path, **rr_options), top_k=eval_args.rerank_top_k, name=label(path)))
+        reranker = load_reranker(
+            path,
+            devices=model_args.devices,
+            use_fp16=model_args.use_fp16,
+            use_bf16=model_args.use_bf16,
+            precision=eval_args.precision,
+            normalize=model_args.normalize,
+            max_length=model_args.reranker_max_length,
+            query_max_length=model_args.reranker_query_max_length,
+            batch_size=model_args.reranker_batch_size,
+            trust_remote_code=model_args.trust_remote_code,
+            cache_dir=model_args.cache_dir,
+            token=eval_args.token,
+            prompt=model_args.prompt,
+            cutoff_layers=model_args.cutoff_layers,
+            compress_ratio=model_args.compress_ratio,
+            compress_layers=model_args.compress_layers,
+        )
+        stages.append(
+            Reranking(
+                reranker,
+                top_k=eval_args.rerank_top_k,
+                name=label(path),
+                query_instruction=model_args.query_instruction_for_rerank,
+                query_instruction_format=model_args.query_instruction_format_for_rerank,
+                passage_instruction=model_args.passage_instruction_for_rerank,
+                passage_instruction_format=model_args.passage_instruction_format_for_rerank,
+            )
+        )
     return retrievers, stages
 
 
@@ -406,6 +380,21 @@ def flag_markdown(results: dict[str, dict[str, dict[str, dict[str, float]]]], me
     return "\n".join(lines) + "\n"
 
 
+def register(subparsers: Any) -> None:
+    """Add ``eval`` to the ``bge-rag`` subcommands (its arguments go to :func:`parse`)."""
+    register_passthrough(
+        subparsers,
+        "eval",
+        "retrieval metrics on your data; python -m FlagEmbedding.evaluation.custom's arguments (eval --help)",
+        run_eval,
+    )
+
+
+def run_eval(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Run ``bge-rag eval`` with the arguments after the subcommand."""
+    return run(args.arguments, out)
+
+
 def run(argv: Sequence[str], out: TextIO | None = None) -> int:
     """Run ``bge-rag eval ARGV``: evaluate, write FlagEmbedding's files, print the table."""
     out = out or sys.stdout
@@ -446,6 +435,5 @@ __all__ = [
     "collect",
     "flag_markdown",
     "parse",
-    "parser",
     "run",
 ]

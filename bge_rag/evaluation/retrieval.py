@@ -31,6 +31,7 @@ import numpy as np
 from bge_core.errors import ConfigError, InputTypeError, InvalidInputError
 from bge_core.scoring import check_weights, colbert_scores, hybrid_scores, lexical_scores
 from bge_core.types import Encoded
+from bge_rag.flag_cli import with_instruction
 
 from .data import RetrievalDataset
 from .search import dense_search, search
@@ -246,12 +247,21 @@ class Reranking:
         top_k: Candidates reranked per query (FlagEmbedding's ``--rerank_top_k``, default 100).
         name: The name in results (default: the model's).
         show_progress: A progress bar over pairs (``None``: on a terminal).
+        query_instruction: Put before each query, as FlagEmbedding's ``query_instruction_for_rerank``
+            (``None``: none), through ``query_instruction_format`` (``format(instruction, query)``).
+        query_instruction_format: The query instruction's template.
+        passage_instruction: Put before each passage (``passage_instruction_for_rerank``).
+        passage_instruction_format: The passage instruction's template.
     """
 
     reranker: Reranker
     top_k: int = 100
     name: str = ""
     show_progress: bool | None = None
+    query_instruction: str | None = None
+    query_instruction_format: str = "{}{}"
+    passage_instruction: str | None = None
+    passage_instruction_format: str = "{}{}"
 
     def __post_init__(self) -> None:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
@@ -276,7 +286,14 @@ class Reranking:
             for docid, _ in best:
                 if ignore_identical_ids and docid == qid:
                     continue
-                pairs.append((queries[qid], dataset.corpus[docid].full_text))
+                pairs.append(
+                    (
+                        with_instruction(self.query_instruction, self.query_instruction_format, queries[qid]),
+                        with_instruction(
+                            self.passage_instruction, self.passage_instruction_format, dataset.corpus[docid].full_text
+                        ),
+                    )
+                )
                 keys.append((qid, docid))
         scores = self.reranker.score(pairs, show_progress=self.show_progress) if pairs else []
         for (qid, docid), score in zip(keys, scores):
