@@ -1,26 +1,26 @@
 """A small retrieval set from real English text: the docstrings of Python's standard library.
 
-Each public function, class and method of a fixed list of standard-library modules whose
-docstring has a one-line summary and a body becomes one query and one document:
+Each public function, class and method of a fixed list of standard-library modules (defined in
+the module, not imported into it) whose docstring has a summary and a body gives one query and
+one document:
 
-- the **query** is the summary (the docstring's first paragraph, usually one sentence),
-- the **document** is the body (every later paragraph, doctest examples removed), so the query
-  is not a substring of its document and has to be found by meaning,
-- the **relevance** is 1 for that one document and 0 for every other.
+- the **query** is the summary: the first sentence of the docstring's first paragraph,
+- the **document** is the body: everything after that sentence, doctest examples removed, so
+  the query is not a substring of its document and has to be found by meaning,
+- the **relevance** is 1 for that one document (and 0, unlisted, for every other).
 
-Docstrings whose body is too short to be a document but whose summary is not
-(``min_body_words``) give no query; their summary-free bodies do not exist either, so the corpus
-is exactly the bodies of the queries plus, with ``distractors=True``, the bodies of docstrings
-whose summary could not be a query (a signature line, a one-word summary): documents no query
-asks for.
+A docstring whose body has fewer than ``min_body_words`` words is left out. One whose body is
+long enough but whose summary is no query (a signature line such as ``wrap(text) -> [str]``,
+fewer than 4 words) gives, with ``distractors=True``, a document that no query asks for.
 
 Titles are left empty: one title would be shared by every document of a module (so it cannot tell
 them apart), and a qualified name as title (``statistics.median``) would hand the query its
 answer by string match. Ids are qualified names (``json.dumps``); a query and its document carry
 the same id. Text is whitespace-collapsed and otherwise as written (reST and Google markup kept).
 
-Docstrings change between Python versions: the set is deterministic for one Python version (sorted
-by qualified name; duplicated summaries or bodies dropped), and :func:`write_custom_dataset`
+Docstrings change between Python versions (and a few functions exist on some platforms only): the
+set is deterministic for one Python version on one platform (sorted by qualified name; summaries
+or bodies that two docstrings share are dropped, with both docstrings), and :func:`write_custom_dataset`
 records the version in ``_info.json``. Nothing is downloaded; every Python install has the text.
 
     python -m bge_rag.evaluation.stdlib_docs OUT_DIR [--limit N] [--no-distractors]
@@ -39,13 +39,14 @@ import json
 import platform
 import re
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-#: The modules read, in this order of preference for nothing: the result is sorted by id. Mostly
-#: pure Python (their docstrings live in Lib/ and change rarely); a few C modules with full
-#: docstrings (itertools, collections' C types) are fine too.
+#: The modules read (the result is sorted by id, whatever their order). Mostly pure Python, whose
+#: docstrings live in Lib/ and change rarely, plus a few C modules with full docstrings (itertools,
+#: decimal, collections' C types). None needs an optional build part (tkinter, sqlite3) and none is
+#: deprecated for removal, so every Python from 3.10 on imports them all.
 MODULES: tuple[str, ...] = (
     "argparse",
     "ast",
@@ -320,7 +321,7 @@ def _is_query(summary: str) -> bool:
 
 
 # --------------------------------------------------------------------------- files
-def _write_jsonl(path: Path, rows: Iterator[dict[str, Any]] | Any) -> None:
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
