@@ -16,11 +16,13 @@ Systems:
   natively, fp32 elsewhere).
 
     python benchmarks/eval_speed.py [--model PATH] [--dataset DIR] [--repeat 3]
-        [--systems flag,bge-fp32,bge-auto] [--out benchmarks/results/eval-speed.json]
+        [--reranker PATH [--rerank-top-k 100]] [--systems flag,bge-fp32,bge-auto]
+        [--out benchmarks/results/eval-speed.json]
 
 Defaults: the offline MiniLM folder (real all-MiniLM-L6-v2 weights, BGE-style CLS pooling) and the
 standard-library docstring set of ``bge_rag.evaluation.stdlib_docs`` (written to a temporary
-folder). With ``--out`` the figures are also written as JSON (date, CPU, versions, command) for
+folder). With ``--reranker`` both also rerank each query's top ``--rerank-top-k`` with that
+cross-encoder and the reranked metrics are recorded. With ``--out`` the figures are also written as JSON (date, CPU, versions, command) for
 ``benchmarks/report.py``.
 """
 
@@ -76,6 +78,12 @@ def _options(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]:
         *("--embedder_name_or_path", str(args.model), "--embedder_model_class", "encoder-only-base"),
         *("--pooling_method", args.pooling, "--k_values", *map(str, args.k_values)),
         *("--embedder_batch_size", str(args.batch_size), "--devices", "cpu"),
+        *(
+            ("--reranker_name_or_path", str(args.reranker), "--reranker_model_class", "encoder-only-base")
+            + ("--rerank_top_k", str(args.rerank_top_k), "--reranker_batch_size", str(args.batch_size))
+            if args.reranker
+            else ()
+        ),
     ]
 
 
@@ -111,20 +119,20 @@ def _run(system: str, runner: Path, args: argparse.Namespace, dataset: Path, wor
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"{system} failed (exit {done.returncode}): {' '.join(command)}\n{done.stderr[-4000:]}")
-    report = json.loads((out / "eval.json").read_text(encoding="utf-8"))
-    return {"system": system, "seconds": seconds, **{k: _first(report, k) for k in ("ndcg_at_10", "recall_at_10")}}
+    metrics = _metrics(json.loads((out / "eval.json").read_text(encoding="utf-8")), reranked=bool(args.reranker))
+    return {"system": system, "seconds": seconds, **{k: metrics.get(k) for k in ("ndcg_at_10", "recall_at_10")}}
 
 
-def _first(node: Any, key: str) -> float | None:
-    """The first value of ``key`` in a nested JSON report (one model, one split)."""
-    if isinstance(node, dict):
-        if key in node:
-            return float(node[key])
-        for value in node.values():
-            found = _first(value, key)
-            if found is not None:
-                return found
-    return None
+def _metrics(report: dict[str, Any], reranked: bool) -> dict[str, float]:
+    """One split's metrics from a report ``{embedder: {reranker or "NoReranker": {split: metrics}}}``.
+
+    With a reranker the report holds both searches; the reranked one is taken.
+    """
+    for by_reranker in report.values():
+        for reranker, by_split in by_reranker.items():
+            if (reranker != "NoReranker") == reranked:
+                return next(iter(by_split.values()))
+    return {}
 
 
 def _dataset(args: argparse.Namespace, work: Path) -> tuple[Path, dict[str, Any]]:
@@ -174,7 +182,9 @@ def main() -> None:
     parser.add_argument("--dataset", help="a folder in FlagEmbedding's custom format (default: stdlib docstrings)")
     parser.add_argument("--eval-name", default="stdlib")
     parser.add_argument("--k-values", type=int, nargs="+", default=[1, 10, 100])
-    parser.add_argument("--batch-size", type=int, default=64, help="--embedder_batch_size of both runners")
+    parser.add_argument("--batch-size", type=int, default=64, help="embedder (and reranker) batch size of both")
+    parser.add_argument("--reranker", help="cross-encoder folder: rerank each query's top --rerank-top-k too")
+    parser.add_argument("--rerank-top-k", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs of each system")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of each system first")
     parser.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated, of: " + ", ".join(SYSTEMS))
@@ -229,6 +239,8 @@ def main() -> None:
         "dataset": dataset_info,
         "k_values": args.k_values,
         "batch_size": args.batch_size,
+        "reranker": args.reranker,
+        "rerank_top_k": args.rerank_top_k if args.reranker else None,
         "repeat": args.repeat,
         "warmup": args.warmup,
         "runs": runs,

@@ -452,6 +452,8 @@ def _eval_speed(path: Path, data: dict[str, Any]) -> Section:
         "output and cache folders"
     )
     extra = [("Model", str(data.get("model", NOT_RECORDED))), ("Work", work)]
+    if data.get("reranker"):
+        extra.insert(1, ("Reranker", f"{data['reranker']}, reranking each query's top {data.get('rerank_top_k')}"))
     table = []
     for r in rows:
         spread = f"{r['min_seconds']:.1f}-{r['max_seconds']:.1f}"

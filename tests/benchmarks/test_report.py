@@ -250,6 +250,7 @@ def test_a_gpu_dry_run_is_marked_and_kept_out_of_the_summary(tmp_path):
     page = report.render(tmp_path)
     assert "not a measurement" in _section(page, "gpu.json")
     assert "## Summary" not in page
+    assert "- **Reranker:**" not in page
 
 
 def test_render_works_when_loaded_as_the_mkdocs_hook_loads_it():
@@ -282,4 +283,12 @@ def test_an_eval_speed_run_of_flag_embedding_alone_renders_without_a_summary(tmp
     (tmp_path / "eval-speed.json").write_text(json.dumps(data))
     page = report.render(tmp_path)
     assert "## Summary" not in page
+    assert "- **Reranker:**" not in page
     assert "| `python -m FlagEmbedding.evaluation.custom` | fp32 | 90.0 |" in _section(page, "eval-speed.json")
+
+
+def test_an_eval_speed_run_with_a_reranker_names_it(tmp_path):
+    data = {**SYNTHETIC["eval-speed.json"], "reranker": "/models/reranker", "rerank_top_k": 100}
+    (tmp_path / "eval-speed.json").write_text(json.dumps(data))
+    section = _section(report.render(tmp_path), "eval-speed.json")
+    assert "- **Reranker:** /models/reranker, reranking each query's top 100" in section
