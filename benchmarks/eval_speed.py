@@ -22,8 +22,8 @@ Systems:
 Defaults: the offline MiniLM folder (real all-MiniLM-L6-v2 weights, BGE-style CLS pooling) and the
 standard-library docstring set of ``bge_rag.evaluation.stdlib_docs`` (written to a temporary
 folder). With ``--reranker`` both also rerank each query's top ``--rerank-top-k`` with that
-cross-encoder and the reranked metrics are recorded. With ``--out`` the figures are also written as JSON (date, CPU, versions, command) for
-``benchmarks/report.py``.
+cross-encoder and the reranked metrics are recorded. With ``--out`` the figures are also written
+as JSON (date, CPU, versions, command) for ``benchmarks/report.py``.
 """
 
 from __future__ import annotations

@@ -342,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-distractors", action="store_true", help="leave out the bodies no query asks for")
     args = parser.parse_args(argv)
     corpus, queries, qrels = build_stdlib_docs(limit=args.limit, distractors=not args.no_distractors)
-    info = {"source": "bge_rag.evaluation.stdlib_docs", "limit": args.limit, "distractors": not args.no_distractors}
+    info = {
+        "source": "bge_rag.evaluation.stdlib_docs",
+        "modules": list(MODULES),
+        "limit": args.limit,
+        "distractors": not args.no_distractors,
+    }
     folder = write_custom_dataset(args.out_dir, corpus, queries, qrels, info=info)
     print(f"{folder}: {len(queries)} queries, {len(corpus)} documents (Python {platform.python_version()})")
     return 0
