@@ -125,7 +125,7 @@ runpy.run_module("FlagEmbedding.evaluation.custom", run_name="__main__")
 @pytest.mark.slow
 @pytest.mark.parity
 def test_flag_embeddings_runner_reads_the_folder(tmp_path, models):
-    dataset = write_custom_dataset(tmp_path / "stdlib", *build_stdlib_docs(limit=100, distractors=False))
+    dataset = write_custom_dataset(tmp_path / "stdlib", *build_stdlib_docs(limit=50, distractors=False))
     out = tmp_path / "out"
     script = tmp_path / "run_flag_eval.py"
     script.write_text(RUNNER.format(tests=str(ROOT / "tests")))
