@@ -437,6 +437,48 @@ def _streaming(path: Path, data: dict[str, Any]) -> Section:
     return Section("streaming_throughput", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
 
 
+# --------------------------------------------------------------------------- eval_speed.py
+def _eval_speed(path: Path, data: dict[str, Any]) -> Section:
+    fields = ("system", "label", "precision", "median_seconds", "min_seconds", "max_seconds", "runs")
+    rows = _require_rows(path, data, "rows", fields)
+    _require(path, data, ["cpu", "dataset"])
+    dataset = data["dataset"]
+    work = (
+        f"{dataset.get('queries', NOT_RECORDED)} queries, {dataset.get('corpus', NOT_RECORDED)} documents "
+        f"({dataset.get('label', NOT_RECORDED)}, Python {dataset.get('python_version', NOT_RECORDED)}); "
+        f"k {' '.join(map(str, data.get('k_values') or [])) or NOT_RECORDED}, batch size "
+        f"{data.get('batch_size', NOT_RECORDED)}; {data.get('warmup', NOT_RECORDED)} untimed warm-up and "
+        f"{data.get('repeat', NOT_RECORDED)} timed runs of each, alternating, each a fresh process with fresh "
+        "output and cache folders"
+    )
+    extra = [("Model", str(data.get("model", NOT_RECORDED))), ("Work", work)]
+    if data.get("reranker"):
+        extra.insert(1, ("Reranker", f"{data['reranker']}, reranking each query's top {data.get('rerank_top_k')}"))
+    table = []
+    for r in rows:
+        spread = f"{r['min_seconds']:.1f}-{r['max_seconds']:.1f}"
+        ndcg = "" if r.get("ndcg_at_10") is None else f"{r['ndcg_at_10']:.4f}"
+        table.append(
+            [
+                f"`{r['label']}`",
+                r["precision"],
+                f"{r['median_seconds']:.1f}",
+                spread,
+                str(r["runs"]),
+                ndcg,
+                _ratio(r.get("speedup_over_flag")),
+            ]
+        )
+    header = ["command", "precision", "wall s (median)", "min-max", "runs", "nDCG@10", "FlagEmbedding ÷ this"]
+    parts = [_provenance(path, data, extra, peers=("FlagEmbedding",)), _table(header, table, "llrrrrr")]
+    summary = tuple(
+        (f"`bge-rag eval` {r['precision']} ÷ FlagEmbedding's evaluation, wall time", _ratio(r["speedup_over_flag"]))
+        for r in rows
+        if r.get("speedup_over_flag") is not None
+    )
+    return Section("eval_speed", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), summary)
+
+
 # --------------------------------------------------------------------------- accuracy scripts
 def _storage(path: Path, data: dict[str, Any]) -> Section:
     fields = ("storage", "bytes_per_value", "dense_max_abs_error", "dense_min_cosine", "dense_score_change")
@@ -485,6 +527,7 @@ RENDERERS: dict[str, Callable[[Path, dict[str, Any]], Section]] = {
     "llm_rerank": _llm_rerank,
     "serve_load": _serve_load,
     "streaming_throughput": _streaming,
+    "eval_speed": _eval_speed,
     "bf16_deviation": _bf16,
     "storage_accuracy": _storage,
 }
@@ -494,6 +537,7 @@ TITLES = {
     "llm_rerank": "LLM rerankers",
     "serve_load": "Serving over HTTP, against Infinity",
     "streaming_throughput": "Corpus-scale embedding: streaming to Parquet and Ray Data",
+    "eval_speed": "Retrieval evaluation, end to end, against FlagEmbedding's",
     "bf16_deviation": "Accuracy of the default precision against fp32",
     "storage_accuracy": "Accuracy of float16 and int8 storage",
 }
@@ -511,6 +555,11 @@ REPRODUCE = {
     "in code; FlagLLMReranker at its defaults and at the fastest of the batch sizes tried)",
     "serve_load": "`./dev.sh bench-serve --out benchmarks/results/serve-load.json`",
     "streaming_throughput": "`python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json`",
+    "eval_speed": "`python benchmarks/eval_speed.py --out benchmarks/results/eval-speed.json` (`--model` and "
+    "`--dataset` for others). The wall time of `bge-rag eval` and of `python -m FlagEmbedding.evaluation.custom` "
+    "with the same command-line options on the same dataset folder and model, start-up to metrics; FlagEmbedding "
+    "computes in fp32 on the CPU. *FlagEmbedding ÷ this* is FlagEmbedding's median wall time divided by the row's: "
+    "above 1 means the row is faster",
     "bf16_deviation": "`python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json`. Minimum "
     "cosine between the default precision's vectors and fp32's, on the offline fixture models (real MiniLM weights, "
     "tiny random decoders); on a CPU without native bf16 the default is fp32 and the cosines are 1",
@@ -544,6 +593,7 @@ engine does to get there and which settings change it, see [Performance](perform
 python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2,4 \
     --out benchmarks/results/llm-rerank.json
 python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json
+python benchmarks/eval_speed.py --out benchmarks/results/eval-speed.json
 python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json
 python benchmarks/storage_accuracy.py --out benchmarks/results/storage-accuracy.json
 python benchmarks/report.py > /tmp/benchmarks.md         # preview this page

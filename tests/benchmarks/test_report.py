@@ -172,6 +172,29 @@ SYNTHETIC = {
         "texts": 2000,
         "rows": [{"path": "one in-memory Embedder.encode call", "texts_per_s": 170.0, "over_in_memory": 1.0}],
     },
+    "eval-speed.json": {
+        **PROVENANCE,
+        "command": "python benchmarks/eval_speed.py --out x.json",
+        "dataset": {"label": "stdlib docstrings", "queries": 661, "corpus": 706, "python_version": "3.11.7"},
+        "k_values": [1, 10, 100],
+        "rows": [
+            {
+                "system": system,
+                "label": label,
+                "precision": precision,
+                "median_seconds": seconds,
+                "min_seconds": seconds - 1,
+                "max_seconds": seconds + 1,
+                "runs": 3,
+                "ndcg_at_10": 0.49106,
+                **({} if system == "flag" else {"speedup_over_flag": 90.0 / seconds}),
+            }
+            for system, label, precision, seconds in (
+                ("flag", "python -m FlagEmbedding.evaluation.custom", "fp32", 90.0),
+                ("bge-fp32", "bge-rag eval --precision fp32", "fp32", 30.0),
+            )
+        ],
+    },
     "bf16.json": {
         **PROVENANCE,
         "command": "python benchmarks/bf16_deviation.py --out x.json",
@@ -227,6 +250,7 @@ def test_a_gpu_dry_run_is_marked_and_kept_out_of_the_summary(tmp_path):
     page = report.render(tmp_path)
     assert "not a measurement" in _section(page, "gpu.json")
     assert "## Summary" not in page
+    assert "- **Reranker:**" not in page
 
 
 def test_render_works_when_loaded_as_the_mkdocs_hook_loads_it():
@@ -241,3 +265,30 @@ def test_cli_refuses_to_write_the_page_into_docs():
     with pytest.raises(SystemExit):
         report.main(["--out", str(ROOT / "docs" / "benchmarks.md")])
     assert not (ROOT / "docs" / "benchmarks.md").exists()
+
+
+def test_the_eval_speed_headline_is_flag_time_over_bge_rag_time(tmp_path):
+    (tmp_path / "eval-speed.json").write_text(json.dumps(SYNTHETIC["eval-speed.json"]))
+    page = report.render(tmp_path)
+    section = _section(page, "eval-speed.json")
+    assert "661 queries, 706 documents (stdlib docstrings, Python 3.11.7); k 1 10 100" in section
+    assert "| `bge-rag eval --precision fp32` | fp32 | 30.0 | 29.0-31.0 | 3 | 0.4911 | 3.00x |" in section
+    assert "| `python -m FlagEmbedding.evaluation.custom` | fp32 | 90.0 | 89.0-91.0 | 3 | 0.4911 |  |" in section
+    assert "| `bge-rag eval` fp32 ÷ FlagEmbedding's evaluation, wall time | 3.00x |" in page
+
+
+def test_an_eval_speed_run_of_flag_embedding_alone_renders_without_a_summary(tmp_path):
+    data = json.loads(json.dumps(SYNTHETIC["eval-speed.json"]))
+    data["rows"] = data["rows"][:1]
+    (tmp_path / "eval-speed.json").write_text(json.dumps(data))
+    page = report.render(tmp_path)
+    assert "## Summary" not in page
+    assert "- **Reranker:**" not in page
+    assert "| `python -m FlagEmbedding.evaluation.custom` | fp32 | 90.0 |" in _section(page, "eval-speed.json")
+
+
+def test_an_eval_speed_run_with_a_reranker_names_it(tmp_path):
+    data = {**SYNTHETIC["eval-speed.json"], "reranker": "/models/reranker", "rerank_top_k": 100}
+    (tmp_path / "eval-speed.json").write_text(json.dumps(data))
+    section = _section(report.render(tmp_path), "eval-speed.json")
+    assert "- **Reranker:** /models/reranker, reranking each query's top 100" in section
