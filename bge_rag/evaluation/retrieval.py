@@ -267,6 +267,7 @@ class Reranking:
         if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 1:
             raise ConfigError(f"rerank top_k must be a positive integer, got {self.top_k!r}")
         self.name = self.name or model_label(self.reranker)
+        self._scores: dict[tuple[str, str], float] = {}
 
     def rerank(
         self,
@@ -277,8 +278,7 @@ class Reranking:
         ignore_identical_ids: bool = False,
     ) -> Results:
         """The reranker's scores of each query's best candidates."""
-        pairs: list[tuple[str, str]] = []
-        keys: list[tuple[str, str]] = []
+        keys: list[tuple[str, str, tuple[str, str]]] = []
         out: Results = {}
         for qid, found in candidates.items():
             out[qid] = {}
@@ -286,18 +286,20 @@ class Reranking:
             for docid, _ in best:
                 if ignore_identical_ids and docid == qid:
                     continue
-                pairs.append(
-                    (
-                        with_instruction(self.query_instruction, self.query_instruction_format, queries[qid]),
-                        with_instruction(
-                            self.passage_instruction, self.passage_instruction_format, dataset.corpus[docid].full_text
-                        ),
-                    )
+                pair = (
+                    with_instruction(self.query_instruction, self.query_instruction_format, queries[qid]),
+                    with_instruction(
+                        self.passage_instruction, self.passage_instruction_format, dataset.corpus[docid].full_text
+                    ),
                 )
-                keys.append((qid, docid))
-        scores = self.reranker.score(pairs, show_progress=self.show_progress) if pairs else []
-        for (qid, docid), score in zip(keys, scores):
-            out[qid][docid] = float(score)
+                keys.append((qid, docid, pair))
+        # Each distinct pair is scored once per Reranking: several retrievers compared with one
+        # reranker mostly hand it the same candidates.
+        todo = list(dict.fromkeys(pair for _, _, pair in keys if pair not in self._scores))
+        if todo:
+            self._scores.update(zip(todo, self.reranker.score(todo, show_progress=self.show_progress)))
+        for qid, docid, pair in keys:
+            out[qid][docid] = float(self._scores[pair])
         return out
 
 
