@@ -84,8 +84,8 @@ class CorpusCache:
 
     On disk, each entry is a :func:`bge_rag.corpus.embed_corpus` output folder (Parquet parts,
     resumable after an interruption) under ``root/<model>/<key>``, where the key hashes the
-    engine's settings, the outputs and the corpus content: a changed corpus or setting gets a new
-    entry, never stale vectors.
+    engine's settings, its model files (names, sizes, modification times), the outputs and the
+    corpus content: a changed corpus, model or setting gets a new entry, never stale vectors.
 
     Args:
         root: The cache folder; ``None`` keeps encodings in memory for this process only.
@@ -122,6 +122,7 @@ class CorpusCache:
         """The hex key of an entry: settings, outputs and corpus content."""
         settings = {
             "model": str(embedder.model_name),
+            "model_files": self._model_files(embedder),
             "dtype": str(embedder.dtype),
             "max_length": embedder.max_length,
             "pooling": embedder.pooling,
@@ -132,6 +133,24 @@ class CorpusCache:
             "corpus": dataset.corpus_digest(),
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+    @staticmethod
+    def _model_files(embedder: Embedder) -> list[tuple[str, int, int]]:
+        """Name, size and modification time of each model file (hidden ones aside).
+
+        Retrained weights saved over the same folder get a new key; a hub snapshot's folder names
+        its commit.
+        """
+        folder = getattr(embedder, "folder", None)
+        if folder is None:
+            return []
+        files = []
+        for path in sorted(Path(folder).rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+                stat = path.stat()
+                files.append((relative.as_posix(), stat.st_size, stat.st_mtime_ns))
+        return files
 
     def corpus(self, embedder: Embedder, dataset: RetrievalDataset, outputs: tuple[str, ...]) -> Encoded:
         """The corpus outputs of ``dataset`` in corpus order."""
