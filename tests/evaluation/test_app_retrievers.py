@@ -20,8 +20,9 @@ from langchain_core.retrievers import BaseRetriever
 from langchain_core.vectorstores import InMemoryVectorStore
 from llama_index.core import Document as LlamaDocument
 from llama_index.core import VectorStoreIndex
+from llama_index.core.base.base_retriever import BaseRetriever as LlamaBaseRetriever
 from llama_index.core.node_parser import SentenceSplitter
-from llama_index.core.schema import TextNode
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.embeddings.bge import BGEEmbedding
 
 from bge_core import Embedder
@@ -90,6 +91,19 @@ class FixedRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return list(self.docs)
+
+
+class FixedLlamaRetriever(LlamaBaseRetriever):
+    """A LlamaIndex retriever returning fixed nodes, scored as distances (lower is better)."""
+
+    def __init__(self, metadata: list[dict]) -> None:
+        super().__init__()
+        self.nodes = [
+            NodeWithScore(node=TextNode(text="x", metadata=m), score=float(i)) for i, m in enumerate(metadata)
+        ]
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return list(self.nodes)
 
 
 def _words(text: str) -> list[str]:
@@ -223,6 +237,16 @@ def test_document_without_id_field_names_field_and_keys(data: RetrievalDataset) 
 def test_wrong_id_field_on_a_real_store(data: RetrievalDataset, langchain_retriever: BaseRetriever) -> None:
     with pytest.raises(InvalidInputError, match=r"metadata\['id'\].*\['doc_id'\]"):
         evaluate(langchain_retriever, data)  # id_field defaults to "id"
+
+
+def test_llamaindex_nodes_map_through_metadata_in_their_order(data: RetrievalDataset) -> None:
+    retriever = FixedLlamaRetriever([{"doc_id": "doc-9"}, {"doc_id": "doc-2", "page": 1}, {"doc_id": "doc-9"}])
+    report = evaluate(retriever, data, id_field="doc_id", k_values=[1])
+    assert report.runs[0].results["q-9"] == {"doc-9": 2.0, "doc-2": 1.0}  # its order, not its distances
+    with pytest.raises(InvalidInputError, match=r"FixedLlamaRetriever.*metadata\['id'\].*\['doc_id'\]"):
+        evaluate(retriever, data)
+    with pytest.raises(InvalidInputError, match=r"'doc-999'.*not in the corpus"):
+        evaluate(FixedLlamaRetriever([{"doc_id": "doc-2"}, {"doc_id": "doc-999"}]), data, id_field="doc_id")
 
 
 def test_id_not_in_corpus(data: RetrievalDataset) -> None:
