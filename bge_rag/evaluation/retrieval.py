@@ -136,20 +136,24 @@ class CorpusCache:
 
     @staticmethod
     def _model_files(embedder: Embedder) -> list[tuple[str, int, int]]:
-        """Name, size and modification time of each model file (hidden ones aside).
+        """Name, size and modification time of the model's files: its folder's, and its modules'.
 
         Retrained weights saved over the same folder get a new key; a hub snapshot's folder names
-        its commit.
+        its commit. Other subfolders (checkpoints, ONNX exports) are not the model that runs.
         """
         folder = getattr(embedder, "folder", None)
         if folder is None:
             return []
+        folder = Path(folder)
+        folders = [folder]
+        if (folder / "modules.json").is_file():  # sentence-transformers modules (Dense, ...)
+            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+            folders += [folder / str(m["path"]) for m in modules if isinstance(m, dict) and m.get("path")]
         files = []
-        for path in sorted(Path(folder).rglob("*")):
-            relative = path.relative_to(folder)
-            if path.is_file() and not any(part.startswith(".") for part in relative.parts):
+        for path in sorted({p for f in folders if f.is_dir() for p in f.iterdir()}):
+            if path.is_file() and not path.name.startswith("."):
                 stat = path.stat()
-                files.append((relative.as_posix(), stat.st_size, stat.st_mtime_ns))
+                files.append((path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns))
         return files
 
     def corpus(self, embedder: Embedder, dataset: RetrievalDataset, outputs: tuple[str, ...]) -> Encoded:

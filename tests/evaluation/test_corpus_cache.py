@@ -173,6 +173,36 @@ def test_retrained_weights_in_the_same_folder_get_a_new_entry(
     assert after != before
 
 
+def test_key_follows_the_files_that_make_the_model(
+    tmp_path: Path, data: RetrievalDataset, models: FixtureModels
+) -> None:
+    import os
+    import shutil
+
+    folder = shutil.copytree(models.dense, tmp_path / "my-model")
+    engine = Embedder(folder, **SETTINGS)  # type: ignore[arg-type]
+    cache = CorpusCache()
+    key = cache.key(engine, data, ("dense",))
+    (folder / "checkpoint-10").mkdir()  # a training run's leftovers are not the model that runs
+    (folder / "checkpoint-10" / "model.safetensors").write_bytes(b"x")
+    (folder / ".cache").mkdir()
+    assert cache.key(engine, data, ("dense",)) == key
+    dense = folder / "2_Dense"
+    dense.mkdir()
+    (dense / "model.safetensors").write_bytes(b"v1")
+    (folder / "modules.json").write_text(
+        json.dumps([{"idx": 0, "path": "", "type": "Transformer"}, {"idx": 1, "path": "2_Dense", "type": "Dense"}])
+    )
+    with_modules = cache.key(engine, data, ("dense",))
+    assert with_modules != key
+    (dense / "model.safetensors").write_bytes(b"v2")  # a module's weights are the model's
+    assert cache.key(engine, data, ("dense",)) != with_modules
+    before = cache.key(engine, data, ("dense",))
+    stat = (folder / "config.json").stat()
+    os.utime(folder / "config.json", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert cache.key(engine, data, ("dense",)) != before  # saved again over the folder
+
+
 def test_outputs_and_instruction_are_in_the_key(
     embedder: Embedder, data: RetrievalDataset, models: FixtureModels
 ) -> None:
