@@ -119,7 +119,7 @@ class CorpusCache:
         )
 
     def key(self, embedder: Embedder, dataset: RetrievalDataset, outputs: tuple[str, ...]) -> str:
-        """The hex key of an entry: settings, outputs and corpus content."""
+        """The hex key of an entry: settings, model files, outputs and corpus content."""
         settings = {
             "model": str(embedder.model_name),
             "model_files": self._model_files(embedder),
