@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,27 +84,45 @@ class CorpusCache:
 
     On disk, each entry is a :func:`bge_rag.corpus.embed_corpus` output folder (Parquet parts,
     resumable after an interruption) under ``root/<model>/<key>``, where the key hashes the
-    engine's settings, the outputs and the corpus content: a changed corpus or setting gets a new
-    entry, never stale vectors.
+    engine's settings, its model files (names, sizes, modification times), the outputs and the
+    corpus content: a changed corpus, model or setting gets a new entry, never stale vectors.
 
     Args:
         root: The cache folder; ``None`` keeps encodings in memory for this process only.
         overwrite: Encode again even when a complete entry exists.
         show_progress: Progress bars while encoding (``None``: on a terminal).
+        chunk_size: Documents per encode call and per Parquet part of a new entry: the most work
+            an interruption loses (``None``: :data:`bge_rag.corpus.DEFAULT_CHUNK_SIZE`). An entry
+            started with another chunk size is continued and reused with its own.
     """
 
     def __init__(
-        self, root: str | os.PathLike | None = None, *, overwrite: bool = False, show_progress: bool | None = None
+        self,
+        root: str | os.PathLike | None = None,
+        *,
+        overwrite: bool = False,
+        show_progress: bool | None = None,
+        chunk_size: int | None = None,
     ):
+        from bge_rag.corpus.encoder import DEFAULT_CHUNK_SIZE
+
+        chunk_size = DEFAULT_CHUNK_SIZE if chunk_size is None else chunk_size
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ConfigError(f"chunk_size must be a positive integer, got {chunk_size!r}")
         self.root = None if root is None else Path(root)
         self.overwrite = overwrite
         self.show_progress = show_progress
-        self._memo: dict[tuple[int, str, str, tuple[str, ...]], Encoded] = {}
+        self.chunk_size = chunk_size
+        # Per engine object, held weakly: an id() could be reused by another engine once this one is freed.
+        self._memo: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, tuple[str, ...]], Encoded]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def key(self, embedder: Embedder, dataset: RetrievalDataset, outputs: tuple[str, ...]) -> str:
-        """The hex key of an entry: settings, outputs and corpus content."""
+        """The hex key of an entry: settings, model files, outputs and corpus content."""
         settings = {
             "model": str(embedder.model_name),
+            "model_files": self._model_files(embedder),
             "dtype": str(embedder.dtype),
             "max_length": embedder.max_length,
             "pooling": embedder.pooling,
@@ -115,11 +134,34 @@ class CorpusCache:
         }
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
+    @staticmethod
+    def _model_files(embedder: Embedder) -> list[tuple[str, int, int]]:
+        """Name, size and modification time of the model's files: its folder's, and its modules'.
+
+        Retrained weights saved over the same folder get a new key; a hub snapshot's folder names
+        its commit. Other subfolders (checkpoints, ONNX exports) are not the model that runs.
+        """
+        folder = getattr(embedder, "folder", None)
+        if folder is None:
+            return []
+        folder = Path(folder)
+        folders = [folder]
+        if (folder / "modules.json").is_file():  # sentence-transformers modules (Dense, ...)
+            modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+            folders += [folder / str(m["path"]) for m in modules if isinstance(m, dict) and m.get("path")]
+        files = []
+        for path in sorted({p for f in folders if f.is_dir() for p in f.iterdir()}):
+            if path.is_file() and not path.name.startswith("."):
+                stat = path.stat()
+                files.append((path.relative_to(folder).as_posix(), stat.st_size, stat.st_mtime_ns))
+        return files
+
     def corpus(self, embedder: Embedder, dataset: RetrievalDataset, outputs: tuple[str, ...]) -> Encoded:
         """The corpus outputs of ``dataset`` in corpus order."""
-        memo_key = (id(embedder), dataset.corpus_digest(), "document", outputs)
-        if memo_key in self._memo:
-            return self._memo[memo_key]
+        memo = self._memo.setdefault(embedder, {})
+        memo_key = (dataset.corpus_digest(), "document", outputs)
+        if memo_key in memo:
+            return memo[memo_key]
         texts = [doc.full_text for doc in dataset.corpus.values()]
         if self.root is None:
             encoded = _encode(embedder, texts, "document", outputs, self.show_progress)
@@ -133,22 +175,37 @@ class CorpusCache:
                 folder,
                 embedder,
                 outputs=outputs,
+                chunk_size=self._entry_chunk_size(folder),
                 overwrite=self.overwrite,
                 show_progress=self.show_progress,
             )
             ids, encoded = read_embeddings(folder)
             if ids != list(range(len(texts))):
                 raise InvalidInputError(f"The cached corpus in {folder} does not match the dataset; delete the folder.")
-        self._memo[memo_key] = encoded
+        memo[memo_key] = encoded
         return encoded
+
+    def _entry_chunk_size(self, folder: Path) -> int:
+        """An existing entry's own chunk size (to continue or check it), else this cache's."""
+        from bge_rag.corpus.encoder import MANIFEST
+
+        manifest = folder / MANIFEST
+        if self.overwrite or not manifest.is_file():
+            return self.chunk_size
+        try:
+            size = json.loads(manifest.read_text(encoding="utf-8"))["settings"]["chunk_size"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return self.chunk_size  # embed_corpus reports what is wrong with the folder
+        return size if isinstance(size, int) and size > 0 else self.chunk_size
 
     def queries(self, embedder: Embedder, texts: list[str], outputs: tuple[str, ...]) -> Encoded:
         """Query outputs (instruction applied), memoized for this process."""
         digest = hashlib.sha256("\0".join(texts).encode()).hexdigest()
-        memo_key = (id(embedder), digest, "query", outputs)
-        if memo_key not in self._memo:
-            self._memo[memo_key] = _encode(embedder, texts, "query", outputs, self.show_progress)
-        return self._memo[memo_key]
+        memo = self._memo.setdefault(embedder, {})
+        memo_key = (digest, "query", outputs)
+        if memo_key not in memo:
+            memo[memo_key] = _encode(embedder, texts, "query", outputs, self.show_progress)
+        return memo[memo_key]
 
 
 def _encode(
@@ -331,9 +388,14 @@ class AppRetriever:
         if not (
             callable(getattr(self.retriever, "invoke", None)) or callable(getattr(self.retriever, "retrieve", None))
         ):
+            hint = (
+                f" Pass its retriever: {type(self.retriever).__name__}.as_retriever()."
+                if callable(getattr(self.retriever, "as_retriever", None))
+                else ""
+            )
             raise InputTypeError(
                 f"{type(self.retriever).__name__} is not a retriever: expected a LangChain retriever (invoke), "
-                "a LlamaIndex retriever (retrieve), an Embedder, or a bge_rag.evaluation retriever."
+                f"a LlamaIndex retriever (retrieve), an Embedder, or a bge_rag.evaluation retriever.{hint}"
             )
         self.name = self.name or type(self.retriever).__name__
 
