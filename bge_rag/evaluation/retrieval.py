@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import re
+import sys
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -439,7 +440,8 @@ def as_retriever(obj: Any, *, id_field: str = "id", name: str = "") -> Retriever
     """``obj`` as a :class:`Retriever`: a bge_rag retriever as is, an Embedder (dense), or an app's."""
     if isinstance(obj, (EmbedderRetriever, AppRetriever)):
         return obj
-    if hasattr(obj, "encode_queries") and hasattr(obj, "encode"):
+    engine = sys.modules.get("bge_core.embedder")  # not imported: obj cannot be an Embedder
+    if engine is not None and isinstance(obj, engine.Embedder):
         return EmbedderRetriever(obj, name=name)
     return AppRetriever(obj, id_field=id_field, name=name)
 

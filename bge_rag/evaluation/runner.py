@@ -214,7 +214,10 @@ def _check_unique(names: list[str], what: str) -> None:
     seen = set()
     for name in names:
         if name in seen:
-            raise ConfigError(f"Two {what}s are named {name!r}; give them distinct names (name=...).")
+            raise ConfigError(
+                f"Two {what}s are named {name!r}; name them apart: EmbedderRetriever(..., name=...), "
+                "AppRetriever(app_retriever, name=...) or Reranking(reranker, name=...)."
+            )
         seen.add(name)
 
 
