@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,6 +119,7 @@ def compare(
     rerank_top_k: int = 100,
     ignore_identical_ids: bool = False,
     id_field: str = "id",
+    show_progress: bool | None = None,
 ) -> Report:
     """Evaluate several retrievers, each alone and followed by each reranker, on the same queries.
 
@@ -135,6 +137,8 @@ def compare(
         ignore_identical_ids: Drop a document whose id equals the query's (FlagEmbedding's option,
             for datasets whose queries are also documents).
         id_field: The metadata field of an application retriever's documents holding corpus ids.
+        show_progress: A progress bar over the stages (each retrieval and each reranking), beside
+            the engines' own bars for encoding and reranking (``None``: on a terminal).
 
     Returns:
         A :class:`Report` with a run per (retriever, reranker, split).
@@ -157,10 +161,12 @@ def compare(
     for split in split_objs.values():
         all_queries.update(split.queries)
     report = Report(dataset=dataset.name, k_values=ks)
+    bar = _stage_bar(len(items) * len(stages), show_progress)
     for retriever in items:
         logger.info(
             "Retrieving with %s (%d queries, %d documents)", retriever.name, len(all_queries), len(dataset.corpus)
         )
+        _stage(bar, f"{retriever.name}: retrieve")
         found = retriever.retrieve(dataset, all_queries, top_k)
         if ignore_identical_ids:
             found = _without_identical(found)
@@ -169,12 +175,32 @@ def compare(
                 ranked, label = found, NO_RERANKER
             else:
                 logger.info("Reranking the top %d of %s with %s", stage.top_k, retriever.name, stage.name)
+                _stage(bar, f"{retriever.name}: rerank with {stage.name}")
                 ranked = stage.rerank(dataset, all_queries, found, ignore_identical_ids=ignore_identical_ids)
                 label = stage.name
             for name, split in split_objs.items():
                 results = {qid: ranked[qid] for qid in split.queries}
                 report.runs.append(Run(retriever.name, label, name, compute_metrics(split.qrels, results, ks), results))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     return report
+
+
+def _stage_bar(total: int, show_progress: bool | None) -> Any:
+    if show_progress is None:
+        show_progress = sys.stderr.isatty()
+    if not show_progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="Evaluating", unit="stage")
+
+
+def _stage(bar: Any, description: str) -> None:
+    if bar is not None:
+        bar.set_description(description)
 
 
 def evaluate(
@@ -188,6 +214,7 @@ def evaluate(
     rerank_top_k: int = 100,
     ignore_identical_ids: bool = False,
     id_field: str = "id",
+    show_progress: bool | None = None,
 ) -> Report:
     """Evaluate one retriever, and with ``reranker`` also its reranked results.
 
@@ -207,6 +234,7 @@ def evaluate(
         rerank_top_k=rerank_top_k,
         ignore_identical_ids=ignore_identical_ids,
         id_field=id_field,
+        show_progress=show_progress,
     )
 
 

@@ -300,3 +300,21 @@ def test_compare_side_by_side_with_langchain(
             cell = cells[column].rstrip(" |")
             assert cell == (f"**{values[name] * 100:.3f}**" if values[name] == best else f"{values[name] * 100:.3f}")
     assert any("**" not in cell for cell in rows["keywords"])  # BGE beats keywords somewhere
+
+
+def test_progress_bar_names_each_stage(capsys: pytest.CaptureFixture) -> None:
+    from bge_rag.evaluation import Document, RetrievalDataset, Split
+
+    class Fixed:
+        def invoke(self, query: str) -> list:
+            return [type("Doc", (), {"metadata": {"id": "b"}})(), type("Doc", (), {"metadata": {"id": "a"}})()]
+
+    data = RetrievalDataset(
+        "tiny", {"a": Document("", "x"), "b": Document("", "y")}, {"test": Split({"q": "?"}, {"q": {"a": 1}})}
+    )
+    report = compare([Fixed()], data, k_values=[1, 2], show_progress=True)
+    assert report.metrics("Fixed")["mrr_at_2"] == 0.5
+    err = capsys.readouterr().err
+    assert "Fixed: retrieve" in err and "1/1" in err
+    compare([Fixed()], data, k_values=[1], show_progress=False)
+    assert "Evaluating" not in capsys.readouterr().err
