@@ -23,7 +23,7 @@ arguments. Metrics need ``pip install 'bge-rag[eval]'`` (pytrec_eval).
 from __future__ import annotations
 
 from .data import LAYOUTS, Document, RetrievalDataset, Split, available_splits, detect_layout, load_dataset
-from .metrics import DEFAULT_K_VALUES, METRICS, compute_metrics
+from .metrics import DEFAULT_K_VALUES, METRICS, compute_metrics, default_metrics, metric_names
 from .retrieval import (
     M3_WEIGHTS,
     MODES,
@@ -58,10 +58,12 @@ __all__ = [
     "available_splits",
     "compare",
     "compute_metrics",
+    "default_metrics",
     "dense_search",
     "detect_layout",
     "evaluate",
     "load_dataset",
+    "metric_names",
     "model_label",
     "side_by_side",
     "top_k_rows",

@@ -17,6 +17,7 @@ An option it cannot honour is an error naming it, never ignored.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -35,8 +36,8 @@ from bge_rag.flag_cli import (
     register_passthrough,
 )
 
-from .data import LAYOUTS, load_dataset
-from .metrics import DEFAULT_K_VALUES
+from .data import LAYOUTS, RetrievalDataset, load_dataset
+from .metrics import DEFAULT_K_VALUES, check_metric_names, default_metrics, metric_names
 from .retrieval import M3_WEIGHTS, MODES, CorpusCache, EmbedderRetriever, Reranking
 from .runner import NO_RERANKER, Report, compare, side_by_side
 
@@ -252,6 +253,19 @@ def label(path: str) -> str:
 
 def build(eval_args: EvalArgs, model_args: EvalModelArgs) -> tuple[list[EmbedderRetriever], list[Reranking | None]]:
     """The retrievers (every model in every mode) and the reranking stages of a command line."""
+    for option, paths in (
+        ("--embedder_name_or_path", model_args.embedder_name_or_path),
+        ("--reranker_name_or_path", model_args.reranker_name_or_path or []),
+    ):
+        named: dict[str, str] = {}
+        for path in paths:
+            if label(path) in named:
+                raise ConfigError(
+                    f"{option}: {named[label(path)]} and {path} are both named {label(path)!r}, and results are "
+                    "filed by the folder's name (as FlagEmbedding's): rename one folder, or evaluate them in "
+                    "separate runs with different --output_dir."
+                )
+            named[label(path)] = path
     cache = CorpusCache(eval_args.corpus_embd_save_dir, overwrite=eval_args.overwrite)
     retrievers: list[EmbedderRetriever] = []
     for path in model_args.embedder_name_or_path:
@@ -318,7 +332,14 @@ def build(eval_args: EvalArgs, model_args: EvalModelArgs) -> tuple[list[Embedder
     return retrievers, stages
 
 
-def write_results(report: Report, eval_args: EvalArgs) -> None:
+def dataset_digest(dataset: RetrievalDataset) -> str:
+    """SHA-256 of a dataset's corpus and judgements: which runs in one output folder are comparable."""
+    qrels = {name: split.qrels for name, split in dataset.splits.items()}
+    blob = dataset.corpus_digest() + json.dumps(qrels, sort_keys=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def write_results(report: Report, eval_args: EvalArgs, digest: str | None = None) -> None:
     """FlagEmbedding's per-run files: search results per split and ``EVAL/eval_results.json``."""
     out = Path(eval_args.output_dir)
     evals: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
@@ -331,6 +352,9 @@ def write_results(report: Report, eval_args: EvalArgs) -> None:
             "reranker_name": run.reranker,
             "split": run.split,
             "dataset_name": None,
+            # bge-rag's addition (FlagEmbedding's loader ignores it): the summary gathers only
+            # results of this dataset (see collect).
+            "dataset_digest": digest,
             "search_results": run.results,
         }
         (folder / f"{run.split}.json").write_text(json.dumps(data, indent=4), encoding="utf-8")
@@ -341,16 +365,43 @@ def write_results(report: Report, eval_args: EvalArgs) -> None:
         target.write_text(json.dumps(by_split, indent=4), encoding="utf-8")
 
 
-def collect(output_dir: str | os.PathLike) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """Every ``<model>/<reranker>/EVAL/eval_results.json`` under ``output_dir``, as FlagEmbedding gathers them."""
+def collect(
+    output_dir: str | os.PathLike, digest: str | None = None
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    """Every ``<model>/<reranker>/EVAL/eval_results.json`` under ``output_dir``, as FlagEmbedding gathers them.
+
+    With ``digest``, results of another dataset (an earlier run on other data in the same folder)
+    are left out with a warning; results without a digest (written by FlagEmbedding) are kept.
+    """
     root = Path(output_dir)
     out: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
     for model in sorted(p for p in root.iterdir() if p.is_dir()):
         for reranker in sorted(p for p in model.iterdir() if p.is_dir()):
             path = reranker / "EVAL" / "eval_results.json"
-            if path.is_file():
-                out.setdefault(model.name, {})[reranker.name] = json.loads(path.read_text(encoding="utf-8"))
+            if not path.is_file():
+                continue
+            theirs = _recorded_digest(reranker)
+            if digest is not None and theirs is not None and theirs != digest:
+                logger.warning(
+                    "%s/%s in %s holds results of another dataset (an earlier run): left out of the summary",
+                    model.name,
+                    reranker.name,
+                    root,
+                )
+                continue
+            out.setdefault(model.name, {})[reranker.name] = json.loads(path.read_text(encoding="utf-8"))
     return out
+
+
+def _recorded_digest(folder: Path) -> str | None:
+    for path in sorted(folder.glob("*.json")):
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("dataset_digest")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(recorded, str):
+            return recorded
+    return None
 
 
 def flag_markdown(results: dict[str, dict[str, dict[str, dict[str, float]]]], metrics: Sequence[str]) -> str:
@@ -403,6 +454,10 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
     dataset = load_dataset(
         eval_args.dataset_dir, eval_args.splits, layout=eval_args.dataset_layout, name=eval_args.eval_name
     )
+    metrics = eval_args.eval_metrics
+    if metrics == EvalArgs().eval_metrics and "ndcg_at_10" not in metric_names(eval_args.k_values):
+        metrics = default_metrics(eval_args.k_values)  # the default names k=10, which these k values lack
+    check_metric_names(metrics, eval_args.k_values)
     retrievers, stages = build(eval_args, model_args)
     report = compare(
         retrievers,
@@ -413,15 +468,16 @@ def run(argv: Sequence[str], out: TextIO | None = None) -> int:
         top_k=eval_args.search_top_k,
         ignore_identical_ids=eval_args.ignore_identical_ids,
     )
-    write_results(report, eval_args)
-    gathered = collect(eval_args.output_dir)
+    digest = dataset_digest(dataset)
+    write_results(report, eval_args, digest)
+    gathered = collect(eval_args.output_dir, digest)
     target = Path(eval_args.eval_output_path)
     target.parent.mkdir(parents=True, exist_ok=True)
     if eval_args.eval_output_method == "json":
         target.write_text(json.dumps(gathered, indent=4), encoding="utf-8")
     else:
-        target.write_text(flag_markdown(gathered, eval_args.eval_metrics), encoding="utf-8")
-    print(side_by_side(report.to_dict(), eval_args.eval_metrics), file=out)
+        target.write_text(flag_markdown(gathered, metrics), encoding="utf-8")
+    print(side_by_side(report.to_dict(), metrics), file=out)
     print(f"\nSearch results in {eval_args.output_dir}; summary in {target}.", file=out)
     return 0
 

@@ -117,16 +117,40 @@ def _check_split(dataset: str, name: str, split: Split, corpus: dict[str, Docume
     if missing:
         raise InvalidInputError(
             f"{len(missing)} queries of the {where} have no relevance judgement (first: {missing[0]!r}); "
-            "metrics would count them as failures (FlagEmbedding's evaluation stops on them with a KeyError). "
-            "Judge them or remove them."
+            f"{_UNJUDGED_WHY}"
         )
+    hopeless = [qid for qid, judged in split.qrels.items() if not any(grade > 0 for grade in judged.values())]
+    if hopeless:
+        raise InvalidInputError(
+            f"{len(hopeless)} queries of the {where} have no relevant document, every judgement is 0 "
+            f"(first: {hopeless[0]!r}); {_UNJUDGED_WHY}"
+        )
+
+
+_UNJUDGED_WHY = (
+    "metrics would count them as failures (FlagEmbedding's evaluation stops on them with a KeyError or "
+    "ZeroDivisionError). Judge a relevant document for each or remove them."
+)
+
+
+def _check_judged(
+    queries: dict[str, str], qrels: dict[str, dict[str, int]], query_lines: dict[str, str], qrel_lines: dict[str, str]
+) -> None:
+    """The checks of :func:`_check_split` that can name a file and line."""
+    for qid in queries:
+        if qid not in qrels:
+            raise InvalidInputError(f"{query_lines[qid]}: query {qid!r} has no relevance judgement; {_UNJUDGED_WHY}")
+        if not any(grade > 0 for grade in qrels[qid].values()):
+            raise InvalidInputError(
+                f"{qrel_lines[qid]}: query {qid!r} has no relevant document (every judgement is 0); {_UNJUDGED_WHY}"
+            )
 
 
 # ------------------------------------------------------------------------------------- files
 def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(where, object)`` for each non-blank line; ``where`` is ``file:line`` for messages."""
     try:
-        handle = path.open(encoding="utf-8")
+        handle = path.open(encoding="utf-8-sig")  # a byte-order mark (Windows exports) is not data
     except OSError as exc:
         raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from exc
     with handle:
@@ -178,9 +202,10 @@ def _read_corpus(path: Path, id_key: str) -> dict[str, Document]:
     return corpus
 
 
-def _read_queries(path: Path, id_key: str) -> dict[str, str]:
+def _read_queries(path: Path, id_key: str, seen: dict[str, str] | None = None) -> dict[str, str]:
+    """Queries by id; ``seen`` (when given) gets each id's ``file:line``."""
     queries: dict[str, str] = {}
-    seen: dict[str, str] = {}
+    seen = {} if seen is None else seen
     for where, record in _jsonl(path):
         qid = _id(record, id_key, where)
         if qid in queries:
@@ -230,16 +255,20 @@ def _custom_split(folder: Path, name: str, corpus: dict[str, Document]) -> Split
                 f"Split {name!r}: {path} is missing "
                 "(the custom layout has <split>_queries.jsonl and <split>_qrels.jsonl)."
             )
-    queries = _read_queries(queries_path, "id")
+    query_lines: dict[str, str] = {}
+    queries = _read_queries(queries_path, "id", query_lines)
     qrels: dict[str, dict[str, int]] = {}
     refs: dict[tuple[str, str], str] = {}
+    qrel_lines: dict[str, str] = {}
     for where, record in _jsonl(qrels_path):
         qid, docid = _id(record, "qid", where), _id(record, "docid", where)
         if "relevance" not in record:
             raise InvalidInputError(f"{where}: 'relevance' is missing")
         _add_qrel(qrels, qid, docid, _grade(record["relevance"], where), where)
         refs[(qid, docid)] = where
+        qrel_lines.setdefault(qid, where)
     _check_refs(qrels, refs, queries, corpus)
+    _check_judged(queries, qrels, query_lines, qrel_lines)
     return Split(queries=queries, qrels=qrels)
 
 
@@ -249,11 +278,12 @@ def _beir_split(folder: Path, name: str, all_queries: dict[str, str], corpus: di
         raise ConfigError(f"Split {name!r}: {path} is missing (the BEIR layout has qrels/<split>.tsv).")
     qrels: dict[str, dict[str, int]] = {}
     refs: dict[tuple[str, str], str] = {}
-    with path.open(encoding="utf-8", newline="") as handle:
+    qrel_lines: dict[str, str] = {}
+    with path.open(encoding="utf-8-sig", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             where = f"{path}:{number}"
-            if number == 1 and row[:2] == ["query-id", "corpus-id"]:
-                continue
+            if number == 1 and len(row) == 3 and not _is_integer(row[2].strip()):
+                continue  # the header (BEIR's is "query-id corpus-id score"; others name them otherwise)
             if not row or not "".join(row).strip():
                 continue
             if len(row) != 3:
@@ -263,8 +293,18 @@ def _beir_split(folder: Path, name: str, all_queries: dict[str, str], corpus: di
             qid, docid = row[0].strip(), row[1].strip()
             _add_qrel(qrels, qid, docid, _grade(row[2].strip(), where), where)
             refs[(qid, docid)] = where
+            qrel_lines.setdefault(qid, where)
     _check_refs(qrels, refs, all_queries, corpus)
-    return Split(queries={qid: all_queries[qid] for qid in qrels}, qrels=qrels)
+    queries = {qid: all_queries[qid] for qid in qrels}
+    _check_judged(queries, qrels, {}, qrel_lines)
+    return Split(queries=queries, qrels=qrels)
+
+
+def _is_integer(text: str) -> bool:
+    try:
+        return float(text) == int(float(text))
+    except ValueError:
+        return False
 
 
 def detect_layout(folder: str | os.PathLike) -> str:

@@ -43,6 +43,31 @@ def check_k_values(k_values: Sequence[int]) -> list[int]:
     return values
 
 
+def metric_names(k_values: Sequence[int]) -> list[str]:
+    """Every metric :func:`compute_metrics` gives for ``k_values``, in its order."""
+    return [f"{name}_at_{k}" for name in METRICS for k in check_k_values(k_values)]
+
+
+def check_metric_names(names: Sequence[str], k_values: Sequence[int]) -> list[str]:
+    """``names`` if each is a metric computed at ``k_values``, else an error listing the valid ones."""
+    valid = metric_names(k_values)
+    for name in names:
+        if name not in valid:
+            raise ConfigError(
+                f"Unknown metric {name!r} for k values {list(k_values)}. Valid: {', '.join(valid)} "
+                "(name_at_k, with k among the k values)."
+            )
+    return list(names)
+
+
+def default_metrics(k_values: Sequence[int]) -> list[str]:
+    """NDCG and recall at 10 (FlagEmbedding's default), else at the nearest k below 10, else the smallest."""
+    ks = check_k_values(k_values)
+    below = [k for k in ks if k <= 10]
+    k = max(below) if below else min(ks)
+    return [f"ndcg_at_{k}", f"recall_at_{k}"]
+
+
 def _ranked(doc_scores: Mapping[str, float], k: int) -> list[str]:
     # Python's sort is stable: equal scores keep the order of the mapping, as in FlagEmbedding.
     return [d for d, _ in sorted(doc_scores.items(), key=lambda item: item[1], reverse=True)[:k]]
@@ -97,4 +122,12 @@ def compute_metrics(qrels: Qrels, results: Results, k_values: Sequence[int] = DE
     return {f"{name}_at_{k}": out[f"{name}_at_{k}"] for name in METRICS for k in ks}
 
 
-__all__ = ["DEFAULT_K_VALUES", "METRICS", "compute_metrics", "check_k_values"]
+__all__ = [
+    "DEFAULT_K_VALUES",
+    "METRICS",
+    "check_k_values",
+    "check_metric_names",
+    "compute_metrics",
+    "default_metrics",
+    "metric_names",
+]

@@ -14,7 +14,7 @@ from typing import Any
 from bge_core.errors import ConfigError
 
 from .data import RetrievalDataset
-from .metrics import DEFAULT_K_VALUES, check_k_values, compute_metrics
+from .metrics import DEFAULT_K_VALUES, check_k_values, check_metric_names, compute_metrics, default_metrics
 from .retrieval import EmbedderRetriever, Reranking, Results, Retriever, as_retriever
 
 logger = logging.getLogger(__name__)
@@ -59,9 +59,15 @@ class Report:
             out.setdefault(run.retriever, {}).setdefault(run.reranker, {})[run.split] = dict(run.metrics)
         return out
 
-    def table(self, metrics: Sequence[str] = DEFAULT_SHOWN) -> str:
-        """A markdown table: one row per (retriever, reranker), a column per metric and split."""
-        return side_by_side(self.to_dict(), metrics)
+    def table(self, metrics: Sequence[str] | None = None) -> str:
+        """A markdown table: one row per (retriever, reranker), a column per metric and split.
+
+        Args:
+            metrics: Metric names (``ndcg_at_10``, ...; default nDCG and recall at 10, or at the
+                nearest k value below). An unknown name is an error listing the valid ones.
+        """
+        names = default_metrics(self.k_values) if metrics is None else check_metric_names(metrics, self.k_values)
+        return side_by_side(self.to_dict(), names)
 
     def write_json(self, path: str | os.PathLike) -> Path:
         """Write :meth:`to_dict` (``--eval_output_method json``)."""
@@ -160,6 +166,16 @@ def compare(
     all_queries: dict[str, str] = {}
     for split in split_objs.values():
         all_queries.update(split.queries)
+    if ignore_identical_ids:
+        lost = [q for s in split_objs.values() for q, judged in s.qrels.items() if judged.get(q, 0) > 0]
+        if lost:
+            logger.warning(
+                "ignore_identical_ids drops the document whose id equals the query's, and %d of %d queries have "
+                "that document judged relevant (first: %r): their metrics will count it as a miss.",
+                len(lost),
+                sum(len(s.queries) for s in split_objs.values()),
+                lost[0],
+            )
     report = Report(dataset=dataset.name, k_values=ks)
     bar = _stage_bar(len(items) * len(stages), show_progress)
     for retriever in items:

@@ -150,3 +150,60 @@ def test_side_by_side_run_and_beir_layout(models: FixtureModels, eval_dir: Path,
     ]
     assert len(rows) == 4 * 2  # two runs, each: two models x (no reranker, reranker)
     assert set(outputs["custom"]) == {models.dense.name, models.xlmr_m3.name}
+
+
+def test_metric_names_are_checked(models: FixtureModels, eval_dir: Path, tmp_path: Path, capsys) -> None:
+    from bge_rag.evaluation import Report, Run, compute_metrics
+
+    metrics = compute_metrics({"q": {"d": 1}}, {"q": {"d": 1.0}}, [1, 3])
+    report = Report("d", [1, 3], [Run("r", "NoReranker", "test", metrics, {"q": {"d": 1.0}})])
+    assert report.table().splitlines()[0] == "| Retriever | Reranker | ndcg_at_3 | recall_at_3 |"
+    with pytest.raises(
+        ConfigError, match=r"Unknown metric 'ndcg@10' for k values \[1, 3\]. Valid: ndcg_at_1, ndcg_at_3"
+    ):
+        report.table(["ndcg@10"])
+    args = [
+        "eval",
+        "--dataset_dir",
+        str(eval_dir),
+        "--embedder_name_or_path",
+        str(models.dense),
+        "--k_values",
+        "1",
+        "5",
+    ]
+    assert main([*args, "--eval_metrics", "ndcg_at_10"]) == 2  # before any model loads
+    assert "Unknown metric 'ndcg_at_10'" in capsys.readouterr().err
+
+
+def test_two_models_with_one_name_are_refused(models: FixtureModels, tmp_path: Path) -> None:
+    import shutil
+
+    twin = tmp_path / "copy" / models.dense.name
+    shutil.copytree(models.dense, twin)
+    e, m = parse(["--dataset_dir", "d", "--embedder_name_or_path", str(models.dense), str(twin)])
+    with pytest.raises(ConfigError, match="both named .*rename one folder, or evaluate them in separate runs"):
+        build(e, m)
+
+
+@pytest.mark.slow
+def test_summary_leaves_out_results_of_another_dataset(
+    models: FixtureModels, eval_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(eval_dir, other)
+    rows = [json.loads(line) for line in (other / "test_qrels.jsonl").read_text().splitlines()]
+    rows[-1]["relevance"] += 1  # one judgement graded otherwise
+    (other / "test_qrels.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    common = ["--output_dir", str(tmp_path / "out"), "--eval_output_method", "json", "--k_values", "1", "10",
+              "--embedder_name_or_path", str(models.dense)]  # fmt: skip
+    summary = tmp_path / "summary.json"
+    assert main(["eval", "--dataset_dir", str(eval_dir), *common, "--reranker_name_or_path", str(models.reranker),
+                 "--rerank_top_k", "3", "--eval_output_path", str(summary)]) == 0  # fmt: skip
+    assert set(json.loads(summary.read_text())[models.dense.name]) == {"NoReranker", models.reranker.name}
+    assert main(["eval", "--dataset_dir", str(other), *common, "--eval_output_path", str(summary)]) == 0
+    # the reranked results of the first dataset stay on disk but not in this dataset's summary
+    assert set(json.loads(summary.read_text())[models.dense.name]) == {"NoReranker"}
+    assert "holds results of another dataset" in caplog.text

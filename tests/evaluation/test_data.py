@@ -102,9 +102,15 @@ def test_custom_and_beir_layouts_read_the_same(tmp_path: Path) -> None:
             "test_qrels.jsonl",
             ['{"qid": "a", "docid": "1", "relevance": 1}'],
             InvalidInputError,
-            r"1 queries .* have no relevance judgement \(first: '7'\)",
+            r"test_queries.jsonl:2: query '7' has no relevance judgement",
         ),
-        ("test_qrels.jsonl", [], InvalidInputError, "has no relevance judgement"),
+        ("test_qrels.jsonl", [], InvalidInputError, "test_queries.jsonl:1: query 'a' has no relevance judgement"),
+        (
+            "test_qrels.jsonl",
+            ['{"qid": "a", "docid": "1", "relevance": 1}', '{"qid": 7, "docid": "2", "relevance": 0}'],
+            InvalidInputError,
+            r"test_qrels.jsonl:2: query '7' has no relevant document \(every judgement is 0\)",
+        ),
     ],
 )
 def test_bad_files_name_file_and_line(tmp_path: Path, file: str, lines: list[str], error: type, match: str) -> None:
@@ -131,12 +137,27 @@ def test_missing_things(tmp_path: Path) -> None:
         load_dataset(beir, layout="msmarco")
 
 
+def test_byte_order_marks_and_other_headers(tmp_path: Path) -> None:
+    folder = _custom(tmp_path / "c")
+    for name in ("corpus.jsonl", "test_queries.jsonl", "test_qrels.jsonl"):
+        path = folder / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # saved "UTF-8 with BOM" on Windows
+    assert load_dataset(folder).split("test").qrels == {"a": {"1": 1}, "7": {"2": 2}}
+    beir = _beir(tmp_path / "b")
+    (beir / "qrels" / "test.tsv").write_text("qid\tdocid\trel\na\t1\t1\n7\t2\t2\n", encoding="utf-8")
+    assert load_dataset(beir).split("test").qrels == {"a": {"1": 1}, "7": {"2": 2}}
+    (beir / "qrels" / "test.tsv").write_text("a\t1\t1\n7\t2\t2\n", encoding="utf-8")  # no header: all data
+    assert load_dataset(beir).split("test").qrels == {"a": {"1": 1}, "7": {"2": 2}}
+
+
 def test_dataset_from_dicts_is_checked() -> None:
     corpus = {"d": Document("", "text")}
     with pytest.raises(InvalidInputError, match="not in the corpus"):
         RetrievalDataset("x", corpus, {"test": Split({"q": "?"}, {"q": {"nope": 1}})})
     with pytest.raises(InvalidInputError, match="has no query"):
         RetrievalDataset("x", corpus, {"test": Split({}, {})})
+    with pytest.raises(InvalidInputError, match="no relevant document, every judgement is 0"):
+        RetrievalDataset("x", corpus, {"test": Split({"q": "?"}, {"q": {"d": 0}})})
     data = RetrievalDataset("x", corpus, {"test": Split({"q": "?"}, {"q": {"d": 1}})})
     with pytest.raises(ConfigError, match="no split 'dev'. Splits: test"):
         data.split("dev")
