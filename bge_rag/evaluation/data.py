@@ -21,14 +21,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bge_core.errors import ConfigError, InvalidInputError
+from bge_rag.jsonl import read_objects
 
 LAYOUTS = ("auto", "custom", "beir")
 
@@ -147,26 +147,6 @@ def _check_judged(
 
 
 # ------------------------------------------------------------------------------------- files
-def _jsonl(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(where, object)`` for each non-blank line; ``where`` is ``file:line`` for messages."""
-    try:
-        handle = path.open(encoding="utf-8-sig")  # a byte-order mark (Windows exports) is not data
-    except OSError as exc:
-        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}") from exc
-    with handle:
-        for number, line in enumerate(handle, 1):
-            where = f"{path}:{number}"
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidInputError(f"{where}: invalid JSON ({exc.msg})") from None
-            if not isinstance(record, dict):
-                raise InvalidInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
-            yield where, record
-
-
 def _id(record: dict[str, Any], key: str, where: str) -> str:
     value = record.get(key)
     if isinstance(value, bool) or not isinstance(value, (str, int)):
@@ -191,7 +171,7 @@ def _text(record: dict[str, Any], key: str, where: str, *, required: bool = True
 def _read_corpus(path: Path, id_key: str) -> dict[str, Document]:
     corpus: dict[str, Document] = {}
     seen: dict[str, str] = {}
-    for where, record in _jsonl(path):
+    for where, record in read_objects(path):
         doc_id = _id(record, id_key, where)
         if doc_id in corpus:
             raise InvalidInputError(f"{where}: duplicate document id {doc_id!r} (first at {seen[doc_id]})")
@@ -206,7 +186,7 @@ def _read_queries(path: Path, id_key: str, seen: dict[str, str] | None = None) -
     """Queries by id; ``seen`` (when given) gets each id's ``file:line``."""
     queries: dict[str, str] = {}
     seen = {} if seen is None else seen
-    for where, record in _jsonl(path):
+    for where, record in read_objects(path):
         qid = _id(record, id_key, where)
         if qid in queries:
             raise InvalidInputError(f"{where}: duplicate query id {qid!r} (first at {seen[qid]})")
@@ -260,7 +240,7 @@ def _custom_split(folder: Path, name: str, corpus: dict[str, Document]) -> Split
     qrels: dict[str, dict[str, int]] = {}
     refs: dict[tuple[str, str], str] = {}
     qrel_lines: dict[str, str] = {}
-    for where, record in _jsonl(qrels_path):
+    for where, record in read_objects(qrels_path):
         qid, docid = _id(record, "qid", where), _id(record, "docid", where)
         if "relevance" not in record:
             raise InvalidInputError(f"{where}: 'relevance' is missing")

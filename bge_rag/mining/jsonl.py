@@ -10,42 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from bge_core.errors import ConfigError, InvalidInputError
+from bge_rag.jsonl import read_objects
 
 
-def _lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
-    """``(line number, text)`` of the non-blank lines of ``path``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                yield number, line
-
-
-def _object(path: str | Path, number: int, line: str) -> dict[str, Any]:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-    if not isinstance(record, dict):
-        raise InvalidInputError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-    return record
-
-
-def _check_texts(path: str | Path, number: int, record: Mapping[str, Any], key: str, required: bool) -> None:
+def _check_texts(where: str, record: Mapping[str, Any], key: str, required: bool) -> None:
     if key not in record:
         if required:
-            raise InvalidInputError(f"{path}:{number}: the line has no {key!r} field")
+            raise InvalidInputError(f"{where}: the line has no {key!r} field")
         return
     value = record[key]
     if not isinstance(value, list) or not all(isinstance(text, str) for text in value):
-        raise InvalidInputError(f"{path}:{number}: {key!r} must be a list of strings")
+        raise InvalidInputError(f"{where}: {key!r} must be a list of strings")
 
 
 def read_training_file(path: str | Path, *, require_neg: bool = False) -> list[dict[str, Any]]:
@@ -65,13 +45,12 @@ def read_training_file(path: str | Path, *, require_neg: bool = False) -> list[d
             the message).
     """
     records = []
-    for number, line in _lines(path, "input_file"):
-        record = _object(path, number, line)
+    for where, record in read_objects(path, "input_file"):
         if not isinstance(record.get("query"), str):
             problem = "has no 'query' field" if "query" not in record else "has a 'query' that is not a string"
-            raise InvalidInputError(f"{path}:{number}: the line {problem}")
-        _check_texts(path, number, record, "pos", required=True)
-        _check_texts(path, number, record, "neg", required=require_neg)
+            raise InvalidInputError(f"{where}: the line {problem}")
+        _check_texts(where, record, "pos", required=True)
+        _check_texts(where, record, "neg", required=require_neg)
         records.append(record)
     return records
 
@@ -84,10 +63,9 @@ def read_candidate_pool(path: str | Path) -> list[str]:
         InvalidInputError: a line is not an object with a string ``text`` (``file:line`` in the message).
     """
     texts = []
-    for number, line in _lines(path, "candidate_pool"):
-        record = _object(path, number, line)
+    for where, record in read_objects(path, "candidate_pool"):
         if not isinstance(record.get("text"), str):
-            raise InvalidInputError(f"{path}:{number}: expected an object with a string 'text' field")
+            raise InvalidInputError(f"{where}: expected an object with a string 'text' field")
         texts.append(record["text"])
     return texts
 

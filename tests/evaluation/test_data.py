@@ -57,7 +57,12 @@ def test_custom_and_beir_layouts_read_the_same(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("file", "lines", "error", "match"),
     [
-        ("corpus.jsonl", ['{"id": 1, "text": "one"}', "{not json"], InvalidInputError, r"corpus.jsonl:2: invalid JSON"),
+        (
+            "corpus.jsonl",
+            ['{"id": 1, "text": "one"}', "{not json"],
+            InvalidInputError,
+            r"corpus.jsonl:2: not valid JSON",
+        ),
         (
             "corpus.jsonl",
             ['{"id": 1, "text": "a"}', '{"id": "1", "text": "b"}'],

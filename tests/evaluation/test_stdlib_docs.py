@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _eval_support import run_flagembedding
 
 from bge_rag.evaluation.stdlib_docs import (
     MODULES,
@@ -18,8 +16,6 @@ from bge_rag.evaluation.stdlib_docs import (
     write_custom_dataset,
 )
 from bge_rag.sample_data import python_docs_paragraphs
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -110,37 +106,18 @@ def test_entry_point_writes_the_folder(tmp_path, capsys):
     assert "20 queries, 20 documents" in capsys.readouterr().out
 
 
-# FlagEmbedding's own runner, in a fresh process, on a written folder. Under transformers 5 it
-# needs the stand-in module of tests/conftest.py (import_flag_embedding) before it imports.
-RUNNER = """
-import runpy, sys
-sys.path.insert(0, {tests!r})
-from conftest import import_flag_embedding
-import_flag_embedding()
-sys.argv = ["FlagEmbedding.evaluation.custom", *sys.argv[1:]]
-runpy.run_module("FlagEmbedding.evaluation.custom", run_name="__main__")
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parity
 def test_flag_embeddings_runner_reads_the_folder(tmp_path, models):
     dataset = write_custom_dataset(tmp_path / "stdlib", *build_stdlib_docs(limit=50, distractors=False))
     out = tmp_path / "out"
-    script = tmp_path / "run_flag_eval.py"
-    script.write_text(RUNNER.format(tests=str(ROOT / "tests")))
-    command = [
-        sys.executable,
-        str(script),
+    run_flagembedding(
         *("--eval_name", "stdlib", "--dataset_dir", str(dataset), "--splits", "test"),
         *("--output_dir", str(out), "--eval_output_method", "json", "--eval_output_path", str(out / "r.json")),
         *("--embedder_name_or_path", str(models.dense), "--embedder_model_class", "encoder-only-base"),
         *("--pooling_method", "cls", "--k_values", "1", "10", "--embedder_batch_size", "64", "--devices", "cpu"),
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-4000:]
+        cwd=tmp_path,
+    )
     report = json.loads((out / "r.json").read_text())
     found = _find(report, "ndcg_at_10")
     assert found and all(0 < value <= 1 for value in found), report
