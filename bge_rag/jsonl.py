@@ -8,31 +8,37 @@ naming the file and line.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bge_core.errors import ConfigError, InvalidInputError
+from bge_core.errors import ConfigError, InputTypeError, InvalidInputError
 
 
-def read_objects(path: str | os.PathLike, what: str = "file") -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(where, object)`` for each non-blank line of ``path``; ``where`` is ``"file:line"``.
+def read_objects(
+    path: str | os.PathLike, what: str = "file", *, objects_only: bool = True
+) -> Iterator[tuple[str, Any]]:
+    """``(where, value)`` for each non-blank line of ``path``; ``where`` is ``"file:line"``.
 
     Args:
-        path: The JSONL file.
+        path: The JSONL file (``.gz``: gzip-compressed).
         what: What the file is, for the message when it cannot be read (``"input_file"``, ...).
+        objects_only: A line that is not a JSON object is an error (``False``: the caller checks).
 
     Raises:
         ConfigError: the file does not exist or cannot be read.
-        InvalidInputError: a line is not valid JSON or not an object.
+        InvalidInputError: a line is not valid JSON; :class:`~bge_core.errors.InputTypeError` (a
+            subclass): a line is not an object.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{what} {str(path)!r} does not exist or is not a file")
     try:
-        handle = path.open(encoding="utf-8-sig")
+        opener = gzip.open if path.suffix.lower() == ".gz" else open
+        handle = opener(path, "rt", encoding="utf-8-sig")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         raise ConfigError(f"Cannot read {what} {str(path)!r}: {exc.strerror or exc}") from exc
     with handle:
@@ -44,8 +50,8 @@ def read_objects(path: str | os.PathLike, what: str = "file") -> Iterator[tuple[
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise InvalidInputError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
-            if not isinstance(record, dict):
-                raise InvalidInputError(f"{where}: expected a JSON object, got {type(record).__name__}")
+            if objects_only and not isinstance(record, dict):
+                raise InputTypeError(f"{where}: expected a JSON object, got {type(record).__name__}")
             yield where, record
 
 

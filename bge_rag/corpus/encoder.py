@@ -30,7 +30,6 @@ pyarrow is imported only when used (``pip install 'bge-rag[parquet]'``).
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
@@ -47,6 +46,7 @@ import numpy as np
 
 from bge_core.errors import ConfigError, InputTypeError, InvalidInputError, MissingExtraError
 from bge_core.types import Encoded, SparseVector
+from bge_rag.jsonl import read_objects
 
 if TYPE_CHECKING:
     from bge_core.embedder import Embedder
@@ -308,17 +308,8 @@ class _Source:
 
     def _jsonl(self) -> Iterator[tuple[str, Any, Any]]:
         assert self.path is not None
-        opener = gzip.open if self.path.suffix.lower() == ".gz" else open
-        with opener(self.path, "rt", encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                if not line.strip():
-                    continue
-                where = f"{self.path}:{number}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InvalidInputError(f"{where}: not valid JSON ({exc.msg})") from exc
-                yield self._record(record, where)
+        for where, record in read_objects(self.path, "source", objects_only=False):
+            yield self._record(record, where)
 
     def _parquet_files(self) -> list[Path]:
         assert self.path is not None
