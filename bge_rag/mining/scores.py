@@ -72,7 +72,7 @@ def add_reranker_scores(
     Example:
         >>> from bge_core import Reranker
         >>> rr = Reranker("BAAI/bge-reranker-base", precision="fp32")
-        >>> add_reranker_scores("train_minedHN.jsonl", "train_scored.jsonl", rr)
+        >>> add_reranker_scores("train_minedHN.jsonl", "train_scored.jsonl", rr)  # doctest: +SKIP
     """
     records = read_training_file(input_file)
     pairs = [
