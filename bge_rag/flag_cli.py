@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from bge_core.errors import ConfigError
@@ -46,6 +47,26 @@ def parse_dataclasses(prog: str, description: str, types: Sequence[type], argv: 
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return tuple(parsed)
+
+
+def refuse_unsupported(command: str, unsupported: Mapping[str, str], *parsed: Any) -> None:
+    """Refuse an option ``command`` cannot honour: one of ``unsupported`` given a non-default value.
+
+    Args:
+        command: The command's name, for the message.
+        unsupported: Option name (a dataclass field of ``parsed``) -> why it is refused / what to do.
+        parsed: The parsed argument dataclasses.
+
+    Raises:
+        ConfigError: ``--NAME is not supported by COMMAND: WHY.``
+    """
+    for args in parsed:
+        for f in fields(args):
+            if f.name not in unsupported:
+                continue
+            default = f.default_factory() if callable(f.default_factory) else f.default
+            if getattr(args, f.name) != default:
+                raise ConfigError(f"--{f.name} is not supported by {command}: {unsupported[f.name]}.")
 
 
 def one_device(devices: Sequence[str] | None) -> str | None:
@@ -214,6 +235,7 @@ __all__ = [
     "load_reranker",
     "one_device",
     "parse_dataclasses",
+    "refuse_unsupported",
     "register_passthrough",
     "with_instruction",
 ]

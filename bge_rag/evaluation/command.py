@@ -23,7 +23,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,7 +32,9 @@ from bge_rag.flag_cli import (
     PRECISIONS,
     load_embedders,
     load_reranker,
+    one_device,
     parse_dataclasses,
+    refuse_unsupported,
     register_passthrough,
 )
 
@@ -221,21 +223,12 @@ def parse(argv: Sequence[str]) -> tuple[EvalArgs, EvalModelArgs]:
 
 def check(eval_args: EvalArgs, model_args: EvalModelArgs) -> None:
     """Refuse what cannot be run exactly, naming the option."""
-    defaults = {f.name: f for f in (*fields(EvalArgs), *fields(EvalModelArgs))}
-    for name, why in _UNSUPPORTED.items():
-        value = getattr(eval_args if hasattr(eval_args, name) else model_args, name)
-        f = defaults[name]
-        default = f.default_factory() if callable(f.default_factory) else f.default
-        if value != default:
-            raise ConfigError(f"--{name} is not supported by bge-rag eval: {why}.")
+    refuse_unsupported("bge-rag eval", _UNSUPPORTED, eval_args, model_args)
     if model_args.embedder_model_class == "decoder-only-pseudo_moe":
         raise ConfigError("--embedder_model_class decoder-only-pseudo_moe is not supported by bge-rag eval.")
     if eval_args.dataset_dir is None:
         raise ConfigError("--dataset_dir is required: bge-rag eval reads a local dataset folder.")
-    if model_args.devices is not None and len(model_args.devices) > 1:
-        raise ConfigError(
-            f"--devices: bge-rag eval runs on one device, got {len(model_args.devices)} ({model_args.devices})."
-        )
+    one_device(model_args.devices)
     for mode in eval_args.retrieval_modes:
         if mode not in MODES:
             raise ConfigError(f"--retrieval_modes: invalid mode {mode!r}. Valid modes are: {', '.join(MODES)}.")

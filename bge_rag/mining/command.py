@@ -15,7 +15,13 @@ import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from bge_core.errors import ConfigError
-from bge_rag.flag_cli import load_embedders, load_reranker, parse_dataclasses, register_passthrough
+from bge_rag.flag_cli import (
+    load_embedders,
+    load_reranker,
+    parse_dataclasses,
+    refuse_unsupported,
+    register_passthrough,
+)
 
 if TYPE_CHECKING:
     from bge_core import Embedder, Reranker
@@ -58,10 +64,14 @@ def build_embedders(args: EmbedderArgs) -> tuple[Embedder, Embedder | None]:
     Raises:
         ConfigError: an hn_mine option bge-rag cannot honour, set to a non-default value.
     """
-    if args.examples_for_task is not None:
-        raise ConfigError("--examples_for_task is not supported by bge-rag mine-negatives")
-    if args.examples_instruction_format != "{}{}":
-        raise ConfigError("--examples_instruction_format is not supported by bge-rag mine-negatives")
+    refuse_unsupported(
+        "bge-rag mine-negatives",
+        {
+            "examples_for_task": "in-context examples are not supported",
+            "examples_instruction_format": "in-context examples are not supported",
+        },
+        args,
+    )
     if args.embedder_model_class is not None:
         logger.info(
             "--embedder_model_class %s: bge-rag tells the model class from the model's config",
@@ -92,10 +102,11 @@ def build_reranker(args: RerankerArgs) -> Reranker:
     """
     if args.reranker_name_or_path is None:
         raise ConfigError("--reranker_name_or_path is required")
-    if args.reranker_peft_path is not None:
-        raise ConfigError(
-            "--reranker_peft_path is not supported: merge the adapter into the model and pass that folder"
-        )
+    refuse_unsupported(
+        "bge-rag score-pairs",
+        {"reranker_peft_path": "merge the adapter into the model and pass that folder"},
+        args,
+    )
     if args.reranker_model_class is not None:
         logger.info(
             "--reranker_model_class %s: bge-rag tells the reranker kind from the model's config",
