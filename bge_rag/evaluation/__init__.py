@@ -22,7 +22,7 @@ arguments. Metrics need ``pip install 'bge-rag[eval]'`` (pytrec_eval).
 
 from __future__ import annotations
 
-from .data import LAYOUTS, Document, RetrievalDataset, Split, available_splits, detect_layout, load_dataset
+from .data import LAYOUTS, Document, Lines, RetrievalDataset, Split, available_splits, detect_layout, load_dataset
 from .metrics import DEFAULT_K_VALUES, METRICS, compute_metrics, default_metrics, metric_names
 from .retrieval import (
     M3_WEIGHTS,
@@ -49,6 +49,7 @@ __all__ = [
     "CorpusCache",
     "Document",
     "EmbedderRetriever",
+    "Lines",
     "Report",
     "Reranking",
     "RetrievalDataset",

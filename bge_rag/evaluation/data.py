@@ -24,6 +24,7 @@ import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,24 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Lines:
+    """Where a split's entries were read (``"file:line"``), so that its checks can name them."""
+
+    queries: dict[str, str] = field(default_factory=dict)  # qid -> where the query is
+    qrels: dict[str, str] = field(default_factory=dict)  # qid -> its first judgement
+    pairs: dict[tuple[str, str], str] = field(default_factory=dict)  # (qid, docid) -> the judgement
+
+
+@dataclass(frozen=True)
 class Split:
-    """The queries of one split and their relevance judgements (``qrels[qid][docid] = grade``)."""
+    """The queries of one split and their relevance judgements (``qrels[qid][docid] = grade``).
+
+    ``lines`` (set by :func:`load_dataset`) tells where each entry was read, for error messages.
+    """
 
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]
+    lines: Lines = field(default_factory=Lines, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,6 @@ class RetrievalDataset:
     corpus: dict[str, Document]
     splits: dict[str, Split]
     path: Path | None = None
-    _digest: list[str] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.splits:
@@ -90,37 +103,52 @@ class RetrievalDataset:
 
     def corpus_digest(self) -> str:
         """SHA-256 of the corpus (ids, titles, texts in order): the key of cached embeddings."""
-        if not self._digest:
-            h = hashlib.sha256()
-            for doc_id, doc in self.corpus.items():
-                for part in (doc_id, doc.title, doc.text):
-                    data = part.encode("utf-8")
-                    h.update(len(data).to_bytes(8, "little"))
-                    h.update(data)
-            self._digest.append(h.hexdigest())
-        return self._digest[0]
+        return self._corpus_digest
+
+    @cached_property
+    def _corpus_digest(self) -> str:
+        h = hashlib.sha256()
+        for doc_id, doc in self.corpus.items():
+            for part in (doc_id, doc.title, doc.text):
+                data = part.encode("utf-8")
+                h.update(len(data).to_bytes(8, "little"))
+                h.update(data)
+        return h.hexdigest()
 
 
 def _check_split(dataset: str, name: str, split: Split, corpus: dict[str, Document]) -> None:
+    """Everything that would make the metrics quietly wrong; ``file:line`` first when known."""
     where = f"split {name!r} of dataset {dataset!r}"
+    lines = split.lines
+    for qid, judged in split.qrels.items():
+        for docid in judged:
+            at = lines.pairs.get((qid, docid))
+            if qid not in split.queries:
+                if at:
+                    raise InvalidInputError(f"{at}: query {qid!r} is not among the queries")
+                raise InvalidInputError(f"The {where} judges query {qid!r}, which it does not have.")
+            if docid not in corpus:
+                if at:
+                    raise InvalidInputError(f"{at}: document {docid!r} is not in the corpus")
+                raise InvalidInputError(f"The {where} judges document {docid!r} for query {qid!r}: not in the corpus.")
     if not split.queries:
         raise InvalidInputError(f"The {where} has no query.")
-    if not split.qrels:
-        raise InvalidInputError(f"The {where} has no relevance judgement.")
-    for qid, judged in split.qrels.items():
-        if qid not in split.queries:
-            raise InvalidInputError(f"The {where} judges query {qid!r}, which it does not have.")
-        for docid in judged:
-            if docid not in corpus:
-                raise InvalidInputError(f"The {where} judges document {docid!r} for query {qid!r}: not in the corpus.")
     missing = [qid for qid in split.queries if qid not in split.qrels]
     if missing:
+        at = lines.queries.get(missing[0])
+        if at:
+            raise InvalidInputError(f"{at}: query {missing[0]!r} has no relevance judgement; {_UNJUDGED_WHY}")
         raise InvalidInputError(
             f"{len(missing)} queries of the {where} have no relevance judgement (first: {missing[0]!r}); "
             f"{_UNJUDGED_WHY}"
         )
     hopeless = [qid for qid, judged in split.qrels.items() if not any(grade > 0 for grade in judged.values())]
     if hopeless:
+        at = lines.qrels.get(hopeless[0])
+        if at:
+            raise InvalidInputError(
+                f"{at}: query {hopeless[0]!r} has no relevant document (every judgement is 0); {_UNJUDGED_WHY}"
+            )
         raise InvalidInputError(
             f"{len(hopeless)} queries of the {where} have no relevant document, every judgement is 0 "
             f"(first: {hopeless[0]!r}); {_UNJUDGED_WHY}"
@@ -131,19 +159,6 @@ _UNJUDGED_WHY = (
     "metrics would count them as failures (FlagEmbedding's evaluation stops on them with a KeyError or "
     "ZeroDivisionError). Judge a relevant document for each or remove them."
 )
-
-
-def _check_judged(
-    queries: dict[str, str], qrels: dict[str, dict[str, int]], query_lines: dict[str, str], qrel_lines: dict[str, str]
-) -> None:
-    """The checks of :func:`_check_split` that can name a file and line."""
-    for qid in queries:
-        if qid not in qrels:
-            raise InvalidInputError(f"{query_lines[qid]}: query {qid!r} has no relevance judgement; {_UNJUDGED_WHY}")
-        if not any(grade > 0 for grade in qrels[qid].values()):
-            raise InvalidInputError(
-                f"{qrel_lines[qid]}: query {qid!r} has no relevant document (every judgement is 0); {_UNJUDGED_WHY}"
-            )
 
 
 # ------------------------------------------------------------------------------------- files
@@ -207,24 +222,13 @@ def _grade(value: Any, where: str) -> int:
     return int(grade)
 
 
-def _add_qrel(qrels: dict[str, dict[str, int]], qid: str, docid: str, grade: int, where: str) -> None:
+def _add_qrel(qrels: dict[str, dict[str, int]], lines: Lines, qid: str, docid: str, grade: int, where: str) -> None:
     judged = qrels.setdefault(qid, {})
     if docid in judged:
         raise InvalidInputError(f"{where}: query {qid!r} judges document {docid!r} twice")
     judged[docid] = grade
-
-
-def _check_refs(
-    qrels: dict[str, dict[str, int]],
-    refs: dict[tuple[str, str], str],
-    queries: dict[str, str],
-    corpus: dict[str, Document],
-) -> None:
-    for (qid, docid), where in refs.items():
-        if qid not in queries:
-            raise InvalidInputError(f"{where}: query {qid!r} is not among the queries")
-        if docid not in corpus:
-            raise InvalidInputError(f"{where}: document {docid!r} is not in the corpus")
+    lines.pairs[(qid, docid)] = where
+    lines.qrels.setdefault(qid, where)
 
 
 def _custom_split(folder: Path, name: str, corpus: dict[str, Document]) -> Split:
@@ -235,21 +239,15 @@ def _custom_split(folder: Path, name: str, corpus: dict[str, Document]) -> Split
                 f"Split {name!r}: {path} is missing "
                 "(the custom layout has <split>_queries.jsonl and <split>_qrels.jsonl)."
             )
-    query_lines: dict[str, str] = {}
-    queries = _read_queries(queries_path, "id", query_lines)
+    lines = Lines()
+    queries = _read_queries(queries_path, "id", lines.queries)
     qrels: dict[str, dict[str, int]] = {}
-    refs: dict[tuple[str, str], str] = {}
-    qrel_lines: dict[str, str] = {}
     for where, record in read_objects(qrels_path):
         qid, docid = _id(record, "qid", where), _id(record, "docid", where)
         if "relevance" not in record:
             raise InvalidInputError(f"{where}: 'relevance' is missing")
-        _add_qrel(qrels, qid, docid, _grade(record["relevance"], where), where)
-        refs[(qid, docid)] = where
-        qrel_lines.setdefault(qid, where)
-    _check_refs(qrels, refs, queries, corpus)
-    _check_judged(queries, qrels, query_lines, qrel_lines)
-    return Split(queries=queries, qrels=qrels)
+        _add_qrel(qrels, lines, qid, docid, _grade(record["relevance"], where), where)
+    return Split(queries=queries, qrels=qrels, lines=lines)
 
 
 def _beir_split(folder: Path, name: str, all_queries: dict[str, str], corpus: dict[str, Document]) -> Split:
@@ -257,8 +255,7 @@ def _beir_split(folder: Path, name: str, all_queries: dict[str, str], corpus: di
     if not path.is_file():
         raise ConfigError(f"Split {name!r}: {path} is missing (the BEIR layout has qrels/<split>.tsv).")
     qrels: dict[str, dict[str, int]] = {}
-    refs: dict[tuple[str, str], str] = {}
-    qrel_lines: dict[str, str] = {}
+    lines = Lines()
     with path.open(encoding="utf-8-sig", newline="") as handle:
         for number, row in enumerate(csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE), 1):
             where = f"{path}:{number}"
@@ -271,13 +268,10 @@ def _beir_split(folder: Path, name: str, all_queries: dict[str, str], corpus: di
                     f"{where}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(row)}"
                 )
             qid, docid = row[0].strip(), row[1].strip()
-            _add_qrel(qrels, qid, docid, _grade(row[2].strip(), where), where)
-            refs[(qid, docid)] = where
-            qrel_lines.setdefault(qid, where)
-    _check_refs(qrels, refs, all_queries, corpus)
-    queries = {qid: all_queries[qid] for qid in qrels}
-    _check_judged(queries, qrels, {}, qrel_lines)
-    return Split(queries=queries, qrels=qrels)
+            _add_qrel(qrels, lines, qid, docid, _grade(row[2].strip(), where), where)
+    # BEIR's queries.jsonl holds every split: this one's are those its qrels judge.
+    queries = {qid: all_queries[qid] for qid in qrels if qid in all_queries}
+    return Split(queries=queries, qrels=qrels, lines=lines)
 
 
 def _is_integer(text: str) -> bool:
@@ -359,4 +353,13 @@ def load_dataset(
     return RetrievalDataset(name=name or path.resolve().name, corpus=corpus, splits=read, path=path)
 
 
-__all__ = ["LAYOUTS", "Document", "RetrievalDataset", "Split", "available_splits", "detect_layout", "load_dataset"]
+__all__ = [
+    "LAYOUTS",
+    "Document",
+    "Lines",
+    "RetrievalDataset",
+    "Split",
+    "available_splits",
+    "detect_layout",
+    "load_dataset",
+]
