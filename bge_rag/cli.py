@@ -280,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bge_rag.corpus.command import register as register_embed
     from bge_rag.evaluation.command import register as register_eval
+    from bge_rag.finetune.command import register as register_finetune
     from bge_rag.mining.command import register as register_mining
     from bge_rag.server.command import register as register_serve
 
@@ -287,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_embed(sub)
     register_eval(sub)
     register_mining(sub)
+    register_finetune(sub)
     return parser
 
 

@@ -28,8 +28,8 @@ def _check_texts(where: str, record: Mapping[str, Any], key: str, required: bool
         raise InvalidInputError(f"{where}: {key!r} must be a list of strings")
 
 
-def read_training_file(path: str | Path, *, require_neg: bool = False) -> list[dict[str, Any]]:
-    """The lines of a FlagEmbedding training file, checked.
+def read_training_lines(path: str | Path, *, require_neg: bool = False) -> list[tuple[str, dict[str, Any]]]:
+    """``("file:line", object)`` for each line of a FlagEmbedding training file, checked.
 
     Args:
         path: A JSONL file; each line an object with ``query`` (a string), ``pos`` (a list of
@@ -37,22 +37,27 @@ def read_training_file(path: str | Path, *, require_neg: bool = False) -> list[d
         require_neg: Refuse a line without ``neg``.
 
     Returns:
-        The objects, in file order (blank lines skipped).
+        Where each object was read and the object, in file order (blank lines skipped).
 
     Raises:
         ConfigError: the file does not exist.
         InvalidInputError: a line is not a JSON object or lacks / mistypes a field (``file:line`` in
             the message).
     """
-    records = []
+    lines = []
     for where, record in read_objects(path, "input_file"):
         if not isinstance(record.get("query"), str):
             problem = "has no 'query' field" if "query" not in record else "has a 'query' that is not a string"
             raise InvalidInputError(f"{where}: the line {problem}")
         _check_texts(where, record, "pos", required=True)
         _check_texts(where, record, "neg", required=require_neg)
-        records.append(record)
-    return records
+        lines.append((where, record))
+    return lines
+
+
+def read_training_file(path: str | Path, *, require_neg: bool = False) -> list[dict[str, Any]]:
+    """The objects of a FlagEmbedding training file, checked (see :func:`read_training_lines`)."""
+    return [record for _, record in read_training_lines(path, require_neg=require_neg)]
 
 
 def read_candidate_pool(path: str | Path) -> list[str]:

@@ -38,6 +38,7 @@ from .export import (
     export,
     lexical_weights_class,
     load_sparse_encoder,
+    save_folder,
 )
 
 
@@ -62,4 +63,5 @@ __all__ = [
     "export",
     "lexical_weights_class",
     "load_sparse_encoder",
+    "save_folder",
 ]

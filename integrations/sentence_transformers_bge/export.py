@@ -522,6 +522,35 @@ def _write_dense_folder_for_all_versions(out_dir: Path, built: SentenceTransform
     _write_json(pooling_dir / "config.json", pooling_config)
 
 
+def save_folder(
+    built: SentenceTransformer | SparseEncoder | MultiVectorEncoder | CrossEncoder, out_dir: str | Path
+) -> Path:
+    """Write a model built here (or trained from one) as export writes it, without a model card.
+
+    Dense folders get the module types and configs every sentence-transformers release from 2.x
+    loads; sparse folders carry the lexical module's file. Files of the folder not written by the
+    model (checkpoints of a training run, a README) are left alone.
+
+    Args:
+        built: A model from one of the ``build_*`` functions, possibly trained since.
+        out_dir: The folder (created when missing).
+
+    Returns:
+        The folder.
+
+    Raises:
+        ModelLoadError: a sparse folder would not load without bge-rag.
+    """
+    out = Path(out_dir).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    built.save(str(out), create_model_card=False)
+    if isinstance(built, SparseEncoder):
+        _check_sparse_folder_is_portable(out)
+    elif isinstance(built, SentenceTransformer):
+        _write_dense_folder_for_all_versions(out, built)
+    return out
+
+
 _KIND_OPTIONS: dict[str, frozenset[str]] = {
     "dense": frozenset(
         {"pooling", "query_instruction", "query_instruction_format", "document_instruction", "max_length", "normalize"}
@@ -625,11 +654,7 @@ def export(
             **options,
         )
         _empty_out_dir(out)
-        built.save(str(out), create_model_card=False)
-    if kind == "dense":
-        _write_dense_folder_for_all_versions(out, built)
-    elif kind == "sparse":
-        _check_sparse_folder_is_portable(out)
+        save_folder(built, out)
     (out / "README.md").write_text(
         model_card(
             kind, model, out, built, resolve_model_dir(model, cache_dir=cache_dir, revision=revision, token=token)
