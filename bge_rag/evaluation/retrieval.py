@@ -17,6 +17,7 @@ Every retriever answers ``retrieve(dataset, queries, top_k)`` with ``{qid: {doci
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -436,9 +437,24 @@ class AppRetriever:
         return out
 
 
+def _implements_protocol(obj: Any) -> bool:
+    """Whether ``obj`` is a :class:`Retriever` of its own: ``retrieve(dataset, queries, top_k)`` and a ``name``.
+
+    Told apart from a LlamaIndex retriever, whose ``retrieve`` takes one query.
+    """
+    method = getattr(obj, "retrieve", None)
+    if not callable(method) or not isinstance(getattr(obj, "name", None), str):
+        return False
+    try:
+        inspect.signature(method).bind(None, {}, 1)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def as_retriever(obj: Any, *, id_field: str = "id", name: str = "") -> Retriever:
     """``obj`` as a :class:`Retriever`: a bge_rag retriever as is, an Embedder (dense), or an app's."""
-    if isinstance(obj, (EmbedderRetriever, AppRetriever)):
+    if isinstance(obj, (EmbedderRetriever, AppRetriever)) or _implements_protocol(obj):
         return obj
     engine = sys.modules.get("bge_core.embedder")  # not imported: obj cannot be an Embedder
     if engine is not None and isinstance(obj, engine.Embedder):

@@ -79,6 +79,13 @@ def run_finetune(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         folder = finetune_embedder(model, data, training, evaluation, kind=kind)
     if training.process_index == 0:
+        import json
+
+        from .training import RESULTS_FILE
+
+        table = json.loads((folder / RESULTS_FILE).read_text(encoding="utf-8")).get("table")
+        if table:
+            print(f"Before (the checkpoint trained from) and after fine-tuning:\n{table}", file=out)
         print(f"Fine-tuned model written to {folder}", file=out)
     return 0
 

@@ -74,6 +74,8 @@ def check_embedder_options(
             "--passage_instruction_format must be '{}{}' (the instruction before the passage): the folder records "
             "the passage instruction as a sentence-transformers prompt, which is a prefix"
         )
+    if kind == "m3" and args.use_mrl:
+        raise ConfigError("--use_mrl is not a BGE-M3 option (FlagEmbedding's M3 model has no Matryoshka loss)")
     if kind != "m3":
         m3_only = [n for n in ("unified_finetuning", "use_self_distill", "fix_encoder") if getattr(args, n)]
         if m3_only or args.self_distill_start_step != -1 or model_args.colbert_dim != -1:
@@ -89,6 +91,72 @@ def _train(trainer: Any, args: Any) -> dict[str, Any]:
     seconds = time.perf_counter() - start
     metrics = dict(output.metrics)
     return {"train_seconds": round(seconds, 3), "train_loss": round(float(output.training_loss), 6), **metrics}
+
+
+def _m3_objective(
+    model: Any, model_args: ModelArguments, data_args: DataArguments, args: EmbedderTrainingArguments
+) -> tuple[Any, list[Any]]:
+    """BGE-M3's loss (with its heads under ``--unified_finetuning``) and the callbacks that keep the heads in step.
+
+    The heads come from the checkpoint resumed (``--resume_from_checkpoint``), else the model
+    folder (``colbert_linear.pt`` / ``sparse_linear.pt``), else are new. With unified fine-tuning
+    the heads' gradients are clipped with the model's (FlagEmbedding clips them together): the
+    callback does it and the trainer's own clipping is turned off, except with ``--fp16``.
+    """
+    from bge_core.loading import resolve_model_dir
+
+    from .m3 import M3Heads, M3HeadsCallback, M3UnifiedLoss
+
+    heads = None
+    if args.unified_finetuning:
+        resumed = args.resume_from_checkpoint
+        source = (
+            Path(resumed)
+            if isinstance(resumed, str) and Path(resumed).is_dir()
+            else resolve_model_dir(
+                model_args.model_name_or_path, cache_dir=model_args.cache_dir, token=model_args.token
+            )
+        )
+        heads = M3Heads.from_pretrained(source, colbert_dim=model_args.colbert_dim)
+    loss = M3UnifiedLoss(
+        model,
+        heads,
+        group_size=data_args.train_group_size,
+        temperature=args.temperature,
+        unified_finetuning=args.unified_finetuning,
+        use_self_distill=args.use_self_distill,
+        self_distill_start_step=args.self_distill_start_step,
+        kd_loss_type=args.kd_loss_type,
+        negatives_cross_device=args.negatives_cross_device,
+        normalize_embeddings=args.normalize_embeddings,
+        fix_encoder=args.fix_encoder,
+        sub_batch_size=args.sub_batch_size,
+    )
+    clip = 0.0
+    if heads is not None and args.max_grad_norm and args.max_grad_norm > 0:
+        if args.fp16:
+            logger.warning(
+                "--fp16: the M3 heads' gradients are not clipped with the model's (FlagEmbedding clips both)"
+            )
+        else:
+            clip, args.max_grad_norm = args.max_grad_norm, 0.0
+    return loss, [M3HeadsCallback(loss, clip)]
+
+
+def _retrievers(before: Any, after: Any, unified: bool) -> list[Any]:
+    """Before and after in dense mode, and for unified BGE-M3 also sparse, ColBERT and hybrid (when both have heads)."""
+    from bge_core.errors import MissingHeadError
+    from bge_rag.evaluation import EmbedderRetriever
+
+    modes = ["dense", "sparse", "colbert", "hybrid"] if unified else ["dense"]
+    out = []
+    for label, embedder in (("before", before), ("after", after)):
+        for mode in modes:
+            try:
+                out.append(EmbedderRetriever(embedder, mode=mode, name=label if mode == "dense" else f"{label}-{mode}"))
+            except MissingHeadError:
+                logger.info("%s has no BGE-M3 heads: no %s row", label, mode)
+    return out
 
 
 def finetune_embedder(
@@ -122,6 +190,7 @@ def finetune_embedder(
     from transformers import set_seed
 
     check_embedder_options(model_args, data_args, args, kind)
+    record = training_arguments_record(model_args, data_args, args, eval_args)
     out = check_output_dir(
         args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
     )
@@ -163,23 +232,27 @@ def finetune_embedder(
         shuffle_ratio=data_args.shuffle_ratio,
         seed=args.seed,
     )
-    loss = FlagEmbedderLoss(
-        model,
-        group_size=data_args.train_group_size,
-        temperature=args.temperature,
-        normalize_embeddings=args.normalize_embeddings,
-        negatives_cross_device=args.negatives_cross_device,
-        kd_loss_type=args.kd_loss_type,
-        mrl_dims=args.mrl_dims if args.use_mrl else (),
-        sub_batch_size=args.sub_batch_size,
-    )
+    callbacks: list[Any] = [EpochCallback(collator)]
+    if kind == "m3":
+        loss, m3_callbacks = _m3_objective(model, model_args, data_args, args)
+        callbacks += m3_callbacks
+    else:
+        loss = FlagEmbedderLoss(
+            model,
+            group_size=data_args.train_group_size,
+            temperature=args.temperature,
+            normalize_embeddings=args.normalize_embeddings,
+            negatives_cross_device=args.negatives_cross_device,
+            kd_loss_type=args.kd_loss_type,
+            mrl_dims=args.mrl_dims if args.use_mrl else (),
+            sub_batch_size=args.sub_batch_size,
+        )
     evaluator = None
     if eval_dataset is not None and args.eval_strategy != "no":
         assert eval_args is not None
         evaluator = RetrievalEvaluator(
             eval_dataset, eval_args.eval_split, eval_args.eval_k_values, eval_args.eval_batch_size
         )
-    args.remove_unused_columns = False
     trainer = SentenceTransformerTrainer(
         model=model,
         args=args,
@@ -187,7 +260,7 @@ def finetune_embedder(
         loss=loss,
         data_collator=collator,  # type: ignore[arg-type]
         evaluator=evaluator,
-        callbacks=[EpochCallback(collator)],
+        callbacks=callbacks,
     )
     train = _train(trainer, args)
     train["pairs_per_second"] = round(train.get("train_samples_per_second", 0.0) * data_args.train_group_size, 3)
@@ -196,13 +269,19 @@ def finetune_embedder(
     from sentence_transformers_bge import save_folder
 
     save_folder(model, out)
-    record = training_arguments_record(model_args, data_args, args, eval_args)
+    heads = getattr(loss, "heads", None) if getattr(loss, "unified_finetuning", False) else None
+    if heads is not None:
+        best = trainer.state.best_model_checkpoint if args.load_best_model_at_end else None
+        if best:  # the trainer reloaded the best checkpoint's model: its heads go with it
+            from .m3 import M3Heads
+
+            heads = M3Heads.from_pretrained(best, colbert_dim=model_args.colbert_dim)
+        heads.save(out)
     table = None
     evaluation = None
     if eval_dataset is not None:
         assert eval_args is not None
         from bge_core import Embedder
-        from bge_rag.evaluation import EmbedderRetriever
 
         before = Embedder(
             model_args.model_name_or_path,
@@ -217,9 +296,7 @@ def finetune_embedder(
         after = Embedder(
             out, precision="fp32", normalize=args.normalize_embeddings, batch_size=eval_args.eval_batch_size
         )
-        report = before_after(
-            [EmbedderRetriever(before, name="before"), EmbedderRetriever(after, name="after")], eval_dataset, eval_args
-        )
+        report = before_after(_retrievers(before, after, kind == "m3" and heads is not None), eval_dataset, eval_args)
         table = report.table()
         evaluation = report.to_dict()
         logger.info("Before / after fine-tuning:\n%s", table)
@@ -234,6 +311,7 @@ def finetune_embedder(
             "arguments": record,
             "train": train,
             "evaluation": evaluation,
+            "table": table,
         },
     )
     return out
@@ -376,6 +454,7 @@ def finetune_reranker(
             "arguments": record,
             "train": train,
             "evaluation": evaluation,
+            "table": table,
         },
     )
     return out

@@ -44,17 +44,6 @@ class EpochCallback(TrainerCallback):
         self.collator.epoch = int(state.epoch or 0)
 
 
-class StepCallback(TrainerCallback):
-    """Tells the loss the global step (BGE-M3's self-distillation starts at a step)."""
-
-    def __init__(self, loss: Any) -> None:
-        self.loss = loss
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        """Set the loss's step from the trainer's state."""
-        self.loss.step = state.global_step
-
-
 class ModelRetriever:
     """The model being trained as a :class:`bge_rag.evaluation.Retriever` (exact dense search)."""
 
@@ -151,18 +140,50 @@ def freeze_position_embeddings(model: Any) -> list[str]:
     return frozen
 
 
+def _reference(args: Any) -> Any:
+    """A default instance of ``args``'s class (required fields copied), to tell what the user changed.
+
+    Training arguments are rebuilt on the process state ``args`` configured (sentence-transformers'
+    trainer does the same): a fresh ``TrainingArguments`` would otherwise reset the shared
+    accelerate state to its own defaults (one CPU process), under a distributed run too.
+    """
+    from transformers import TrainingArguments
+
+    required = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(args)
+        if f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    if isinstance(args, TrainingArguments):
+        _ = args.world_size  # the process state is set up from args, before the reference uses it
+        config: Any = args.accelerator_config  # an AcceleratorConfig once the arguments are built
+        required["accelerator_config"] = dataclasses.replace(config, use_configured_state=True)
+    try:
+        return type(args)(**required)
+    except Exception:  # noqa: BLE001 - a class that cannot be rebuilt: compare with the declared defaults
+        return None
+
+
 def training_arguments_record(*parsed: Any) -> dict[str, Any]:
-    """The options that differ from their defaults, for the model card and the results file."""
+    """The options that differ from their defaults, for the model card and the results file (tokens left out)."""
     record: dict[str, Any] = {}
     for args in parsed:
         if args is None:
             continue
+        reference = _reference(args)
         for f in dataclasses.fields(args):
-            if not f.init:
+            if not f.init or f.name in ("token", "hub_token"):
                 continue
-            default = f.default_factory() if callable(f.default_factory) else f.default
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            if required:
+                record[f.name] = getattr(args, f.name)
+                continue
+            if reference is not None:
+                default = getattr(reference, f.name)
+            else:
+                default = f.default_factory() if callable(f.default_factory) else f.default
             value = getattr(args, f.name)
-            if f.name in ("token", "hub_token") or value == default:
+            if value == default or repr(value) == repr(default):
                 continue
             try:
                 json.dumps(value)
@@ -178,10 +199,8 @@ def load_eval_dataset(eval_args: EvalArguments | None) -> Any:
         return None
     from bge_rag.evaluation import load_dataset
 
-    dataset = load_dataset(eval_args.eval_data)
-    dataset.split(eval_args.eval_split)
-    dataset.split(eval_args.eval_test_split or eval_args.eval_split)
-    return dataset
+    splits = dict.fromkeys([eval_args.eval_split, eval_args.eval_test_split or eval_args.eval_split])
+    return load_dataset(eval_args.eval_data, list(splits))
 
 
 def before_after(
@@ -257,7 +276,6 @@ __all__ = [
     "EpochCallback",
     "ModelRetriever",
     "RetrievalEvaluator",
-    "StepCallback",
     "before_after",
     "build_embedder_model",
     "check_output_dir",
