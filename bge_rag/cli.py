@@ -1,4 +1,4 @@
-"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve``, ``embed``, ``eval``, mining tools.
+"""The ``bge-rag`` command line: ``demo``, ``models``, ``export-st``, ``serve``, ``embed``, ``eval``, ``finetune``, ...
 
 Each subcommand imports its heavy dependencies only when it runs, so ``--help`` stays light.
 """

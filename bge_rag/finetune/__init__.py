@@ -20,15 +20,43 @@ sentence-transformers and FlagEmbedding with equal outputs. Training needs
 
 from __future__ import annotations
 
-from .arguments import (
-    DataArguments,
-    EmbedderTrainingArguments,
-    EvalArguments,
-    ModelArguments,
-    RerankerDataArguments,
-    RerankerTrainingArguments,
-)
-from .runner import finetune_embedder, finetune_reranker
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .arguments import (
+        DataArguments,
+        EmbedderTrainingArguments,
+        EvalArguments,
+        ModelArguments,
+        RerankerDataArguments,
+        RerankerTrainingArguments,
+    )
+    from .runner import finetune_embedder, finetune_reranker
+
+_HOMES = {
+    "DataArguments": "arguments",
+    "EmbedderTrainingArguments": "arguments",
+    "EvalArguments": "arguments",
+    "ModelArguments": "arguments",
+    "RerankerDataArguments": "arguments",
+    "RerankerTrainingArguments": "arguments",
+    "finetune_embedder": "runner",
+    "finetune_reranker": "runner",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The public names, imported on first use.
+
+    ``bge-rag --help`` registers the command without loading sentence-transformers, which the
+    argument classes build on.
+    """
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+
 
 __all__ = [
     "DataArguments",

@@ -37,6 +37,23 @@ def register(subparsers: Any) -> None:
     )
 
 
+def require_training_packages() -> None:
+    """sentence-transformers' trainers and what they need, or the extra to install.
+
+    Raises:
+        MissingExtraError: naming ``pip install 'bge-rag[finetune]'``.
+    """
+    import importlib.util
+
+    from bge_core.errors import MissingExtraError
+
+    missing = [
+        name for name in ("sentence_transformers", "datasets", "accelerate") if not importlib.util.find_spec(name)
+    ]
+    if missing:
+        raise MissingExtraError(f"bge-rag finetune needs {', '.join(missing)}: pip install 'bge-rag[finetune]'")
+
+
 def run_finetune(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Run ``bge-rag finetune KIND`` with the arguments after the kind."""
     out = out or sys.stdout
@@ -48,6 +65,7 @@ def run_finetune(args: argparse.Namespace, out: TextIO | None = None) -> int:
     if kind not in KINDS:
         print(f"bge-rag finetune: unknown kind {kind!r}\n\n{_USAGE}", file=sys.stderr)
         return 2
+    require_training_packages()
     from .arguments import (
         DataArguments,
         EmbedderTrainingArguments,
@@ -90,4 +108,4 @@ def run_finetune(args: argparse.Namespace, out: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = ["KINDS", "register", "run_finetune"]
+__all__ = ["KINDS", "register", "require_training_packages", "run_finetune"]
