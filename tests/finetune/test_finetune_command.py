@@ -176,3 +176,34 @@ def test_usage_and_help(capsys):
     shown = capsys.readouterr().out
     for option in ("--train_group_size", "--unified_finetuning", "--negatives_cross_device", "--eval_data", "--bf16"):
         assert option in shown
+
+
+@pytest.mark.slow
+def test_an_interrupted_m3_run_resumed_from_its_checkpoint_ends_where_the_whole_run_does(models, data, tmp_path):
+    """--resume_from_checkpoint restores the model, the optimizer, the data order and the M3 heads."""
+    import torch
+    from safetensors.torch import load_file
+
+    train, _ = data
+    args = [
+        "finetune", "m3", "--model_name_or_path", str(models.xlmr_m3), "--train_data", str(train),
+        "--train_group_size", "2", "--per_device_train_batch_size", "2", "--max_steps", "3", "--save_steps", "1",
+        "--unified_finetuning", "--learning_rate", "1e-3", *FAST,
+    ]  # fmt: skip
+    whole = tmp_path / "whole"
+    assert main([*args, "--output_dir", str(whole)]) == 0
+    resumed = tmp_path / "resumed"
+    shutil.copytree(whole, resumed)
+    for later in ("checkpoint-2", "checkpoint-3"):
+        shutil.rmtree(resumed / later)
+    for name in ("model.safetensors", "colbert_linear.pt", "sparse_linear.pt", "finetune_results.json"):
+        (resumed / name).unlink()
+    assert main([*args, "--output_dir", str(resumed)]) == 2  # not empty and not resuming: refused
+    assert main([*args, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-1")]) == 0
+    a, b = load_file(whole / "model.safetensors"), load_file(resumed / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) == 0.0
+    for head in ("colbert_linear.pt", "sparse_linear.pt"):
+        x, y = torch.load(whole / head, weights_only=True), torch.load(resumed / head, weights_only=True)
+        assert all(torch.equal(x[k], y[k]) for k in x)
+    first = torch.load(resumed / "checkpoint-1" / "sparse_linear.pt", weights_only=True)
+    assert not torch.equal(first["weight"], y["weight"])  # the heads went on training after the checkpoint
