@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bge_core.errors import ConfigError
+from bge_core.errors import ConfigError, ModelLoadError
 
 from .arguments import (
     DataArguments,
@@ -424,22 +424,16 @@ def finetune_reranker(
         first = EmbedderRetriever(
             Embedder(eval_args.eval_retriever, precision="fp32", batch_size=eval_args.eval_batch_size)
         )
-        report = before_after(
-            [first],
-            eval_dataset,
-            eval_args,
-            rerankers=[
-                None,
-                Reranking(
-                    Reranker(model_args.model_name_or_path, precision="fp32"),
-                    eval_args.eval_rerank_top_k,
-                    "before",
-                    False,
-                    **instructions,
-                ),
-                Reranking(Reranker(out, precision="fp32"), eval_args.eval_rerank_top_k, "after", False, **instructions),
-            ],
-        )
+        rerankers: list[Any] = [None]
+        try:
+            base = Reranker(model_args.model_name_or_path, precision="fp32")
+        except ModelLoadError as exc:  # not a reranker checkpoint: its head was new; the first stage is the baseline
+            logger.info("No 'before' reranking row: %s", exc)
+        else:
+            rerankers.append(Reranking(base, eval_args.eval_rerank_top_k, "before", False, **instructions))
+        tuned = Reranker(out, precision="fp32")
+        rerankers.append(Reranking(tuned, eval_args.eval_rerank_top_k, "after", False, **instructions))
+        report = before_after([first], eval_dataset, eval_args, rerankers=rerankers)
         table = report.table()
         evaluation = report.to_dict()
     record = training_arguments_record(model_args, data_args, args, eval_args)

@@ -207,3 +207,23 @@ def test_an_interrupted_m3_run_resumed_from_its_checkpoint_ends_where_the_whole_
         assert all(torch.equal(x[k], y[k]) for k in x)
     first = torch.load(resumed / "checkpoint-1" / "sparse_linear.pt", weights_only=True)
     assert not torch.equal(first["weight"], y["weight"])  # the heads went on training after the checkpoint
+
+
+@pytest.mark.slow
+@pytest.mark.parity
+def test_a_reranker_trained_from_an_embedder_checkpoint_gets_a_head_and_serves(
+    flag, models, data, paragraphs, tmp_path
+):
+    train, dataset = data
+    out = tmp_path / "minilm-reranker"
+    assert main([
+        "finetune", "reranker", "--model_name_or_path", str(models.minilm), "--train_data", str(train),
+        "--output_dir", str(out), "--train_group_size", "3", "--per_device_train_batch_size", "2",
+        "--max_steps", "1", "--eval_data", str(dataset), "--eval_split", "test",
+        "--eval_retriever", str(models.minilm), "--eval_rerank_top_k", "3", *FAST,
+    ]) == 0  # fmt: skip
+    pairs = list(zip(*_texts(paragraphs)))
+    theirs = flag.FlagReranker(str(out), use_fp16=False, devices="cpu").compute_score(pairs)
+    np.testing.assert_allclose(Reranker(out, precision="fp32").score(pairs), theirs, atol=1e-5)
+    (first_stage,) = json.loads((out / "finetune_results.json").read_text())["evaluation"].values()
+    assert set(first_stage) == {"NoReranker", "after"}  # the embedder had no reranker head to measure before
