@@ -71,7 +71,7 @@ CASES = {
     "m3_kd_loss": {"pooling": "cls", "normalize": True, "options": {"kd_loss_type": "m3_kd_loss"}, "teacher": True},
     "mrl+mean": {"pooling": "mean", "normalize": True, "options": {"mrl_dims": [64, 128, 384]}, "teacher": True},
     "unnormalized": {"pooling": "mean", "normalize": False, "options": {"temperature": 1.0}, "teacher": False},
-    "sub-batch": {"pooling": "cls", "normalize": True, "options": {"sub_batch_size": 5}, "teacher": False},
+    "sub-batch": {"pooling": "cls", "normalize": True, "options": {"sub_batch_size": 8}, "teacher": False},
 }
 
 
