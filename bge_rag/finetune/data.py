@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from bge_core.errors import ConfigError, InvalidInputError
 from bge_rag.mining.jsonl import read_training_lines
@@ -215,9 +215,77 @@ def sample_group(
     return TrainGroup(query, passages, teacher)
 
 
+@dataclass
+class GroupCollator:
+    """What the embedder and reranker collators share: the settings of a batch and its group sampling.
+
+    The trainer calls the collator with dataset rows (:func:`read_train_data`'s); each row's
+    group is drawn for the current epoch (:func:`sample_group` with :func:`group_rng`), and
+    :meth:`collate` (the subclass's) tokenizes the groups.
+
+    Attributes:
+        tokenizer: The model's tokenizer.
+        train_group_size: Passages per query: 1 positive + negatives.
+        query_max_len: FlagEmbedding's ``query_max_len``.
+        passage_max_len: FlagEmbedding's ``passage_max_len``.
+        pad_to_multiple_of: Pad lengths to a multiple of this (``None``: to the longest).
+        query_instruction: The query instruction (a row's own prompt field replaces it).
+        query_instruction_format: Joins instruction and query.
+        passage_instruction: The passage instruction (a row's own prompt field replaces it).
+        passage_instruction_format: Joins instruction and passage.
+        shuffle_ratio: FlagEmbedding's positive-shuffling augmentation.
+        seed: Seeds the group sampling (with the epoch and the row).
+        epoch: The epoch whose groups are drawn (set at each epoch's start by the trainer's callback).
+        valid_label_columns: Dataset columns sentence-transformers' batch samplers treat as
+            labels (none: teacher scores come with the sampled groups).
+    """
+
+    #: The row fields holding a line's own instructions (FlagEmbedding's names for the model kind).
+    query_prompt_field: ClassVar[str] = "prompt"
+    passage_prompt_field: ClassVar[str | None] = None
+
+    tokenizer: Any
+    train_group_size: int = 8
+    query_max_len: int = 32
+    passage_max_len: int = 128
+    pad_to_multiple_of: int | None = None
+    query_instruction: str | None = None
+    query_instruction_format: str = "{}{}"
+    passage_instruction: str | None = None
+    passage_instruction_format: str = "{}{}"
+    shuffle_ratio: float = 0.0
+    seed: int = 42
+    epoch: int = 0
+    valid_label_columns: list[str] = field(default_factory=list)
+
+    def group(self, row: Mapping[str, Any]) -> TrainGroup:
+        """``row``'s group in the current epoch."""
+        return sample_group(
+            row,
+            train_group_size=self.train_group_size,
+            rng=group_rng(self.seed, self.epoch, int(row["row"])),
+            query_instruction=self.query_instruction,
+            query_instruction_format=self.query_instruction_format,
+            passage_instruction=self.passage_instruction,
+            passage_instruction_format=self.passage_instruction_format,
+            query_prompt_field=self.query_prompt_field,
+            passage_prompt_field=self.passage_prompt_field,
+            shuffle_ratio=self.shuffle_ratio,
+        )
+
+    def collate(self, groups: Sequence[TrainGroup]) -> dict[str, Any]:
+        """The batch of sampled groups (the model kind's tokenization)."""
+        raise NotImplementedError
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """The batch of dataset rows: each row's group sampled, then :meth:`collate`."""
+        return self.collate([self.group(row) for row in rows])
+
+
 __all__ = [
     "COLUMNS",
     "SUFFIXES",
+    "GroupCollator",
     "TrainGroup",
     "data_files",
     "group_rng",

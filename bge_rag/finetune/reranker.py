@@ -24,10 +24,10 @@ are teacher scores.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from transformers import AutoConfig
 
 from bge_core.loading import resolve_model_dir
-from bge_rag.finetune.data import TrainGroup, group_rng, sample_group
+from bge_rag.finetune.data import GroupCollator, TrainGroup
 from bge_rag.finetune.losses import kl_distill, teacher_distribution
 from sentence_transformers_bge.export import build_cross_encoder
 
@@ -77,62 +77,19 @@ def encode_pairs(
 
 
 @dataclass
-class RerankerCollator:
+class RerankerCollator(GroupCollator):
     """``CrossEncoderTrainer``'s data collator: training rows to FlagEmbedding's reranker batch.
 
-    Called with the rows of :func:`bge_rag.finetune.data.read_train_data` (the dataset's rows),
-    it samples each row's group with the generator of ``(seed, epoch, row)`` and returns
-    ``{"pair": <input_ids, attention_mask[, token_type_ids]: (B * G, L) tensors>}`` (each row's
-    ``G = train_group_size`` pairs contiguous, positive first), plus ``"label"``: the teacher
-    scores, a ``(B, G)`` float tensor, when the rows carry them (knowledge distillation).
-
-    Args:
-        tokenizer: The model's tokenizer.
-        train_group_size: Passages per query (1 positive + negatives).
-        query_max_len: FlagEmbedding's ``query_max_len``.
-        passage_max_len: FlagEmbedding's ``passage_max_len``.
-        pad_to_multiple_of: Pad the batch's length to a multiple of this (``None``: to the longest pair).
-        query_instruction: FlagEmbedding's ``query_instruction_for_rerank`` (a row's ``query_prompt``
-            replaces it).
-        query_instruction_format: Joins instruction and query.
-        passage_instruction: FlagEmbedding's ``passage_instruction_for_rerank`` (a row's
-            ``passage_prompt`` replaces it).
-        passage_instruction_format: Joins instruction and passage.
-        shuffle_ratio: FlagEmbedding's positive-shuffling augmentation.
-        seed: Seeds the group sampling.
-        epoch: The epoch whose groups are drawn; set it at each epoch's start for new groups.
-        valid_label_columns: Dataset columns sentence-transformers' batch samplers treat as labels
-            (none: teacher scores come from the sampled groups).
+    The settings are :class:`~bge_rag.finetune.data.GroupCollator`'s (``query_instruction`` is
+    FlagEmbedding's ``query_instruction_for_rerank``; a line's own instructions are its
+    ``query_prompt`` / ``passage_prompt`` fields). It returns ``{"pair": <input_ids,
+    attention_mask[, token_type_ids]: (B * G, L) tensors>}`` (each row's ``G = train_group_size``
+    pairs contiguous, positive first), plus ``"label"``: the teacher scores, a ``(B, G)`` float
+    tensor, when the rows carry them (knowledge distillation).
     """
 
-    tokenizer: Any
-    train_group_size: int = 8
-    query_max_len: int = 32
-    passage_max_len: int = 128
-    pad_to_multiple_of: int | None = None
-    query_instruction: str | None = None
-    query_instruction_format: str = "{}{}"
-    passage_instruction: str | None = None
-    passage_instruction_format: str = "{}{}"
-    shuffle_ratio: float = 0.0
-    seed: int = 42
-    epoch: int = 0
-    valid_label_columns: list[str] = field(default_factory=list)
-
-    def group(self, row: Mapping[str, Any]) -> TrainGroup:
-        """``row``'s group in the current epoch."""
-        return sample_group(
-            row,
-            train_group_size=self.train_group_size,
-            rng=group_rng(self.seed, self.epoch, row["row"]),
-            query_instruction=self.query_instruction,
-            query_instruction_format=self.query_instruction_format,
-            passage_instruction=self.passage_instruction,
-            passage_instruction_format=self.passage_instruction_format,
-            query_prompt_field="query_prompt",
-            passage_prompt_field="passage_prompt",
-            shuffle_ratio=self.shuffle_ratio,
-        )
+    query_prompt_field: ClassVar[str] = "query_prompt"
+    passage_prompt_field: ClassVar[str | None] = "passage_prompt"
 
     def collate(self, groups: Sequence[TrainGroup]) -> dict[str, Any]:
         """The batch of sampled groups (``AbsRerankerCollator``'s padding)."""
@@ -151,10 +108,6 @@ class RerankerCollator:
         if groups[0].teacher_scores is not None:
             batch["label"] = torch.tensor([group.teacher_scores for group in groups], dtype=torch.float32)
         return batch
-
-    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        """The batch of ``rows`` (dataset rows, as :func:`~bge_rag.finetune.data.read_train_data` gives them)."""
-        return self.collate([self.group(row) for row in rows])
 
 
 class GroupCrossEntropyLoss(nn.Module):

@@ -18,7 +18,7 @@ from .arguments import (
     RerankerTrainingArguments,
 )
 from .card import model_card
-from .data import read_train_data
+from .data import GroupCollator, read_train_data
 from .embedder import EmbedderCollator
 from .losses import KD_LOSS_TYPES, FlagEmbedderLoss
 from .reranker import GroupCrossEntropyLoss, RerankerCollator, build_reranker
@@ -85,12 +85,63 @@ def check_embedder_options(
         logger.warning("--negatives_cross_device with one process: there are no other devices' negatives to add")
 
 
-def _train(trainer: Any, args: Any) -> dict[str, Any]:
+def _read(data_args: Any, args: Any, eval_args: EvalArguments | None) -> tuple[list[dict[str, Any]], Any]:
+    """The checked training rows and the ``--eval_data`` dataset (``None`` without), before any model loads."""
+    rows = read_train_data(
+        data_args.train_data,
+        train_group_size=data_args.train_group_size,
+        knowledge_distillation=data_args.knowledge_distillation,
+        max_example_num_per_dataset=data_args.max_example_num_per_dataset,
+        seed=args.seed,
+    )
+    return rows, load_eval_dataset(eval_args)
+
+
+def _collator(
+    cls: type[GroupCollator],
+    tokenizer: Any,
+    data_args: Any,
+    seed: int,
+    *,
+    query_instruction: str | None,
+    passage_instruction: str | None,
+) -> Any:
+    """The kind's collator with the run's data options (the instructions under the kind's option names)."""
+    return cls(
+        tokenizer,
+        train_group_size=data_args.train_group_size,
+        query_max_len=data_args.query_max_len,
+        passage_max_len=data_args.passage_max_len,
+        pad_to_multiple_of=data_args.pad_to_multiple_of,
+        query_instruction=query_instruction,
+        query_instruction_format=data_args.query_instruction_format,
+        passage_instruction=passage_instruction,
+        passage_instruction_format=data_args.passage_instruction_format,
+        shuffle_ratio=data_args.shuffle_ratio,
+        seed=seed,
+    )
+
+
+def _fit(trainer: Any, args: Any, group_size: int) -> dict[str, Any]:
+    """Train (or resume); the trainer's figures, the wall time and (query, passage) pairs per second."""
     start = time.perf_counter()
     output = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint or None)
     seconds = time.perf_counter() - start
-    metrics = dict(output.metrics)
-    return {"train_seconds": round(seconds, 3), "train_loss": round(float(output.training_loss), 6), **metrics}
+    train = {"train_seconds": round(seconds, 3), "train_loss": round(float(output.training_loss), 6), **output.metrics}
+    train["pairs_per_second"] = round(train.get("train_samples_per_second", 0.0) * group_size, 3)
+    return train
+
+
+def _finish(kind: str, out: Path, base: str, record: dict[str, Any], train: dict[str, Any], report: Any) -> Path:
+    """The model card and ``finetune_results.json`` beside the saved model."""
+    table = report.table() if report is not None else None
+    if table:
+        logger.info("Before / after fine-tuning:\n%s", table)
+    (out / "README.md").write_text(model_card(kind, out, base, record, train, table), encoding="utf-8")
+    evaluation = report.to_dict() if report is not None else None
+    results = {"kind": kind, "base": base, "arguments": record, "train": train, "evaluation": evaluation}
+    write_results(out, {**results, "table": table})
+    return out
 
 
 def _m3_objective(
@@ -197,14 +248,7 @@ def finetune_embedder(
     check_registry_name(
         out, pooling=args.sentence_pooling_method, query_instruction=data_args.query_instruction_for_retrieval
     )
-    rows = read_train_data(
-        data_args.train_data,
-        train_group_size=data_args.train_group_size,
-        knowledge_distillation=data_args.knowledge_distillation,
-        max_example_num_per_dataset=data_args.max_example_num_per_dataset,
-        seed=args.seed,
-    )
-    eval_dataset = load_eval_dataset(eval_args)
+    rows, eval_dataset = _read(data_args, args, eval_args)
     set_seed(args.seed)
     model = build_embedder_model(
         model_args.model_name_or_path,
@@ -219,18 +263,13 @@ def finetune_embedder(
     )
     if args.fix_position_embedding:
         logger.info("Frozen: %s", ", ".join(freeze_position_embeddings(model)))
-    collator = EmbedderCollator(
-        tokenizer=model.tokenizer,
-        train_group_size=data_args.train_group_size,
-        query_max_len=data_args.query_max_len,
-        passage_max_len=data_args.passage_max_len,
-        pad_to_multiple_of=data_args.pad_to_multiple_of,
+    collator = _collator(
+        EmbedderCollator,
+        model.tokenizer,
+        data_args,
+        args.seed,
         query_instruction=data_args.query_instruction_for_retrieval,
-        query_instruction_format=data_args.query_instruction_format,
         passage_instruction=data_args.passage_instruction_for_retrieval,
-        passage_instruction_format=data_args.passage_instruction_format,
-        shuffle_ratio=data_args.shuffle_ratio,
-        seed=args.seed,
     )
     callbacks: list[Any] = [EpochCallback(collator)]
     if kind == "m3":
@@ -258,12 +297,11 @@ def finetune_embedder(
         args=args,
         train_dataset=Dataset.from_list(rows),
         loss=loss,
-        data_collator=collator,  # type: ignore[arg-type]
+        data_collator=collator,
         evaluator=evaluator,
         callbacks=callbacks,
     )
-    train = _train(trainer, args)
-    train["pairs_per_second"] = round(train.get("train_samples_per_second", 0.0) * data_args.train_group_size, 3)
+    train = _fit(trainer, args, data_args.train_group_size)
     if not trainer.is_world_process_zero():
         return out
     from sentence_transformers_bge import save_folder
@@ -277,8 +315,7 @@ def finetune_embedder(
 
             heads = M3Heads.from_pretrained(best, colbert_dim=model_args.colbert_dim)
         heads.save(out)
-    table = None
-    evaluation = None
+    report = None
     if eval_dataset is not None:
         assert eval_args is not None
         from bge_core import Embedder
@@ -297,24 +334,7 @@ def finetune_embedder(
             out, precision="fp32", normalize=args.normalize_embeddings, batch_size=eval_args.eval_batch_size
         )
         report = before_after(_retrievers(before, after, kind == "m3" and heads is not None), eval_dataset, eval_args)
-        table = report.table()
-        evaluation = report.to_dict()
-        logger.info("Before / after fine-tuning:\n%s", table)
-    (out / "README.md").write_text(
-        model_card(kind, out, model_args.model_name_or_path, record, train, table), encoding="utf-8"
-    )
-    write_results(
-        out,
-        {
-            "kind": kind,
-            "base": model_args.model_name_or_path,
-            "arguments": record,
-            "train": train,
-            "evaluation": evaluation,
-            "table": table,
-        },
-    )
-    return out
+    return _finish(kind, out, model_args.model_name_or_path, record, train, report)
 
 
 RERANKER_UNSUPPORTED = {
@@ -360,14 +380,8 @@ def finetune_reranker(
     out = check_output_dir(
         args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
     )
-    rows = read_train_data(
-        data_args.train_data,
-        train_group_size=data_args.train_group_size,
-        knowledge_distillation=data_args.knowledge_distillation,
-        max_example_num_per_dataset=data_args.max_example_num_per_dataset,
-        seed=args.seed,
-    )
-    eval_dataset = load_eval_dataset(eval_args)
+    record = training_arguments_record(model_args, data_args, args, eval_args)
+    rows, eval_dataset = _read(data_args, args, eval_args)
     if data_args.query_instruction_for_rerank is not None or data_args.passage_instruction_for_rerank is not None:
         logger.warning(
             "Trained with a reranking instruction: bge_core.Reranker and CrossEncoder score the pairs they are given, "
@@ -381,35 +395,29 @@ def finetune_reranker(
         cache_dir=model_args.cache_dir,
         token=model_args.token,
     )
-    collator = RerankerCollator(
+    collator = _collator(
+        RerankerCollator,
         model.tokenizer,
-        train_group_size=data_args.train_group_size,
-        query_max_len=data_args.query_max_len,
-        passage_max_len=data_args.passage_max_len,
-        pad_to_multiple_of=data_args.pad_to_multiple_of,
+        data_args,
+        args.seed,
         query_instruction=data_args.query_instruction_for_rerank,
-        query_instruction_format=data_args.query_instruction_format,
         passage_instruction=data_args.passage_instruction_for_rerank,
-        passage_instruction_format=data_args.passage_instruction_format,
-        shuffle_ratio=data_args.shuffle_ratio,
-        seed=args.seed,
     )
     trainer = CrossEncoderTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_list(rows),
         loss=GroupCrossEntropyLoss(model, data_args.train_group_size),
-        data_collator=collator,  # type: ignore[arg-type]
+        data_collator=collator,
         callbacks=[EpochCallback(collator)],
     )
-    train = _train(trainer, args)
-    train["pairs_per_second"] = round(train.get("train_samples_per_second", 0.0) * data_args.train_group_size, 3)
+    train = _fit(trainer, args, data_args.train_group_size)
     if not trainer.is_world_process_zero():
         return out
     from sentence_transformers_bge import save_folder
 
     save_folder(model, out)
-    table = evaluation = None
+    report = None
     if eval_dataset is not None:
         assert eval_args is not None and eval_args.eval_retriever is not None
         from bge_core import Embedder, Reranker
@@ -434,24 +442,7 @@ def finetune_reranker(
         tuned = Reranker(out, precision="fp32")
         rerankers.append(Reranking(tuned, eval_args.eval_rerank_top_k, "after", False, **instructions))
         report = before_after([first], eval_dataset, eval_args, rerankers=rerankers)
-        table = report.table()
-        evaluation = report.to_dict()
-    record = training_arguments_record(model_args, data_args, args, eval_args)
-    (out / "README.md").write_text(
-        model_card("reranker", out, model_args.model_name_or_path, record, train, table), encoding="utf-8"
-    )
-    write_results(
-        out,
-        {
-            "kind": "reranker",
-            "base": model_args.model_name_or_path,
-            "arguments": record,
-            "train": train,
-            "evaluation": evaluation,
-            "table": table,
-        },
-    )
-    return out
+    return _finish("reranker", out, model_args.model_name_or_path, record, train, report)
 
 
 __all__ = ["RERANKER_UNSUPPORTED", "UNSUPPORTED", "check_embedder_options", "finetune_embedder", "finetune_reranker"]
