@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from pathlib import Path
@@ -152,7 +153,8 @@ def _m3_objective(
     The heads come from the checkpoint resumed (``--resume_from_checkpoint``), else the model
     folder (``colbert_linear.pt`` / ``sparse_linear.pt``), else are new. With unified fine-tuning
     the heads' gradients are clipped with the model's (FlagEmbedding clips them together): the
-    callback does it and the trainer's own clipping is turned off, except with ``--fp16``.
+    callback does it and the trainer's own clipping is turned off (on ``args``, the run's copy),
+    except with ``--fp16``.
     """
     from bge_core.loading import resolve_model_dir
 
@@ -242,6 +244,7 @@ def finetune_embedder(
 
     check_embedder_options(model_args, data_args, args, kind)
     record = training_arguments_record(model_args, data_args, args, eval_args)
+    args = copy.copy(args)  # the run may adjust its copy (BGE-M3's clipping); the caller's stays as given
     out = check_output_dir(
         args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
     )
