@@ -541,6 +541,102 @@ def _eval_quality(path: Path, data: dict[str, Any]) -> Section:
     return Section("eval_quality", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
 
 
+# --------------------------------------------------------------------------- finetune_*.py
+def _finetune_quality(path: Path, data: dict[str, Any]) -> Section:
+    rows = _require_rows(path, data, "rows", ("variant", "ndcg_at_10", "recall_at_10", "ndcg_at_10_delta"))
+    _require(path, data, ["cpu", "dataset", "settings"])
+    dataset, settings = data["dataset"], data["settings"]
+    sizes = dataset.get("split_sizes") or {}
+    split = ", ".join(f"{k} {v}" for k, v in sizes.items()) or NOT_RECORDED
+    work = (
+        f"{settings.get('epochs', NOT_RECORDED)} epoch(s), batch {settings.get('batch_size', NOT_RECORDED)} queries, "
+        f"group size {settings.get('group_size', NOT_RECORDED)}, lr {settings.get('learning_rate', NOT_RECORDED)} "
+        f"(reranker {settings.get('reranker_learning_rate', NOT_RECORDED)}), temperature "
+        f"{settings.get('temperature', NOT_RECORDED)}, max lengths {settings.get('query_max_len', NOT_RECORDED)} / "
+        f"{settings.get('passage_max_len', NOT_RECORDED)} tokens, seed {settings.get('seed', NOT_RECORDED)}, "
+        f"{data.get('precision', NOT_RECORDED)}"
+    )
+    wall = data.get("wall_seconds")
+    extra = [
+        (
+            "Dataset",
+            f"{dataset.get('label', NOT_RECORDED)}, Python {dataset.get('python_version', NOT_RECORDED)}: "
+            f"{dataset.get('corpus', NOT_RECORDED)} documents; queries split {dataset.get('split', NOT_RECORDED)} "
+            f"({split}); every figure is on the test queries",
+        ),
+        ("Model", str(data.get("model", NOT_RECORDED))),
+        ("Training", work + (f"; {wall / 60:.0f} min in all" if wall else "")),
+    ]
+    first = data.get("reranker_first_stage") or {}
+    if first:
+        chosen = (data.get("dev") or {}).get(str(first.get("embedder_key")), {})
+        dev = f", dev nDCG@10 {chosen['ndcg_at_10']:.4f}" if "ndcg_at_10" in chosen else ""
+        extra.append(
+            (
+                "Reranker",
+                f"reranks the top {settings.get('rerank_top_k', NOT_RECORDED)} of the embedder "
+                f"*{first.get('embedder', NOT_RECORDED)}* (the fine-tuned one better on the dev queries{dev}); "
+                "the untrained head is the checkpoint's new random head, as training starts from it",
+            )
+        )
+    metrics = [m for m in ("ndcg_at_10", "recall_at_10", "mrr_at_10") if all(m in r for r in rows)]
+    names = {"ndcg_at_10": "nDCG@10", "recall_at_10": "recall@10", "mrr_at_10": "MRR@10"}
+    table = []
+    for r in rows:
+        delta = "" if r["variant"] == "zero-shot" else f"{r['ndcg_at_10_delta']:+.4f}"
+        recall = r.get("recall_at_10_delta")
+        recall_delta = "" if r["variant"] == "zero-shot" or recall is None else f"{recall:+.4f}"
+        table.append([r["variant"], *(f"{r[m]:.4f}" for m in metrics), delta, recall_delta])
+    header = ["variant", *(names[m] for m in metrics), "Δ nDCG@10 vs zero-shot", "Δ recall@10 vs zero-shot"]
+    parts = [_provenance(path, data, extra, peers=("sentence-transformers",))]
+    parts.append(_table(header, table, "l" + "r" * (len(header) - 1)))
+    commands = data.get("commands") or []
+    if commands:
+        body = "\n".join(f"{c['command']}  # {c.get('seconds', '?')} s" for c in commands)
+        parts.append(_details("The commands of this run (in a temporary folder)", f"```bash\n{body}\n```"))
+    return Section("finetune_quality", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts))
+
+
+def _finetune_speed(path: Path, data: dict[str, Any]) -> Section:
+    rows = _require_rows(path, data, "rows", ("kind", "system", "label", "precision", "pairs_per_second", "runs"))
+    _require(path, data, ["cpu", "settings"])
+    settings = data["settings"]
+    work = (
+        f"{settings.get('steps', NOT_RECORDED)} steps x {settings.get('batch_size', NOT_RECORDED)} queries x group "
+        f"size {settings.get('group_size', NOT_RECORDED)} = {settings.get('pairs_per_run', NOT_RECORDED)} (query, "
+        f"passage) pairs a run, max lengths {settings.get('query_max_len', NOT_RECORDED)} / "
+        f"{settings.get('passage_max_len', NOT_RECORDED)} tokens; {data.get('repeat', NOT_RECORDED)} rounds, "
+        "systems alternating, each run a fresh process; time = the Trainer's train_runtime (loading and saving "
+        "excluded)"
+    )
+    extra = [("Model", str(data.get("model", NOT_RECORDED))), ("Work", work)]
+    table, summary = [], []
+    for r in rows:
+        spread = (
+            f"{_num(r['min_pairs_per_second'])}-{_num(r['max_pairs_per_second'])}"
+            if "min_pairs_per_second" in r
+            else ""
+        )
+        table.append(
+            [
+                r["kind"],
+                f"`{r['label']}`",
+                r["precision"],
+                _num(r["pairs_per_second"]),
+                spread,
+                str(r["runs"]),
+                _ratio(r.get("over_flag")),
+            ]
+        )
+        if r.get("over_flag") is not None:
+            summary.append(
+                (f"fine-tuning, {r['kind']}, `{r['label']}` ÷ FlagEmbedding's runner", _ratio(r["over_flag"]))
+            )
+    header = ["model", "command", "precision", "pairs/s (median)", "min-max", "runs", "this ÷ FlagEmbedding"]
+    parts = [_provenance(path, data, extra, peers=("FlagEmbedding",)), _table(header, table, "lllrrrr")]
+    return Section("finetune_speed", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
+
+
 RENDERERS: dict[str, Callable[[Path, dict[str, Any]], Section]] = {
     "bench": _bench,
     "gpu": _gpu,
@@ -549,6 +645,8 @@ RENDERERS: dict[str, Callable[[Path, dict[str, Any]], Section]] = {
     "streaming_throughput": _streaming,
     "eval_speed": _eval_speed,
     "eval_quality": _eval_quality,
+    "finetune_speed": _finetune_speed,
+    "finetune_quality": _finetune_quality,
     "bf16_deviation": _bf16,
     "storage_accuracy": _storage,
 }
@@ -560,6 +658,8 @@ TITLES = {
     "streaming_throughput": "Corpus-scale embedding: streaming to Parquet and Ray Data",
     "eval_speed": "Retrieval evaluation, end to end, against FlagEmbedding's",
     "eval_quality": "Retrieval quality on real text, by mode (bge-rag eval)",
+    "finetune_speed": "Fine-tuning throughput, against FlagEmbedding's runners",
+    "finetune_quality": "Fine-tuning on real text: held-out quality before and after",
     "bf16_deviation": "Accuracy of the default precision against fp32",
     "storage_accuracy": "Accuracy of float16 and int8 storage",
 }
@@ -588,6 +688,19 @@ REPRODUCE = {
     "document: the rest of it). The weights are all-MiniLM-L6-v2's real ones; the BGE-M3 heads and the reranker's "
     "scoring head are random (no trained ones can be had offline), so the sparse, ColBERT, hybrid and reranked rows "
     "show the mechanism at work on real text, not BGE-M3's or a trained reranker's quality",
+    "finetune_speed": "`python benchmarks/finetune_speed.py --out benchmarks/results/finetune-speed.json`. "
+    "(query, passage) pairs per second of training: `python -m FlagEmbedding.finetune.embedder.encoder_only.base` "
+    "(and `...reranker.encoder_only.base`) against `bge-rag finetune embedder` (`reranker`) with the identical "
+    "argument list, fp32, and with `--bf16`; the time is the Hugging Face Trainer's `train_runtime` of each run. "
+    "*this ÷ FlagEmbedding* is the row's median throughput divided by FlagEmbedding's: above 1 means the row is "
+    "faster",
+    "finetune_quality": "`python benchmarks/finetune_quality.py --out benchmarks/results/finetune-quality.json`. "
+    "all-MiniLM-L6-v2 (real weights) fine-tuned with `bge-rag finetune` on the standard-library docstring set, "
+    "its queries split by top-level package (no package has queries in both training and test), and measured on "
+    "the held-out test queries with FlagEmbedding's metrics: zero-shot, fine-tuned with random negatives, "
+    "fine-tuned with negatives mined by `bge-rag mine-negatives`, and a reranker fine-tuned from the same "
+    "checkpoint (a new scoring head) reranking the fine-tuned embedder (the one better on the dev queries) before "
+    "and after training",
     "bf16_deviation": "`python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json`. Minimum "
     "cosine between the default precision's vectors and fp32's, on the offline fixture models (real MiniLM weights, "
     "tiny random decoders); on a CPU without native bf16 the default is fp32 and the cosines are 1",
@@ -623,6 +736,8 @@ python benchmarks/llm_rerank.py --layers 2 --pairs 8 --rounds 2 --flag-batches 2
 python benchmarks/streaming_throughput.py --out benchmarks/results/streaming.json
 python benchmarks/eval_speed.py --out benchmarks/results/eval-speed.json
 python benchmarks/eval_quality.py --out benchmarks/results/eval-quality.json
+python benchmarks/finetune_speed.py --out benchmarks/results/finetune-speed.json
+python benchmarks/finetune_quality.py --out benchmarks/results/finetune-quality.json
 python benchmarks/bf16_deviation.py --out benchmarks/results/bf16-deviation.json
 python benchmarks/storage_accuracy.py --out benchmarks/results/storage-accuracy.json
 python benchmarks/report.py > /tmp/benchmarks.md         # preview this page

@@ -120,6 +120,10 @@ def test_an_empty_folder_fails(tmp_path):
         report.render(tmp_path)
 
 
+def _deltas(rows: list[dict]) -> list[dict]:
+    return [{**r, **{f"{m}_delta": round(r[m] - rows[0][m], 5) for m in ("ndcg_at_10", "recall_at_10")}} for r in rows]
+
+
 PROVENANCE = {
     "date": "2026-12-07 15:00 UTC",
     "cpu": "Test CPU",
@@ -194,6 +198,51 @@ SYNTHETIC = {
                 ("bge-fp32", "bge-rag eval --precision fp32", "fp32", 30.0),
             )
         ],
+    },
+    "finetune-speed.json": {
+        **PROVENANCE,
+        "command": "python benchmarks/finetune_speed.py --out x.json",
+        "settings": {"steps": 6, "batch_size": 8, "group_size": 4, "pairs_per_run": 192},
+        "repeat": 2,
+        "rows": [
+            {
+                "kind": "embedder",
+                "system": system,
+                "label": label,
+                "precision": precision,
+                "pairs_per_second": rate,
+                "min_pairs_per_second": rate - 1,
+                "max_pairs_per_second": rate + 1,
+                "runs": 2,
+                **({} if system == "flag" else {"over_flag": rate / 20.0}),
+            }
+            for system, label, precision, rate in (
+                ("flag", "python -m FlagEmbedding.finetune.embedder.encoder_only.base", "fp32", 20.0),
+                ("bge-fp32", "bge-rag finetune embedder", "fp32", 25.0),
+            )
+        ],
+    },
+    "finetune-quality.json": {
+        **PROVENANCE,
+        "command": "python benchmarks/finetune_quality.py --out x.json",
+        "dataset": {
+            "label": "stdlib docstrings",
+            "corpus": 706,
+            "split_sizes": {"train": 388, "dev": 133, "test": 140},
+        },
+        "settings": {"epochs": 1, "batch_size": 16, "group_size": 4},
+        "commands": [{"step": "mine", "command": "python -m bge_rag mine-negatives --seed 42", "seconds": 16.0}],
+        "rows": _deltas(
+            [
+                {"variant": "zero-shot", "ndcg_at_10": 0.5, "recall_at_10": 0.7, "mrr_at_10": 0.45},
+                {
+                    "variant": "fine-tuned, 3 mined negatives",
+                    "ndcg_at_10": 0.55,
+                    "recall_at_10": 0.74,
+                    "mrr_at_10": 0.5,
+                },
+            ]
+        ),
     },
     "bf16.json": {
         **PROVENANCE,
@@ -292,3 +341,24 @@ def test_an_eval_speed_run_with_a_reranker_names_it(tmp_path):
     (tmp_path / "eval-speed.json").write_text(json.dumps(data))
     section = _section(report.render(tmp_path), "eval-speed.json")
     assert "- **Reranker:** /models/reranker, reranking each query's top 100" in section
+
+
+def test_the_finetune_speed_headline_is_bge_rag_over_flag_embedding(tmp_path):
+    (tmp_path / "finetune-speed.json").write_text(json.dumps(SYNTHETIC["finetune-speed.json"]))
+    page = report.render(tmp_path)
+    section = _section(page, "finetune-speed.json")
+    assert "6 steps x 8 queries x group size 4 = 192 (query, passage) pairs a run" in section
+    assert "| embedder | `bge-rag finetune embedder` | fp32 | 25.0 | 24.0-26.0 | 2 | 1.25x |" in section
+    assert "| embedder | `python -m FlagEmbedding.finetune.embedder.encoder_only.base` | fp32 | 20.0 |" in section
+    assert "| fine-tuning, embedder, `bge-rag finetune embedder` ÷ FlagEmbedding's runner | 1.25x |" in page
+
+
+def test_the_finetune_quality_table_gives_each_variant_and_its_change_from_zero_shot(tmp_path):
+    (tmp_path / "finetune-quality.json").write_text(json.dumps(SYNTHETIC["finetune-quality.json"]))
+    page = report.render(tmp_path)
+    section = _section(page, "finetune-quality.json")
+    assert "(train 388, dev 133, test 140)" in section
+    assert "| zero-shot | 0.5000 | 0.7000 | 0.4500 |  |  |" in section
+    assert "| fine-tuned, 3 mined negatives | 0.5500 | 0.7400 | 0.5000 | +0.0500 | +0.0400 |" in section
+    assert "python -m bge_rag mine-negatives --seed 42  # 16.0 s" in section
+    assert "## Summary" not in page
