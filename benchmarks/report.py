@@ -634,6 +634,10 @@ def _finetune_speed(path: Path, data: dict[str, Any]) -> Section:
             )
     header = ["model", "command", "precision", "pairs/s (median)", "min-max", "runs", "this ÷ FlagEmbedding"]
     parts = [_provenance(path, data, extra, peers=("FlagEmbedding",)), _table(header, table, "lllrrrr")]
+    commands = [r["command"] for r in rows if r.get("command")]
+    if commands:
+        body = "\n".join(commands)
+        parts.append(_details("The command of each row (in a temporary folder)", f"```bash\n{body}\n```"))
     return Section("finetune_speed", str(data.get("date") or ""), data["cpu"], "\n\n".join(parts), tuple(summary))
 
 
