@@ -49,24 +49,8 @@ SYSTEMS: dict[str, tuple[str, str]] = {
 }
 BASELINE = "flag"
 
-# FlagEmbedding 1.4.2 imports transformers.modeling_attn_mask_utils (for a reranker this script
-# never loads); transformers 5 removed it. The same stand-in as tests/conftest.py, then its runner.
-FLAG_RUNNER = """
-import runpy, sys, types
-name = "transformers.modeling_attn_mask_utils"
-try:
-    __import__(name)
-except ImportError:
-    stand_in = types.ModuleType(name)
-    def _unavailable(*args, **kwargs):
-        raise NotImplementedError(name + " is not available in this transformers version")
-    for attr in ("AttentionMaskConverter", "_prepare_4d_attention_mask", "_prepare_4d_causal_attention_mask",
-                 "_prepare_4d_causal_attention_mask_for_sdpa"):
-        setattr(stand_in, attr, _unavailable)
-    sys.modules[name] = stand_in
-sys.argv = ["FlagEmbedding.evaluation.custom", *sys.argv[1:]]
-runpy.run_module("FlagEmbedding.evaluation.custom", run_name="__main__")
-"""
+#: Starts FlagEmbedding's runner (installs the import stand-in transformers 5 needs, then runs the module).
+FLAG_RUNNER = ROOT / "benchmarks" / "flag_runner.py"
 
 
 def _options(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]:
@@ -89,7 +73,7 @@ def _options(args: argparse.Namespace, dataset: Path, out: Path) -> list[str]:
 
 def _command(system: str, runner: Path, options: list[str]) -> list[str]:
     if system == "flag":
-        return [sys.executable, str(runner), *options]
+        return [sys.executable, str(runner), "FlagEmbedding.evaluation.custom", *options]
     precision = SYSTEMS[system][1]
     return [
         sys.executable,
@@ -208,8 +192,7 @@ def main() -> None:
 
         args.model = str(build_dense_model(work / "model"))
     dataset, dataset_info = _dataset(args, work)
-    runner = work / "flag_runner.py"
-    runner.write_text(FLAG_RUNNER, encoding="utf-8")
+    runner = FLAG_RUNNER
     print(
         f"{dataset_info.get('queries', '?')} queries, {dataset_info.get('corpus', '?')} documents; "
         f"model {model_label}; k {args.k_values}; batch {args.batch_size}"

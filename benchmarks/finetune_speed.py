@@ -61,25 +61,8 @@ SYSTEMS: dict[str, tuple[str, str]] = {
 }
 BASELINE = "flag"
 
-# FlagEmbedding 1.4.2 imports transformers.modeling_attn_mask_utils (for an LLM reranker these runs
-# never load); transformers 5 removed it. The same stand-in as tests/conftest.py, then its runner.
-FLAG_RUNNER = """
-import runpy, sys, types
-name = "transformers.modeling_attn_mask_utils"
-try:
-    __import__(name)
-except ImportError:
-    stand_in = types.ModuleType(name)
-    def _unavailable(*args, **kwargs):
-        raise NotImplementedError(name + " is not available in this transformers version")
-    for attr in ("AttentionMaskConverter", "_prepare_4d_attention_mask", "_prepare_4d_causal_attention_mask",
-                 "_prepare_4d_causal_attention_mask_for_sdpa"):
-        setattr(stand_in, attr, _unavailable)
-    sys.modules[name] = stand_in
-module = sys.argv[1]
-sys.argv = [module, *sys.argv[2:]]
-runpy.run_module(module, run_name="__main__", alter_sys=True)
-"""
+#: Starts FlagEmbedding's runner (installs the import stand-in transformers 5 needs, then runs the module).
+FLAG_RUNNER = ROOT / "benchmarks" / "flag_runner.py"
 
 _RUNTIME = re.compile(r"""['"]train_runtime['"]:\s*['"]?([0-9.]+)""")
 
@@ -233,8 +216,7 @@ def main() -> None:
     )
     wall_start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="bge-finetune-speed-"))
-    runner = work / "flag_runner.py"
-    runner.write_text(FLAG_RUNNER, encoding="utf-8")
+    runner = FLAG_RUNNER
     model = str(minilm_folder())
     lines = _train_file(work / "train.jsonl", args.group_size - 1, args.seed)
     pairs = args.steps * args.batch_size * args.group_size
