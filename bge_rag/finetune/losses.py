@@ -55,16 +55,6 @@ def gather_with_grad(tensor: Tensor) -> Tensor:
     return torch.cat(torch.distributed.nn.all_gather(tensor.contiguous()), dim=0)
 
 
-def gather(tensor: Tensor) -> Tensor:
-    """``tensor`` of every process concatenated along dim 0, no gradient (for teacher targets)."""
-    _, size = world()
-    if size == 1:
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(size)]
-    torch.distributed.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
-
-
 def local_scores(scores: Tensor, group_size: int, offset: int = 0) -> Tensor:
     """Each query's scores against its own group, ``(queries, group_size)``, from scores against all passages.
 
@@ -103,10 +93,9 @@ def contrastive_loss(
     group_size: int,
     teacher_targets: Tensor | None = None,
     kd_loss_type: str = "kl_div",
-    in_batch_negatives: bool = True,
     cross_device: bool = False,
 ) -> Tensor:
-    """FlagEmbedding's loss for one kind of score (``AbsEmbedderModel._compute_*_loss``).
+    """FlagEmbedding's loss for one kind of score, with in-batch negatives (``AbsEmbedderModel._compute_*_loss``).
 
     Args:
         q_reps: The batch's query representations (``score_fn``'s first argument), ``B`` queries.
@@ -115,22 +104,12 @@ def contrastive_loss(
         group_size: Passages per query.
         teacher_targets: ``(B, group_size)`` softmax of teacher scores, or ``None``.
         kd_loss_type: ``"kl_div"`` or ``"m3_kd_loss"``.
-        in_batch_negatives: Score every query against every passage of the batch (FlagEmbedding's
-            default); ``False``: against its own group only.
         cross_device: Every process's passages are negatives too (``p_reps`` must be a tensor).
     """
-    if not in_batch_negatives:
-        scores = score_fn(q_reps, p_reps)  # (B, B * G); the group's block is used
-        group_scores = local_scores(scores, group_size)
-        targets = torch.zeros(group_scores.size(0), dtype=torch.long, device=group_scores.device)
-        if teacher_targets is None:
-            return F.cross_entropy(group_scores, targets)
-        loss = distill(kd_loss_type, teacher_targets, group_scores, group_size)
-        return loss + F.cross_entropy(group_scores, targets) if kd_loss_type == "kl_div" else loss
     offset = 0
     if cross_device:
         rank, _ = world()
-        offset = rank * group_size_queries(p_reps, group_size)
+        offset = rank * (len(p_reps) // group_size)  # this process's first query among all processes'
         p_reps = gather_with_grad(p_reps)
     scores = score_fn(q_reps, p_reps)  # (B, world * B * G)
     targets = (torch.arange(scores.size(0), device=scores.device) + offset) * group_size
@@ -141,18 +120,14 @@ def contrastive_loss(
     return m3_kd_loss(teacher_targets, scores, group_size, offset)
 
 
-def group_size_queries(p_reps: Any, group_size: int) -> int:
-    """The number of queries whose groups ``p_reps`` holds."""
-    return len(p_reps) // group_size
-
-
-def distill(kd_loss_type: str, teacher_targets: Tensor, scores: Tensor, group_size: int) -> Tensor:
-    """FlagEmbedding's ``distill_loss`` on group scores (``kl_div``) or on all-passage scores (``m3_kd_loss``)."""
-    if kd_loss_type == "kl_div":
-        return kl_distill(teacher_targets, scores)
-    if kd_loss_type == "m3_kd_loss":
-        return m3_kd_loss(teacher_targets, scores, group_size)
-    raise ValueError(f"Invalid kd_loss_type {kd_loss_type!r}; valid: {', '.join(KD_LOSS_TYPES)}")
+def chunks(features: dict[str, Any], sub_batch_size: int | None) -> list[dict[str, Any]]:
+    """``features`` cut into chunks of ``sub_batch_size`` texts (FlagEmbedding's ``sub_batch_size``; one without)."""
+    size = features["input_ids"].size(0)
+    step = sub_batch_size if sub_batch_size and sub_batch_size > 0 else size
+    return [
+        {k: v[start : start + step] if isinstance(v, Tensor) else v for k, v in features.items()}
+        for start in range(0, size, step)
+    ]
 
 
 def teacher_distribution(teacher_scores: Tensor | None, batch_size: int) -> Tensor | None:
@@ -210,12 +185,7 @@ class FlagEmbedderLoss(nn.Module):
 
     def embed(self, features: dict[str, Tensor]) -> Tensor:
         """The model's sentence embeddings of one feature dict (in chunks with ``sub_batch_size``)."""
-        size = features["input_ids"].size(0)
-        step = self.sub_batch_size if self.sub_batch_size and self.sub_batch_size > 0 else size
-        parts = []
-        for start in range(0, size, step):
-            chunk = {k: v[start : start + step] if isinstance(v, Tensor) else v for k, v in features.items()}
-            parts.append(self.model(chunk)["sentence_embedding"])
+        parts = [self.model(chunk)["sentence_embedding"] for chunk in chunks(features, self.sub_batch_size)]
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
 
     def score(self, q_reps: Tensor, p_reps: Tensor) -> Tensor:
@@ -258,9 +228,8 @@ class FlagEmbedderLoss(nn.Module):
 __all__ = [
     "KD_LOSS_TYPES",
     "FlagEmbedderLoss",
+    "chunks",
     "contrastive_loss",
-    "distill",
-    "gather",
     "gather_with_grad",
     "kl_distill",
     "local_scores",

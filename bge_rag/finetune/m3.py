@@ -63,7 +63,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from bge_core.errors import ConfigError
 from bge_core.heads import HEAD_FILES, load_linear, unused_token_ids
 
-from .losses import KD_LOSS_TYPES, contrastive_loss, kl_distill, teacher_distribution, world
+from .losses import KD_LOSS_TYPES, chunks, contrastive_loss, kl_distill, teacher_distribution, world
 
 # FlagEmbedding's weights (EncoderOnlyEmbedderM3Model.forward and ensemble_score).
 ENSEMBLE_SPARSE_WEIGHT = 0.3
@@ -253,12 +253,7 @@ class M3UnifiedLoss(nn.Module):
         The token weights are the sparse head's; they and the ColBERT vectors are ``None`` without
         ``unified_finetuning``.
         """
-        size = features["input_ids"].size(0)
-        step = self.sub_batch_size if self.sub_batch_size and self.sub_batch_size > 0 else size
-        parts = []
-        for start in range(0, size, step):
-            chunk = {k: v[start : start + step] if isinstance(v, Tensor) else v for k, v in features.items()}
-            parts.append(self._encode(chunk))
+        parts = [self._encode(chunk) for chunk in chunks(features, self.sub_batch_size)]
         if len(parts) == 1:
             return parts[0]
         dense = torch.cat([p[0] for p in parts], dim=0)
