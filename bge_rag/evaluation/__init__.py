@@ -35,7 +35,7 @@ from .retrieval import (
     model_label,
 )
 from .runner import DEFAULT_SHOWN, NO_RERANKER, Report, Run, compare, evaluate, side_by_side
-from .search import dense_search, top_k_rows
+from .search import dense_search, ranked, top_k_rows
 
 __all__ = [
     "DEFAULT_K_VALUES",
@@ -66,6 +66,7 @@ __all__ = [
     "load_dataset",
     "metric_names",
     "model_label",
+    "ranked",
     "side_by_side",
     "top_k_rows",
 ]

@@ -37,7 +37,7 @@ from bge_core.types import Encoded
 from bge_rag.flag_cli import with_instruction
 
 from .data import RetrievalDataset
-from .search import dense_search, search
+from .search import dense_search, ranked, search
 
 if TYPE_CHECKING:
     from bge_core.embedder import Embedder
@@ -273,10 +273,7 @@ class EmbedderRetriever:
             values, indices = dense_search(q.dense, docs.dense, top_k)  # type: ignore[arg-type]
         else:
             values, indices = search(len(qids), len(doc_ids), self._scorer(q, docs), top_k, block_rows=_BLOCK_QUERIES)
-        return {
-            qid: {doc_ids[j]: float(v) for v, j in zip(row_v.tolist(), row_i.tolist())}
-            for qid, row_v, row_i in zip(qids, values, indices)
-        }
+        return ranked(qids, doc_ids, values, indices)
 
     def _scorer(self, q: Encoded, d: Encoded) -> Callable[[int, int], np.ndarray]:
         needed = MODES[self.mode]

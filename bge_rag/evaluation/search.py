@@ -86,6 +86,14 @@ def search(
     return values, indices
 
 
+def ranked(qids: list[str], doc_ids: list[str], values: np.ndarray, indices: np.ndarray) -> dict[str, dict[str, float]]:
+    """A search's ``(values, indices)`` as results: ``{qid: {docid: score}}``, best first."""
+    return {
+        qid: {doc_ids[j]: float(v) for v, j in zip(row_v.tolist(), row_i.tolist())}
+        for qid, row_v, row_i in zip(qids, values, indices)
+    }
+
+
 def dense_search(queries: np.ndarray, documents: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product search, as a flat faiss ``METRIC_INNER_PRODUCT`` index gives it.
 

@@ -54,19 +54,15 @@ class ModelRetriever:
 
     def retrieve(self, dataset: Any, queries: Mapping[str, str], top_k: int) -> dict[str, dict[str, float]]:
         """Top ``top_k`` documents of each query by inner product of the model's vectors."""
-        from bge_rag.evaluation import dense_search
+        from bge_rag.evaluation import dense_search, ranked
 
-        doc_ids = list(dataset.corpus)
         qids = list(queries)
         docs = self.model.encode_document(
             [d.full_text for d in dataset.corpus.values()], batch_size=self.batch_size, convert_to_numpy=True
         )
         q = self.model.encode_query([queries[i] for i in qids], batch_size=self.batch_size, convert_to_numpy=True)
         values, indices = dense_search(np.asarray(q, np.float32), np.asarray(docs, np.float32), top_k)
-        return {
-            qid: {doc_ids[j]: float(v) for v, j in zip(row_v.tolist(), row_i.tolist())}
-            for qid, row_v, row_i in zip(qids, values, indices)
-        }
+        return ranked(qids, list(dataset.corpus), values, indices)
 
 
 class RetrievalEvaluator(BaseEvaluator):
