@@ -86,8 +86,11 @@ def check_embedder_options(
         logger.warning("--negatives_cross_device with one process: there are no other devices' negatives to add")
 
 
-def _read(data_args: Any, args: Any, eval_args: EvalArguments | None) -> tuple[list[dict[str, Any]], Any]:
-    """The checked training rows and the ``--eval_data`` dataset (``None`` without), before any model loads."""
+def _prepare(data_args: Any, args: Any, eval_args: EvalArguments | None) -> tuple[Path, list[dict[str, Any]], Any]:
+    """The checked output folder, training rows and ``--eval_data`` dataset (or ``None``), before any model loads."""
+    out = check_output_dir(
+        args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
+    )
     rows = read_train_data(
         data_args.train_data,
         train_group_size=data_args.train_group_size,
@@ -95,7 +98,7 @@ def _read(data_args: Any, args: Any, eval_args: EvalArguments | None) -> tuple[l
         max_example_num_per_dataset=data_args.max_example_num_per_dataset,
         seed=args.seed,
     )
-    return rows, load_eval_dataset(eval_args)
+    return out, rows, load_eval_dataset(eval_args)
 
 
 def _collator(
@@ -245,13 +248,10 @@ def finetune_embedder(
     check_embedder_options(model_args, data_args, args, kind)
     record = training_arguments_record(model_args, data_args, args, eval_args)
     args = copy.copy(args)  # the run may adjust its copy (BGE-M3's clipping); the caller's stays as given
-    out = check_output_dir(
-        args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
-    )
+    out, rows, eval_dataset = _prepare(data_args, args, eval_args)
     check_registry_name(
         out, pooling=args.sentence_pooling_method, query_instruction=data_args.query_instruction_for_retrieval
     )
-    rows, eval_dataset = _read(data_args, args, eval_args)
     set_seed(args.seed)
     model = build_embedder_model(
         model_args.model_name_or_path,
@@ -380,11 +380,8 @@ def finetune_reranker(
         raise ConfigError("--train_data is required: JSONL files or folders of them")
     if eval_args is not None and eval_args.eval_data is not None and not eval_args.eval_retriever:
         raise ConfigError("--eval_data for a reranker needs --eval_retriever: the embedder whose candidates it reranks")
-    out = check_output_dir(
-        args.output_dir or "", args.resume_from_checkpoint, getattr(args, "overwrite_output_dir", False)
-    )
     record = training_arguments_record(model_args, data_args, args, eval_args)
-    rows, eval_dataset = _read(data_args, args, eval_args)
+    out, rows, eval_dataset = _prepare(data_args, args, eval_args)
     if data_args.query_instruction_for_rerank is not None or data_args.passage_instruction_for_rerank is not None:
         logger.warning(
             "Trained with a reranking instruction: bge_core.Reranker and CrossEncoder score the pairs they are given, "
