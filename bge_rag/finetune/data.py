@@ -30,8 +30,6 @@ from bge_core.errors import ConfigError, InvalidInputError
 from bge_rag.mining.jsonl import read_training_lines
 
 SUFFIXES = (".json", ".jsonl", ".jsonl.gz")
-# Every column a training row has once read (missing optional fields are None).
-COLUMNS = ("row", "query", "pos", "neg", "pos_scores", "neg_scores", "prompt", "query_prompt", "passage_prompt")
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,11 @@ def read_train_data(
     max_example_num_per_dataset: int | None = None,
     seed: int = 42,
 ) -> list[dict[str, Any]]:
-    """The checked training rows of every file, each with the columns :data:`COLUMNS`.
+    """The checked training rows of every file.
+
+    Each row has ``row`` (its position over all files), ``query``, ``pos``, ``neg``, ``pos_scores``
+    and ``neg_scores`` (``None`` without distillation), and ``prompt``, ``query_prompt``,
+    ``passage_prompt`` (``None`` when the line has none).
 
     Args:
         paths: ``--train_data``: files and folders.
@@ -283,7 +285,6 @@ class GroupCollator:
 
 
 __all__ = [
-    "COLUMNS",
     "SUFFIXES",
     "GroupCollator",
     "TrainGroup",
