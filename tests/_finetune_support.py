@@ -42,12 +42,6 @@ def training_rows(paragraphs: list[str], n: int = 8, negatives: int = 3) -> list
     return rows
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    """Write ``rows`` as JSON lines to ``path``."""
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def one_step(ours: dict[str, torch.nn.Parameter], theirs: dict[str, torch.nn.Parameter], lr: float = 0.1) -> None:
     """One SGD step on each side (gradients already computed).
 

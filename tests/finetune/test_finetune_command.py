@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _eval_support import build_dataset
-from _finetune_support import training_rows, write_jsonl
+from _finetune_support import training_rows
+from _mining_support import write_lines
 
 from bge_core import Embedder, Reranker
 from bge_rag.cli import main
@@ -25,7 +26,7 @@ FAST = ["--report_to", "none", "--disable_tqdm", "True", "--dataloader_pin_memor
 @pytest.fixture(scope="module")
 def data(paragraphs, tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("ft-cli")
-    train = write_jsonl(root / "train.jsonl", training_rows(paragraphs, n=12, negatives=3))
+    train = write_lines(root / "train.jsonl", training_rows(paragraphs, n=12, negatives=3))
     dataset = build_dataset(root / "eval", paragraphs, n=30)
     for part in ("queries", "qrels"):
         shutil.copy(dataset / f"test_{part}.jsonl", dataset / f"dev_{part}.jsonl")

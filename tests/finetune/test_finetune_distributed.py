@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from _finetune_support import training_rows, without_dropout, write_jsonl
+from _finetune_support import training_rows, without_dropout
+from _mining_support import write_lines
 from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ def _free_port() -> int:
 def setup(models, paragraphs, tmp_path_factory) -> tuple[Path, list[str]]:
     root = tmp_path_factory.mktemp("ddp")
     folder = without_dropout(models.minilm, root / "minilm-nodrop")
-    data = write_jsonl(root / "train.jsonl", training_rows(paragraphs, n=8, negatives=2))
+    data = write_lines(root / "train.jsonl", training_rows(paragraphs, n=8, negatives=2))
     common = (
         f"--model_name_or_path {folder} --train_data {data} --train_group_size 3 --query_max_len 16 "
         "--passage_max_len 48 --max_steps 2 --optim sgd --learning_rate 0.01 --lr_scheduler_type constant "

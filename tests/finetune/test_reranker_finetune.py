@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import types
@@ -12,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from _mining_support import write_lines
 from sentence_transformers import CrossEncoder
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
@@ -45,11 +45,6 @@ def lines(paragraphs: list[str]) -> list[dict]:
             }
         )
     return out
-
-
-def write_lines(path: Path, lines: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(line) + "\n" for line in lines), encoding="utf-8")
-    return path
 
 
 def hf_model(model: CrossEncoder) -> PreTrainedModel:
